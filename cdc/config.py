@@ -1,0 +1,207 @@
+"""Loading and validating the YAML configuration.
+
+Every problem is reported at once, each located by its path in the file
+(``pipelines[0].source.slot: ...``). ``${VAR}`` and ``${VAR:-default}`` in string values are
+replaced from the environment; values of secret fields are never shown in messages.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cdc import plugins
+from cdc.errors import ConfigError
+
+
+def _models(kind: str) -> list[type[BaseModel]]:
+    table = plugins.SOURCES if kind == "source" else plugins.SINKS
+    out = []
+    for name in table:
+        mod = plugins.config_module(kind, name)
+        out.extend(
+            v
+            for v in vars(mod).values()
+            if isinstance(v, type)
+            and issubclass(v, BaseModel)
+            and v.__module__ == mod.__name__
+            and "type" in v.model_fields
+        )
+    return out
+
+
+_source_models = _models("source")
+_sink_models = _models("sink")
+SourceConfig = Annotated[Union[tuple(_source_models)], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
+SinkConfig = Annotated[Union[tuple(_sink_models)], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+class BatchConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_events: int = Field(5000, ge=1, description="write a batch once it holds this many events")
+    max_wait_ms: int = Field(
+        100, ge=0, description="write a partial batch after waiting this long for more events"
+    )
+
+
+class PipelineConfig(BaseModel):
+    """One source feeding one sink."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="unique pipeline name (letters, digits, _ . -)")
+    topic_prefix: str | None = Field(
+        None, description="topic prefix (Debezium's topic.prefix); default the pipeline name"
+    )
+    transaction_metadata: bool = Field(
+        True,
+        description="emit BEGIN/END events on <prefix>.transaction and fill the envelope's "
+        "transaction block",
+    )
+    batch: BatchConfig = Field(default_factory=BatchConfig)  # type: ignore[arg-type]
+    source: SourceConfig  # type: ignore[valid-type]
+    sink: SinkConfig  # type: ignore[valid-type]
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"invalid pipeline name {v!r}: use letters, digits, _ . and -")
+        return v
+
+    @property
+    def prefix(self) -> str:
+        return self.topic_prefix or self.name
+
+
+class Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pipelines: list[PipelineConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> Config:
+        seen: set[str] = set()
+        for p in self.pipelines:
+            if p.name in seen:
+                raise ValueError(f"pipeline name {p.name!r} is used twice")
+            seen.add(p.name)
+        return self
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_HINTS = ("password", "secret", "dsn", "token", "credentials", "sasl")
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _substitute(node: Any, loc: tuple[Any, ...], problems: list[str]) -> Any:
+    if isinstance(node, dict):
+        return {k: _substitute(v, (*loc, k), problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, (*loc, i), problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+
+        def repl(m: re.Match[str]) -> str:
+            value = os.environ.get(m.group(1))
+            if value is None:
+                if m.group(2) is not None:
+                    return m.group(2)
+                problems.append(
+                    f"{_path(loc)}: environment variable {m.group(1)} is not set; "
+                    f"set it or write ${{{m.group(1)}:-default}}"
+                )
+                return ""
+            return value
+
+        return _VAR.sub(repl, node)
+    return node
+
+
+def _is_secret(loc: tuple[Any, ...]) -> bool:
+    return any(isinstance(p, str) and any(h in p.lower() for h in _SECRET_HINTS) for p in loc)
+
+
+def _format_error(err: dict[str, Any], data: Any) -> str:
+    loc = list(err["loc"])
+    # Drop the discriminator tag pydantic inserts after a union field ("source", "postgres", ...).
+    clean: list[Any] = []
+    for i, part in enumerate(loc):
+        if i > 0 and loc[i - 1] in ("source", "sink") and isinstance(part, str) and (
+            part in plugins.SOURCES or part in plugins.SINKS
+        ):
+            continue
+        clean.append(part)
+    path = _path(tuple(clean))
+    kind = err["type"]
+    msg = str(err["msg"])
+    if kind == "value_error":
+        msg = msg.removeprefix("Value error, ")
+    elif kind == "extra_forbidden":
+        msg = "unknown field; check its spelling against the config reference in README.md"
+    elif kind == "missing":
+        msg = "required field is missing"
+    elif kind == "union_tag_invalid":
+        options = plugins.SOURCES if clean and clean[-1] == "source" else plugins.SINKS
+        msg = f"unknown type {err['input'].get('type')!r}: use one of {', '.join(options)}"
+    elif kind == "union_tag_not_found":
+        msg = "missing 'type'"
+    else:
+        shown = "" if _is_secret(tuple(clean)) else f": {err.get('input')!r}"
+        msg = f"bad value{shown}: {msg[0].lower() + msg[1:]}"
+    return f"{path}: {msg}" if path else msg
+
+
+def parse(text: str, origin: str = "<config>") -> Config:
+    """Validate YAML text; raise ConfigError with every problem found."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"{origin}: not valid YAML{where}: {getattr(e, 'problem', e)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError([f"{origin}: expected a mapping with a 'pipelines' list at the top"])
+    problems: list[str] = []
+    data = _substitute(data, (), problems)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as e:
+        problems += [_format_error(dict(err), data) for err in e.errors()]
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError([f"cannot read config file {str(p)!r}: {e.strerror}"]) from None
+    config = parse(text, str(p))
+    # Relative sink paths are relative to the config file, not to wherever the daemon starts.
+    for pl in config.pipelines:
+        sink_path = getattr(pl.sink, "path", None)
+        if isinstance(sink_path, Path) and not sink_path.is_absolute():
+            pl.sink.path = (p.parent / sink_path).resolve()
+    return config

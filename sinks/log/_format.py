@@ -1,0 +1,197 @@
+"""On-disk format of the built-in log.
+
+A log directory holds segment files named by the offset of their first record
+(``00000000000000000000.seg``), a schema store (``schemas.jsonl``) and a writer lock.
+A segment is a sequence of frames; a frame is one durable batch:
+
+    header  (32 bytes, big-endian)
+        magic        4s   b"CDCF"
+        crc          u32  CRC-32 of everything after this field (rest of header + payload)
+        length       u32  payload length in bytes
+        base_offset  u64  offset of the frame's first record
+        count        u32  number of records
+        timestamp    u64  milliseconds since the epoch when the frame was written
+    payload
+        position     u32 length + JSON   source position after the last record of this frame
+        prev         u32 length + JSON   position of the previous frame ("null" for none)
+        records      ``count`` times:
+            timestamp  u64 ms (commit time), topic u16+utf8, key i32+bytes (-1: null),
+            value i32+bytes (-1: null, a tombstone), event id u16+utf8,
+            headers u16 count, each name u16+utf8 and value u32+bytes
+
+The position travels inside the frame it covers, so one fsync makes the data and the checkpoint
+durable together: delivery into the log is exactly-once across crashes.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from cdc.model import EncodedRecord, Position
+
+MAGIC = b"CDCF"
+HEADER = struct.Struct(">4sIIQIQ")
+HEADER_SIZE = HEADER.size
+SEGMENT_SUFFIX = ".seg"
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_I32 = struct.Struct(">i")
+_U64 = struct.Struct(">Q")
+_REC = struct.Struct(">QH")
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}{SEGMENT_SUFFIX}"
+
+
+@dataclass(slots=True)
+class FrameInfo:
+    base_offset: int
+    count: int
+    timestamp_ms: int
+    position: Position | None
+    prev: Position | None
+    file_offset: int  # where the frame starts in its segment
+    size: int  # header + payload bytes
+    payload: bytes
+
+
+@dataclass(slots=True)
+class LogRecord:
+    """One record as read back: its global offset and the bytes the encoder wrote."""
+
+    offset: int
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+    event_id: str
+    headers: tuple[tuple[str, bytes], ...]
+
+
+def encode_frame(
+    base_offset: int,
+    records: list[EncodedRecord],
+    position: Position,
+    prev: Position | None,
+    now_ms: int,
+) -> bytes:
+    parts: list[bytes] = []
+    pos = json.dumps(position, separators=(",", ":")).encode()
+    prv = json.dumps(prev, separators=(",", ":")).encode()
+    parts += [_U32.pack(len(pos)), pos, _U32.pack(len(prv)), prv]
+    for r in records:
+        topic = r.topic.encode()
+        eid = r.event_id.encode()
+        parts.append(_REC.pack(r.timestamp_ms, len(topic)))
+        parts.append(topic)
+        if r.key is None:
+            parts.append(_I32.pack(-1))
+        else:
+            parts += [_I32.pack(len(r.key)), r.key]
+        if r.value is None:
+            parts.append(_I32.pack(-1))
+        else:
+            parts += [_I32.pack(len(r.value)), r.value]
+        parts += [_U16.pack(len(eid)), eid, _U16.pack(len(r.headers))]
+        for name, hv in r.headers:
+            n = name.encode()
+            parts += [_U16.pack(len(n)), n, _U32.pack(len(hv)), hv]
+    payload = b"".join(parts)
+    rest = struct.pack(">IQIQ", len(payload), base_offset, len(records), now_ms)
+    crc = zlib.crc32(payload, zlib.crc32(rest))
+    return MAGIC + _U32.pack(crc) + rest + payload
+
+
+class FrameError(Exception):
+    """A frame that is incomplete or fails its checksum (``reason`` says which)."""
+
+    def __init__(self, reason: str, file_offset: int) -> None:
+        self.reason = reason
+        self.file_offset = file_offset
+        super().__init__(f"{reason} at byte {file_offset}")
+
+
+def read_frame(buf: bytes | memoryview, at: int) -> FrameInfo:
+    """Parse and verify the frame starting at ``at`` in ``buf``; raise FrameError if bad."""
+    if len(buf) - at < HEADER_SIZE:
+        raise FrameError("incomplete frame header", at)
+    magic, crc, length, base, count, ts = HEADER.unpack_from(buf, at)
+    if magic != MAGIC:
+        raise FrameError("bad frame magic", at)
+    end = at + HEADER_SIZE + length
+    if end > len(buf):
+        raise FrameError("incomplete frame", at)
+    payload = bytes(buf[at + HEADER_SIZE : end])
+    if zlib.crc32(payload, zlib.crc32(bytes(buf[at + 8 : at + HEADER_SIZE]))) != crc:
+        raise FrameError("frame checksum mismatch", at)
+    (plen,) = _U32.unpack_from(payload, 0)
+    position = json.loads(payload[4 : 4 + plen])
+    (qlen,) = _U32.unpack_from(payload, 4 + plen)
+    prev = json.loads(payload[8 + plen : 8 + plen + qlen])
+    return FrameInfo(base, count, ts, position, prev, at, end - at, payload)
+
+
+def records_of(frame: FrameInfo) -> Iterator[LogRecord]:
+    p = frame.payload
+    (plen,) = _U32.unpack_from(p, 0)
+    i = 4 + plen
+    (qlen,) = _U32.unpack_from(p, i)
+    i += 4 + qlen
+    for n in range(frame.count):
+        ts, tlen = _REC.unpack_from(p, i)
+        i += _REC.size
+        topic = p[i : i + tlen].decode()
+        i += tlen
+        (klen,) = _I32.unpack_from(p, i)
+        i += 4
+        key: bytes | None = None
+        if klen >= 0:
+            key = p[i : i + klen]
+            i += klen
+        (vlen,) = _I32.unpack_from(p, i)
+        i += 4
+        value: bytes | None = None
+        if vlen >= 0:
+            value = p[i : i + vlen]
+            i += vlen
+        (elen,) = _U16.unpack_from(p, i)
+        i += 2
+        eid = p[i : i + elen].decode()
+        i += elen
+        (nh,) = _U16.unpack_from(p, i)
+        i += 2
+        headers: list[tuple[str, bytes]] = []
+        for _ in range(nh):
+            (hn,) = _U16.unpack_from(p, i)
+            i += 2
+            hname = p[i : i + hn].decode()
+            i += hn
+            (hl,) = _U32.unpack_from(p, i)
+            i += 4
+            headers.append((hname, p[i : i + hl]))
+            i += hl
+        yield LogRecord(frame.base_offset + n, topic, key, value, ts, eid, tuple(headers))
+
+
+def scan(buf: bytes | memoryview) -> tuple[list[FrameInfo], FrameError | None]:
+    """All valid frames from the start of a segment, and the error that ended the scan, if any."""
+    frames: list[FrameInfo] = []
+    at = 0
+    while at < len(buf):
+        try:
+            f = read_frame(buf, at)
+        except FrameError as e:
+            return frames, e
+        frames.append(f)
+        at += f.size
+    return frames, None
+
+
+def dumps_position(p: Any) -> str:
+    return json.dumps(p, separators=(",", ":"))

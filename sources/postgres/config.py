@@ -1,0 +1,69 @@
+"""Configuration of the PostgreSQL source."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
+_IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"[^"]+")'
+_TABLE = re.compile(rf"^(?:{_IDENT}\.)?{_IDENT}$")
+
+
+class PostgresSourceConfig(BaseModel):
+    """PostgreSQL logical replication (pgoutput) source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["postgres"] = Field(description="selects the PostgreSQL source")
+    dsn: str = Field(
+        description="libpq connection string or URI; the user needs the REPLICATION attribute "
+        "and SELECT on the tables (and CREATE on the database to create the publication)",
+        json_schema_extra={"secret": True},
+    )
+    tables: list[str] = Field(
+        min_length=1,
+        description='tables to capture, "schema.table" (schema defaults to public)',
+    )
+    slot: str | None = Field(
+        None, description="replication slot name; default cdc_<pipeline name>; created if missing"
+    )
+    publication: str | None = Field(
+        None, description="publication name; default cdc_<pipeline name>; created if missing"
+    )
+    status_interval_s: float = Field(
+        10.0, gt=0, description="how often to send standby status (flush position) to the server"
+    )
+
+    @field_validator("slot")
+    @classmethod
+    def _slot(cls, v: str | None) -> str | None:
+        if v is not None and not _SLOT.match(v):
+            raise ValueError(f"invalid slot name {v!r}: use a-z, 0-9 and _ (at most 63 characters)")
+        return v
+
+    @field_validator("publication")
+    @classmethod
+    def _publication(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$", v):
+            raise ValueError(
+                f"invalid publication name {v!r}: use letters, digits and _ (at most 63 characters)"
+            )
+        return v
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not _TABLE.match(t)]
+        if bad:
+            raise ValueError(f"invalid table name {bad[0]!r}: use schema.table")
+        if len(set(v)) != len(v):
+            raise ValueError("a table is listed twice")
+        return v
+
+
+def default_name(pipeline: str) -> str:
+    """Slot/publication name derived from a pipeline name: cdc_<name>, lowercased, sanitised."""
+    return ("cdc_" + re.sub(r"[^a-z0-9_]", "_", pipeline.lower()))[:63]
