@@ -1,0 +1,31 @@
+PYTHON ?= .venv/bin/python
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: setup test unit integration lint format demo bench clean
+
+setup:  ## install system packages and the venv (idempotent, quick when done)
+	bash .ci/setup
+
+test: setup  ## the whole suite: unit and integration tests against real servers
+	$(PYTHON) -m pytest -q tests
+
+unit:
+	$(PYTHON) -m pytest -q -m unit tests
+
+integration:
+	$(PYTHON) -m pytest -q -m integration tests
+
+lint:
+	$(PYTHON) -m ruff check cdc sources sinks scratch tests
+	$(PYTHON) -m ruff format --check cdc sources sinks scratch tests
+	$(PYTHON) -m mypy cdc sources sinks
+
+format:
+	$(PYTHON) -m ruff format cdc sources sinks scratch tests
+	$(PYTHON) -m ruff check --fix cdc sources sinks scratch tests
+
+demo: setup  ## a scratch Postgres feeding the built-in log; prints the captured events
+	$(PYTHON) -m scratch.demo
+
+clean:
+	rm -rf .demo data
