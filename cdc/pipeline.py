@@ -31,7 +31,7 @@ class Pipeline:
             self._source.stop()
 
     def run(self) -> None:
-        cfg = self.config
+        cfg: Any = self.config
         sink: Sink = plugins.plugin("sink", cfg.sink.type).open_sink(cfg.sink, cfg)
         try:
             source: Source = plugins.plugin("source", cfg.source.type).open_source(cfg.source, cfg)

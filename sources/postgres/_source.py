@@ -12,6 +12,7 @@ transactions and events that ``start`` says were already delivered are dropped h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import select
@@ -23,6 +24,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq, sql
+from psycopg.pq.abc import PGconn
 
 import cdc
 from cdc.errors import PositionLost, SourceError
@@ -34,7 +36,9 @@ from sources.postgres.config import PostgresSourceConfig, default_name
 log = logging.getLogger(__name__)
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
-SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601"
+SESSION_OPTIONS = (
+    "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601"
+)
 
 SOURCE_SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -153,7 +157,7 @@ class PostgresSource:
         self.tx_metadata = transaction_metadata
         self.tables = [self._split(t) for t in config.tables]
         self._stopping = False
-        self._repl: pq.PGconn | None = None
+        self._repl: PGconn | None = None
         self._catalog: psycopg.Connection[Any] | None = None
         self._relations: dict[int, _Relation] = {}
         self._acked = 0
@@ -163,7 +167,11 @@ class PostgresSource:
 
     @staticmethod
     def _split(name: str) -> tuple[str, str]:
-        parts = [p.strip('"') for p in name.split(".", 1)] if "." in name else ["public", name.strip('"')]
+        parts = (
+            [p.strip('"') for p in name.split(".", 1)]
+            if "." in name
+            else ["public", name.strip('"')]
+        )
         return parts[0], parts[1]
 
     # --- connections --------------------------------------------------------------------------
@@ -171,14 +179,16 @@ class PostgresSource:
     def _connect_catalog(self) -> psycopg.Connection[Any]:
         if self._catalog is None or self._catalog.closed:
             try:
-                self._catalog = psycopg.connect(self.config.dsn, autocommit=True, options=SESSION_OPTIONS)
+                self._catalog = psycopg.connect(
+                    self.config.dsn, autocommit=True, options=SESSION_OPTIONS
+                )
             except psycopg.OperationalError as e:
                 raise SourceError(f"cannot connect to postgres: {str(e).strip()}") from None
             self.db = self._catalog.info.dbname
         return self._catalog
 
-    def _connect_replication(self) -> pq.PGconn:
-        params = psycopg.conninfo.conninfo_to_dict(self.config.dsn)
+    def _connect_replication(self) -> PGconn:
+        params: dict[str, Any] = dict(psycopg.conninfo.conninfo_to_dict(self.config.dsn))
         params["replication"] = "database"
         params["options"] = SESSION_OPTIONS
         conn = pq.PGconn.connect(psycopg.conninfo.make_conninfo(**params).encode())
@@ -197,7 +207,8 @@ class PostgresSource:
         wal_level = cat.execute("SHOW wal_level").fetchone()
         if wal_level and wal_level[0] != "logical":
             problems.append(
-                f"wal_level is {wal_level[0]!r}: set wal_level = logical in postgresql.conf and restart"
+                f"wal_level is {wal_level[0]!r}: "
+                "set wal_level = logical in postgresql.conf and restart"
             )
         row = cat.execute(
             "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
@@ -231,7 +242,9 @@ class PostgresSource:
                     "table %s.%s has no primary key and REPLICA IDENTITY %s: its updates and "
                     "deletes will fail on the server once published; add a primary key or "
                     "ALTER TABLE ... REPLICA IDENTITY FULL",
-                    schema, table, "NOTHING" if row[1] == "n" else "DEFAULT",
+                    schema,
+                    table,
+                    "NOTHING" if row[1] == "n" else "DEFAULT",
                 )
             oids.append(str(row[0]))
         wanted = {(s, t) for s, t in self.tables}
@@ -245,7 +258,9 @@ class PostgresSource:
         idents = sql.SQL(", ").join(sql.Identifier(s, t) for s, t in sorted(wanted))
         if not exists:
             cat.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(self.publication), idents)
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                    sql.Identifier(self.publication), idents
+                )
             )
             log.info("created publication %s for %d tables", self.publication, len(wanted))
             return
@@ -260,22 +275,27 @@ class PostgresSource:
             log.info("added %d tables to publication %s", len(missing), self.publication)
 
     def _slot_state(self) -> tuple[int, str | None] | None:
-        row = self._connect_catalog().execute(
-            "SELECT confirmed_flush_lsn::text, wal_status, plugin, database "
-            "FROM pg_replication_slots WHERE slot_name = %s",
-            (self.slot,),
-        ).fetchone()
+        row = (
+            self._connect_catalog()
+            .execute(
+                "SELECT confirmed_flush_lsn::text, wal_status, plugin, database "
+                "FROM pg_replication_slots WHERE slot_name = %s",
+                (self.slot,),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         if row[2] != "pgoutput" or row[3] != self.db:
             raise SourceError(
                 f"replication slot {self.slot!r} exists for plugin {row[2]!r} in database "
                 f"{row[3]!r}; this pipeline needs a pgoutput slot in {self.db!r}: "
-                "choose another source.slot"
+                "choose another source.slot",
+                retryable=False,
             )
         return (parse_lsn(row[0]) if row[0] else 0), row[1]
 
-    def _create_slot(self, conn: pq.PGconn) -> None:
+    def _create_slot(self, conn: PGconn) -> None:
         res = conn.exec_(
             f'CREATE_REPLICATION_SLOT "{self.slot}" LOGICAL pgoutput NOEXPORT_SNAPSHOT'.encode()
         )
@@ -306,7 +326,8 @@ class PostgresSource:
         info = cat.execute(
             "SELECT a.attname, a.attnotnull, format_type(a.atttypid, a.atttypmod), "
             "coalesce(a.attnum = ANY(i.indkey), false) "
-            "FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
+            "FROM pg_attribute a "
+            "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
             "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped",
             (relid,),
         ).fetchall()
@@ -360,7 +381,7 @@ class PostgresSource:
 
     # --- streaming ----------------------------------------------------------------------------
 
-    def _start(self, start: Position | None) -> pq.PGconn:
+    def _start(self, start: Position | None) -> PGconn:
         self._connect_catalog()
         self._ensure_publication()
         conn = self._connect_replication()
@@ -381,13 +402,15 @@ class PostgresSource:
                 conn.finish()
                 raise PositionLost(
                     f"replication slot {self.slot!r} was invalidated (wal_status lost: the server "
-                    "removed WAL it needed, see max_slot_wal_keep_size); drop the slot and move the "
+                    "removed WAL it needed, see max_slot_wal_keep_size); "
+                    "drop the slot and move the "
                     "sink's data aside to start over"
                 )
             if start is not None and confirmed > start_lsn:
                 conn.finish()
                 raise PositionLost(
-                    f"replication slot {self.slot!r} is at {format_lsn(confirmed)}, past the sink's "
+                    f"replication slot {self.slot!r} is at {format_lsn(confirmed)}, "
+                    "past the sink's "
                     f"last position {format_lsn(start_lsn)}: the changes between were consumed "
                     "elsewhere. Use a slot only this pipeline reads"
                 )
@@ -403,14 +426,16 @@ class PostgresSource:
         conn.nonblocking = 1
         log.info(
             "streaming from slot %s at %s (publication %s)",
-            self.slot, format_lsn(start_lsn) if start else "its confirmed position", self.publication,
+            self.slot,
+            format_lsn(start_lsn) if start else "its confirmed position",
+            self.publication,
         )
         state = self._slot_state()
         # Never report a flush position behind the slot's: some server versions move it back.
         self._acked = max(self._acked, state[0] if state else 0)
         return conn
 
-    def _recv(self, conn: pq.PGconn, timeout: float) -> bytes | None:
+    def _recv(self, conn: PGconn, timeout: float) -> bytes | None:
         n, data = conn.get_copy_data(1)
         if n == 0:
             r, _, _ = select.select([conn.socket], [], [], max(timeout, 0))
@@ -426,9 +451,13 @@ class PostgresSource:
         msg = (res.error_message if res is not None else b"") or conn.error_message
         raise SourceError(f"replication stream ended: {msg.decode(errors='replace').strip()}")
 
-    def _send_status(self, conn: pq.PGconn, force: bool = False) -> None:
+    def _send_status(self, conn: PGconn, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and self._acked == self._sent_ack and now - self._last_status < self.config.status_interval_s:
+        if (
+            not force
+            and self._acked == self._sent_ack
+            and now - self._last_status < self.config.status_interval_s
+        ):
             return
         lsn = self._acked
         ts = time.time_ns() // 1000 - PG_EPOCH_US
@@ -476,7 +505,9 @@ class PostgresSource:
                 events.append(ev)
             seq += 1
 
-        def change(table: TableSchema, op: Any, before: Any, after: Any, src: dict[str, Any]) -> None:
+        def change(
+            table: TableSchema, op: Any, before: Any, after: Any, src: dict[str, Any]
+        ) -> None:
             nonlocal began, total
             if not began:
                 # BEGIN is emitted with the first captured change: transactions that touch no
@@ -487,8 +518,18 @@ class PostgresSource:
             total += 1
             n = per_table.get(table.qualified, 0) + 1
             per_table[table.qualified] = n
-            add(RowChange(table, op, before, after, src, ts_us // 1000, f"{txn_lsn}:{seq}",
-                          (tx_id, total, n) if tx_meta else None))
+            add(
+                RowChange(
+                    table,
+                    op,
+                    before,
+                    after,
+                    src,
+                    ts_us // 1000,
+                    f"{txn_lsn}:{seq}",
+                    (tx_id, total, n) if tx_meta else None,
+                )
+            )
 
         while True:
             if events and (
@@ -530,7 +571,11 @@ class PostgresSource:
                 _, commit_lsn, end_lsn, _ = _COMMIT.unpack_from(buf, 1)
                 if not skip_txn:
                     if began and tx_meta:
-                        add(TxBoundary("END", tx_id, ts_us // 1000, f"{txn_lsn}:{seq}", total, per_table))
+                        add(
+                            TxBoundary(
+                                "END", tx_id, ts_us // 1000, f"{txn_lsn}:{seq}", total, per_table
+                            )
+                        )
                     last_commit_lsn = commit_lsn
                     resume_lsn = end_lsn
                 in_txn = False
@@ -555,7 +600,11 @@ class PostgresSource:
                 raw, _ = _tuple(buf, i + 1)
                 after = self._row(rel, raw, True)
                 src = self._source_block(table, ts_us, xid, msg_lsn, last_commit_lsn)
-                if before is not None and table.key and any(before[k] != after[k] for k in table.key):
+                if (
+                    before is not None
+                    and table.key
+                    and any(before[k] != after[k] for k in table.key)
+                ):
                     # The primary key changed: a delete of the old key and a create of the new
                     # one, as Debezium emits it.
                     change(table, "d", before, None, src)
@@ -586,7 +635,9 @@ class PostgresSource:
             "ts_ms": ts_us // 1000,
             "snapshot": "false",
             "db": self.db,
-            "sequence": json.dumps([str(last_commit_lsn) if last_commit_lsn else None, str(lsn)], separators=(",", ":")),
+            "sequence": json.dumps(
+                [str(last_commit_lsn) if last_commit_lsn else None, str(lsn)], separators=(",", ":")
+            ),
             "ts_us": ts_us,
             "ts_ns": ts_us * 1000,
             "schema": table.namespace,
@@ -598,10 +649,8 @@ class PostgresSource:
 
     def close(self) -> None:
         if self._repl is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._send_status(self._repl, force=True)
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
             self._repl.finish()
             self._repl = None
         if self._catalog is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -60,7 +60,7 @@ def _timestamptz(s: str) -> str:
     # Text in UTC: "2024-01-02 03:04:05.123456+00" -> "2024-01-02T03:04:05.123456Z"
     if s.endswith("+00") and len(s) >= 22 and s[10] == " ":
         return s[:10] + "T" + s[11:-3] + "Z"
-    dt = datetime.fromisoformat(s).astimezone(timezone.utc)
+    dt = datetime.fromisoformat(s).astimezone(UTC)
     return dt.isoformat().replace("+00:00", "Z")
 
 
@@ -85,12 +85,20 @@ def _variable_decimal(s: str) -> dict[str, Any]:
 
 def _numeric(typmod: int) -> Mapping:
     if typmod < 4:
-        return Mapping("numeric", avro.VARIABLE_SCALE_DECIMAL, _variable_decimal,
-                       {"scale": 0, "value": b"\x00"})
+        return Mapping(
+            "numeric",
+            avro.VARIABLE_SCALE_DECIMAL,
+            _variable_decimal,
+            {"scale": 0, "value": b"\x00"},
+        )
     precision = ((typmod - 4) >> 16) & 0xFFFF
     scale = (typmod - 4) & 0xFFFF
-    return Mapping(f"numeric({precision},{scale})", avro.decimal(precision, scale),
-                   _fixed_decimal(scale), Decimal(0))
+    return Mapping(
+        f"numeric({precision},{scale})",
+        avro.decimal(precision, scale),
+        _fixed_decimal(scale),
+        Decimal(0),
+    )
 
 
 def _timestamp(typmod: int) -> Mapping:
