@@ -76,7 +76,8 @@ pipelines:
         print("demo: writing rows in three transactions ...", flush=True)
         pg.psql(
             "BEGIN;"
-            "INSERT INTO customers (name, email) VALUES ('Ada', 'ada@example.com'), ('Brian', NULL);"
+            "INSERT INTO customers (name, email)"
+            " VALUES ('Ada', 'ada@example.com'), ('Brian', NULL);"
             "INSERT INTO orders (customer_id, amount, status) VALUES (1, 19.99, 'new');"
             "COMMIT;"
             "UPDATE orders SET status = 'paid' WHERE id = 1;"
@@ -95,9 +96,8 @@ pipelines:
         daemon.wait(30)
         daemon = None
         print("demo: $ cdc log read .demo/log   (summary; every line is a full JSON event)\n")
-        out = subprocess.run(
-            _cdc("log", "read", str(DEMO / "log")), capture_output=True, text=True, env=env, check=True
-        )
+        read = _cdc("log", "read", str(DEMO / "log"))
+        out = subprocess.run(read, capture_output=True, text=True, env=env, check=True)
         for line in out.stdout.splitlines():
             r = json.loads(line)
             v = r["value"]

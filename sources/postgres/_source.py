@@ -30,7 +30,7 @@ import cdc
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Column, Position, RowChange, TableSchema, TxBoundary
 from sources.postgres._lsn import format_lsn, parse_lsn
-from sources.postgres._types import UNAVAILABLE, Mapping, mapping_for
+from sources.postgres._types import UNAVAILABLE, Mapping, TypeInfo, mapping_for
 from sources.postgres.config import PostgresSourceConfig, default_name
 
 log = logging.getLogger(__name__)
@@ -160,6 +160,7 @@ class PostgresSource:
         self._repl: PGconn | None = None
         self._catalog: psycopg.Connection[Any] | None = None
         self._relations: dict[int, _Relation] = {}
+        self._types: dict[int, TypeInfo | None] = {}
         self._acked = 0
         self._sent_ack = -1
         self._last_status = 0.0
@@ -308,6 +309,30 @@ class PostgresSource:
 
     # --- relations ----------------------------------------------------------------------------
 
+    def resolve_type(self, oid: int) -> TypeInfo | None:
+        """Catalog facts of a type (cached; types are looked up again after a reconnect)."""
+        if oid in self._types:
+            return self._types[oid]
+        row = (
+            self._connect_catalog()
+            .execute(
+                "SELECT format_type(t.oid, NULL), t.typtype, t.typcategory, t.typelem, "
+                "t.typbasetype, t.typtypmod, "
+                "coalesce(array(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid "
+                "ORDER BY e.enumsortorder), '{}') "
+                "FROM pg_type t WHERE t.oid = %s",
+                (oid,),
+            )
+            .fetchone()
+        )
+        info = None
+        if row is not None:
+            info = TypeInfo(
+                oid, row[0], row[1], row[2], int(row[3]), int(row[4]), int(row[5]), tuple(row[6])
+            )
+        self._types[oid] = info
+        return info
+
     def _relation(self, buf: bytes) -> None:
         (relid,) = _U32.unpack_from(buf, 1)
         ns, i = _cstring(buf, 5)
@@ -337,7 +362,7 @@ class PostgresSource:
         key: list[int] = []
         for idx, (cname, type_oid, typmod) in enumerate(cols):
             cat_row = by_name.get(cname)
-            m = mapping_for(type_oid, typmod, cat_row[2] if cat_row else None)
+            m = mapping_for(type_oid, typmod, cat_row[2] if cat_row else None, self.resolve_type)
             is_key = bool(cat_row and cat_row[3])
             required = bool(cat_row and (cat_row[1] or is_key))
             columns.append(Column(cname, m.avro, not required, m.name, m.fallback))

@@ -28,6 +28,24 @@ UNAVAILABLE = "__debezium_unavailable_value"
 
 
 @dataclass(frozen=True, slots=True)
+class TypeInfo:
+    """What the catalog says of a type that is not a fixed built-in (pg_type, pg_enum)."""
+
+    oid: int
+    name: str  # format_type(oid, NULL), e.g. "mood", "public.citext", "integer[]"
+    typtype: str  # b base, d domain, e enum, c composite, r range, m multirange, p pseudo
+    category: str  # typcategory: A array, ...
+    element: int  # typelem of an array type, else 0
+    base: int  # typbasetype of a domain, else 0
+    base_typmod: int  # typtypmod of a domain
+    enum_labels: tuple[str, ...] = ()
+
+
+Resolver = Callable[[int], "TypeInfo | None"]
+"""Looks a type oid up in the catalog (cached by the caller); None when it does not exist."""
+
+
+@dataclass(frozen=True, slots=True)
 class Mapping:
     name: str
     avro: Any
@@ -143,8 +161,14 @@ _BY_TYPMOD: dict[int, Callable[[int], Mapping]] = {
 }
 
 
-def mapping_for(type_oid: int, typmod: int, type_name: str | None = None) -> Mapping:
-    """The mapping of a column type; unknown types map to their text form."""
+def mapping_for(
+    type_oid: int, typmod: int, type_name: str | None = None, resolve: Resolver | None = None
+) -> Mapping:
+    """The mapping of a column type; unknown types map to their text form.
+
+    ``resolve`` looks up types that are not fixed built-ins (enums, domains, arrays, extension
+    types); without it they map to their text form.
+    """
     m = _FIXED.get(type_oid)
     if m is not None:
         return m
