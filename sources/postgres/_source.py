@@ -29,7 +29,9 @@ from psycopg.pq.abc import PGconn
 import cdc
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Column, Position, RowChange, TableSchema, TxBoundary
+from sources.postgres import _snapshot
 from sources.postgres._lsn import format_lsn, parse_lsn
+from sources.postgres._snapshot import SnapshotTable
 from sources.postgres._types import UNAVAILABLE, Mapping, TypeInfo, mapping_for
 from sources.postgres.config import PostgresSourceConfig, default_name
 
@@ -296,16 +298,23 @@ class PostgresSource:
             )
         return (parse_lsn(row[0]) if row[0] else 0), row[1]
 
-    def _create_slot(self, conn: PGconn) -> None:
-        res = conn.exec_(
-            f'CREATE_REPLICATION_SLOT "{self.slot}" LOGICAL pgoutput NOEXPORT_SNAPSHOT'.encode()
-        )
+    def _create_slot(self, conn: PGconn, export: bool) -> tuple[int, str | None]:
+        """Create the slot; return its consistent point and the exported snapshot's name."""
+        mode = "EXPORT_SNAPSHOT" if export else "NOEXPORT_SNAPSHOT"
+        res = conn.exec_(f'CREATE_REPLICATION_SLOT "{self.slot}" LOGICAL pgoutput {mode}'.encode())
         if res.status != pq.ExecStatus.TUPLES_OK:
             raise SourceError(
                 f"cannot create replication slot {self.slot!r}: "
                 f"{(res.error_message or b'').decode().strip()}"
             )
-        log.info("created replication slot %s", self.slot)
+        lsn = parse_lsn((res.get_value(0, 1) or b"0/0").decode())
+        snapshot = res.get_value(0, 2)
+        log.info("created replication slot %s at %s", self.slot, format_lsn(lsn))
+        return lsn, snapshot.decode() if snapshot else None
+
+    def _drop_slot(self) -> None:
+        self._connect_catalog().execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+        log.info("dropped replication slot %s", self.slot)
 
     # --- relations ----------------------------------------------------------------------------
 
@@ -347,6 +356,12 @@ class PostgresSource:
             type_oid, typmod = struct.unpack_from(">Ii", buf, i)
             i += 8
             cols.append((cname, type_oid, typmod))
+        self._build_table(relid, ns, name, cols)
+
+    def _build_table(
+        self, relid: int, ns: str, name: str, cols: list[tuple[str, int, int]]
+    ) -> _Relation:
+        """The table version for these columns; the same object while the shape is unchanged."""
         cat = self._connect_catalog()
         info = cat.execute(
             "SELECT a.attname, a.attnotnull, format_type(a.atttypid, a.atttypmod), "
@@ -378,10 +393,12 @@ class PostgresSource:
         )
         old = self._relations.get(relid)
         if old is not None and old.schema.columns == table.columns and old.schema.key == table.key:
-            return  # the same shape announced again (every new session does): keep the version
+            return old  # the same shape announced again (every new session does): keep it
         if old is not None:
             log.info("table %s changed shape: new schema version", table.qualified)
-        self._relations[relid] = _Relation(relid, table, mappings, [c[0] for c in cols], table.key)
+        rel = _Relation(relid, table, mappings, [c[0] for c in cols], table.key)
+        self._relations[relid] = rel
+        return rel
 
     def _row(self, rel: _Relation, raw: list[Any], complete: bool) -> tuple[Any, ...]:
         """Convert a text tuple; ``complete`` False: absent columns take their fallback."""
@@ -406,39 +423,31 @@ class PostgresSource:
 
     # --- streaming ----------------------------------------------------------------------------
 
-    def _start(self, start: Position | None) -> PGconn:
-        self._connect_catalog()
-        self._ensure_publication()
-        conn = self._connect_replication()
-        state = self._slot_state()
-        start_lsn = int(start["lsn"]) if start else 0
+    def _position_problem(
+        self, state: tuple[int, str | None] | None, start: Position
+    ) -> str | None:
+        """Why the slot cannot resume from ``start``, or None when it can."""
+        start_lsn = int(start["lsn"])
         if state is None:
-            if start is not None:
-                conn.finish()
-                raise PositionLost(
-                    f"replication slot {self.slot!r} does not exist, but the sink's last position "
-                    f"is {format_lsn(start_lsn)}: changes since then are gone. To start over, move "
-                    "the sink's data aside (e.g. the log directory) and restart"
-                )
-            self._create_slot(conn)
-        else:
-            confirmed, wal_status = state
-            if wal_status == "lost":
-                conn.finish()
-                raise PositionLost(
-                    f"replication slot {self.slot!r} was invalidated (wal_status lost: the server "
-                    "removed WAL it needed, see max_slot_wal_keep_size); "
-                    "drop the slot and move the "
-                    "sink's data aside to start over"
-                )
-            if start is not None and confirmed > start_lsn:
-                conn.finish()
-                raise PositionLost(
-                    f"replication slot {self.slot!r} is at {format_lsn(confirmed)}, "
-                    "past the sink's "
-                    f"last position {format_lsn(start_lsn)}: the changes between were consumed "
-                    "elsewhere. Use a slot only this pipeline reads"
-                )
+            return (
+                f"replication slot {self.slot!r} does not exist, but the sink's last position is "
+                f"{format_lsn(start_lsn)}: changes since then are gone"
+            )
+        confirmed, wal_status = state
+        if wal_status == "lost":
+            return (
+                f"replication slot {self.slot!r} was invalidated (wal_status lost: the server "
+                "removed WAL it needed, see max_slot_wal_keep_size)"
+            )
+        if confirmed > start_lsn:
+            return (
+                f"replication slot {self.slot!r} is at {format_lsn(confirmed)}, past the sink's "
+                f"last position {format_lsn(start_lsn)}: the changes between were consumed "
+                "elsewhere (use a slot only this pipeline reads)"
+            )
+        return None
+
+    def _start_streaming(self, conn: PGconn, start_lsn: int) -> PGconn:
         cmd = (
             f'START_REPLICATION SLOT "{self.slot}" LOGICAL {format_lsn(start_lsn)} '
             f"(proto_version '1', publication_names '{self.publication}')"
@@ -452,13 +461,49 @@ class PostgresSource:
         log.info(
             "streaming from slot %s at %s (publication %s)",
             self.slot,
-            format_lsn(start_lsn) if start else "its confirmed position",
+            format_lsn(start_lsn) if start_lsn else "its confirmed position",
             self.publication,
         )
         state = self._slot_state()
         # Never report a flush position behind the slot's: some server versions move it back.
         self._acked = max(self._acked, state[0] if state else 0)
+        self._repl = conn
         return conn
+
+    def _snapshot_tables(self, done: list[str], after: dict[str, Any]) -> list[SnapshotTable]:
+        cat = self._connect_catalog()
+        out = []
+        for ns, name in self.tables:
+            qualified = f"{ns}.{name}"
+            if qualified in done:
+                continue
+            row = cat.execute(
+                "SELECT c.oid, c.reltuples::bigint FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s",
+                (ns, name),
+            ).fetchone()
+            assert row is not None  # checked by _ensure_publication
+            relid = int(row[0])
+            cols = cat.execute(
+                "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = %s "
+                "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                (relid,),
+            ).fetchall()
+            rel = self._build_table(relid, ns, name, [(c[0], int(c[1]), int(c[2])) for c in cols])
+            key_types = [
+                str(
+                    cat.execute(
+                        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                        "WHERE attrelid = %s AND attname = %s",
+                        (relid, rel.schema.columns[k].name),
+                    ).fetchone()[0]  # type: ignore[index]
+                )
+                for k in rel.schema.key
+            ]
+            resume = after.get(qualified) if rel.schema.key else None
+            out.append(SnapshotTable(rel, key_types, int(row[1]), resume))
+        return out
 
     def _recv(self, conn: PGconn, timeout: float) -> bytes | None:
         n, data = conn.get_copy_data(1)
@@ -502,7 +547,68 @@ class PostgresSource:
         self._stopping = True
 
     def batches(self, start: Position | None) -> Iterator[ChangeBatch]:
-        conn = self._repl = self._start(start)
+        """Snapshot (as configured) and stream; see the module docstring for positions."""
+        mode = self.config.snapshot
+        self._connect_catalog()
+        self._ensure_publication()
+        if start is not None and start.get("snapshot_only_done"):
+            log.info("snapshot: initial_only snapshot already complete; nothing to do")
+            return
+        snap = start.get("snapshot") if start else None
+        fetch = self.config.snapshot_fetch_size
+        n = self.config.snapshot_parallelism
+        if mode == "initial_only" and (start is None or snap is not None):
+            done = list(snap["done"]) if snap else []
+            conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, None)
+            tables = self._snapshot_tables(done, snap["after"] if snap else {})
+            counts = dict(snap["rows"]) if snap else {}
+            final = {"lsn": 0, "snapshot_only_done": True}
+            yield from _snapshot.run(self, conns, tables, done, counts, 0, fetch, final)
+            return
+        state = self._slot_state()
+        fresh = start is None and mode in ("initial", "when_needed")
+        if start is not None:
+            problem = self._position_problem(state, start)
+            if problem is not None:
+                if mode != "when_needed":
+                    raise PositionLost(
+                        f"{problem}. To start over, move the sink's data aside and restart, or "
+                        "set snapshot: when_needed to take a new snapshot automatically"
+                    )
+                log.warning("%s; snapshot: when_needed, so taking a new snapshot", problem)
+                fresh, snap = True, None
+        conn = self._connect_replication()
+        try:
+            if fresh:
+                if state is not None:
+                    self._drop_slot()  # nothing in the sink depends on it: a new one replaces it
+                lsn, name = self._create_slot(conn, export=True)
+                conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, name)
+                tables = self._snapshot_tables([], {})
+                yield from _snapshot.run(self, conns, tables, [], {}, lsn, fetch, {"lsn": lsn})
+                start = {"lsn": lsn}
+            elif snap is not None:
+                assert start is not None
+                lsn = int(start["lsn"])
+                done = list(snap["done"])
+                conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, None)
+                tables = self._snapshot_tables(done, snap["after"])
+                yield from _snapshot.run(
+                    self, conns, tables, done, dict(snap["rows"]), lsn, fetch, {"lsn": lsn}
+                )
+                start = {"lsn": lsn}
+            elif state is None:
+                self._create_slot(conn, export=False)
+            if self._stopping:
+                return
+            self._start_streaming(conn, int(start["lsn"]) if start else 0)
+        except BaseException:
+            conn.finish()
+            self._repl = None
+            raise
+        yield from self._stream(conn, start)
+
+    def _stream(self, conn: PGconn, start: Position | None) -> Iterator[ChangeBatch]:
         resume_lsn = int(start["lsn"]) if start else 0  # end LSN of the last complete transaction
         partial_txn = int(start["txn"]) if start and start.get("txn") is not None else None
         partial_skip = int(start.get("skip", 0)) if start else 0
@@ -651,17 +757,26 @@ class PostgresSource:
             # 'O' origin, 'Y' type, 'M' message: nothing to emit
 
     def _source_block(
-        self, table: TableSchema, ts_us: int, xid: int, lsn: int, last_commit_lsn: int
+        self,
+        table: TableSchema,
+        ts_us: int,
+        xid: int | None,
+        lsn: int,
+        last_commit_lsn: int,
+        snapshot: str = "false",
     ) -> dict[str, Any]:
         return {
             "version": cdc.__version__,
             "connector": "postgresql",
             "name": self.prefix,
             "ts_ms": ts_us // 1000,
-            "snapshot": "false",
+            "snapshot": snapshot,
             "db": self.db,
-            "sequence": json.dumps(
-                [str(last_commit_lsn) if last_commit_lsn else None, str(lsn)], separators=(",", ":")
+            "sequence": None
+            if snapshot != "false"
+            else json.dumps(
+                [str(last_commit_lsn) if last_commit_lsn else None, str(lsn)],
+                separators=(",", ":"),
             ),
             "ts_us": ts_us,
             "ts_ns": ts_us * 1000,
