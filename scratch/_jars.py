@@ -80,3 +80,40 @@ def fetch_jars(name: str, deps: Sequence[tuple[str, str, str]]) -> Path:
         staging.rename(libs)
         done.write_text("\n".join(":".join(d) for d in deps) + "\n")
     return libs
+
+
+def fetch_unpacked(name: str, artifact: str) -> Path:
+    """Make sure the archive ``artifact`` (``group:artifact:version:type:classifier``) is unpacked
+    in ``cache_root()/name/dist``; return that directory. Quick when already there."""
+    home = cache_root() / name
+    dist = home / "dist"
+    done = home / ".complete"
+    if done.is_file() and dist.is_dir():
+        return dist
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if done.is_file() and dist.is_dir():
+            return dist
+        mvn = find_binary("mvn")
+        staging = home / "dist.partial"
+        work = home / "work"  # without a project, mvn leaves "${project.basedir}/target" here
+        shutil.rmtree(staging, ignore_errors=True)
+        work.mkdir(exist_ok=True)
+        proc = subprocess.run(
+            [mvn, "-B", "-q", "dependency:unpack", f"-Dartifact={artifact}",
+             f"-DoutputDirectory={staging}"],
+            capture_output=True,
+            text=True,
+            cwd=work,
+        )
+        shutil.rmtree(work, ignore_errors=True)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"mvn could not fetch {artifact} (is Maven Central reachable?):\n"
+                f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
+        shutil.rmtree(dist, ignore_errors=True)
+        staging.rename(dist)
+        done.write_text(artifact + "\n")
+    return dist
