@@ -1,18 +1,26 @@
-"""PostgreSQL type -> Avro type and converter from pgoutput's text format.
+"""PostgreSQL type -> Avro type and converter from the text form of a value.
 
 The mapping follows Debezium's defaults (decimal.handling.mode=precise, time.precision.mode=
-adaptive, binary.handling.mode=bytes); TYPES.md lists it with examples. A type not known here is
-emitted as its text form (a string), as Debezium does with ``include.unknown.datatypes``.
+adaptive, binary.handling.mode=bytes, interval.handling.mode=numeric, hstore.handling.mode=json);
+TYPES.md lists it with examples and the choices made where Debezium's behaviour was not certain.
+A type not known here is emitted as its text form (a string), as Debezium does with
+``include.unknown.datatypes``.
 
-The walsender sessions run with DateStyle=ISO, TimeZone=UTC and extra_float_digits=3, which the
-converters rely on.
+Values arrive as text, from pgoutput while streaming and as ``col::text`` in the snapshot, both in
+sessions with DateStyle=ISO, TimeZone=UTC, extra_float_digits=3 and IntervalStyle=iso_8601 (see
+SESSION_OPTIONS): the converters rely on these formats. Converters run once per value on the hot
+path: everything that depends on the column only (scale, element converter, ...) is decided once
+in ``mapping_for``.
 """
 
 from __future__ import annotations
 
+import json
+import re
+import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +33,11 @@ EPOCH_DATE = date(1970, 1, 1)
 EPOCH_ORDINAL = EPOCH_DATE.toordinal()
 UNAVAILABLE = "__debezium_unavailable_value"
 """Debezium's placeholder for an unchanged TOASTed value that the server did not send."""
+
+INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
+INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
+DAY_US = 86_400_000_000
+MONTH_US = 2_629_800_000_000  # 30.4375 days (365.25 / 12), Debezium's average month
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +58,91 @@ Resolver = Callable[[int], "TypeInfo | None"]
 """Looks a type oid up in the catalog (cached by the caller); None when it does not exist."""
 
 
+def placeholder(avro_type: Any) -> Any:
+    """Debezium's unchanged-TOAST placeholder in ``avro_type``, or None where it has none.
+
+    Strings take the placeholder, bytes its UTF-8 bytes, arrays of those a one-element list of
+    it. Other types (decimals, records, arrays of numbers) have no placeholder: None, and the
+    column then carries null (or its fallback when it is required).
+    """
+    base = avro_type.get("type") if isinstance(avro_type, dict) else avro_type
+    if base == "string":
+        return UNAVAILABLE
+    if base == "bytes" and not (isinstance(avro_type, dict) and "logicalType" in avro_type):
+        return UNAVAILABLE.encode()
+    if base == "array":
+        items = avro_type["items"]
+        inner = placeholder(items[1] if isinstance(items, list) else items)
+        return None if inner is None else [inner]
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Mapping:
     name: str
     avro: Any
     convert: Converter | None  # None: the text form is the value
     fallback: Any  # value of a required column the server did not send
+    unavailable: Any = field(default=None, init=False)  # see placeholder()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "unavailable", placeholder(self.avro))
+
+
+# --- calendar -------------------------------------------------------------------------------------
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date, any year (0 = 1 BC)."""
+    y -= m <= 2
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * ((m + 9) % 12) + 2) // 5 + d - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
+
+
+def _civil_from_days(z: int) -> tuple[int, int, int]:
+    z += 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    return yoe + era * 400 + (m <= 2), m, d
+
+
+def _time_us(s: str) -> int:
+    """ "HH:MM:SS[.ffffff]" -> microseconds."""
+    hh, mm, rest = s.split(":")
+    sec, _, frac = rest.partition(".")
+    return ((int(hh) * 60 + int(mm)) * 60 + int(sec)) * 1_000_000 + int((frac + "000000")[:6])
+
+
+def _offset_s(s: str) -> int:
+    """ "+HH[:MM[:SS]]" or "-..." -> seconds east of UTC."""
+    parts = s[1:].split(":")
+    secs = int(parts[0]) * 3600
+    if len(parts) > 1:
+        secs += int(parts[1]) * 60
+    if len(parts) > 2:
+        secs += int(parts[2])
+    return -secs if s[0] == "-" else secs
+
+
+def _iso_year(y: int) -> str:
+    # java.time's ISO formatters: 4 digits, a sign past 9999 and before year 0 (1 BC is year 0).
+    if 0 <= y <= 9999:
+        return f"{y:04d}"
+    return f"+{y}" if y > 0 else f"-{-y:04d}"
+
+
+def _fraction(us: int) -> str:
+    return f".{us:06d}".rstrip("0") if us else ""
+
+
+# --- converters -----------------------------------------------------------------------------------
 
 
 def _bool(s: str) -> bool:
@@ -62,60 +154,263 @@ def _bytea(s: str) -> bytes:
 
 
 def _date(s: str) -> int:
-    return date.fromisoformat(s).toordinal() - EPOCH_ORDINAL
+    if len(s) == 10:
+        return date.fromisoformat(s).toordinal() - EPOCH_ORDINAL
+    if s == "infinity":
+        return INT32_MAX
+    if s == "-infinity":
+        return INT32_MIN
+    bc = s.endswith(" BC")
+    y, m, d = (int(p) for p in (s[:-3] if bc else s).split("-"))
+    return _days_from_civil(1 - y if bc else y, m, d)
+
+
+def _ts_slow(s: str) -> int:
+    """Timestamps Python's datetime cannot hold (BC, past 9999) and infinities, in microseconds.
+
+    Text may end with a UTC offset (timestamptz). Values past the int64 range saturate."""
+    if s == "infinity":
+        return INT64_MAX
+    if s == "-infinity":
+        return INT64_MIN
+    bc = s.endswith(" BC")
+    if bc:
+        s = s[:-3]
+    d, _, t = s.partition(" ")
+    off = 0
+    for i in range(8, len(t)):
+        if t[i] in "+-":
+            off = _offset_s(t[i:])
+            t = t[:i]
+            break
+    y, m, dd = (int(p) for p in d.split("-"))
+    us = _days_from_civil(1 - y if bc else y, m, dd) * DAY_US + _time_us(t) - off * 1_000_000
+    return min(max(us, INT64_MIN + 1), INT64_MAX - 1)
 
 
 def _ts_micros(s: str) -> int:
-    d = datetime.fromisoformat(s) - EPOCH
-    return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+    if s[4] == "-" and s[-1] != "C":  # years 1..9999, not BC, not an infinity
+        d = datetime.fromisoformat(s) - EPOCH
+        return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
+    return _ts_slow(s)
 
 
 def _ts_millis(s: str) -> int:
-    return _ts_micros(s) // 1000
+    us = _ts_micros(s)
+    return us if us in (INT64_MAX, INT64_MIN) else us // 1000
 
 
 def _timestamptz(s: str) -> str:
-    # Text in UTC: "2024-01-02 03:04:05.123456+00" -> "2024-01-02T03:04:05.123456Z"
-    if s.endswith("+00") and len(s) >= 22 and s[10] == " ":
+    # The session's TimeZone is UTC: "2024-01-02 03:04:05.123456+00" -> "...T03:04:05.123456Z"
+    if s.endswith("+00") and s[10] == " " and s[4] == "-":
         return s[:10] + "T" + s[11:-3] + "Z"
-    dt = datetime.fromisoformat(s).astimezone(UTC)
-    return dt.isoformat().replace("+00:00", "Z")
+    if s == "infinity" or s == "-infinity":
+        return s
+    us = _ts_slow(s)
+    days, rem = divmod(us, DAY_US)
+    y, m, d = _civil_from_days(days)
+    secs, frac = divmod(rem, 1_000_000)
+    return (
+        f"{_iso_year(y)}-{m:02d}-{d:02d}T{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"
+        f"{_fraction(frac)}Z"
+    )
 
 
 def _time_micros(s: str) -> int:
-    hh, mm, rest = s.split(":")
-    sec, _, frac = rest.partition(".")
-    return ((int(hh) * 60 + int(mm)) * 60 + int(sec)) * 1_000_000 + int((frac + "000000")[:6])
+    return _time_us(s)
+
+
+def _time_millis(s: str) -> int:
+    return _time_us(s) // 1000
+
+
+def _timetz(s: str) -> str:
+    """ "13:14:15.25+02" -> "11:14:15.25Z": the same instant of the day in UTC, as ZonedTime."""
+    i = max(s.rfind("+"), s.rfind("-"))
+    t = s[:i]
+    off = _offset_s(s[i:])
+    hh, mm, rest = t.split(":")
+    sec, dot, frac = rest.partition(".")
+    secs = ((int(hh) * 60 + int(mm)) * 60 + int(sec) - off) % 86400
+    f = ("." + frac.rstrip("0")) if dot and frac.rstrip("0") else ""
+    return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}{f}Z"
+
+
+_INTERVAL = re.compile(
+    r"P(?:(-?\d+)Y)?(?:(-?\d+)M)?(?:(-?\d+)D)?"
+    r"(?:T(?:(-?\d+)H)?(?:(-?\d+)M)?(?:(-?)(\d+)(?:\.(\d+))?S)?)?"
+)
+
+
+def _interval(s: str) -> int:
+    """ISO 8601 interval ("P1Y2M3DT4H5M6.5S") -> microseconds, a month being 30.4375 days."""
+    m = _INTERVAL.fullmatch(s)
+    if m is None:
+        if s == "infinity":
+            return INT64_MAX
+        if s == "-infinity":
+            return INT64_MIN
+        raise ValueError(f"not an ISO 8601 interval: {s!r}")
+    y, mo, d, h, mi, neg, sec, frac = m.groups()
+    us = (int(y or 0) * 12 + int(mo or 0)) * MONTH_US + int(d or 0) * DAY_US
+    us += (int(h or 0) * 60 + int(mi or 0)) * 60_000_000
+    if sec is not None:
+        t = int(sec) * 1_000_000 + (int((frac + "000000")[:6]) if frac else 0)
+        us += -t if neg else t
+    return us
+
+
+def _float(s: str) -> float:
+    return float(s)
+
+
+def _uuid(s: str) -> str:
+    return s
+
+
+_NON_DIGITS = re.compile(r"[^0-9]")
+
+
+def _money(s: str) -> Decimal:
+    # Locale formatted ("$1,234.56", "-$1,234.56", "1.234,56 €"): the digits are the amount in
+    # cents (Postgres money has 2 fraction digits in the locales that give it any).
+    cents = int(_NON_DIGITS.sub("", s))
+    if "-" in s or "(" in s:
+        cents = -cents
+    return Decimal(cents).scaleb(-2)
 
 
 def _fixed_decimal(scale: int) -> Converter:
     q = Decimal(1).scaleb(-scale)
 
-    def conv(s: str) -> Decimal:
+    def conv(s: str) -> Decimal | None:
+        if s[-1] in "Ny":  # NaN, Infinity, -Infinity: no Decimal can carry them
+            return None
         return Decimal(s).quantize(q)
 
     return conv
 
 
-def _variable_decimal(s: str) -> dict[str, Any]:
+def _variable_decimal(s: str) -> dict[str, Any] | None:
+    if s[-1] in "Ny":
+        return None
     return avro.variable_scale(Decimal(s))
+
+
+def _bits(nbytes: int) -> Converter:
+    def conv(s: str) -> bytes:
+        return int(s or "0", 2).to_bytes(nbytes or (len(s) + 7) // 8, "little")
+
+    return conv
+
+
+def _bit1(s: str) -> bool:
+    return s == "1"
+
+
+_POINT = struct.Struct("<BIdd")
+
+
+def _point(s: str) -> dict[str, Any]:
+    x, y = s[1:-1].split(",")
+    fx, fy = float(x), float(y)
+    return {"x": fx, "y": fy, "wkb": _POINT.pack(1, 1, fx, fy), "srid": None}
+
+
+_HSTORE_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"=>(?:"((?:[^"\\]|\\.)*)"|NULL)', re.S)
+_ESCAPED = re.compile(r"\\(.)", re.S)
+
+
+def _unescape(s: str) -> str:
+    return _ESCAPED.sub(r"\1", s) if "\\" in s else s
+
+
+def _hstore(s: str) -> str:
+    """'"a"=>"1", "b"=>NULL' -> '{"a":"1","b":null}' (compact JSON, the server's key order)."""
+    out = {}
+    for m in _HSTORE_PAIR.finditer(s):
+        v = m.group(2)  # None: NULL (findall would say "")
+        out[_unescape(m.group(1))] = None if v is None else _unescape(v)
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_array(s: str) -> list[str | None]:
+    """A Postgres array literal in its output form -> its elements' texts (None for NULL).
+
+    Quoted elements are unescaped; a multi-dimensional array is flattened in row-major order;
+    explicit bounds ("[0:1]={a,b}") are dropped.
+    """
+    if s[0] == "[":
+        s = s[s.index("=") + 1 :]
+    body = s[1:-1]
+    if not body:
+        return []
+    if '"' not in body and "{" not in body:
+        return [None if x == "NULL" else x for x in body.split(",")]
+    out: list[str | None] = []
+    i, n = 0, len(s)
+    find = s.find
+    while i < n:
+        c = s[i]
+        if c == "{" or c == "}" or c == ",":
+            i += 1
+        elif c == '"':
+            parts: list[str] = []
+            i += 1
+            while True:
+                q = find('"', i)
+                b = find("\\", i, q)
+                if b < 0:
+                    parts.append(s[i:q])
+                    i = q + 1
+                    break
+                parts.append(s[i:b])
+                parts.append(s[b + 1])
+                i = b + 2
+            out.append("".join(parts))
+        else:
+            j = i
+            while s[j] != "," and s[j] != "}":
+                j += 1
+            tok = s[i:j]
+            out.append(None if tok == "NULL" else tok)
+            i = j
+    return out
+
+
+def _array(elem: Converter | None) -> Converter:
+    if elem is None:
+        return parse_array
+
+    def conv(s: str) -> list[Any]:
+        return [None if v is None else elem(v) for v in parse_array(s)]
+
+    return conv
+
+
+# --- mappings -------------------------------------------------------------------------------------
+
+
+_VSD_ZERO = {"scale": 0, "value": b"\x00"}
 
 
 def _numeric(typmod: int) -> Mapping:
     if typmod < 4:
+        return Mapping("numeric", avro.VARIABLE_SCALE_DECIMAL, _variable_decimal, _VSD_ZERO)
+    precision = ((typmod - 4) >> 16) & 0xFFFF
+    scale = (((typmod - 4) & 0x7FF) ^ 1024) - 1024  # 11-bit signed since Postgres 15
+    if scale < 0:  # numeric(p,-s) rounds left of the point: Avro's decimal has no such scale
         return Mapping(
-            "numeric",
+            f"numeric({precision},{scale})",
             avro.VARIABLE_SCALE_DECIMAL,
             _variable_decimal,
-            {"scale": 0, "value": b"\x00"},
+            _VSD_ZERO,
         )
-    precision = ((typmod - 4) >> 16) & 0xFFFF
-    scale = (typmod - 4) & 0xFFFF
     return Mapping(
         f"numeric({precision},{scale})",
         avro.decimal(precision, scale),
         _fixed_decimal(scale),
-        Decimal(0),
+        Decimal(0).scaleb(-scale),
     )
 
 
@@ -127,29 +422,54 @@ def _timestamp(typmod: int) -> Mapping:
 
 def _time(typmod: int) -> Mapping:
     if 0 <= typmod <= 3:
-        return Mapping(f"time({typmod})", avro.TIME_MILLIS, lambda s: _time_micros(s) // 1000, 0)
+        return Mapping(f"time({typmod})", avro.TIME_MILLIS, _time_millis, 0)
     return Mapping("time", avro.TIME_MICROS, _time_micros, 0)
+
+
+def _bit(typmod: int) -> Mapping:
+    if typmod <= 1:  # bit without a length is bit(1)
+        return Mapping("bit(1)", avro.BOOLEAN, _bit1, False)
+    return Mapping(f"bit({typmod})", avro.bits(typmod), _bits((typmod + 7) // 8), b"")
+
+
+def _varbit(typmod: int) -> Mapping:
+    if typmod == 1:
+        return Mapping("bit varying(1)", avro.BOOLEAN, _bit1, False)
+    if typmod < 1:  # no length: as many bytes as the value needs
+        return Mapping("bit varying", avro.bits(INT32_MAX), _bits(0), b"")
+    return Mapping(f"bit varying({typmod})", avro.bits(typmod), _bits((typmod + 7) // 8), b"")
+
+
+def _text(name: str) -> Mapping:
+    return Mapping(name, avro.STRING, None, "")
 
 
 _FIXED: dict[int, Mapping] = {
     16: Mapping("boolean", avro.BOOLEAN, _bool, False),
     17: Mapping("bytea", avro.BYTES, _bytea, b""),
-    18: Mapping('"char"', avro.STRING, None, ""),
-    19: Mapping("name", avro.STRING, None, ""),
+    18: _text('"char"'),
+    19: _text("name"),
     20: Mapping("bigint", avro.INT64, int, 0),
     21: Mapping("smallint", avro.INT16, int, 0),
     23: Mapping("integer", avro.INT32, int, 0),
-    25: Mapping("text", avro.STRING, None, ""),
+    25: _text("text"),
     26: Mapping("oid", avro.INT64, int, 0),
     114: Mapping("json", avro.JSON, None, "{}"),
     142: Mapping("xml", avro.XML, None, ""),
-    700: Mapping("real", avro.FLOAT32, float, 0.0),
-    701: Mapping("double precision", avro.FLOAT64, float, 0.0),
-    1042: Mapping("character", avro.STRING, None, ""),
-    1043: Mapping("character varying", avro.STRING, None, ""),
+    600: Mapping("point", avro.POINT, _point, {"x": 0.0, "y": 0.0, "wkb": None, "srid": None}),
+    650: _text("cidr"),
+    700: Mapping("real", avro.FLOAT32, _float, 0.0),
+    701: Mapping("double precision", avro.FLOAT64, _float, 0.0),
+    774: _text("macaddr8"),
+    790: Mapping("money", avro.decimal(None, 2), _money, Decimal("0.00")),
+    829: _text("macaddr"),
+    869: _text("inet"),
+    1042: _text("character"),
+    1043: _text("character varying"),
     1082: Mapping("date", avro.DATE, _date, 0),
     1184: Mapping("timestamptz", avro.ZONED_TIMESTAMP, _timestamptz, "1970-01-01T00:00:00Z"),
-    1266: Mapping("timetz", avro.ZONED_TIME, None, "00:00:00Z"),
+    1186: Mapping("interval", avro.MICRO_DURATION, _interval, 0),
+    1266: Mapping("timetz", avro.ZONED_TIME, _timetz, "00:00:00Z"),
     2950: Mapping("uuid", avro.UUID, None, "00000000-0000-0000-0000-000000000000"),
     3802: Mapping("jsonb", avro.JSON, None, "{}"),
 }
@@ -158,7 +478,20 @@ _BY_TYPMOD: dict[int, Callable[[int], Mapping]] = {
     1700: _numeric,
     1114: _timestamp,
     1083: _time,
+    1560: _bit,
+    1562: _varbit,
 }
+
+# Extension types, known by name (their oids differ per database).
+_BY_NAME: dict[str, Mapping] = {
+    "hstore": Mapping("hstore", avro.JSON, _hstore, "{}"),
+    "ltree": Mapping("ltree", avro.LTREE, None, ""),
+    "citext": _text("citext"),
+}
+
+
+def _array_of(elem: Mapping) -> Mapping:
+    return Mapping(f"{elem.name}[]", avro.array(["null", elem.avro]), _array(elem.convert), [])
 
 
 def mapping_for(
@@ -166,8 +499,9 @@ def mapping_for(
 ) -> Mapping:
     """The mapping of a column type; unknown types map to their text form.
 
-    ``resolve`` looks up types that are not fixed built-ins (enums, domains, arrays, extension
-    types); without it they map to their text form.
+    ``typmod`` is the column's (for an array column, its elements'). ``resolve`` looks up types
+    that are not fixed built-ins (enums, domains, arrays, extension types); without it they map
+    to their text form.
     """
     m = _FIXED.get(type_oid)
     if m is not None:
@@ -175,4 +509,19 @@ def mapping_for(
     f = _BY_TYPMOD.get(type_oid)
     if f is not None:
         return f(typmod)
-    return Mapping(type_name or f"oid {type_oid}", avro.STRING, None, "")
+    info = resolve(type_oid) if resolve is not None else None
+    if info is None:
+        return _text(type_name or f"oid {type_oid}")
+    if info.typtype == "d" and info.base:
+        # A domain column's typmod is -1; the domain's own typmod (varchar(10), numeric(9,2))
+        # belongs to its base type.
+        base_typmod = info.base_typmod if info.base_typmod >= 0 else typmod
+        return replace(mapping_for(info.base, base_typmod, None, resolve), name=info.name)
+    if info.typtype == "e":
+        return Mapping(info.name, avro.enum(list(info.enum_labels)), None, "")
+    if info.category == "A" and info.element:
+        return _array_of(mapping_for(info.element, typmod, None, resolve))
+    ext = _BY_NAME.get(info.name.rsplit(".", 1)[-1].strip('"'))
+    if ext is not None:
+        return ext
+    return _text(type_name or info.name)
