@@ -297,9 +297,10 @@ COLUMNS: list[Col] = [
             "'-1 months -2 days -00:00:00.5'",
             "'0'",
         ),
-        "CASE WHEN c_interval IS NOT NULL THEN ARRAY[extract(year FROM c_interval), extract(month FROM c_interval), "
-        "extract(day FROM c_interval), extract(hour FROM c_interval), "
-        "extract(minute FROM c_interval), extract(microseconds FROM c_interval)] END",
+        "CASE WHEN c_interval IS NOT NULL THEN ARRAY[extract(year FROM c_interval), "
+        "extract(month FROM c_interval), extract(day FROM c_interval), "
+        "extract(hour FROM c_interval), extract(minute FROM c_interval), "
+        "extract(microseconds FROM c_interval)] END",
         interval,
         "io.debezium.time.MicroDuration",
     ),
