@@ -53,6 +53,7 @@ UUID = _named("string", "io.debezium.data.Uuid")
 JSON = _named("string", "io.debezium.data.Json")
 XML = _named("string", "io.debezium.data.Xml")
 LTREE = _named("string", "io.debezium.data.Ltree")
+TSVECTOR = _named("string", "io.debezium.data.TsVector")
 
 POINT: dict[str, Any] = {
     "type": "record",

@@ -19,7 +19,7 @@ import json
 import re
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -58,12 +58,16 @@ Resolver = Callable[[int], "TypeInfo | None"]
 """Looks a type oid up in the catalog (cached by the caller); None when it does not exist."""
 
 
+_INT_ARRAY_PLACEHOLDER = list(UNAVAILABLE.encode())
+
+
 def placeholder(avro_type: Any) -> Any:
     """Debezium's unchanged-TOAST placeholder in ``avro_type``, or None where it has none.
 
-    Strings take the placeholder, bytes its UTF-8 bytes, arrays of those a one-element list of
-    it. Other types (decimals, records, arrays of numbers) have no placeholder: None, and the
-    column then carries null (or its fallback when it is required).
+    Strings take the placeholder, bytes its UTF-8 bytes, arrays of strings or bytes a one-element
+    list of it, arrays of integers the placeholder's bytes as numbers (as Debezium). Other types
+    (decimals, records, arrays of other types) have none: None, and the column then carries null
+    (or its fallback when it is required).
     """
     base = avro_type.get("type") if isinstance(avro_type, dict) else avro_type
     if base == "string":
@@ -72,9 +76,15 @@ def placeholder(avro_type: Any) -> Any:
         return UNAVAILABLE.encode()
     if base == "array":
         items = avro_type["items"]
-        inner = placeholder(items[1] if isinstance(items, list) else items)
-        return None if inner is None else [inner]
+        item = items[1] if isinstance(items, list) else items
+        if item in ("int", "long", avro.INT16):
+            return _INT_ARRAY_PLACEHOLDER
+        inner = placeholder(item)
+        return None if inner is None or isinstance(inner, list) else [inner]
     return None
+
+
+_AUTO: Any = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +93,11 @@ class Mapping:
     avro: Any
     convert: Converter | None  # None: the text form is the value
     fallback: Any  # value of a required column the server did not send
-    unavailable: Any = field(default=None, init=False)  # see placeholder()
+    unavailable: Any = _AUTO  # unchanged TOASTed value; default: placeholder(avro)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "unavailable", placeholder(self.avro))
+        if self.unavailable is _AUTO:
+            object.__setattr__(self, "unavailable", placeholder(self.avro))
 
 
 # --- calendar -------------------------------------------------------------------------------------
@@ -216,6 +227,30 @@ def _timestamptz(s: str) -> str:
     )
 
 
+def _timestamptz_padded(digits: int) -> Converter:
+    """The fraction padded to the column's precision, as Debezium's ZonedTimestamp does."""
+
+    def conv(s: str) -> str:
+        out = _timestamptz(s)
+        if out[-1] != "Z":
+            return out  # an infinity
+        dot = out.find(".", 17)
+        if dot < 0:
+            return out[:-1] + "." + "0" * digits + "Z"
+        return out[:-1] + "0" * (digits - (len(out) - dot - 2)) + "Z"
+
+    return conv
+
+
+def _timestamptz_typmod(typmod: int) -> Mapping:
+    if typmod == 0:
+        return _TIMESTAMPTZ  # whole seconds: no fraction
+    digits = typmod if 1 <= typmod <= 6 else 6  # no precision declared: 6
+    name = "timestamptz" if typmod < 0 else f"timestamptz({typmod})"
+    zero = f"1970-01-01T00:00:00.{'0' * digits}Z"
+    return Mapping(name, avro.ZONED_TIMESTAMP, _timestamptz_padded(digits), zero)
+
+
 def _time_micros(s: str) -> int:
     return _time_us(s)
 
@@ -231,7 +266,10 @@ def _timetz(s: str) -> str:
     off = _offset_s(s[i:])
     hh, mm, rest = t.split(":")
     sec, dot, frac = rest.partition(".")
-    secs = ((int(hh) * 60 + int(mm)) * 60 + int(sec) - off) % 86400
+    secs = (int(hh) * 60 + int(mm)) * 60 + int(sec)
+    if secs == 86400 and not frac.strip("0"):
+        return "24:00:00Z"  # the end of the day stays the end of the day, whatever the offset
+    secs = (secs - off) % 86400
     f = ("." + frac.rstrip("0")) if dot and frac.rstrip("0") else ""
     return f"{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}{f}Z"
 
@@ -264,10 +302,6 @@ def _float(s: str) -> float:
     return float(s)
 
 
-def _uuid(s: str) -> str:
-    return s
-
-
 _NON_DIGITS = re.compile(r"[^0-9]")
 
 
@@ -294,14 +328,18 @@ def _fixed_decimal(scale: int) -> Converter:
 def _variable_decimal(s: str) -> dict[str, Any] | None:
     if s[-1] in "Ny":
         return None
+    if "." in s:  # Debezium strips trailing zeros of a variable-scale value: 1.50 -> 1.5
+        s = s.rstrip("0")
+        if s[-1] == ".":
+            s = s[:-1]
     return avro.variable_scale(Decimal(s))
 
 
-def _bits(nbytes: int) -> Converter:
-    def conv(s: str) -> bytes:
-        return int(s or "0", 2).to_bytes(nbytes or (len(s) + 7) // 8, "little")
-
-    return conv
+def _bits(s: str) -> bytes:
+    # As Debezium: the bits as an unsigned number (first bit most significant), little-endian,
+    # in as few bytes as the number needs (none for zero).
+    n = int(s, 2) if s else 0
+    return n.to_bytes((n.bit_length() + 7) // 8, "little")
 
 
 def _bit1(s: str) -> bool:
@@ -429,15 +467,15 @@ def _time(typmod: int) -> Mapping:
 def _bit(typmod: int) -> Mapping:
     if typmod <= 1:  # bit without a length is bit(1)
         return Mapping("bit(1)", avro.BOOLEAN, _bit1, False)
-    return Mapping(f"bit({typmod})", avro.bits(typmod), _bits((typmod + 7) // 8), b"")
+    return Mapping(f"bit({typmod})", avro.bits(typmod), _bits, b"")
 
 
 def _varbit(typmod: int) -> Mapping:
     if typmod == 1:
         return Mapping("bit varying(1)", avro.BOOLEAN, _bit1, False)
-    if typmod < 1:  # no length: as many bytes as the value needs
-        return Mapping("bit varying", avro.bits(INT32_MAX), _bits(0), b"")
-    return Mapping(f"bit varying({typmod})", avro.bits(typmod), _bits((typmod + 7) // 8), b"")
+    if typmod < 1:
+        return Mapping("bit varying", avro.bits(INT32_MAX), _bits, b"")
+    return Mapping(f"bit varying({typmod})", avro.bits(typmod), _bits, b"")
 
 
 def _text(name: str) -> Mapping:
@@ -467,14 +505,17 @@ _FIXED: dict[int, Mapping] = {
     1042: _text("character"),
     1043: _text("character varying"),
     1082: Mapping("date", avro.DATE, _date, 0),
-    1184: Mapping("timestamptz", avro.ZONED_TIMESTAMP, _timestamptz, "1970-01-01T00:00:00Z"),
     1186: Mapping("interval", avro.MICRO_DURATION, _interval, 0),
     1266: Mapping("timetz", avro.ZONED_TIME, _timetz, "00:00:00Z"),
     2950: Mapping("uuid", avro.UUID, None, "00000000-0000-0000-0000-000000000000"),
+    3614: Mapping("tsvector", avro.TSVECTOR, None, ""),
     3802: Mapping("jsonb", avro.JSON, None, "{}"),
 }
 
+_TIMESTAMPTZ = Mapping("timestamptz(0)", avro.ZONED_TIMESTAMP, _timestamptz, "1970-01-01T00:00:00Z")
+
 _BY_TYPMOD: dict[int, Callable[[int], Mapping]] = {
+    1184: _timestamptz_typmod,
     1700: _numeric,
     1114: _timestamp,
     1083: _time,
@@ -484,7 +525,13 @@ _BY_TYPMOD: dict[int, Callable[[int], Mapping]] = {
 
 # Extension types, known by name (their oids differ per database).
 _BY_NAME: dict[str, Mapping] = {
-    "hstore": Mapping("hstore", avro.JSON, _hstore, "{}"),
+    "hstore": Mapping(
+        "hstore",
+        avro.JSON,
+        _hstore,
+        "{}",
+        json.dumps({UNAVAILABLE: UNAVAILABLE}, separators=(",", ":")),
+    ),
     "ltree": Mapping("ltree", avro.LTREE, None, ""),
     "citext": _text("citext"),
 }

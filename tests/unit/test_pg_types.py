@@ -39,7 +39,19 @@ def test_text_conversions() -> None:
     assert conv(1114, "1969-12-31 23:59:59.999999") == -1
     assert conv(1114, "2001-02-03 04:05:06.789", 3) == 981173106789
     assert conv(1184, "2024-05-06 05:08:09.123456+00") == "2024-05-06T05:08:09.123456Z"
-    assert conv(1184, "2024-05-06 05:08:09+00") == "2024-05-06T05:08:09Z"
+    assert conv(1184, "2024-05-06 05:08:09+00") == "2024-05-06T05:08:09.000000Z"
+    assert conv(1184, "2024-05-06 05:08:09+00", 0) == "2024-05-06T05:08:09Z"
+    assert conv(1184, "2024-05-06 07:08:09.5+02:00", 1) == "2024-05-06T05:08:09.5Z"
+    assert conv(1184, "-infinity", 3) == "-infinity"
+    assert conv(1114, "infinity", 3) == 2**63 - 1
+    assert conv(1114, "-infinity") == -(2**63)
+    assert conv(1114, "294276-12-31 23:59:59.999999") == 2**63 - 2  # saturated
+    assert conv(1082, "5874897-12-31") == 2145042905  # the server says so (date - 1970-01-01)
+    assert conv(1266, "23:59:59.999999-12") == "11:59:59.999999Z"
+    assert conv(1186, "PT0S") == 0
+    assert conv(1186, "P-1Y") == -12 * 2_629_800_000_000
+    assert conv(790, "($5.00)") == Decimal("-5.00")
+    assert conv(790, "1.234,56 €") == Decimal("1234.56")
     assert conv(1083, "13:14:15.25") == (13 * 3600 + 14 * 60 + 15) * 1_000_000 + 250_000
     numeric_12_2 = ((12 << 16) | 2) + 4
     assert conv(1700, "12.5", numeric_12_2) == Decimal("12.50")
@@ -223,7 +235,10 @@ def test_unchanged_toast_placeholders() -> None:
     text_arr = mapping_for(*catalog.column("text[]"), None, catalog.resolve)
     assert text_arr.unavailable == ["__debezium_unavailable_value"]
     int_arr = mapping_for(*catalog.column("integer[]"), None, catalog.resolve)
-    assert int_arr.unavailable is None
+    assert int_arr.unavailable == list(b"__debezium_unavailable_value")
+    hstore = mapping_for(*catalog.column("hstore"), None, catalog.resolve)
+    assert hstore.unavailable == '{"__debezium_unavailable_value":"__debezium_unavailable_value"}'
+    assert mapping_for(*catalog.column("date[]"), None, catalog.resolve).unavailable is None
     assert mapping_for(*catalog.column("numeric(5,2)"), None, catalog.resolve).unavailable is None
     assert mapping_for(1700, -1).unavailable is None
 
