@@ -34,8 +34,10 @@ EPOCH_ORDINAL = EPOCH_DATE.toordinal()
 UNAVAILABLE = "__debezium_unavailable_value"
 """Debezium's placeholder for an unchanged TOASTed value that the server did not send."""
 
-INT32_MAX, INT32_MIN = 2**31 - 1, -(2**31)
+INT32_MAX = 2**31 - 1
 INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
+DATE_INFINITY = 2_146_033_979  # +5877611-06-21, Debezium's date for infinity
+DATE_MINUS_INFINITY = -2_147_472_691  # -5877611-06-22, for -infinity
 DAY_US = 86_400_000_000
 MONTH_US = 2_629_800_000_000  # 30.4375 days (365.25 / 12), Debezium's average month
 
@@ -168,9 +170,9 @@ def _date(s: str) -> int:
     if len(s) == 10:
         return date.fromisoformat(s).toordinal() - EPOCH_ORDINAL
     if s == "infinity":
-        return INT32_MAX
+        return DATE_INFINITY
     if s == "-infinity":
-        return INT32_MIN
+        return DATE_MINUS_INFINITY
     bc = s.endswith(" BC")
     y, m, d = (int(p) for p in (s[:-3] if bc else s).split("-"))
     return _days_from_civil(1 - y if bc else y, m, d)

@@ -28,7 +28,8 @@ pytestmark = pytest.mark.integration
 MONTH_US = 2_629_800_000_000  # 30.4375 days
 DAY_US = 86_400_000_000
 I64_MAX, I64_MIN = 2**63 - 1, -(2**63)
-I32_MAX, I32_MIN = 2**31 - 1, -(2**31)
+# days since 1970 of +5877611-06-21 and -5877611-06-22: Debezium's dates for +-infinity
+DATE_INF, DATE_NINF = 2_146_033_979, 2_147_472_691
 
 SETUP = """
 CREATE EXTENSION hstore;
@@ -212,8 +213,8 @@ COLUMNS: list[Col] = [
         "c_date",
         "date",
         ("'2024-02-29'", "'-infinity'", "'infinity'"),
-        f"CASE WHEN c_date = 'infinity' THEN {I32_MAX} WHEN c_date = '-infinity' THEN {I32_MIN} "
-        "ELSE c_date - DATE '1970-01-01' END",
+        f"CASE WHEN c_date = 'infinity' THEN {DATE_INF} "
+        f"WHEN c_date = '-infinity' THEN {-DATE_NINF} ELSE c_date - DATE '1970-01-01' END",
         same,
         "io.debezium.time.Date",
     ),
