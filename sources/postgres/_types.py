@@ -162,8 +162,16 @@ def _bool(s: str) -> bool:
     return s == "t"
 
 
+_BYTEA_ESCAPE = re.compile(r"\\(\\|[0-7]{3})")
+
+
 def _bytea(s: str) -> bytes:
-    return bytes.fromhex(s[2:])
+    if s[:2] == "\\x":
+        return bytes.fromhex(s[2:])
+    # bytea_output = escape: printable ASCII as itself, a backslash doubled, other bytes \ooo
+    return _BYTEA_ESCAPE.sub(
+        lambda m: "\\" if m.group(1) == "\\" else chr(int(m.group(1), 8)), s
+    ).encode("latin-1")
 
 
 def _date(s: str) -> int:
@@ -328,13 +336,15 @@ def _fixed_decimal(scale: int) -> Converter:
 
 
 def _variable_decimal(s: str) -> dict[str, Any] | None:
-    if s[-1] in "Ny":
+    # Postgres prints numeric in plain notation ("-123.4500"): the digits are the unscaled value.
+    if s[-1] in "Ny":  # NaN, Infinity, -Infinity
         return None
-    if "." in s:  # Debezium strips trailing zeros of a variable-scale value: 1.50 -> 1.5
-        s = s.rstrip("0")
-        if s[-1] == ".":
-            s = s[:-1]
-    return avro.variable_scale(Decimal(s))
+    dot = s.find(".")
+    if dot < 0:
+        return {"scale": 0, "value": avro.unscaled_bytes(int(s))}
+    s = s.rstrip("0")  # Debezium strips trailing zeros of a variable-scale value: 1.50 -> 1.5
+    scale = len(s) - dot - 1
+    return {"scale": scale, "value": avro.unscaled_bytes(int(s[:dot] + s[dot + 1 :]))}
 
 
 def _bits(s: str) -> bytes:

@@ -33,6 +33,8 @@ def test_text_conversions() -> None:
     assert conv(701, "NaN") != conv(701, "NaN")  # NaN
     assert conv(701, "-Infinity") == float("-inf")
     assert conv(17, "\\x00ff10") == b"\x00\xff\x10"
+    assert conv(17, "\\x") == b""
+    assert conv(17, "a\\\\b\\000\\377") == b"a\\b\x00\xff"  # bytea_output = escape
     assert conv(1082, "1970-01-02") == 1
     assert conv(1082, "1969-12-31") == -1
     assert conv(1114, "1970-01-01 00:00:01.5") == 1_500_000
