@@ -3,8 +3,8 @@
 The mapping follows Debezium's defaults (decimal.handling.mode=precise, time.precision.mode=
 adaptive, binary.handling.mode=bytes, interval.handling.mode=numeric, hstore.handling.mode=json);
 TYPES.md lists it with examples and the choices made where Debezium's behaviour was not certain.
-A type not known here is emitted as its text form (a string), as Debezium does with
-``include.unknown.datatypes``.
+A type not known here is emitted as its text form (a string; Debezium drops such columns, or
+writes their bytes with ``include.unknown.datatypes``).
 
 Values arrive as text, from pgoutput while streaming and as ``col::text`` in the snapshot, both in
 sessions with DateStyle=ISO, TimeZone=UTC, extra_float_digits=3 and IntervalStyle=iso_8601 (see
@@ -21,7 +21,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from cdc import avro
@@ -91,6 +91,8 @@ _AUTO: Any = object()
 
 @dataclass(frozen=True, slots=True)
 class Mapping:
+    """How one column type is written: decided once per column, applied to every value."""
+
     name: str
     avro: Any
     convert: Converter | None  # None: the text form is the value
@@ -127,14 +129,14 @@ def _civil_from_days(z: int) -> tuple[int, int, int]:
 
 
 def _time_us(s: str) -> int:
-    """ "HH:MM:SS[.ffffff]" -> microseconds."""
+    """Microseconds of "HH:MM:SS[.ffffff]"."""
     hh, mm, rest = s.split(":")
     sec, _, frac = rest.partition(".")
     return ((int(hh) * 60 + int(mm)) * 60 + int(sec)) * 1_000_000 + int((frac + "000000")[:6])
 
 
 def _offset_s(s: str) -> int:
-    """ "+HH[:MM[:SS]]" or "-..." -> seconds east of UTC."""
+    """Seconds east of UTC of "+HH[:MM[:SS]]" or "-HH[:MM[:SS]]"."""
     parts = s[1:].split(":")
     secs = int(parts[0]) * 3600
     if len(parts) > 1:
@@ -261,16 +263,12 @@ def _timestamptz_typmod(typmod: int) -> Mapping:
     return Mapping(name, avro.ZONED_TIMESTAMP, _timestamptz_padded(digits), zero)
 
 
-def _time_micros(s: str) -> int:
-    return _time_us(s)
-
-
 def _time_millis(s: str) -> int:
     return _time_us(s) // 1000
 
 
 def _timetz(s: str) -> str:
-    """ "13:14:15.25+02" -> "11:14:15.25Z": the same instant of the day in UTC, as ZonedTime."""
+    """The same instant of the day in UTC, as ZonedTime: "13:14:15.25+02" -> "11:14:15.25Z"."""
     i = max(s.rfind("+"), s.rfind("-"))
     t = s[:i]
     off = _offset_s(s[i:])
@@ -324,13 +322,16 @@ def _money(s: str) -> Decimal:
     return Decimal(cents).scaleb(-2)
 
 
+_WIDE = Context(prec=1100)  # numeric(p,s) has p <= 1000 digits; the default context has 28
+
+
 def _fixed_decimal(scale: int) -> Converter:
     q = Decimal(1).scaleb(-scale)
 
     def conv(s: str) -> Decimal | None:
         if s[-1] in "Ny":  # NaN, Infinity, -Infinity: no Decimal can carry them
             return None
-        return Decimal(s).quantize(q)
+        return Decimal(s).quantize(q, context=_WIDE)
 
     return conv
 
@@ -473,7 +474,7 @@ def _timestamp(typmod: int) -> Mapping:
 def _time(typmod: int) -> Mapping:
     if 0 <= typmod <= 3:
         return Mapping(f"time({typmod})", avro.TIME_MILLIS, _time_millis, 0)
-    return Mapping("time", avro.TIME_MICROS, _time_micros, 0)
+    return Mapping("time", avro.TIME_MICROS, _time_us, 0)
 
 
 def _bit(typmod: int) -> Mapping:

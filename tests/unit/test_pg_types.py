@@ -59,6 +59,9 @@ def test_text_conversions() -> None:
     numeric_12_2 = ((12 << 16) | 2) + 4
     assert conv(1700, "12.5", numeric_12_2) == Decimal("12.50")
     assert conv(1700, "-0.001") == {"scale": 3, "value": b"\xff"}
+    big = "9" * 990 + "." + "9" * 10  # beyond the default decimal context's 28 digits
+    assert conv(1700, big, ((1000 << 16) | 10) + 4) == Decimal(big)
+    assert conv(1700, "-" + big)["scale"] == 10  # type: ignore[index]
 
 
 def test_unknown_type_is_text() -> None:
