@@ -83,6 +83,20 @@ def zoned(v: datetime | None) -> Any:
     return v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def zoned_ms(v: datetime | None) -> Any:
+    return None if v is None else v.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def flat(v: Any) -> Any:
+    """Nested lists flattened in row-major order."""
+    if v is None:
+        return None
+    out: list[Any] = []
+    for e in v:
+        out.extend(flat(e) if isinstance(e, list) else [e])
+    return out
+
+
 def zoned_time(v: time | None) -> Any:
     if v is None:
         return None
@@ -464,6 +478,34 @@ COLUMNS: list[Col] = [
         "io.debezium.data.Ltree",
     ),
     ("c_citext", "citext", ("'MixedCase'", "''", "'Ünïcode'"), "c_citext::text", same, None),
+    (
+        "c_tstz3",
+        "timestamptz(3)",
+        ("'2024-05-06 07:08:09.12+02'", "'2024-05-06 07:08:09+02'", "'1999-12-31 23:59:59.999+00'"),
+        None,
+        zoned_ms,
+        "io.debezium.time.ZonedTimestamp",
+    ),
+    ("c_num_neg", "numeric(3,-2)", ("12345", "-100", "0"), None, variable_decimal, VSD),
+    ("c_int_2d", "int[]", ("'{{1,2},{3,NULL}}'", "'{{7},{8}}'", "'[0:1]={5,6}'"), None, flat, None),
+    (
+        "c_posint_arr",
+        "posint[]",
+        ("'{1,2}'", "'{}'", "'{NULL}'"),
+        "c_posint_arr::int[]",
+        same,
+        None,
+    ),
+    ("c_vc_arr", "varchar(5)[]", ("'{ab,\"c,d\"}'", "'{\"\"}'", "'{NULL}'"), None, same, None),
+    (
+        "c_tsvector",
+        "tsvector",
+        ("'a fat cat'", "''", "'ü:1A'"),
+        "c_tsvector::text",
+        same,
+        "io.debezium.data.TsVector",
+    ),
+    ("c_range", "int4range", ("'[1,5)'", "'empty'", "'(,3]'"), "c_range::text", same, None),
 ]
 
 
