@@ -52,16 +52,46 @@ MICRO_DURATION = _named("long", "io.debezium.time.MicroDuration")
 UUID = _named("string", "io.debezium.data.Uuid")
 JSON = _named("string", "io.debezium.data.Json")
 XML = _named("string", "io.debezium.data.Xml")
+LTREE = _named("string", "io.debezium.data.Ltree")
+TSVECTOR = _named("string", "io.debezium.data.TsVector")
+
+POINT: dict[str, Any] = {
+    "type": "record",
+    "name": "Point",
+    "namespace": "io.debezium.data.geometry",
+    "fields": [
+        {"name": "x", "type": "double"},
+        {"name": "y", "type": "double"},
+        {"name": "wkb", "type": ["null", "bytes"], "default": None},
+        {"name": "srid", "type": ["null", "int"], "default": None},
+    ],
+    "connect.doc": "Geometry (POINT)",
+    "connect.version": 1,
+    "connect.name": "io.debezium.data.geometry.Point",
+}
 
 
-def decimal(precision: int, scale: int) -> dict[str, Any]:
-    """Kafka Connect's Decimal: big-endian two's-complement unscaled bytes."""
+def bits(length: int) -> dict[str, Any]:
+    """Debezium's Bits: the bit string as an unsigned integer, little-endian bytes."""
+    t = _named("bytes", "io.debezium.data.Bits")
+    t["connect.parameters"] = {"length": str(length)}
+    return t
+
+
+def decimal(precision: int | None, scale: int) -> dict[str, Any]:
+    """Kafka Connect's Decimal: big-endian two's-complement unscaled bytes.
+
+    Without a precision (e.g. Postgres money) Confluent's AvroData writes precision 64.
+    """
+    params = {"scale": str(scale)}
+    if precision is not None:
+        params["connect.decimal.precision"] = str(precision)
     return {
         "type": "bytes",
         "scale": scale,
-        "precision": precision,
+        "precision": 64 if precision is None else precision,
         "connect.version": 1,
-        "connect.parameters": {"scale": str(scale), "connect.decimal.precision": str(precision)},
+        "connect.parameters": params,
         "connect.name": "org.apache.kafka.connect.data.Decimal",
         "logicalType": "decimal",
     }
@@ -135,12 +165,34 @@ def _field(name: str, avro_type: Any, optional: bool) -> dict[str, Any]:
     return {"name": name, "type": avro_type}
 
 
+def _once(t: Any, seen: set[str]) -> Any:
+    """``t`` with every named record already in ``seen`` replaced by its full name.
+
+    Avro allows a named type to be defined once per schema; two columns of one semantic record
+    type (VariableScaleDecimal, Point) must refer to the first definition.
+    """
+    if isinstance(t, list):
+        return [_once(x, seen) for x in t]
+    if isinstance(t, dict):
+        if t.get("type") == "record":
+            full = f"{t['namespace']}.{t['name']}" if "namespace" in t else t["name"]
+            if full in seen:
+                return full
+            seen.add(full)
+        elif t.get("type") == "array":
+            return {**t, "items": _once(t["items"], seen)}
+    return t
+
+
 def value_record(table: TableSchema) -> dict[str, Any]:
+    seen: set[str] = set()
     return {
         "type": "record",
         "name": "Value",
         "namespace": avro_namespace(table.topic),
-        "fields": [_field(avro_name(c.name), c.avro, c.optional) for c in table.columns],
+        "fields": [
+            _field(avro_name(c.name), _once(c.avro, seen), c.optional) for c in table.columns
+        ],
         "connect.name": f"{table.topic}.Value",
     }
 
@@ -148,12 +200,13 @@ def value_record(table: TableSchema) -> dict[str, Any]:
 def key_schema(table: TableSchema) -> dict[str, Any] | None:
     if not table.key:
         return None
+    seen: set[str] = set()
     return {
         "type": "record",
         "name": "Key",
         "namespace": avro_namespace(table.topic),
         "fields": [
-            _field(avro_name(table.columns[i].name), table.columns[i].avro, False)
+            _field(avro_name(table.columns[i].name), _once(table.columns[i].avro, seen), False)
             for i in table.key
         ],
         "connect.name": f"{table.topic}.Key",
