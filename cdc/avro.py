@@ -53,6 +53,7 @@ MICRO_DURATION = _named("long", "io.debezium.time.MicroDuration")
 UUID = _named("string", "io.debezium.data.Uuid")
 JSON = _named("string", "io.debezium.data.Json")
 XML = _named("string", "io.debezium.data.Xml")
+YEAR = _named("int", "io.debezium.time.Year")
 
 
 def decimal(precision: int, scale: int) -> dict[str, Any]:
@@ -81,6 +82,20 @@ VARIABLE_SCALE_DECIMAL: dict[str, Any] = {
 
 def enum(values: list[str]) -> dict[str, Any]:
     return _named("string", "io.debezium.data.Enum", **{"connect.parameters": {"allowed": ",".join(values)}})
+
+
+def enum_set(values: list[str]) -> dict[str, Any]:
+    """Debezium's EnumSet: the chosen values, comma-separated, in definition order."""
+    out = _named("string", "io.debezium.data.EnumSet")
+    out["connect.parameters"] = {"allowed": ",".join(values)}
+    return out
+
+
+def bits(length: int) -> dict[str, Any]:
+    """Debezium's Bits: a BIT(n) value as little-endian bytes."""
+    out = _named("bytes", "io.debezium.data.Bits")
+    out["connect.parameters"] = {"length": str(length)}
+    return out
 
 
 def array(items: Any) -> dict[str, Any]:
