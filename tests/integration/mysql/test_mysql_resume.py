@@ -37,13 +37,18 @@ def test_kill_9_during_writes_loses_and_repeats_nothing(
     topic = f"mysqltest.{db}.t"
     # batches of 500 events cut transactions of 12 events (BEGIN, 10 rows, END) in the middle
     cfg = write_config(
-        tmp_path / "c.yaml", mariadb_server, [f"{db}.t"], log_dir, max_events=500,
+        tmp_path / "c.yaml",
+        mariadb_server,
+        [f"{db}.t"],
+        log_dir,
+        max_events=500,
         position_mode=mode,
     )
     d = daemon(cfg).start()
     wait_until(
         lambda: log_dir.exists() and any(log_dir.glob("*.seg*")) and _has_position(log_dir),
-        60, "the daemon's first position",
+        60,
+        "the daemon's first position",
     )
 
     errors: list[BaseException] = []
@@ -76,7 +81,9 @@ def test_kill_9_during_writes_loses_and_repeats_nothing(
 
     records = read_log(log_dir, topic)
     ids = [r["value"]["after"]["id"] for r in records]
-    assert len(ids) == ROWS, f"{len(ids) - len(set(ids))} duplicates, {ROWS - len(set(ids))} missing"
+    assert len(ids) == ROWS, (
+        f"{len(ids) - len(set(ids))} duplicates, {ROWS - len(set(ids))} missing"
+    )
     assert ids == list(range(ROWS))
     assert all(r["value"]["op"] == "c" for r in records)
     # transaction metadata: every transaction has one BEGIN and one END with 10 events

@@ -64,7 +64,11 @@ def test_snapshot_under_writes_then_stream_reproduces_the_table(
     log_dir = tmp_path / "log"
     topic = f"mysqltest.{db}.s"
     cfg = write_config(
-        tmp_path / "c.yaml", mariadb_server, [f"{db}.s"], log_dir, max_events=1000,
+        tmp_path / "c.yaml",
+        mariadb_server,
+        [f"{db}.s"],
+        log_dir,
+        max_events=1000,
         snapshot_chunk_rows=5000,
     )
 

@@ -26,8 +26,12 @@ def types_table() -> list[tuple[str, str, str, str]]:
             continue
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
         assert len(cells) == 4, line
-        rows.append(tuple(c[1:-1] if c.startswith("`") and c.endswith("`") and c.count("`") == 2
-                          else c for c in cells))
+        rows.append(
+            tuple(
+                c[1:-1] if c.startswith("`") and c.endswith("`") and c.count("`") == 2 else c
+                for c in cells
+            )
+        )
     return rows  # type: ignore[return-value]
 
 
@@ -87,8 +91,10 @@ def test_every_type_round_trips_through_snapshot_and_binlog(
         for row_id in (1, 3):
             got = by_id[row_id]["after"][name]
             if dumps(got) != dumps(json.loads(doc_json)):
-                failures.append(f"{ctype} ({'snapshot' if row_id == 1 else 'binlog'}): "
-                                f"got {dumps(got)}, TYPES.md says {doc_json}")
+                failures.append(
+                    f"{ctype} ({'snapshot' if row_id == 1 else 'binlog'}): "
+                    f"got {dumps(got)}, TYPES.md says {doc_json}"
+                )
         for row_id in (2, 4):
             if by_id[row_id]["after"][name] is not None:
                 failures.append(f"{ctype}: NULL came out as {by_id[row_id]['after'][name]!r}")
