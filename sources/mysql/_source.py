@@ -93,6 +93,7 @@ SOURCE_SCHEMA: dict[str, Any] = {
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 _FL_STANDALONE = 1  # MariaDB GTID event flag: the group is one statement without COMMIT
 _LOST_POSITION = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG
+POSITION_INTERVAL_S = 10.0  # how often an idle stream records that the binlog moved on
 
 
 def parse_gtid_state(state: str | None) -> dict[int, str]:
@@ -388,7 +389,10 @@ class MySqlSource:
                 )
                 start = yield from self._snapshot(None)
         elif mode == "never":
-            start = start or self._current_position()
+            if start is None:
+                start = self._current_position()
+                # make the starting point durable: a restart must not begin at a later end
+                yield ChangeBatch([], start)
         else:
             if start is not None:
                 log.warning(
@@ -609,7 +613,9 @@ class MySqlSource:
 
         def connect(**kw: Any) -> Any:
             nonlocal connects
-            if kw.get("db") != "information_schema":
+            if "db" in kw:  # the library still uses pymysql's deprecated name
+                kw["database"] = kw.pop("db")
+            if kw.get("database") != "information_schema":
                 if connects:
                     raise SourceError(
                         "the binlog connection was lost; restarting from the last durable position"
@@ -745,6 +751,8 @@ class MySqlSource:
             return tuple(row)
 
         fetch = reader.fetchone
+        last_yield = time.monotonic()
+        yielded_at = (commit_file, commit_pos)
         while True:
             if events and (
                 len(events) >= max_events
@@ -753,6 +761,17 @@ class MySqlSource:
             ):
                 yield ChangeBatch(events, position())
                 events = []
+                last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
+            elif (
+                not events
+                and not in_txn
+                and (commit_file, commit_pos) != yielded_at
+                and time.monotonic() - last_yield >= POSITION_INTERVAL_S
+            ):
+                # Nothing captured for a while, but the binlog moved on (other tables): record
+                # the position so a restart does not re-read, or lose to purging, what was passed.
+                yield ChangeBatch([], position())
+                last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
             if self._stopping:
                 return
             try:

@@ -123,7 +123,7 @@ def test_types_md_avro_column_is_what_the_mapping_gives() -> None:
         ddl = cells[0].strip("`")
         m = _DDL.match(ddl)
         assert m, ddl
-        name, args, unsigned = m.groups()
+        name, args, _unsigned = m.groups()
         nums = [int(x) for x in args.split(",")] if args and "'" not in args else []
         if name == "boolean":
             name, ct = "tinyint", "tinyint(1)"

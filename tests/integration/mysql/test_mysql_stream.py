@@ -117,3 +117,33 @@ def test_transactions_over_two_tables_in_commit_order_and_alter_mid_stream(
     tx = [r for r in read_log(log_dir) if r["topic"].endswith(".transaction")]
     assert [t["value"]["status"] for t in tx[:2]] == ["BEGIN", "END"]
     assert tx[1]["value"]["event_count"] == 2
+
+
+def test_snapshot_never_keeps_its_starting_point_across_a_restart(
+    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    db = mysql_db
+    cur = connect(mariadb_server, db).cursor()
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    cur.execute("INSERT INTO t VALUES (1)")  # before the start: neither snapshot nor stream
+    log_dir = tmp_path / "log"
+    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.t"], log_dir, snapshot="never")
+    p = run_pipeline(cfg)
+
+    def started() -> bool:
+        from sinks.log import LogReader
+
+        return log_dir.exists() and LogReader(log_dir).info()["last_position"] is not None
+
+    wait_until(started, 30, "the starting position to be recorded")
+    p.stop()
+    cur.execute("INSERT INTO t VALUES (2)")  # while the pipeline is down
+    p = run_pipeline(cfg)
+    cur.execute("INSERT INTO t VALUES (3)")
+    topic = f"mysqltest.{db}.t"
+    wait_until(lambda: len(read_log(log_dir, topic)) >= 2, 30, "two rows")
+    p.stop()
+    assert [(r["value"]["op"], r["key"]["id"]) for r in read_log(log_dir, topic)] == [
+        ("c", 2),
+        ("c", 3),
+    ]

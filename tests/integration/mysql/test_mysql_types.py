@@ -86,7 +86,7 @@ def test_every_type_round_trips_through_snapshot_and_binlog(
     cur.execute("SELECT * FROM t WHERE id = 1")
     selected = cur.fetchone()[1:]
     failures = []
-    for i, (ctype, avro_type, literal, doc_json) in enumerate(types):
+    for i, (ctype, avro_type, _literal, doc_json) in enumerate(types):
         name = cols[i]
         for row_id in (1, 3):
             got = by_id[row_id]["after"][name]
