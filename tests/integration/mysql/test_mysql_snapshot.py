@@ -138,3 +138,45 @@ def test_snapshot_under_writes_then_stream_reproduces_the_table(
     markers = _replay(log_dir, topic)[1]
     assert markers.count("last") == 1
     assert markers.count("first") == (2 if kill else 1)
+
+
+def test_snapshot_chunks_composite_keys_and_keyless_tables_initial_only(
+    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    db = mysql_db
+    cur = connect(mariadb_server, db).cursor()
+    cur.execute("CREATE TABLE c (a INT, b VARCHAR(10), v INT, PRIMARY KEY (a, b))")
+    keys = [(10, "z"), (1, "y"), (2, "c"), (1, "x"), (2, "a"), (3, "a"), (2, "b")]
+    cur.executemany("INSERT INTO c VALUES (%s, %s, 0)", keys)
+    cur.execute("CREATE TABLE n (x INT)")
+    cur.execute("INSERT INTO n VALUES (5), (4), (3)")
+    log_dir = tmp_path / "log"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        mariadb_server,
+        [f"{db}.*"],
+        log_dir,
+        snapshot="initial_only",
+        snapshot_chunk_rows=2,
+    )
+    p = run_pipeline(cfg)
+    wait_until(lambda: not p.thread.is_alive(), 60, "initial_only to stop by itself")
+    p.stop()
+    records = read_log(log_dir)
+    got = [(r["topic"].split(".")[-1], r["key"], r["value"]["source"]["snapshot"]) for r in records]
+    ordered = sorted(keys)
+    assert got == [
+        ("c", {"a": ordered[0][0], "b": ordered[0][1]}, "first"),
+        *[("c", {"a": a, "b": b}, "true") for a, b in ordered[1:-1]],
+        ("c", {"a": ordered[-1][0], "b": ordered[-1][1]}, "last_in_data_collection"),
+        ("n", None, "first_in_data_collection"),
+        ("n", None, "true"),
+        ("n", None, "last"),
+    ]
+    assert sorted(r["value"]["after"]["x"] for r in records[-3:]) == [3, 4, 5]
+    assert all(r["value"]["op"] == "r" for r in records)
+    # a second start has nothing left to do
+    p = run_pipeline(cfg)
+    wait_until(lambda: not p.thread.is_alive(), 60, "initial_only to stop again")
+    p.stop()
+    assert len(read_log(log_dir)) == len(records)
