@@ -32,6 +32,7 @@ from pymysqlreplication.event import (
     RotateEvent,
     XidEvent,
 )
+from pymysqlreplication.gtid import Gtid, GtidSet
 from pymysqlreplication.row_event import (
     DeleteRowsEvent,
     TableMapEvent,
@@ -143,6 +144,7 @@ class MySqlSource:
         self._schemas = SchemaCache(prefix)
         self._json_cache: dict[tuple[str, str], frozenset[str]] = {}
         self.is_mariadb = False
+        self.mysql_gtids = False  # MySQL with gtid_mode=ON
         self.server_id = 0
 
     # --- connections --------------------------------------------------------------------------
@@ -173,6 +175,8 @@ class MySqlSource:
             version = self._one("SELECT VERSION()")
             self.is_mariadb = "mariadb" in str(version).lower()
             self.server_id = int(self._one("SELECT @@server_id") or 0)
+            if not self.is_mariadb:
+                self.mysql_gtids = str(self._one("SELECT @@GLOBAL.gtid_mode")).upper() == "ON"
         return self._ctl
 
     def _one(self, sql: str, args: Any = None) -> Any:
@@ -188,7 +192,24 @@ class MySqlSource:
 
     def _gtid_mode(self) -> bool:
         mode = self.config.position_mode
-        return mode == "gtid" or (mode == "auto" and self.is_mariadb)
+        if mode == "gtid" and not (self.is_mariadb or self.mysql_gtids):
+            raise SourceError(
+                "source.position_mode is gtid but the server has gtid_mode=OFF: turn GTIDs on "
+                "(gtid_mode=ON, enforce_gtid_consistency=ON) or use position_mode: file"
+            )
+        return mode == "gtid" or (mode == "auto" and (self.is_mariadb or self.mysql_gtids))
+
+    def _executed_gtids(self, cur: Any = None) -> str | None:
+        """The server's GTID position now: MariaDB's gtid_binlog_pos, MySQL's gtid_executed."""
+        if not (self.is_mariadb or self.mysql_gtids):
+            return None
+        sql = "SELECT @@gtid_binlog_pos" if self.is_mariadb else "SELECT @@GLOBAL.gtid_executed"
+        if cur is None:
+            value = self._one(sql)
+        else:
+            cur.execute(sql)
+            value = cur.fetchone()[0]
+        return str(value).replace("\n", "") or None
 
     # --- preflight ----------------------------------------------------------------------------
 
@@ -346,8 +367,7 @@ class MySqlSource:
         row = self._all("SHOW MASTER STATUS")
         if not row:
             raise SourceError("the binary log is off: start the server with log_bin")
-        gtid = str(self._one("SELECT @@gtid_binlog_pos")) if self.is_mariadb else None
-        return {"file": str(row[0][0]), "pos": int(row[0][1]), "gtid": gtid or None}
+        return {"file": str(row[0][0]), "pos": int(row[0][1]), "gtid": self._executed_gtids()}
 
     def _verify_available(self, start: Position) -> None:
         files = self._binlog_files()
@@ -437,7 +457,8 @@ class MySqlSource:
                     cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
                     cur.execute("SHOW MASTER STATUS")
                     row = cur.fetchone()
-                    file, pos, gtid = str(row[0]), int(row[1]), None
+                    file, pos = str(row[0]), int(row[1])
+                    gtid = self._executed_gtids(cur)
                 finally:
                     cur.execute("UNLOCK TABLES")
             here: Position = {"file": file, "pos": pos, "gtid": gtid}
@@ -608,7 +629,8 @@ class MySqlSource:
     # --- streaming ----------------------------------------------------------------------------
 
     def _stream(self, start: Position) -> Iterator[ChangeBatch]:
-        gtid_mode = self._gtid_mode() and self.is_mariadb
+        gtid_mode = self._gtid_mode()
+        mysql_set = GtidSet(start.get("gtid") or "") if gtid_mode and not self.is_mariadb else None
         connects = 0
 
         def connect(**kw: Any) -> Any:
@@ -632,7 +654,7 @@ class MySqlSource:
             log_file=start["file"],
             log_pos=int(start["pos"]),
             auto_position=start.get("gtid") if gtid_mode else None,
-            is_mariadb=gtid_mode,
+            is_mariadb=gtid_mode and self.is_mariadb,
             slave_heartbeat=heartbeat,
             pymysql_wrapper=connect,
             only_events=[
@@ -678,11 +700,8 @@ class MySqlSource:
         per_table: dict[str, int] = {}
 
         def position() -> Position:
-            p: Position = {
-                "file": commit_file,
-                "pos": commit_pos,
-                "gtid": format_gtid_state(gtid_state) or None,
-            }
+            gtid = format_gtid_state(gtid_state) if mysql_set is None else str(mysql_set)
+            p: Position = {"file": commit_file, "pos": commit_pos, "gtid": gtid or None}
             if in_txn and seq > 0:
                 p["skip"] = seq
             return p
@@ -712,6 +731,8 @@ class MySqlSource:
             commit_file, commit_pos = cur_file, end
             if txn_gtid is not None and txn_domain >= 0:
                 gtid_state[txn_domain] = txn_gtid
+            elif txn_gtid is not None and mysql_set is not None:
+                mysql_set.merge_gtid(Gtid(txn_gtid))
             in_txn = standalone = False
 
         def change(

@@ -142,3 +142,14 @@ def test_types_md_avro_column_is_what_the_mapping_gives() -> None:
         assert f"`{base}`" in cells[1], f"{ddl}: Avro type {base!r} not in {cells[1]!r}"
         if semantic is not None:
             assert semantic in cells[1], f"{ddl}: {semantic!r} not in {cells[1]!r}"
+
+
+def test_mysql_gtid_set_grows_by_merging_each_transaction() -> None:
+    # the arithmetic the stream relies on for MySQL positions (uuid:interval sets)
+    from pymysqlreplication.gtid import Gtid, GtidSet
+
+    a, b = "3e11fa47-71ca-11e1-9e33-c80aa9429562", "4e11fa47-71ca-11e1-9e33-c80aa9429562"
+    s = GtidSet(f"{a}:1-5")
+    s.merge_gtid(Gtid(f"{a}:6"))
+    s.merge_gtid(Gtid(f"{b}:1"))
+    assert str(s) == f"{a}:1-6,{b}:1"
