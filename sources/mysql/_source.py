@@ -415,16 +415,27 @@ class MySqlSource:
                 yield ChangeBatch([], start)
         else:
             if start is not None:
-                log.warning(
-                    "the snapshot was interrupted: redoing it from the start; streaming will then "
-                    "resume from the first attempt's binlog position %s:%s",
-                    start["file"],
-                    start["pos"],
-                )
+                try:
+                    self._verify_available(start)
+                    log.warning(
+                        "the snapshot was interrupted: redoing it from the start; streaming will "
+                        "then resume from the first attempt's binlog position %s:%s",
+                        start["file"],
+                        start["pos"],
+                    )
+                except PositionLost:
+                    if mode != "when_needed":
+                        raise
+                    log.warning(
+                        "the snapshot was interrupted and its binlog position %s:%s is gone: "
+                        "taking a new one (snapshot: when_needed)",
+                        start["file"],
+                        start["pos"],
+                    )
+                    start = None
             start = yield from self._snapshot(start)
             if mode == "initial_only" or self._stopping:
                 return
-            self._verify_available(start)
         yield from self._stream(start)
 
     # --- snapshot -----------------------------------------------------------------------------
@@ -631,6 +642,9 @@ class MySqlSource:
     def _stream(self, start: Position) -> Iterator[ChangeBatch]:
         gtid_mode = self._gtid_mode()
         mysql_set = GtidSet(start.get("gtid") or "") if gtid_mode and not self.is_mariadb else None
+        # An empty GTID position would make the server send its binlog from the very beginning:
+        # until a transaction has a GTID here, resume from file + position.
+        by_gtid = gtid_mode and bool(start.get("gtid"))
         connects = 0
 
         def connect(**kw: Any) -> Any:
@@ -653,8 +667,8 @@ class MySqlSource:
             blocking=True,
             log_file=start["file"],
             log_pos=int(start["pos"]),
-            auto_position=start.get("gtid") if gtid_mode else None,
-            is_mariadb=gtid_mode and self.is_mariadb,
+            auto_position=start.get("gtid") if by_gtid else None,
+            is_mariadb=by_gtid and self.is_mariadb,
             slave_heartbeat=heartbeat,
             pymysql_wrapper=connect,
             only_events=[
@@ -673,7 +687,7 @@ class MySqlSource:
         )
         log.info(
             "streaming the binlog from %s (%s)",
-            f"GTID {start.get('gtid')}" if gtid_mode else f"{start['file']}:{start['pos']}",
+            f"GTID {start.get('gtid')}" if by_gtid else f"{start['file']}:{start['pos']}",
             f"server {self.config.host}:{self.config.port}",
         )
         tx_meta = self.tx_metadata
@@ -803,7 +817,7 @@ class MySqlSource:
                 if code == _LOST_POSITION:
                     where = (
                         f"GTID {start.get('gtid')}"
-                        if gtid_mode
+                        if by_gtid
                         else f"{start['file']}:{start['pos']}"
                     )
                     raise PositionLost(
@@ -822,7 +836,7 @@ class MySqlSource:
             if isinstance(ev, RotateEvent):
                 cur_file = ev.next_binlog
                 end_pos = ev.position
-                if not in_txn and (not gtid_mode or ev.timestamp != 0):
+                if not in_txn and (not by_gtid or ev.timestamp != 0):
                     commit_file, commit_pos = cur_file, ev.position
                 tables.clear()
                 continue
