@@ -340,7 +340,7 @@ class MySqlSource:
                 key.append(i)
         return self._schemas.version(db, table, cols, tuple(key))
 
-    def _binlog_version(self, ev: TableMapEvent) -> TableVersion:
+    def _binlog_version(self, ev: TableMapEvent, where: str) -> TableVersion:
         json_cols = self._json_columns(ev.schema, ev.table)
         nulls = ev.null_bitmask
         cols: list[tuple[str, ColumnType, bool]] = []
@@ -348,9 +348,11 @@ class MySqlSource:
         for i, c in enumerate(ev.columns):
             if not c.name:
                 raise SourceError(
-                    f"the binlog has no column names for {ev.schema}.{ev.table}: set "
-                    "binlog_row_metadata=FULL on the server (SET GLOBAL binlog_row_metadata='FULL' "
-                    "and in my.cnf)"
+                    f"the binlog event at {where} has no column names for {ev.schema}.{ev.table}: "
+                    "it was written while binlog_row_metadata was not FULL. Set "
+                    "binlog_row_metadata=FULL on the server (SET GLOBAL and in my.cnf); events "
+                    "written before that cannot be read: move the sink's data aside and start "
+                    "over with a new snapshot"
                 )
             nullable = bool(nulls[i // 8] & (1 << (i % 8)))
             cols.append((c.name, from_binlog(c, c.name in json_cols), nullable))
@@ -844,7 +846,7 @@ class MySqlSource:
                 end_pos = ev_end
             if isinstance(ev, TableMapEvent):
                 if self.captured(ev.schema, ev.table):
-                    tables[ev.table_id] = self._binlog_version(ev)
+                    tables[ev.table_id] = self._binlog_version(ev, f"{cur_file}:{ev_start}")
                 else:
                     tables[ev.table_id] = None
                 continue

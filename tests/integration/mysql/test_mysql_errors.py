@@ -182,3 +182,65 @@ def test_purged_binlog_is_position_lost_naming_the_file(
         "a new snapshot of both rows",
     )
     p.stop()
+
+
+def test_events_written_without_full_metadata_are_refused_clearly(
+    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    db = mysql_db
+    root = connect(mariadb_server, db).cursor()
+    root.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    log_dir = tmp_path / "log"
+    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.t"], log_dir)
+    p = run_pipeline(cfg)
+    wait_until(lambda: _positioned(log_dir), 30, "start")
+    p.stop()
+    root.execute("SET GLOBAL binlog_row_metadata = 'MINIMAL'")
+    try:
+        writer = connect(mariadb_server, db).cursor()  # a new session takes the global value
+        writer.execute("INSERT INTO t VALUES (1)")
+    finally:
+        root.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
+    p = run_pipeline(cfg)
+    wait_until(lambda: not p.thread.is_alive(), 30, "the pipeline to fail")
+    with pytest.raises(SourceError) as e:
+        p.stop()
+    msg = str(e.value)
+    assert f"no column names for {db}.t" in msg and "binlog_row_metadata was not FULL" in msg
+    assert "move the sink's data aside" in msg
+
+
+def _positioned(log_dir: Path) -> bool:
+    from sinks.log import LogReader
+
+    return log_dir.is_dir() and LogReader(log_dir).info()["last_position"] is not None
+
+
+def test_an_idle_stream_records_that_the_binlog_moved_on(
+    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, monkeypatch: Any
+) -> None:
+    import sources.mysql._source as source_module
+
+    monkeypatch.setattr(source_module, "POSITION_INTERVAL_S", 0.2)
+    db = mysql_db
+    cur = connect(mariadb_server, db).cursor()
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    cur.execute("CREATE TABLE busy (id INT PRIMARY KEY)")
+    log_dir = tmp_path / "log"
+    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.t"], log_dir)
+    p = run_pipeline(cfg)
+    wait_until(lambda: _positioned(log_dir), 30, "the snapshot position")
+    from sinks.log import LogReader
+
+    first = LogReader(log_dir).info()["last_position"]
+    cur.execute("INSERT INTO busy VALUES (1)")  # not captured
+    cur.execute("SHOW MASTER STATUS")
+    end = cur.fetchone()[1]
+
+    def moved() -> bool:
+        last = LogReader(log_dir).info()["last_position"]
+        return bool(last["pos"] >= end and last["pos"] != first["pos"])
+
+    wait_until(moved, 30, "the position to pass the uncaptured transaction")
+    p.stop()
+    assert read_log(log_dir) == []
