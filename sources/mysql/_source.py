@@ -540,10 +540,10 @@ class MySqlSource:
     ) -> RowChange:
         version, row, first_in, last_in = item
         # Debezium's markers: first/last of the whole snapshot, then of each table
-        if first:
-            marker = "first"
-        elif last:
+        if last:  # also when it is the only row: "last" is what tells the snapshot ended
             marker = "last"
+        elif first:
+            marker = "first"
         elif last_in:
             marker = "last_in_data_collection"
         elif first_in:

@@ -23,6 +23,16 @@ def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         from _local_mariadb import start_mariadb  # type: ignore[no-redef]
     server = start_mariadb(tmp_path_factory.mktemp("mariadb"))
     try:
+        cur = connect(server).cursor()
+        cur.execute("SELECT @@log_bin, @@server_id")
+        log_bin, server_id = cur.fetchone()
+        assert log_bin == 1, "the test server runs without log_bin: start it with --log-bin"
+        assert server_id != CLIENT_SERVER_ID
+        # what the source requires (dynamic settings: new sessions take them)
+        cur.execute("SET GLOBAL binlog_format = 'ROW'")
+        cur.execute("SET GLOBAL binlog_row_image = 'FULL'")
+        cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
+        cur.connection.close()
         yield server
     finally:
         server.stop()
