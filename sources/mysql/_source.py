@@ -95,6 +95,7 @@ SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 _FL_STANDALONE = 1  # MariaDB GTID event flag: the group is one statement without COMMIT
 _LOST_POSITION = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG
 POSITION_INTERVAL_S = 10.0  # how often an idle stream records that the binlog moved on
+READ_TIMEOUT_S = 30  # no byte (not even a heartbeat) for this long: the connection is dead
 
 
 def parse_gtid_state(state: str | None) -> dict[int, str]:
@@ -662,8 +663,10 @@ class MySqlSource:
             return pymysql.connect(**kw)
 
         heartbeat = max(0.05, min(self.max_wait, 1.0))
+        # The server sends heartbeats when idle, so a silent socket means a dead connection.
+        settings = {**self._settings(), "read_timeout": READ_TIMEOUT_S}
         reader = self._reader = BinLogStreamReader(
-            self._settings(),
+            settings,
             server_id=self.config.server_id,
             resume_stream=True,
             blocking=True,

@@ -98,3 +98,32 @@ def _has_position(log_dir: Path) -> bool:
     from sinks.log import LogReader
 
     return LogReader(log_dir).info()["last_position"] is not None
+
+
+def test_a_dropped_binlog_connection_restarts_from_the_durable_position(
+    mariadb_server: Any, mysql_db: str, tmp_path: Path, daemon: Any
+) -> None:
+    db = mysql_db
+    cur = connect(mariadb_server, db).cursor()
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    log_dir = tmp_path / "log"
+    topic = f"mysqltest.{db}.t"
+    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.t"], log_dir)
+    d = daemon(cfg).start()
+    wait_until(lambda: log_dir.is_dir() and _has_position(log_dir), 60, "the first position")
+    cur.execute("INSERT INTO t VALUES (1), (2)")
+    wait_until(lambda: _count(log_dir, topic) == 2, 30, "two rows")
+
+    def dump_threads() -> list[int]:
+        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")
+        return [r[0] for r in cur.fetchall()]
+
+    for thread_id in wait_until(dump_threads, 30, "the binlog dump thread"):
+        cur.execute(f"KILL {thread_id}")
+    cur.execute("INSERT INTO t VALUES (3)")
+    wait_until(lambda: "binlog connection was lost" in d.output(), 60, "the failure to be seen")
+    cur.execute("INSERT INTO t VALUES (4)")
+    wait_until(lambda: _count(log_dir, topic) >= 4, 60, "rows after the restart")
+    assert d.terminate() == 0, d.output()
+    ids = [r["value"]["after"]["id"] for r in read_log(log_dir, topic)]
+    assert ids == [1, 2, 3, 4]
