@@ -20,8 +20,12 @@ def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     try:
         from scratch.mariadb import start_mariadb  # type: ignore[import-not-found]
     except ImportError:  # the shared launcher is not merged yet: use the local stand-in
-        from _local_mariadb import start_mariadb  # type: ignore[no-redef]
-    server = start_mariadb(tmp_path_factory.mktemp("mariadb"))
+        from _local_mariadb import start_mariadb as start_local
+
+        server = start_local(tmp_path_factory.mktemp("mariadb"))
+    else:
+        # its own temporary directory: the mysql user it runs as cannot reach pytest's tmp_path
+        server = start_mariadb()
     try:
         cur = connect(server).cursor()
         cur.execute("SELECT @@log_bin, @@server_id")
