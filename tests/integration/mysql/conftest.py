@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -40,6 +41,9 @@ def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
+        base_dir = getattr(server, "base_dir", None)  # the shared launcher's temporary directory
+        if base_dir is not None:
+            shutil.rmtree(base_dir, ignore_errors=True)
 
 
 @pytest.fixture
