@@ -17,16 +17,11 @@ CLIENT_SERVER_ID = 1000  # the replication client's id; the server runs with ano
 
 
 @pytest.fixture(scope="session")
-def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        from scratch.mariadb import start_mariadb  # type: ignore[import-not-found]
-    except ImportError:  # the shared launcher is not merged yet: use the local stand-in
-        from _local_mariadb import start_mariadb as start_local
+def mariadb_server() -> Iterator[Any]:
+    from scratch.mariadb import start_mariadb
 
-        server = start_local(tmp_path_factory.mktemp("mariadb"))
-    else:
-        # its own temporary directory: the mysql user it runs as cannot reach pytest's tmp_path
-        server = start_mariadb()
+    # its own temporary directory: the mysql user it runs as cannot reach pytest's tmp_path
+    server = start_mariadb()
     try:
         cur = connect(server).cursor()
         cur.execute("SELECT @@log_bin, @@server_id")
@@ -41,9 +36,7 @@ def mariadb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         yield server
     finally:
         server.stop()
-        base_dir = getattr(server, "base_dir", None)  # the shared launcher's temporary directory
-        if base_dir is not None:
-            shutil.rmtree(base_dir, ignore_errors=True)
+        shutil.rmtree(server.base_dir, ignore_errors=True)
 
 
 @pytest.fixture
