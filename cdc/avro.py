@@ -69,6 +69,7 @@ POINT: dict[str, Any] = {
     "connect.version": 1,
     "connect.name": "io.debezium.data.geometry.Point",
 }
+YEAR = _named("int", "io.debezium.time.Year")
 
 
 def bits(length: int) -> dict[str, Any]:
@@ -112,6 +113,13 @@ def enum(values: list[str]) -> dict[str, Any]:
     t = _named("string", "io.debezium.data.Enum")
     t["connect.parameters"] = {"allowed": ",".join(values)}
     return t
+
+
+def enum_set(values: list[str]) -> dict[str, Any]:
+    """Debezium's EnumSet: the chosen values, comma-separated, in definition order."""
+    out = _named("string", "io.debezium.data.EnumSet")
+    out["connect.parameters"] = {"allowed": ",".join(values)}
+    return out
 
 
 def array(items: Any) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from types import ModuleType
 
 SOURCES: dict[str, str] = {
     "postgres": "sources.postgres",
+    "mysql": "sources.mysql",
 }
 SINKS: dict[str, str] = {
     "log": "sinks.log",

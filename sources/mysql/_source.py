@@ -1,0 +1,938 @@
+"""MySQL/MariaDB binlog source (row format), with a consistent initial snapshot.
+
+Delivery guarantee: every row change committed after the start position is yielded once, in
+commit order, as long as the server keeps the binlog. Positions are
+``{"file": F, "pos": P, "gtid": G}`` after a complete transaction (F:P = the end of its commit
+event; G = MariaDB's GTID state, domain-server-seq per domain, at that point) or the same plus
+``"skip": N`` inside the next transaction (N = how many of its events, BEGIN included, were already
+yielded). While a snapshot runs, positions carry ``"snapshot": "running"`` and the F/P/G to stream
+from once it is complete.
+
+python-mysql-replication reconnects silently on a lost connection (from its start position in GTID
+mode, so it would repeat changes); this source refuses that reconnection and fails instead, so the
+pipeline restarts from the position the sink holds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import logging
+import time
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import pymysql
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.event import (
+    GtidEvent,
+    HeartbeatLogEvent,
+    MariadbGtidEvent,
+    QueryEvent,
+    RotateEvent,
+    XidEvent,
+)
+from pymysqlreplication.gtid import Gtid, GtidSet
+from pymysqlreplication.row_event import (
+    DeleteRowsEvent,
+    TableMapEvent,
+    UpdateRowsEvent,
+    WriteRowsEvent,
+)
+
+import cdc
+from cdc.errors import PositionLost, SourceError
+from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
+from sources.mysql._schema import SchemaCache, TableVersion
+from sources.mysql._types import ColumnType, from_binlog, from_catalog
+from sources.mysql.config import MySqlSourceConfig
+
+log = logging.getLogger(__name__)
+
+SOURCE_SCHEMA: dict[str, Any] = {
+    "type": "record",
+    "name": "Source",
+    "namespace": "io.debezium.connector.mysql",
+    "fields": [
+        {"name": "version", "type": "string"},
+        {"name": "connector", "type": "string"},
+        {"name": "name", "type": "string"},
+        {"name": "ts_ms", "type": "long"},
+        {
+            "name": "snapshot",
+            "type": [
+                {
+                    "type": "string",
+                    "connect.version": 1,
+                    "connect.parameters": {
+                        "allowed": "true,first,first_in_data_collection,"
+                        "last_in_data_collection,last,false,incremental"
+                    },
+                    "connect.default": "false",
+                    "connect.name": "io.debezium.data.Enum",
+                },
+                "null",
+            ],
+            "default": "false",
+        },
+        {"name": "db", "type": "string"},
+        {"name": "sequence", "type": ["null", "string"], "default": None},
+        {"name": "ts_us", "type": ["null", "long"], "default": None},
+        {"name": "ts_ns", "type": ["null", "long"], "default": None},
+        {"name": "table", "type": ["null", "string"], "default": None},
+        {"name": "server_id", "type": "long"},
+        {"name": "gtid", "type": ["null", "string"], "default": None},
+        {"name": "file", "type": "string"},
+        {"name": "pos", "type": "long"},
+        {"name": "row", "type": "int"},
+        {"name": "thread", "type": ["null", "long"], "default": None},
+        {"name": "query", "type": ["null", "string"], "default": None},
+    ],
+    "connect.name": "io.debezium.connector.mysql.Source",
+}
+
+SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
+_FL_STANDALONE = 1  # MariaDB GTID event flag: the group is one statement without COMMIT
+_LOST_POSITION = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG
+POSITION_INTERVAL_S = 10.0  # how often an idle stream records that the binlog moved on
+READ_TIMEOUT_S = 30  # no byte (not even a heartbeat) for this long: the connection is dead
+
+
+def parse_gtid_state(state: str | None) -> dict[int, str]:
+    """MariaDB GTID state "d-s-n,d-s-n" -> {domain: "d-s-n"}."""
+    out: dict[int, str] = {}
+    for part in (state or "").split(","):
+        part = part.strip()
+        if part:
+            out[int(part.split("-", 1)[0])] = part
+    return out
+
+
+def format_gtid_state(state: dict[int, str]) -> str:
+    return ",".join(state[d] for d in sorted(state))
+
+
+def _q(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+class MySqlSource:
+    """Reads the binlog of one MySQL/MariaDB server as a replica with ``server_id``."""
+
+    source_schema = SOURCE_SCHEMA
+
+    def __init__(
+        self,
+        config: MySqlSourceConfig,
+        pipeline_name: str,
+        prefix: str,
+        *,
+        max_events: int = 5000,
+        max_wait_ms: int = 100,
+        transaction_metadata: bool = True,
+    ) -> None:
+        self.config = config
+        self.pipeline_name = pipeline_name
+        self.prefix = prefix
+        self.max_events = max_events
+        self.max_wait = max_wait_ms / 1000
+        self.tx_metadata = transaction_metadata
+        self._patterns = [tuple(p.split(".", 1)) for p in config.tables]
+        self._match_cache: dict[tuple[str, str], bool] = {}
+        self._stopping = False
+        self._ctl: pymysql.Connection[Any] | None = None
+        self._reader: BinLogStreamReader | None = None
+        self._schemas = SchemaCache(prefix)
+        self._json_cache: dict[tuple[str, str], frozenset[str]] = {}
+        self.is_mariadb = False
+        self.mysql_gtids = False  # MySQL with gtid_mode=ON
+        self.server_id = 0
+
+    # --- connections --------------------------------------------------------------------------
+
+    def _settings(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "host": c.host,
+            "port": c.port,
+            "user": c.user,
+            "password": c.password,
+            "charset": "utf8mb4",
+            "connect_timeout": 10,
+        }
+
+    def _connect(self, **extra: Any) -> pymysql.Connection[Any]:
+        try:
+            return pymysql.connect(**self._settings(), autocommit=True, **extra)
+        except pymysql.err.MySQLError as e:
+            raise SourceError(
+                f"cannot connect to mysql at {self.config.host}:{self.config.port} as "
+                f"{self.config.user!r}: {e.args[-1] if e.args else e}"
+            ) from None
+
+    def _catalog(self) -> pymysql.Connection[Any]:
+        if self._ctl is None or not self._ctl.open:
+            self._ctl = self._connect()
+            version = self._one("SELECT VERSION()")
+            self.is_mariadb = "mariadb" in str(version).lower()
+            self.server_id = int(self._one("SELECT @@server_id") or 0)
+            if not self.is_mariadb:
+                self.mysql_gtids = str(self._one("SELECT @@GLOBAL.gtid_mode")).upper() == "ON"
+        return self._ctl
+
+    def _one(self, sql: str, args: Any = None) -> Any:
+        with self._catalog().cursor() as cur:
+            cur.execute(sql, args)
+            row = cur.fetchone()
+        return None if row is None else row[0]
+
+    def _all(self, sql: str, args: Any = None) -> list[tuple[Any, ...]]:
+        with self._catalog().cursor() as cur:
+            cur.execute(sql, args)
+            return list(cur.fetchall())
+
+    def _gtid_mode(self) -> bool:
+        mode = self.config.position_mode
+        if mode == "gtid" and not (self.is_mariadb or self.mysql_gtids):
+            raise SourceError(
+                "source.position_mode is gtid but the server has gtid_mode=OFF: turn GTIDs on "
+                "(gtid_mode=ON, enforce_gtid_consistency=ON) or use position_mode: file"
+            )
+        return mode == "gtid" or (mode == "auto" and (self.is_mariadb or self.mysql_gtids))
+
+    def _executed_gtids(self, cur: Any = None) -> str | None:
+        """The server's GTID position now: MariaDB's gtid_binlog_pos, MySQL's gtid_executed."""
+        if not (self.is_mariadb or self.mysql_gtids):
+            return None
+        sql = "SELECT @@gtid_binlog_pos" if self.is_mariadb else "SELECT @@GLOBAL.gtid_executed"
+        if cur is None:
+            value = self._one(sql)
+        else:
+            cur.execute(sql)
+            value = cur.fetchone()[0]
+        return str(value).replace("\n", "") or None
+
+    # --- preflight ----------------------------------------------------------------------------
+
+    def check(self) -> list[str]:
+        self._catalog()
+        problems: list[str] = []
+        variables = {
+            str(k).lower(): str(v)
+            for k, v in self._all(
+                "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
+                "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata', "
+                "'server_id')"
+            )
+        }
+        if variables.get("log_bin", "OFF").upper() not in ("ON", "1"):
+            problems.append(
+                "the binary log is off (log_bin=OFF): start the server with log_bin "
+                "(log-bin=mysql-bin in my.cnf) and restart it"
+            )
+        fmt = variables.get("binlog_format", "")
+        if fmt.upper() != "ROW":
+            problems.append(
+                f"binlog_format is {fmt!r}: set binlog_format=ROW (SET GLOBAL binlog_format='ROW' "
+                "and in my.cnf)"
+            )
+        image = variables.get("binlog_row_image", "")
+        if image.upper() != "FULL":
+            problems.append(
+                f"binlog_row_image is {image!r}: set binlog_row_image=FULL (SET GLOBAL "
+                "binlog_row_image='FULL' and in my.cnf)"
+            )
+        meta = variables.get("binlog_row_metadata")
+        if meta is None:
+            problems.append(
+                "the server has no binlog_row_metadata (column names are not in the binlog): "
+                "use MariaDB >= 10.5 or MySQL >= 8.0.14"
+            )
+        elif meta.upper() != "FULL":
+            problems.append(
+                f"binlog_row_metadata is {meta!r}: set binlog_row_metadata=FULL (SET GLOBAL "
+                "binlog_row_metadata='FULL' and in my.cnf), so that every event carries the column "
+                "names and types it was written with"
+            )
+        if int(variables.get("server_id", "0") or 0) == self.config.server_id:
+            problems.append(
+                f"source.server_id {self.config.server_id} is the server's own server_id: choose "
+                "another number, unique among the server's replicas"
+            )
+        problems += self._check_grants()
+        return problems
+
+    def _check_grants(self) -> list[str]:
+        grants = " ".join(str(r[0]) for r in self._all("SHOW GRANTS")).upper()
+        if "ALL PRIVILEGES ON *.*" in grants:
+            return []
+        problems = []
+        needed = [("REPLICATION SLAVE", "REPLICATION SLAVE")]
+        if self.is_mariadb:
+            needed.append(("BINLOG MONITOR", "BINLOG MONITOR"))
+        else:
+            needed.append(("REPLICATION CLIENT", "REPLICATION CLIENT"))
+        for priv, grant in needed:
+            if priv not in grants and not (priv == "BINLOG MONITOR" and "SUPER" in grants):
+                problems.append(
+                    f"the user {self.config.user!r} lacks {priv}: GRANT {grant} ON *.* TO "
+                    f"'{self.config.user}'@'<host>'"
+                )
+        return problems
+
+    def _require_settings(self) -> None:
+        problems = [p for p in self.check() if "server_id" in p or "binlog" in p or "log_bin" in p]
+        if problems:
+            raise SourceError(
+                "the server cannot be captured as it is set up: " + "; ".join(problems)
+            )
+
+    # --- tables -------------------------------------------------------------------------------
+
+    def captured(self, db: str, table: str) -> bool:
+        key = (db, table)
+        hit = self._match_cache.get(key)
+        if hit is None:
+            hit = db not in SYSTEM_DATABASES and any(
+                fnmatch.fnmatchcase(db, d) and fnmatch.fnmatchcase(table, t)
+                for d, t in self._patterns
+            )
+            self._match_cache[key] = hit
+        return hit
+
+    def _json_columns(self, db: str, table: str) -> frozenset[str]:
+        """MariaDB's JSON is LONGTEXT with a json_valid() check: find those columns."""
+        key = (db, table)
+        hit = self._json_cache.get(key)
+        if hit is None:
+            if self.is_mariadb:
+                rows = self._all(
+                    "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS "
+                    "WHERE CONSTRAINT_SCHEMA = %s AND TABLE_NAME = %s",
+                    (db, table),
+                )
+                names = set()
+                for (clause,) in rows:
+                    c = str(clause).strip()
+                    if c.startswith("json_valid(`") and c.endswith("`)"):
+                        names.add(c[len("json_valid(`") : -2].replace("``", "`"))
+                hit = frozenset(names)
+            else:
+                hit = frozenset()
+            self._json_cache[key] = hit
+        return hit
+
+    def _catalog_version(self, cur: Any, db: str, table: str) -> TableVersion:
+        cur.execute(
+            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, "
+            "DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE, COLUMN_KEY "
+            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+            "ORDER BY ORDINAL_POSITION",
+            (db, table),
+        )
+        rows = cur.fetchall()
+        json_cols = self._json_columns(db, table)
+        cols: list[tuple[str, ColumnType, bool]] = []
+        key: list[int] = []
+        for i, (name, dt, ct, prec, scale, fsp, octets, nullable, ckey) in enumerate(rows):
+            t = from_catalog(str(dt), str(ct), prec, scale, fsp, octets, name in json_cols)
+            cols.append((str(name), t, nullable == "YES"))
+            if ckey == "PRI":
+                key.append(i)
+        return self._schemas.version(db, table, cols, tuple(key))
+
+    def _binlog_version(self, ev: TableMapEvent, where: str) -> TableVersion:
+        json_cols = self._json_columns(ev.schema, ev.table)
+        nulls = ev.null_bitmask
+        cols: list[tuple[str, ColumnType, bool]] = []
+        key: list[int] = []
+        for i, c in enumerate(ev.columns):
+            if not c.name:
+                raise SourceError(
+                    f"the binlog event at {where} has no column names for {ev.schema}.{ev.table}: "
+                    "it was written while binlog_row_metadata was not FULL. Set "
+                    "binlog_row_metadata=FULL on the server (SET GLOBAL and in my.cnf); events "
+                    "written before that cannot be read: move the sink's data aside and start "
+                    "over with a new snapshot"
+                )
+            nullable = bool(nulls[i // 8] & (1 << (i % 8)))
+            cols.append((c.name, from_binlog(c, c.name in json_cols), nullable))
+            if c.is_primary:
+                key.append(i)
+        return self._schemas.version(ev.schema, ev.table, cols, tuple(key))
+
+    # --- positions ----------------------------------------------------------------------------
+
+    def _binlog_files(self) -> list[str]:
+        return [str(r[0]) for r in self._all("SHOW BINARY LOGS")]
+
+    def _current_position(self) -> Position:
+        row = self._all("SHOW MASTER STATUS")
+        if not row:
+            raise SourceError("the binary log is off: start the server with log_bin")
+        return {"file": str(row[0][0]), "pos": int(row[0][1]), "gtid": self._executed_gtids()}
+
+    def _verify_available(self, start: Position) -> None:
+        files = self._binlog_files()
+        if start["file"] not in files:
+            raise PositionLost(
+                f"binlog file {start['file']!r} of the saved position "
+                f"{start['file']}:{start['pos']} "
+                f"is no longer on the server (oldest is {files[0] if files else 'none'!r}); it was "
+                "purged before the changes in it were read. Ways out: set source.snapshot: "
+                "when_needed to take a new snapshot, or move the sink's data aside and start over; "
+                "keep binlogs longer (binlog_expire_logs_seconds / expire_logs_days) to avoid this"
+            )
+
+    def acknowledge(self, upto: Position) -> None:
+        """Nothing to tell the server: a binlog reader keeps no state there."""
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    # --- main ---------------------------------------------------------------------------------
+
+    def batches(self, start: Position | None) -> Iterator[ChangeBatch]:
+        self._catalog()
+        self._require_settings()
+        mode = self.config.snapshot
+        if start is not None and start.get("snapshot") != "running":
+            if mode == "initial_only":
+                log.info("snapshot already complete (initial_only): nothing to do")
+                return
+            try:
+                self._verify_available(start)
+            except PositionLost:
+                if mode != "when_needed":
+                    raise
+                log.warning(
+                    "binlog position %s:%s is gone; taking a new snapshot (snapshot: when_needed)",
+                    start["file"],
+                    start["pos"],
+                )
+                start = yield from self._snapshot(None)
+        elif mode == "never":
+            if start is None:
+                start = self._current_position()
+                # make the starting point durable: a restart must not begin at a later end
+                yield ChangeBatch([], start)
+        else:
+            if start is not None:
+                try:
+                    self._verify_available(start)
+                    log.warning(
+                        "the snapshot was interrupted: redoing it from the start; streaming will "
+                        "then resume from the first attempt's binlog position %s:%s",
+                        start["file"],
+                        start["pos"],
+                    )
+                except PositionLost:
+                    if mode != "when_needed":
+                        raise
+                    log.warning(
+                        "the snapshot was interrupted and its binlog position %s:%s is gone: "
+                        "taking a new one (snapshot: when_needed)",
+                        start["file"],
+                        start["pos"],
+                    )
+                    start = None
+            start = yield from self._snapshot(start)
+            if mode == "initial_only" or self._stopping:
+                return
+        yield from self._stream(start)
+
+    # --- snapshot -----------------------------------------------------------------------------
+
+    def _snapshot(self, running: Position | None) -> Generator[ChangeBatch, None, Position]:
+        """Read every captured table inside one consistent read; yield op=r batches.
+
+        Returns the position to stream from. ``running`` is the position of an interrupted
+        earlier snapshot: streaming starts from there (not from this snapshot's point) so that
+        rows deleted or changed between the two attempts are not missed.
+        """
+        conn = self._connect()
+        try:
+            cur = conn.cursor()
+            cur.execute("SET SESSION time_zone = '+00:00'")
+            cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            if self.is_mariadb:
+                # MariaDB reports the binlog position matching a consistent snapshot: no lock.
+                cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")
+                status = {str(k).lower(): str(v) for k, v in cur.fetchall()}
+                file, pos = status["binlog_snapshot_file"], int(status["binlog_snapshot_position"])
+                cur.execute("SELECT BINLOG_GTID_POS(%s, %s)", (file, pos))
+                row = cur.fetchone()
+                gtid = str(row[0]) if row and row[0] is not None else None
+            else:
+                # MySQL has no such status: hold a global read lock for the moment it takes.
+                cur.execute("FLUSH TABLES WITH READ LOCK")
+                try:
+                    cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+                    cur.execute("SHOW MASTER STATUS")
+                    row = cur.fetchone()
+                    file, pos = str(row[0]), int(row[1])
+                    gtid = self._executed_gtids(cur)
+                finally:
+                    cur.execute("UNLOCK TABLES")
+            here: Position = {"file": file, "pos": pos, "gtid": gtid}
+            stream_from: Position = (
+                {"file": running["file"], "pos": running["pos"], "gtid": running.get("gtid")}
+                if running
+                else here
+            )
+            progress = {**stream_from, "snapshot": "running"}
+            cur.execute(
+                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+                "WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME"
+            )
+            tables = [(str(d), str(t)) for d, t in cur.fetchall() if self.captured(str(d), str(t))]
+            log.info("snapshot of %d tables at %s:%s started", len(tables), file, pos)
+            events: list[RowChange | TxBoundary] = []
+            n = 0
+            pending: tuple[TableVersion, tuple[Any, ...], bool, bool] | None = None
+            for item in self._snapshot_rows(cur, conn, tables):
+                if pending is not None:
+                    events.append(self._snapshot_event(pending, n == 1, False, here, n))
+                    if len(events) >= self.max_events:
+                        yield ChangeBatch(events, progress)
+                        events = []
+                        if self._stopping:
+                            return stream_from
+                pending = item
+                n += 1
+            if pending is not None:
+                events.append(self._snapshot_event(pending, n == 1, True, here, n))
+            cur.execute("COMMIT")
+            yield ChangeBatch(events, stream_from)
+            log.info(
+                "snapshot finished: %d rows; streaming from %s:%s",
+                n,
+                stream_from["file"],
+                stream_from["pos"],
+            )
+            return stream_from
+        finally:
+            conn.close()
+
+    def _snapshot_rows(
+        self, cur: Any, conn: pymysql.Connection[Any], tables: list[tuple[str, str]]
+    ) -> Iterator[tuple[TableVersion, tuple[Any, ...], bool, bool]]:
+        """(version, row, first in its table, last in its table) for every captured row."""
+        for db, table in tables:
+            version = self._catalog_version(cur, db, table)
+            prev: tuple[Any, ...] | None = None
+            first = True
+            for row in self._read_table(conn, db, table, version):
+                if prev is not None:
+                    yield version, prev, first, False
+                    first = False
+                prev = row
+            if prev is not None:
+                yield version, prev, first, True
+
+    def _snapshot_event(
+        self,
+        item: tuple[TableVersion, tuple[Any, ...], bool, bool],
+        first: bool,
+        last: bool,
+        here: Position,
+        n: int,
+    ) -> RowChange:
+        version, row, first_in, last_in = item
+        # Debezium's markers: first/last of the whole snapshot, then of each table
+        if last:  # also when it is the only row: "last" is what tells the snapshot ended
+            marker = "last"
+        elif first:
+            marker = "first"
+        elif last_in:
+            marker = "last_in_data_collection"
+        elif first_in:
+            marker = "first_in_data_collection"
+        else:
+            marker = "true"
+        src = self._snapshot_source(version.schema, marker, here)
+        return RowChange(
+            version.schema,
+            "r",
+            None,
+            row,
+            src,
+            src["ts_ms"],
+            f"snapshot:{here['file']}:{here['pos']}:{n}",
+        )
+
+    def _snapshot_source(self, table: TableSchema, marker: str, here: Position) -> dict[str, Any]:
+        now_ms = int(time.time() * 1000)
+        return {
+            "version": cdc.__version__,
+            "connector": "mysql",
+            "name": self.prefix,
+            "ts_ms": now_ms,
+            "snapshot": marker,
+            "db": table.namespace,
+            "sequence": None,
+            "ts_us": now_ms * 1000,
+            "ts_ns": now_ms * 1_000_000,
+            "table": table.table,
+            "server_id": self.server_id,
+            "gtid": None,
+            "file": here["file"],
+            "pos": here["pos"],
+            "row": 0,
+            "thread": None,
+            "query": None,
+        }
+
+    def _read_table(
+        self, conn: pymysql.Connection[Any], db: str, table: str, version: TableVersion
+    ) -> Iterator[tuple[Any, ...]]:
+        """Rows of ``db.table`` in primary-key order, ``snapshot_chunk_rows`` at a time."""
+        schema = version.schema
+        convs = list(enumerate(version.from_select))
+        cols = ", ".join(_q(c.name) for c in schema.columns)
+        source = f"{_q(db)}.{_q(table)}"
+
+        def convert(raw: tuple[Any, ...]) -> tuple[Any, ...]:
+            return tuple(
+                None if v is None else (v if conv is None else conv(v))
+                for v, (_, conv) in zip(raw, convs, strict=True)
+            )
+
+        if not schema.key:
+            cur = conn.cursor(pymysql.cursors.SSCursor)
+            try:
+                cur.execute(f"SELECT {cols} FROM {source}")
+                for raw in cur:
+                    yield convert(raw)
+            finally:
+                cur.close()
+            return
+        keys = [schema.columns[i].name for i in schema.key]
+        order = ", ".join(_q(k) for k in keys)
+        limit = self.config.snapshot_chunk_rows
+        # (k1 > ?) OR (k1 = ? AND k2 > ?) OR ...: a range the primary key index serves
+        terms = []
+        for j in range(len(keys)):
+            eq = [f"{_q(k)} = %s" for k in keys[:j]]
+            terms.append("(" + " AND ".join([*eq, f"{_q(keys[j])} > %s"]) + ")")
+        after_sql = (
+            f"SELECT {cols} FROM {source} WHERE {' OR '.join(terms)} ORDER BY {order} LIMIT {limit}"
+        )
+        first_sql = f"SELECT {cols} FROM {source} ORDER BY {order} LIMIT {limit}"
+        last: list[Any] | None = None
+        cur = conn.cursor()
+        try:
+            while True:
+                if last is None:
+                    cur.execute(first_sql)
+                else:
+                    params: list[Any] = []
+                    for j in range(len(keys)):
+                        params += [*last[:j], last[j]]
+                    cur.execute(after_sql, params)
+                rows = cur.fetchall()
+                for raw in rows:
+                    yield convert(raw)
+                if len(rows) < limit:
+                    return
+                last = [rows[-1][i] for i in schema.key]
+        finally:
+            cur.close()
+
+    # --- streaming ----------------------------------------------------------------------------
+
+    def _stream(self, start: Position) -> Iterator[ChangeBatch]:
+        gtid_mode = self._gtid_mode()
+        mysql_set = GtidSet(start.get("gtid") or "") if gtid_mode and not self.is_mariadb else None
+        # An empty GTID position would make the server send its binlog from the very beginning:
+        # until a transaction has a GTID here, resume from file + position.
+        by_gtid = gtid_mode and bool(start.get("gtid"))
+        connects = 0
+
+        def connect(**kw: Any) -> Any:
+            nonlocal connects
+            if "db" in kw:  # the library still uses pymysql's deprecated name
+                kw["database"] = kw.pop("db")
+            if kw.get("database") != "information_schema":
+                if connects:
+                    raise SourceError(
+                        "the binlog connection was lost; restarting from the last durable position"
+                    )
+                connects += 1
+            return pymysql.connect(**kw)
+
+        heartbeat = max(0.05, min(self.max_wait, 1.0))
+        # The server sends heartbeats when idle, so a silent socket means a dead connection.
+        settings = {**self._settings(), "read_timeout": READ_TIMEOUT_S}
+        reader = self._reader = BinLogStreamReader(
+            settings,
+            server_id=self.config.server_id,
+            resume_stream=True,
+            blocking=True,
+            log_file=start["file"],
+            log_pos=int(start["pos"]),
+            auto_position=start.get("gtid") if by_gtid else None,
+            is_mariadb=by_gtid and self.is_mariadb,
+            slave_heartbeat=heartbeat,
+            pymysql_wrapper=connect,
+            only_events=[
+                MariadbGtidEvent,
+                GtidEvent,
+                QueryEvent,
+                XidEvent,
+                RotateEvent,
+                TableMapEvent,
+                WriteRowsEvent,
+                UpdateRowsEvent,
+                DeleteRowsEvent,
+                HeartbeatLogEvent,
+            ],
+            enable_logging=False,
+        )
+        log.info(
+            "streaming the binlog from %s (%s)",
+            f"GTID {start.get('gtid')}" if by_gtid else f"{start['file']}:{start['pos']}",
+            f"server {self.config.host}:{self.config.port}",
+        )
+        tx_meta = self.tx_metadata
+        max_events = self.max_events
+        max_wait = self.max_wait
+        prefix = self.prefix
+        version_str = cdc.__version__
+
+        commit_file, commit_pos = str(start["file"]), int(start["pos"])
+        gtid_state = parse_gtid_state(start.get("gtid"))
+        pending_skip = int(start.get("skip", 0))
+        cur_file, end_pos = commit_file, commit_pos
+        tables: dict[int, TableVersion | None] = {}
+
+        events: list[RowChange | TxBoundary] = []
+        first_at = 0.0
+        in_txn = began = standalone = False
+        seq = skip_n = total = 0
+        tx_id = ""
+        txn_gtid: str | None = None
+        txn_domain = -1
+        txn_server = 0
+        ts = 0
+        per_table: dict[str, int] = {}
+
+        def position() -> Position:
+            gtid = format_gtid_state(gtid_state) if mysql_set is None else str(mysql_set)
+            p: Position = {"file": commit_file, "pos": commit_pos, "gtid": gtid or None}
+            if in_txn and seq > 0:
+                p["skip"] = seq
+            return p
+
+        def add(ev: RowChange | TxBoundary) -> None:
+            nonlocal seq, first_at
+            if seq >= skip_n:
+                if not events:
+                    first_at = time.monotonic()
+                events.append(ev)
+            seq += 1
+
+        def begin_group(gtid: str | None, domain: int, server: int) -> None:
+            nonlocal in_txn, began, seq, skip_n, pending_skip, total, per_table, tx_id
+            nonlocal txn_gtid, txn_domain, txn_server
+            in_txn, began = True, False
+            seq = total = 0
+            skip_n, pending_skip = pending_skip, 0
+            per_table = {}
+            txn_gtid, txn_domain, txn_server = gtid, domain, server
+            tx_id = gtid or f"{cur_file}:{end_pos}"
+
+        def commit(end: int) -> None:
+            nonlocal in_txn, commit_file, commit_pos, standalone
+            if in_txn and began and tx_meta:
+                add(TxBoundary("END", tx_id, ts * 1000, f"{tx_id}:end", total, per_table))
+            commit_file, commit_pos = cur_file, end
+            if txn_gtid is not None and txn_domain >= 0:
+                gtid_state[txn_domain] = txn_gtid
+            elif txn_gtid is not None and mysql_set is not None:
+                mysql_set.merge_gtid(Gtid(txn_gtid))
+            in_txn = standalone = False
+
+        def change(
+            table: TableSchema, op: Any, before: Any, after: Any, src: dict[str, Any], eid: str
+        ) -> None:
+            nonlocal began, total
+            if not began:
+                began = True
+                if tx_meta:
+                    add(TxBoundary("BEGIN", tx_id, ts * 1000, f"{tx_id}:begin"))
+            total += 1
+            n = per_table.get(table.qualified, 0) + 1
+            per_table[table.qualified] = n
+            add(
+                RowChange(
+                    table,
+                    op,
+                    before,
+                    after,
+                    src,
+                    ts * 1000,
+                    eid,
+                    (tx_id, total, n) if tx_meta else None,
+                )
+            )
+
+        def convert(
+            values: dict[str, Any], none_sources: dict[str, str], v: TableVersion
+        ) -> tuple[Any, ...]:
+            row = [
+                None if x is None else (x if conv is None else conv(x))
+                for x, conv in zip(values.values(), v.from_binlog, strict=True)
+            ]
+            for i in v.sets:
+                if row[i] is None and none_sources.get(v.schema.columns[i].name) == "empty set":
+                    row[i] = ""
+            return tuple(row)
+
+        fetch = reader.fetchone
+        last_yield = time.monotonic()
+        yielded_at = (commit_file, commit_pos)
+        while True:
+            if events and (
+                len(events) >= max_events
+                or self._stopping
+                or (not in_txn and time.monotonic() - first_at >= max_wait)
+            ):
+                yield ChangeBatch(events, position())
+                events = []
+                last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
+            elif (
+                not events
+                and not in_txn
+                and (commit_file, commit_pos) != yielded_at
+                and time.monotonic() - last_yield >= POSITION_INTERVAL_S
+            ):
+                # Nothing captured for a while, but the binlog moved on (other tables): record
+                # the position so a restart does not re-read, or lose to purging, what was passed.
+                yield ChangeBatch([], position())
+                last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
+            if self._stopping:
+                return
+            try:
+                ev = fetch()
+            except pymysql.err.MySQLError as e:
+                code = e.args[0] if e.args else None
+                msg = e.args[-1] if e.args else str(e)
+                if code == _LOST_POSITION:
+                    where = (
+                        f"GTID {start.get('gtid')}"
+                        if by_gtid
+                        else f"{start['file']}:{start['pos']}"
+                    )
+                    raise PositionLost(
+                        f"the server cannot send the binlog from {where}: {msg}. Ways out: set "
+                        "source.snapshot: when_needed to take a new snapshot, or move the sink's "
+                        "data aside and start over"
+                    ) from None
+                raise SourceError(f"binlog stream failed: {msg}") from None
+            if ev is None:
+                raise SourceError("the server ended the binlog stream; restarting")
+            packet = ev.packet
+            ev_end = packet.log_pos
+            ev_start = end_pos
+            if isinstance(ev, HeartbeatLogEvent):
+                continue
+            if isinstance(ev, RotateEvent):
+                cur_file = ev.next_binlog
+                end_pos = ev.position
+                if not in_txn and (not by_gtid or ev.timestamp != 0):
+                    commit_file, commit_pos = cur_file, ev.position
+                tables.clear()
+                continue
+            if ev_end:
+                end_pos = ev_end
+            if isinstance(ev, TableMapEvent):
+                if self.captured(ev.schema, ev.table):
+                    tables[ev.table_id] = self._binlog_version(ev, f"{cur_file}:{ev_start}")
+                else:
+                    tables[ev.table_id] = None
+                continue
+            if isinstance(ev, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
+                v = tables.get(ev.table_id)
+                if v is None or not in_txn:
+                    continue
+                ts = ev.timestamp
+                schema = v.schema
+                src_base = {
+                    "version": version_str,
+                    "connector": "mysql",
+                    "name": prefix,
+                    "ts_ms": ts * 1000,
+                    "snapshot": "false",
+                    "db": schema.namespace,
+                    "sequence": None,
+                    "ts_us": ts * 1_000_000,
+                    "ts_ns": ts * 1_000_000_000,
+                    "table": schema.table,
+                    "server_id": packet.server_id,
+                    "gtid": txn_gtid,
+                    "file": cur_file,
+                    "pos": ev_start,
+                    "row": 0,
+                    "thread": None,
+                    "query": None,
+                }
+                for i, r in enumerate(ev.rows):
+                    src = dict(src_base, row=i) if i else src_base
+                    eid = f"{cur_file}:{ev_start}:{i}"
+                    if isinstance(ev, WriteRowsEvent):
+                        change(
+                            schema, "c", None, convert(r["values"], r["none_sources"], v), src, eid
+                        )
+                    elif isinstance(ev, DeleteRowsEvent):
+                        change(
+                            schema, "d", convert(r["values"], r["none_sources"], v), None, src, eid
+                        )
+                    else:
+                        before = convert(r["before_values"], r["before_none_sources"], v)
+                        after = convert(r["after_values"], r["after_none_sources"], v)
+                        if schema.key and any(before[k] != after[k] for k in schema.key):
+                            change(schema, "d", before, None, src, eid + ":d")
+                            change(schema, "c", None, after, src, eid + ":c")
+                        else:
+                            change(schema, "u", before, after, src, eid)
+                continue
+            if isinstance(ev, MariadbGtidEvent):
+                ts = ev.timestamp
+                begin_group(ev.gtid, ev.domain_id, ev.server_id)
+                standalone = bool(ev.flags & _FL_STANDALONE)
+                continue
+            if isinstance(ev, GtidEvent):
+                ts = ev.timestamp
+                begin_group(ev.gtid, -1, packet.server_id)
+                standalone = True  # until a BEGIN query says it is a transaction
+                continue
+            if isinstance(ev, XidEvent):
+                commit(ev_end)
+                continue
+            if isinstance(ev, QueryEvent):
+                q = ev.query.strip().upper() if isinstance(ev.query, str) else ""
+                if q == "BEGIN":
+                    if not in_txn:
+                        begin_group(None, -1, packet.server_id)
+                    standalone = False
+                elif q == "COMMIT":
+                    commit(ev_end)
+                elif not in_txn or standalone:
+                    # DDL (or another statement logged on its own): a group of its own
+                    if not in_txn:
+                        begin_group(None, -1, packet.server_id)
+                    self._json_cache.clear()
+                    commit(ev_end)
+                continue
+
+    def close(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                self._reader.close()
+            self._reader = None
+        if self._ctl is not None:
+            with contextlib.suppress(Exception):
+                self._ctl.close()
+            self._ctl = None

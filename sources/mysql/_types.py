@@ -1,0 +1,345 @@
+"""MySQL/MariaDB column type -> Avro type, and converters from the binlog and from SELECT.
+
+A column is first described as a ``ColumnType`` (from the binlog's table map with
+binlog_row_metadata=FULL, or from information_schema for the snapshot); one ``mapping`` function
+turns that into the Avro type and two converters, so a snapshot row and a streamed row of the same
+table give the same schema and the same values. The mapping follows Debezium's MySQL defaults
+(decimal.handling.mode=precise, time.precision.mode=adaptive_time_microseconds,
+binary.handling.mode=bytes) with bigint unsigned as decimal(20,0) (bigint.unsigned.handling.mode=
+precise); TYPES.md lists it with examples.
+
+The snapshot session runs with time_zone='+00:00', which the TIMESTAMP converter relies on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from cdc import avro
+
+Converter = Callable[[Any], Any]
+
+EPOCH = datetime(1970, 1, 1)
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+
+# binlog column type codes (MySQL's enum_field_types)
+_TINY, _SHORT, _LONG, _FLOAT, _DOUBLE, _TIMESTAMP, _LONGLONG, _INT24 = 1, 2, 3, 4, 5, 7, 8, 9
+_DATE, _TIME, _DATETIME, _YEAR, _VARCHAR, _BIT = 10, 11, 12, 13, 15, 16
+_TIMESTAMP2, _DATETIME2, _TIME2, _JSON, _NEWDECIMAL = 17, 18, 19, 245, 246
+_ENUM, _SET, _BLOB, _VAR_STRING, _STRING, _GEOMETRY = 247, 248, 252, 253, 254, 255
+
+_BY_CODE = {
+    _TINY: "tinyint",
+    _SHORT: "smallint",
+    _INT24: "mediumint",
+    _LONG: "int",
+    _LONGLONG: "bigint",
+    _FLOAT: "float",
+    _DOUBLE: "double",
+    _NEWDECIMAL: "decimal",
+    _BIT: "bit",
+    _YEAR: "year",
+    _DATE: "date",
+    _TIME: "time",
+    _TIME2: "time",
+    _DATETIME: "datetime",
+    _DATETIME2: "datetime",
+    _TIMESTAMP: "timestamp",
+    _TIMESTAMP2: "timestamp",
+    _ENUM: "enum",
+    _SET: "set",
+    _JSON: "json",
+    _GEOMETRY: "geometry",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ColumnType:
+    """What decides a column's mapping, whichever way it was learnt."""
+
+    kind: str
+    unsigned: bool = False
+    precision: int = 0
+    scale: int = 0
+    fsp: int = 0
+    length: int = 0  # bits of BIT(n); bytes of BINARY(n)
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    name: str  # the source type as TYPES.md shows it
+    avro: Any
+    from_binlog: Converter | None  # None: the decoded value is the Avro value
+    from_select: Converter | None
+    fallback: Any
+
+
+# --- converters -----------------------------------------------------------------------------------
+
+
+def _days(d: date) -> int:
+    return d.toordinal() - EPOCH_ORDINAL
+
+
+def _micros_of(td: timedelta) -> int:
+    return (td.days * 86400 + td.seconds) * 1_000_000 + td.microseconds
+
+
+def _ts_micros(dt: datetime) -> int:
+    return _micros_of(dt - EPOCH)
+
+
+def _ts_millis(dt: datetime) -> int:
+    return _micros_of(dt - EPOCH) // 1000
+
+
+def _zoned(fsp: int) -> Converter:
+    def conv(dt: datetime) -> str:
+        s = dt.strftime("%Y-%m-%dT%H:%M:%S")
+        if fsp:
+            s += "." + f"{dt.microsecond:06d}"[:fsp]
+        return s + "Z"
+
+    return conv
+
+
+def _decimal(scale: int) -> Converter:
+    q = Decimal(1).scaleb(-scale)
+
+    def conv(v: Decimal) -> Decimal:
+        return Decimal(v).quantize(q)
+
+    return conv
+
+
+def _bits_from_string(nbytes: int) -> Converter:
+    def conv(v: str) -> bytes:
+        return int(v or "0", 2).to_bytes(nbytes, "little")
+
+    return conv
+
+
+def _bits_from_bytes(nbytes: int) -> Converter:
+    def conv(v: bytes) -> bytes:
+        return int.from_bytes(v, "big").to_bytes(nbytes, "little")
+
+    return conv
+
+
+def _bit1_binlog(v: str) -> bool:
+    return v == "1"
+
+
+def _bit1_select(v: bytes) -> bool:
+    return v != b"\x00"
+
+
+def _pad(length: int) -> Converter:
+    def conv(v: bytes) -> bytes:
+        return v.ljust(length, b"\x00")
+
+    return conv
+
+
+def _set_binlog(values: tuple[str, ...]) -> Converter:
+    def conv(v: set[str] | str) -> str:
+        if isinstance(v, str):
+            return v
+        return ",".join(x for x in values if x in v)
+
+    return conv
+
+
+def _json_value(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, dict):
+        return {_json_value(k): _json_value(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_json_value(x) for x in v]
+    return v
+
+
+def _json_binlog(v: Any) -> str:
+    # MariaDB logs JSON as text; MySQL's binary JSON arrives decoded to Python values.
+    if isinstance(v, str):
+        return v
+    return json.dumps(_json_value(v), separators=(", ", ": "), default=str)
+
+
+def _to_bytes(v: Any) -> bytes:
+    return v if isinstance(v, bytes) else str(v).encode()
+
+
+_INT16: dict[str, Any] = avro.INT16
+
+
+def mapping(t: ColumnType) -> Mapping:
+    """The Avro type and converters of a column; unknown kinds map to strings."""
+    k = t.kind
+    u = " unsigned" if t.unsigned else ""
+    if k in ("tinyint", "smallint", "mediumint", "int"):
+        if k == "tinyint" and not t.unsigned:
+            a: Any = _INT16
+        elif k == "int" and t.unsigned:
+            a = avro.INT64
+        elif k in ("tinyint", "smallint") and not (k == "smallint" and t.unsigned):
+            a = _INT16
+        else:
+            a = avro.INT32
+        return Mapping(k + u, a, None, None, 0)
+    if k == "bigint":
+        if t.unsigned:
+            dec = avro.decimal(20, 0)
+            return Mapping("bigint unsigned", dec, Decimal, Decimal, Decimal(0))
+        return Mapping("bigint", avro.INT64, None, None, 0)
+    if k == "decimal":
+        conv = _decimal(t.scale)
+        return Mapping(
+            f"decimal({t.precision},{t.scale})",
+            avro.decimal(t.precision, t.scale),
+            conv,
+            conv,
+            Decimal(0),
+        )
+    if k == "float":
+        return Mapping("float", avro.FLOAT32, None, float, 0.0)
+    if k == "double":
+        return Mapping("double", avro.FLOAT64, None, float, 0.0)
+    if k == "bit":
+        if t.length == 1:
+            return Mapping("bit(1)", avro.BOOLEAN, _bit1_binlog, _bit1_select, False)
+        nbytes = (t.length + 7) // 8
+        return Mapping(
+            f"bit({t.length})",
+            avro.bits(t.length),
+            _bits_from_string(nbytes),
+            _bits_from_bytes(nbytes),
+            b"",
+        )
+    if k in ("char", "varchar", "text"):
+        return Mapping(k, avro.STRING, None, None, "")
+    if k == "binary":
+        return Mapping(f"binary({t.length})", avro.BYTES, _pad(t.length), None, b"")
+    if k in ("varbinary", "blob", "geometry"):
+        return Mapping(k, avro.BYTES, _to_bytes, None, b"")
+    if k == "date":
+        return Mapping("date", avro.DATE, _days, _days, 0)
+    if k == "time":
+        return Mapping(f"time({t.fsp})", avro.TIME_MICROS, _micros_of, _micros_of, 0)
+    if k == "datetime":
+        if t.fsp <= 3:
+            return Mapping(f"datetime({t.fsp})", avro.TIMESTAMP_MILLIS, _ts_millis, _ts_millis, 0)
+        return Mapping(f"datetime({t.fsp})", avro.TIMESTAMP_MICROS, _ts_micros, _ts_micros, 0)
+    if k == "timestamp":
+        z = _zoned(t.fsp)
+        return Mapping(f"timestamp({t.fsp})", avro.ZONED_TIMESTAMP, z, z, "1970-01-01T00:00:00Z")
+    if k == "year":
+        return Mapping("year", avro.YEAR, None, None, 0)
+    if k == "enum":
+        return Mapping(
+            "enum", avro.enum(list(t.values)), None, None, t.values[0] if t.values else ""
+        )
+    if k == "set":
+        return Mapping("set", avro.enum_set(list(t.values)), _set_binlog(t.values), None, "")
+    if k == "json":
+        return Mapping("json", avro.JSON, _json_binlog, None, "{}")
+    return Mapping(k, avro.STRING, str, str, "")
+
+
+# --- describing columns ---------------------------------------------------------------------------
+
+
+def from_binlog(col: Any, is_json: bool = False) -> ColumnType:
+    """Describe a column of a binlog table map (python-mysql-replication's ``Column``)."""
+    code = col.type
+    binary = getattr(col, "character_set_name", None) == "binary"
+    if code in (_VARCHAR, _VAR_STRING):
+        return ColumnType("varbinary" if binary else "varchar")
+    if code == _STRING:
+        return ColumnType("binary", length=col.max_length) if binary else ColumnType("char")
+    if code == _BLOB:
+        if is_json:
+            return ColumnType("json")
+        return ColumnType("blob" if binary else "text")
+    kind = _BY_CODE.get(code, f"type {code}")
+    if kind == "decimal":
+        return ColumnType(kind, precision=col.precision, scale=col.decimals)
+    if kind in ("time", "datetime", "timestamp"):
+        return ColumnType(kind, fsp=getattr(col, "fsp", 0))
+    if kind == "bit":
+        return ColumnType(kind, length=col.bits)
+    if kind == "enum":
+        return ColumnType(kind, values=tuple((col.enum_values or [""])[1:]))
+    if kind == "set":
+        return ColumnType(kind, values=tuple(col.set_values or ()))
+    if kind in ("tinyint", "smallint", "mediumint", "int", "bigint"):
+        return ColumnType(kind, unsigned=bool(col.unsigned))
+    return ColumnType(kind)
+
+
+_TEXT = {"tinytext", "text", "mediumtext", "longtext"}
+_BLOBS = {"tinyblob", "blob", "mediumblob", "longblob"}
+_GEOMETRY_TYPES = {
+    "geometry",
+    "point",
+    "linestring",
+    "polygon",
+    "multipoint",
+    "multilinestring",
+    "multipolygon",
+    "geometrycollection",
+}
+_QUOTED = re.compile(r"'((?:[^']|'')*)'")
+
+
+def _values(column_type: str) -> tuple[str, ...]:
+    inner = column_type[column_type.index("(") + 1 : column_type.rindex(")")]
+    return tuple(m.group(1).replace("''", "'") for m in _QUOTED.finditer(inner))
+
+
+def from_catalog(
+    data_type: str,
+    column_type: str,
+    precision: int | None,
+    scale: int | None,
+    fsp: int | None,
+    octet_length: int | None,
+    is_json: bool = False,
+) -> ColumnType:
+    """Describe a column from information_schema.COLUMNS, the same way ``from_binlog`` does."""
+    dt = data_type.lower()
+    ct = column_type.lower()
+    unsigned = "unsigned" in ct
+    if dt in ("tinyint", "smallint", "mediumint", "int", "bigint"):
+        return ColumnType(dt, unsigned=unsigned)
+    if dt in ("decimal", "numeric"):
+        return ColumnType("decimal", precision=precision or 10, scale=scale or 0)
+    if dt in ("double", "real"):
+        return ColumnType("double")
+    if dt == "float":
+        return ColumnType("float")
+    if dt == "bit":
+        return ColumnType("bit", length=precision or 1)
+    if dt in ("char", "varchar", "binary", "varbinary", "date", "year", "json"):
+        if dt == "binary":
+            return ColumnType("binary", length=octet_length or 0)
+        return ColumnType(dt)
+    if dt in _TEXT:
+        return ColumnType("json" if is_json else "text")
+    if dt in _BLOBS:
+        return ColumnType("blob")
+    if dt in ("time", "datetime", "timestamp"):
+        return ColumnType(dt, fsp=fsp or 0)
+    if dt in ("enum", "set"):
+        return ColumnType(dt, values=_values(column_type))
+    if dt in _GEOMETRY_TYPES:
+        return ColumnType("geometry")
+    return ColumnType(dt)

@@ -1,0 +1,92 @@
+"""Configuration of the MySQL/MariaDB source."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_GLOB = re.compile(r"^[^.\s]+\.[^.\s]+$")
+
+
+class MySqlSourceConfig(BaseModel):
+    """MySQL/MariaDB binlog (row format) source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["mysql"] = Field(description="selects the MySQL/MariaDB source")
+    dsn: str | None = Field(
+        None,
+        description="mysql://user:password@host:port URI; instead of host/port/user/password",
+        json_schema_extra={"secret": True},
+    )
+    host: str = Field("127.0.0.1", description="server host name or address")
+    port: int = Field(3306, ge=1, le=65535, description="server TCP port")
+    user: str = Field(
+        "root",
+        description="user with REPLICATION SLAVE, REPLICATION CLIENT (BINLOG MONITOR on "
+        "MariaDB) and SELECT on the captured tables",
+    )
+    password: str = Field(
+        "", description="password of the user", json_schema_extra={"secret": True}
+    )
+    server_id: int = Field(
+        ge=1,
+        le=4294967295,
+        description="replica server id this connector announces; must differ from the server's "
+        "and from every other replica's",
+    )
+    tables: list[str] = Field(
+        min_length=1,
+        description='tables to capture, "database.table", each part may use the globs * ? [...]',
+    )
+    snapshot: Literal["initial", "never", "initial_only", "when_needed"] = Field(
+        "initial",
+        description="initial: snapshot existing rows on first start, then stream; never: stream "
+        "from the current end of the binlog; initial_only: snapshot, then stop; when_needed: "
+        "like initial, and snapshot again instead of failing when the saved binlog position "
+        "is gone",
+    )
+    position_mode: Literal["auto", "gtid", "file"] = Field(
+        "auto",
+        description="how to resume: gtid (MariaDB GTID state), file (binlog file + position); "
+        "auto picks gtid on MariaDB and file on MySQL",
+    )
+    snapshot_chunk_rows: int = Field(
+        10000, ge=1, description="rows per primary-key-ordered chunk read during the snapshot"
+    )
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if not _GLOB.match(t)]
+        if bad:
+            raise ValueError(
+                f"invalid table pattern {bad[0]!r}: use database.table (globs allowed)"
+            )
+        if len(set(v)) != len(v):
+            raise ValueError("a table pattern is listed twice")
+        return v
+
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = urlsplit(v)
+            if parts.scheme not in ("mysql", "mariadb") or not parts.hostname:
+                raise ValueError("invalid dsn: use mysql://user:password@host:port")
+        return v
+
+    @model_validator(mode="after")
+    def _apply_dsn(self) -> MySqlSourceConfig:
+        if self.dsn is not None:
+            parts = urlsplit(self.dsn)
+            self.host = parts.hostname or self.host
+            self.port = parts.port or self.port
+            if parts.username is not None:
+                self.user = unquote(parts.username)
+            if parts.password is not None:
+                self.password = unquote(parts.password)
+        return self

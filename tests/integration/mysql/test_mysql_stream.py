@@ -1,0 +1,149 @@
+"""Streaming from a real MariaDB: order, images, keys, source block, schema versions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import CLIENT_SERVER_ID, connect, read_log, write_config
+
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.integration
+
+
+def _rows(log_dir: Path) -> list[dict[str, Any]]:
+    return [r for r in read_log(log_dir) if not r["topic"].endswith(".transaction")]
+
+
+def test_transactions_over_two_tables_in_commit_order_and_alter_mid_stream(
+    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    db = mysql_db
+    conn = connect(mariadb_server, db)
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE a (id INT PRIMARY KEY, v VARCHAR(20))")
+    cur.execute("CREATE TABLE b (id INT PRIMARY KEY, n INT NOT NULL)")
+    cur.execute("CREATE TABLE other (id INT PRIMARY KEY)")
+    log_dir = tmp_path / "log"
+    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.a", f"{db}.b"], log_dir)
+    p = run_pipeline(cfg)
+
+    def snapshot_done() -> bool:
+        from sinks.log import LogReader
+
+        return log_dir.exists() and LogReader(log_dir).info()["last_position"] is not None
+
+    wait_until(snapshot_done, 60, "the (empty) snapshot to complete")
+
+    def txn(*stmts: str) -> None:
+        cur.execute("BEGIN")
+        for s in stmts:
+            cur.execute(s)
+        cur.execute("COMMIT")
+
+    txn(
+        "INSERT INTO a VALUES (1, 'x')",
+        "INSERT INTO other VALUES (1)",
+        "INSERT INTO b VALUES (1, 10)",
+    )
+    txn(
+        "UPDATE a SET v = 'y' WHERE id = 1",
+        "DELETE FROM b WHERE id = 1",
+        "INSERT INTO b VALUES (2, 20)",
+    )
+    txn("UPDATE a SET id = 5 WHERE id = 1")
+    wait_until(lambda: len(_rows(log_dir)) >= 7, 30, "7 change events")
+    p.stop()
+
+    # Written while the pipeline is down, around an ALTER: read back after it, each event must
+    # still decode with the columns it was written with.
+    txn("INSERT INTO a VALUES (2, 'before')")
+    cur.execute("ALTER TABLE a ADD COLUMN w INT NOT NULL DEFAULT 7")
+    txn("INSERT INTO a VALUES (3, 'after', 8)", "UPDATE a SET v = 'q' WHERE id = 5")
+    cur.execute("SHOW MASTER STATUS")
+    binlog_file = cur.fetchone()[0]
+    cur.execute("SELECT @@server_id")
+    server_id = cur.fetchone()[0]
+    p = run_pipeline(cfg)
+    wait_until(lambda: len(_rows(log_dir)) >= 10, 30, "10 change events")
+    p.stop()
+
+    rows = _rows(log_dir)
+    got = [
+        (r["topic"].split(".")[-1], r["value"]["op"], r["value"]["before"], r["value"]["after"])
+        for r in rows
+    ]
+    assert got == [
+        ("a", "c", None, {"id": 1, "v": "x"}),
+        ("b", "c", None, {"id": 1, "n": 10}),
+        ("a", "u", {"id": 1, "v": "x"}, {"id": 1, "v": "y"}),
+        ("b", "d", {"id": 1, "n": 10}, None),
+        ("b", "c", None, {"id": 2, "n": 20}),
+        ("a", "d", {"id": 1, "v": "y"}, None),
+        ("a", "c", None, {"id": 5, "v": "y"}),
+        ("a", "c", None, {"id": 2, "v": "before"}),
+        ("a", "c", None, {"id": 3, "v": "after", "w": 8}),
+        ("a", "u", {"id": 5, "v": "y", "w": 7}, {"id": 5, "v": "q", "w": 7}),
+    ]
+    assert [r["topic"] for r in rows[:2]] == [f"mysqltest.{db}.a", f"mysqltest.{db}.b"]
+    assert [r["key"] for r in rows[:3]] == [{"id": 1}, {"id": 1}, {"id": 1}]
+    assert rows[5]["key"] == {"id": 1} and rows[6]["key"] == {"id": 5}
+
+    sources = [r["value"]["source"] for r in rows]
+    for s in sources:
+        assert s["connector"] == "mysql" and s["name"] == "mysqltest" and s["db"] == db
+        assert s["snapshot"] == "false"
+        assert s["server_id"] == server_id != CLIENT_SERVER_ID
+        assert s["file"] == binlog_file
+        assert s["gtid"] is not None and s["gtid"].startswith("0-")
+    assert [s["table"] for s in sources[:2]] == ["a", "b"]
+    # one GTID per transaction, increasing; the positions increase in commit order
+    gtids = [int(s["gtid"].split("-")[2]) for s in sources]
+    assert gtids[0] == gtids[1] < gtids[2] == gtids[3] == gtids[4] < gtids[5] == gtids[6]
+    assert gtids[6] < gtids[7] < gtids[8] == gtids[9]
+    positions = [(s["pos"], s["row"]) for s in sources]
+    assert positions == sorted(positions)
+    # the two rows of the first transaction come from two rows events, the pk change from one
+    assert sources[5]["pos"] == sources[6]["pos"]
+
+    # the ALTER made a new schema version of a's value; b kept one
+    from sinks.log import LogReader
+
+    subjects = LogReader(log_dir).schemas.subjects()
+    assert len(subjects[f"mysqltest.{db}.a-value"]) == 2
+    assert len(subjects[f"mysqltest.{db}.b-value"]) == 1
+    tx = [r for r in read_log(log_dir) if r["topic"].endswith(".transaction")]
+    assert [t["value"]["status"] for t in tx[:2]] == ["BEGIN", "END"]
+    assert tx[1]["value"]["event_count"] == 2
+
+
+def test_snapshot_never_keeps_its_starting_point_across_a_restart(
+    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    db = mysql_db
+    cur = connect(mariadb_server, db).cursor()
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    cur.execute("INSERT INTO t VALUES (1)")  # before the start: neither snapshot nor stream
+    log_dir = tmp_path / "log"
+    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.t"], log_dir, snapshot="never")
+    p = run_pipeline(cfg)
+
+    def started() -> bool:
+        from sinks.log import LogReader
+
+        return log_dir.exists() and LogReader(log_dir).info()["last_position"] is not None
+
+    wait_until(started, 30, "the starting position to be recorded")
+    p.stop()
+    cur.execute("INSERT INTO t VALUES (2)")  # while the pipeline is down
+    p = run_pipeline(cfg)
+    cur.execute("INSERT INTO t VALUES (3)")
+    topic = f"mysqltest.{db}.t"
+    wait_until(lambda: len(read_log(log_dir, topic)) >= 2, 30, "two rows")
+    p.stop()
+    assert [(r["value"]["op"], r["key"]["id"]) for r in read_log(log_dir, topic)] == [
+        ("c", 2),
+        ("c", 3),
+    ]
