@@ -23,7 +23,6 @@ from cdc.model import (
     RowChange,
     SchemaRegistry,
     TableSchema,
-    TxBoundary,
 )
 
 # --- Debezium semantic types (Avro type of a non-null value) --------------------------------------
@@ -80,7 +79,9 @@ VARIABLE_SCALE_DECIMAL: dict[str, Any] = {
 
 
 def enum(values: list[str]) -> dict[str, Any]:
-    return _named("string", "io.debezium.data.Enum", **{"connect.parameters": {"allowed": ",".join(values)}})
+    t = _named("string", "io.debezium.data.Enum")
+    t["connect.parameters"] = {"allowed": ",".join(values)}
+    return t
 
 
 def array(items: Any) -> dict[str, Any]:
@@ -152,7 +153,8 @@ def key_schema(table: TableSchema) -> dict[str, Any] | None:
         "name": "Key",
         "namespace": avro_namespace(table.topic),
         "fields": [
-            _field(avro_name(table.columns[i].name), table.columns[i].avro, False) for i in table.key
+            _field(avro_name(table.columns[i].name), table.columns[i].avro, False)
+            for i in table.key
         ],
         "connect.name": f"{table.topic}.Key",
     }
@@ -339,7 +341,11 @@ class Encoder:
                 after = None if ev.after is None else dict(zip(names, ev.after, strict=True))
                 tx = None
                 if ev.tx is not None:
-                    tx = {"id": ev.tx[0], "total_order": ev.tx[1], "data_collection_order": ev.tx[2]}
+                    tx = {
+                        "id": ev.tx[0],
+                        "total_order": ev.tx[1],
+                        "data_collection_order": ev.tx[2],
+                    }
                 value = {
                     "before": before,
                     "after": after,
@@ -358,7 +364,9 @@ class Encoder:
                 vbytes = frame(c.value_id, body(c.value_schema, value))
                 out.append(EncodedRecord(ev.table.topic, key, vbytes, ev.ts_ms, ev.event_id))
                 if ev.op == "d" and self._tombstones and key is not None:
-                    out.append(EncodedRecord(ev.table.topic, key, None, ev.ts_ms, ev.event_id + "~"))
+                    out.append(
+                        EncodedRecord(ev.table.topic, key, None, ev.ts_ms, ev.event_id + "~")
+                    )
             elif self._tx_topic is not None:
                 ks, kid, vs, vid = self._tx_codec()
                 tx_value = {

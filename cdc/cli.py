@@ -91,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     lg = sub.add_parser("log", help="read the built-in log")
     lsub = lg.add_subparsers(dest="log_command", required=True)
-    rd = lsub.add_parser("read", help="print records as JSON lines: offset, topic, key, value, timestamp")
+    rd = lsub.add_parser(
+        "read", help="print records as JSON lines: offset, topic, key, value, timestamp"
+    )
     rd.add_argument("path", help="log directory (the sink's path)")
     rd.add_argument("--from", dest="from_offset", type=int, default=0, help="first offset to print")
     rd.add_argument("--topic", help="only records of this topic")

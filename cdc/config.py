@@ -21,7 +21,7 @@ from cdc.errors import ConfigError
 
 def _models(kind: str) -> list[type[BaseModel]]:
     table = plugins.SOURCES if kind == "source" else plugins.SINKS
-    out = []
+    out: list[type[BaseModel]] = []
     for name in table:
         mod = plugins.config_module(kind, name)
         out.extend(
@@ -90,9 +90,9 @@ class Config(BaseModel):
     @model_validator(mode="after")
     def _unique(self) -> Config:
         seen: set[str] = set()
-        for p in self.pipelines:
+        for i, p in enumerate(self.pipelines):
             if p.name in seen:
-                raise ValueError(f"pipeline name {p.name!r} is used twice")
+                raise ValueError(f"pipelines[{i}].name: pipeline name {p.name!r} is used twice")
             seen.add(p.name)
         return self
 
@@ -145,8 +145,11 @@ def _format_error(err: dict[str, Any], data: Any) -> str:
     # Drop the discriminator tag pydantic inserts after a union field ("source", "postgres", ...).
     clean: list[Any] = []
     for i, part in enumerate(loc):
-        if i > 0 and loc[i - 1] in ("source", "sink") and isinstance(part, str) and (
-            part in plugins.SOURCES or part in plugins.SINKS
+        if (
+            i > 0
+            and loc[i - 1] in ("source", "sink")
+            and isinstance(part, str)
+            and (part in plugins.SOURCES or part in plugins.SINKS)
         ):
             continue
         clean.append(part)
@@ -177,7 +180,9 @@ def parse(text: str, origin: str = "<config>") -> Config:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError([f"{origin}: not valid YAML{where}: {getattr(e, 'problem', e)}"]) from None
+        raise ConfigError(
+            [f"{origin}: not valid YAML{where}: {getattr(e, 'problem', e)}"]
+        ) from None
     if not isinstance(data, dict):
         raise ConfigError([f"{origin}: expected a mapping with a 'pipelines' list at the top"])
     problems: list[str] = []
@@ -201,7 +206,8 @@ def load(path: str | Path) -> Config:
     config = parse(text, str(p))
     # Relative sink paths are relative to the config file, not to wherever the daemon starts.
     for pl in config.pipelines:
-        sink_path = getattr(pl.sink, "path", None)
+        sink: Any = pl.sink
+        sink_path = getattr(sink, "path", None)
         if isinstance(sink_path, Path) and not sink_path.is_absolute():
-            pl.sink.path = (p.parent / sink_path).resolve()
+            sink.path = (p.parent / sink_path).resolve()
     return config

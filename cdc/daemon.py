@@ -14,7 +14,7 @@ import time
 from types import FrameType
 
 from cdc.config import Config, PipelineConfig
-from cdc.errors import ConfigError, LogCorrupt, PositionLost, SinkError
+from cdc.errors import ConfigError, LogCorrupt, PositionLost, SinkError, SourceError
 from cdc.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,9 @@ FATAL = (PositionLost, ConfigError, LogCorrupt)
 
 
 def is_fatal(exc: BaseException) -> bool:
-    return isinstance(exc, FATAL) or (isinstance(exc, SinkError) and not exc.retryable)
+    return isinstance(exc, FATAL) or (
+        isinstance(exc, SinkError | SourceError) and not exc.retryable
+    )
 
 
 class Daemon:
@@ -53,7 +55,7 @@ class Daemon:
             try:
                 pipeline.run()
                 return
-            except Exception as e:  # noqa: BLE001 - the supervisor decides per error
+            except Exception as e:
                 if is_fatal(e):
                     log.error("pipeline %s stopped: %s", cfg.name, e)
                     self.failed[cfg.name] = e
@@ -62,7 +64,10 @@ class Daemon:
                     backoff = 1.0
                 log.warning(
                     "pipeline %s failed: %s: %s; restarting in %.0fs",
-                    cfg.name, type(e).__name__, e, backoff,
+                    cfg.name,
+                    type(e).__name__,
+                    e,
+                    backoff,
                 )
                 if not isinstance(e, Exception) or log.isEnabledFor(logging.DEBUG):
                     log.debug("traceback", exc_info=e)
@@ -74,13 +79,17 @@ class Daemon:
         if install_signals:
 
             def handler(signum: int, frame: FrameType | None) -> None:
-                log.info("received %s: stopping after the current batch", signal.Signals(signum).name)
+                log.info(
+                    "received %s: stopping after the current batch", signal.Signals(signum).name
+                )
                 self.stop()
 
             signal.signal(signal.SIGTERM, handler)
             signal.signal(signal.SIGINT, handler)
         threads = [
-            threading.Thread(target=self._supervise, args=(p,), name=f"pipeline-{p.name}", daemon=True)
+            threading.Thread(
+                target=self._supervise, args=(p,), name=f"pipeline-{p.name}", daemon=True
+            )
             for p in self.config.pipelines
         ]
         for t in threads:

@@ -20,11 +20,19 @@ class ConfigError(CdcError):
 
 
 class SourceError(CdcError):
-    """The source database cannot be read as configured."""
+    """The source database cannot be read. ``retryable`` says whether a restart may help
+    (a lost connection may; a slot owned by another database will not)."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        self.retryable = retryable
+        super().__init__(message)
 
 
 class PositionLost(SourceError):
     """The position to resume from is gone (a dropped slot, a purged binlog)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
 
 
 class SinkError(CdcError):

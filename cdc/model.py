@@ -72,7 +72,9 @@ class RowChange:
     ts_ms: int
     event_id: str
     tx: tuple[str, int, int] | None = None
-    key_override: tuple[Any, ...] | None = None  # key of a truncate is null; of a pk change, old key
+    key_override: tuple[Any, ...] | None = (
+        None  # key of a truncate is null; of a pk change, old key
+    )
 
 
 @dataclass(slots=True)

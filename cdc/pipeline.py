@@ -36,7 +36,7 @@ class Pipeline:
             interrupt()
 
     def run(self) -> None:
-        cfg = self.config
+        cfg: Any = self.config
         sink: Sink = plugins.plugin("sink", cfg.sink.type).open_sink(cfg.sink, cfg)
         self._sink = sink
         if self._stop.is_set():

@@ -20,14 +20,14 @@ def free_port() -> int:
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``check`` until it returns true; raise TimeoutError naming ``what`` after ``timeout``."""
+    """Poll ``check`` until true; raise TimeoutError naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     delay = 0.02
     while True:
         try:
             if check():
                 return
-        except Exception:  # noqa: BLE001 - a server that is still starting raises all kinds
+        except Exception:
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} not ready after {timeout:.0f}s")
@@ -56,8 +56,10 @@ def chown_to(path: Path, user: str) -> None:
             os.chown(os.path.join(root, name), pw.pw_uid, pw.pw_gid)
 
 
-def run_as(user: str | None, argv: Sequence[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` as ``user`` (via runuser when we are root), raising with its output on failure."""
+def run_as(
+    user: str | None, argv: Sequence[str], **kwargs: object
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as ``user`` (runuser when we are root); raise with its output on failure."""
     cmd = list(argv)
     if user is not None and is_root():
         cmd = ["runuser", "-u", user, "--", *cmd]

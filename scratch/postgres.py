@@ -51,7 +51,15 @@ class PostgresServer:
     def psql(self, sql: str, dbname: str = "postgres") -> str:
         """Run ``sql`` with psql (ON_ERROR_STOP) and return its unaligned output."""
         proc = subprocess.run(
-            [str(self.bindir / "psql"), "-X", "-qAt", "-v", "ON_ERROR_STOP=1", "-d", self.dsn(dbname)],
+            [
+                str(self.bindir / "psql"),
+                "-X",
+                "-qAt",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                self.dsn(dbname),
+            ],
             input=sql,
             capture_output=True,
             text=True,
@@ -76,7 +84,17 @@ class PostgresServer:
         log = self.datadir / "server.log"
         run_as(
             self._os_user,
-            [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-l", str(log), "-w", "-t", "60", "start"],
+            [
+                str(self.bindir / "pg_ctl"),
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
         )
         wait_for(lambda: port_open(self.port), 30, f"postgres on port {self.port}")
 
@@ -107,8 +125,19 @@ def start_postgres(
         chown_to(base_dir, os_user)
     run_as(
         os_user,
-        [str(bindir / "initdb"), "-D", str(datadir), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-         "--locale=C.UTF-8", "--no-sync"],
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ],
     )
     port = port or free_port()
     conf = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,14 +41,17 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "con
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def pg_server() -> Iterator[Any]:
     from scratch.postgres import start_postgres
 
-    server = start_postgres(tmp_path_factory.mktemp("pg"))
+    # Not under pytest's tmp dir: when we are root the server runs as the postgres user, which
+    # cannot enter pytest's private (0700) directories.
+    server = start_postgres()
     try:
         yield server
     finally:
         server.stop("immediate")
+        shutil.rmtree(server.datadir.parent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -86,7 +86,9 @@ class LogWriter:
             log.warning(
                 "log %s: %s; dropping the last %d bytes (changes they held were never "
                 "acknowledged to the source and will be read again)",
-                self.directory, self.truncated, dropped,
+                self.directory,
+                self.truncated,
+                dropped,
             )
             with open(path, "r+b") as f:
                 f.truncate(err.file_offset)
@@ -120,7 +122,9 @@ class LogWriter:
         """
         if self._file.tell() >= self.segment_bytes:
             self._new_segment(self.next_offset)
-        data = encode_frame(self.next_offset, records, position, self.position, int(time.time() * 1000))
+        data = encode_frame(
+            self.next_offset, records, position, self.position, int(time.time() * 1000)
+        )
         self._file.write(data)
         self._file.flush()
         if self.fsync:
@@ -147,7 +151,9 @@ class LogReader:
         self.directory = directory
         self.schemas = SchemaStore(directory, writable=False)
 
-    def frames(self, from_offset: int = 0, follow: bool = False, poll: float = 0.2) -> Iterator[FrameInfo]:
+    def frames(
+        self, from_offset: int = 0, follow: bool = False, poll: float = 0.2
+    ) -> Iterator[FrameInfo]:
         """Frames holding records at or after ``from_offset``, in order.
 
         Without ``follow`` it stops at the end (an incomplete last frame, being written or torn,
@@ -209,11 +215,17 @@ class LogReader:
         frames = 0
         position = None
         last_ts = None
-        for base, path in segs:
+        for _base, path in segs:
             with open(path, "rb") as f:
                 fr, err = scan(f.read())
-            seg_info.append({"file": path.name, "bytes": path.stat().st_size, "frames": len(fr),
-                             **({"tail_error": str(err)} if err else {})})
+            seg_info.append(
+                {
+                    "file": path.name,
+                    "bytes": path.stat().st_size,
+                    "frames": len(fr),
+                    **({"tail_error": str(err)} if err else {}),
+                }
+            )
             frames += len(fr)
             for x in fr:
                 if x.count:

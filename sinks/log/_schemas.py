@@ -51,7 +51,11 @@ class SchemaStore:
             self._add(entry["id"], entry["subject"], entry["schema"])
             good += len(line)
         if good < len(data) and self._writable:
-            log.warning("schema store %s: dropping a torn last line (%d bytes)", self._path, len(data) - good)
+            log.warning(
+                "schema store %s: dropping a torn last line (%d bytes)",
+                self._path,
+                len(data) - good,
+            )
             with open(self._path, "r+b") as f:
                 f.truncate(self._size + good)
                 os.fsync(f.fileno())
@@ -73,7 +77,10 @@ class SchemaStore:
             raise RuntimeError("schema store opened read-only")
         if sid is None:
             sid = max(self._by_id, default=0) + 1
-        line = (json.dumps({"id": sid, "subject": subject, "schema": schema}, separators=(",", ":")) + "\n").encode()
+        line = (
+            json.dumps({"id": sid, "subject": subject, "schema": schema}, separators=(",", ":"))
+            + "\n"
+        ).encode()
         new = not self._path.exists()
         with open(self._path, "ab") as f:
             f.write(line)

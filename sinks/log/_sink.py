@@ -18,7 +18,9 @@ from sinks.log.config import LogSinkConfig
 
 class LogSink:
     def __init__(self, config: LogSinkConfig) -> None:
-        self._writer = LogWriter(config.path, segment_bytes=config.segment_bytes, fsync=config.fsync)
+        self._writer = LogWriter(
+            config.path, segment_bytes=config.segment_bytes, fsync=config.fsync
+        )
         self.registry = self._writer.schemas
         self.tombstones = config.tombstones
         self.truncated = self._writer.truncated

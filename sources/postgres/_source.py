@@ -12,6 +12,7 @@ transactions and events that ``start`` says were already delivered are dropped h
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import select
@@ -23,18 +24,23 @@ from typing import Any
 
 import psycopg
 from psycopg import pq, sql
+from psycopg.pq.abc import PGconn
 
 import cdc
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Column, Position, RowChange, TableSchema, TxBoundary
+from sources.postgres import _snapshot
 from sources.postgres._lsn import format_lsn, parse_lsn
-from sources.postgres._types import UNAVAILABLE, Mapping, mapping_for
+from sources.postgres._snapshot import SnapshotTable
+from sources.postgres._types import UNAVAILABLE, Mapping, TypeInfo, mapping_for
 from sources.postgres.config import PostgresSourceConfig, default_name
 
 log = logging.getLogger(__name__)
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
-SESSION_OPTIONS = "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601"
+SESSION_OPTIONS = (
+    "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601"
+)
 
 SOURCE_SCHEMA: dict[str, Any] = {
     "type": "record",
@@ -153,9 +159,10 @@ class PostgresSource:
         self.tx_metadata = transaction_metadata
         self.tables = [self._split(t) for t in config.tables]
         self._stopping = False
-        self._repl: pq.PGconn | None = None
+        self._repl: PGconn | None = None
         self._catalog: psycopg.Connection[Any] | None = None
         self._relations: dict[int, _Relation] = {}
+        self._types: dict[int, TypeInfo | None] = {}
         self._acked = 0
         self._sent_ack = -1
         self._last_status = 0.0
@@ -163,7 +170,11 @@ class PostgresSource:
 
     @staticmethod
     def _split(name: str) -> tuple[str, str]:
-        parts = [p.strip('"') for p in name.split(".", 1)] if "." in name else ["public", name.strip('"')]
+        parts = (
+            [p.strip('"') for p in name.split(".", 1)]
+            if "." in name
+            else ["public", name.strip('"')]
+        )
         return parts[0], parts[1]
 
     # --- connections --------------------------------------------------------------------------
@@ -171,14 +182,16 @@ class PostgresSource:
     def _connect_catalog(self) -> psycopg.Connection[Any]:
         if self._catalog is None or self._catalog.closed:
             try:
-                self._catalog = psycopg.connect(self.config.dsn, autocommit=True, options=SESSION_OPTIONS)
+                self._catalog = psycopg.connect(
+                    self.config.dsn, autocommit=True, options=SESSION_OPTIONS
+                )
             except psycopg.OperationalError as e:
                 raise SourceError(f"cannot connect to postgres: {str(e).strip()}") from None
             self.db = self._catalog.info.dbname
         return self._catalog
 
-    def _connect_replication(self) -> pq.PGconn:
-        params = psycopg.conninfo.conninfo_to_dict(self.config.dsn)
+    def _connect_replication(self) -> PGconn:
+        params: dict[str, Any] = dict(psycopg.conninfo.conninfo_to_dict(self.config.dsn))
         params["replication"] = "database"
         params["options"] = SESSION_OPTIONS
         conn = pq.PGconn.connect(psycopg.conninfo.make_conninfo(**params).encode())
@@ -197,7 +210,8 @@ class PostgresSource:
         wal_level = cat.execute("SHOW wal_level").fetchone()
         if wal_level and wal_level[0] != "logical":
             problems.append(
-                f"wal_level is {wal_level[0]!r}: set wal_level = logical in postgresql.conf and restart"
+                f"wal_level is {wal_level[0]!r}: "
+                "set wal_level = logical in postgresql.conf and restart"
             )
         row = cat.execute(
             "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
@@ -231,7 +245,9 @@ class PostgresSource:
                     "table %s.%s has no primary key and REPLICA IDENTITY %s: its updates and "
                     "deletes will fail on the server once published; add a primary key or "
                     "ALTER TABLE ... REPLICA IDENTITY FULL",
-                    schema, table, "NOTHING" if row[1] == "n" else "DEFAULT",
+                    schema,
+                    table,
+                    "NOTHING" if row[1] == "n" else "DEFAULT",
                 )
             oids.append(str(row[0]))
         wanted = {(s, t) for s, t in self.tables}
@@ -245,7 +261,9 @@ class PostgresSource:
         idents = sql.SQL(", ").join(sql.Identifier(s, t) for s, t in sorted(wanted))
         if not exists:
             cat.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(self.publication), idents)
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                    sql.Identifier(self.publication), idents
+                )
             )
             log.info("created publication %s for %d tables", self.publication, len(wanted))
             return
@@ -260,33 +278,69 @@ class PostgresSource:
             log.info("added %d tables to publication %s", len(missing), self.publication)
 
     def _slot_state(self) -> tuple[int, str | None] | None:
-        row = self._connect_catalog().execute(
-            "SELECT confirmed_flush_lsn::text, wal_status, plugin, database "
-            "FROM pg_replication_slots WHERE slot_name = %s",
-            (self.slot,),
-        ).fetchone()
+        row = (
+            self._connect_catalog()
+            .execute(
+                "SELECT confirmed_flush_lsn::text, wal_status, plugin, database "
+                "FROM pg_replication_slots WHERE slot_name = %s",
+                (self.slot,),
+            )
+            .fetchone()
+        )
         if row is None:
             return None
         if row[2] != "pgoutput" or row[3] != self.db:
             raise SourceError(
                 f"replication slot {self.slot!r} exists for plugin {row[2]!r} in database "
                 f"{row[3]!r}; this pipeline needs a pgoutput slot in {self.db!r}: "
-                "choose another source.slot"
+                "choose another source.slot",
+                retryable=False,
             )
         return (parse_lsn(row[0]) if row[0] else 0), row[1]
 
-    def _create_slot(self, conn: pq.PGconn) -> None:
-        res = conn.exec_(
-            f'CREATE_REPLICATION_SLOT "{self.slot}" LOGICAL pgoutput NOEXPORT_SNAPSHOT'.encode()
-        )
+    def _create_slot(self, conn: PGconn, export: bool) -> tuple[int, str | None]:
+        """Create the slot; return its consistent point and the exported snapshot's name."""
+        mode = "EXPORT_SNAPSHOT" if export else "NOEXPORT_SNAPSHOT"
+        res = conn.exec_(f'CREATE_REPLICATION_SLOT "{self.slot}" LOGICAL pgoutput {mode}'.encode())
         if res.status != pq.ExecStatus.TUPLES_OK:
             raise SourceError(
                 f"cannot create replication slot {self.slot!r}: "
                 f"{(res.error_message or b'').decode().strip()}"
             )
-        log.info("created replication slot %s", self.slot)
+        lsn = parse_lsn((res.get_value(0, 1) or b"0/0").decode())
+        snapshot = res.get_value(0, 2)
+        log.info("created replication slot %s at %s", self.slot, format_lsn(lsn))
+        return lsn, snapshot.decode() if snapshot else None
+
+    def _drop_slot(self) -> None:
+        self._connect_catalog().execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+        log.info("dropped replication slot %s", self.slot)
 
     # --- relations ----------------------------------------------------------------------------
+
+    def resolve_type(self, oid: int) -> TypeInfo | None:
+        """Catalog facts of a type (cached; types are looked up again after a reconnect)."""
+        if oid in self._types:
+            return self._types[oid]
+        row = (
+            self._connect_catalog()
+            .execute(
+                "SELECT format_type(t.oid, NULL), t.typtype, t.typcategory, t.typelem, "
+                "t.typbasetype, t.typtypmod, "
+                "coalesce(array(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid "
+                "ORDER BY e.enumsortorder), '{}') "
+                "FROM pg_type t WHERE t.oid = %s",
+                (oid,),
+            )
+            .fetchone()
+        )
+        info = None
+        if row is not None:
+            info = TypeInfo(
+                oid, row[0], row[1], row[2], int(row[3]), int(row[4]), int(row[5]), tuple(row[6])
+            )
+        self._types[oid] = info
+        return info
 
     def _relation(self, buf: bytes) -> None:
         (relid,) = _U32.unpack_from(buf, 1)
@@ -302,11 +356,18 @@ class PostgresSource:
             type_oid, typmod = struct.unpack_from(">Ii", buf, i)
             i += 8
             cols.append((cname, type_oid, typmod))
+        self._build_table(relid, ns, name, cols)
+
+    def _build_table(
+        self, relid: int, ns: str, name: str, cols: list[tuple[str, int, int]]
+    ) -> _Relation:
+        """The table version for these columns; the same object while the shape is unchanged."""
         cat = self._connect_catalog()
         info = cat.execute(
             "SELECT a.attname, a.attnotnull, format_type(a.atttypid, a.atttypmod), "
             "coalesce(a.attnum = ANY(i.indkey), false) "
-            "FROM pg_attribute a LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
+            "FROM pg_attribute a "
+            "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
             "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped",
             (relid,),
         ).fetchall()
@@ -316,7 +377,7 @@ class PostgresSource:
         key: list[int] = []
         for idx, (cname, type_oid, typmod) in enumerate(cols):
             cat_row = by_name.get(cname)
-            m = mapping_for(type_oid, typmod, cat_row[2] if cat_row else None)
+            m = mapping_for(type_oid, typmod, cat_row[2] if cat_row else None, self.resolve_type)
             is_key = bool(cat_row and cat_row[3])
             required = bool(cat_row and (cat_row[1] or is_key))
             columns.append(Column(cname, m.avro, not required, m.name, m.fallback))
@@ -332,10 +393,12 @@ class PostgresSource:
         )
         old = self._relations.get(relid)
         if old is not None and old.schema.columns == table.columns and old.schema.key == table.key:
-            return  # the same shape announced again (every new session does): keep the version
+            return old  # the same shape announced again (every new session does): keep it
         if old is not None:
             log.info("table %s changed shape: new schema version", table.qualified)
-        self._relations[relid] = _Relation(relid, table, mappings, [c[0] for c in cols], table.key)
+        rel = _Relation(relid, table, mappings, [c[0] for c in cols], table.key)
+        self._relations[relid] = rel
+        return rel
 
     def _row(self, rel: _Relation, raw: list[Any], complete: bool) -> tuple[Any, ...]:
         """Convert a text tuple; ``complete`` False: absent columns take their fallback."""
@@ -360,37 +423,31 @@ class PostgresSource:
 
     # --- streaming ----------------------------------------------------------------------------
 
-    def _start(self, start: Position | None) -> pq.PGconn:
-        self._connect_catalog()
-        self._ensure_publication()
-        conn = self._connect_replication()
-        state = self._slot_state()
-        start_lsn = int(start["lsn"]) if start else 0
+    def _position_problem(
+        self, state: tuple[int, str | None] | None, start: Position
+    ) -> str | None:
+        """Why the slot cannot resume from ``start``, or None when it can."""
+        start_lsn = int(start["lsn"])
         if state is None:
-            if start is not None:
-                conn.finish()
-                raise PositionLost(
-                    f"replication slot {self.slot!r} does not exist, but the sink's last position "
-                    f"is {format_lsn(start_lsn)}: changes since then are gone. To start over, move "
-                    "the sink's data aside (e.g. the log directory) and restart"
-                )
-            self._create_slot(conn)
-        else:
-            confirmed, wal_status = state
-            if wal_status == "lost":
-                conn.finish()
-                raise PositionLost(
-                    f"replication slot {self.slot!r} was invalidated (wal_status lost: the server "
-                    "removed WAL it needed, see max_slot_wal_keep_size); drop the slot and move the "
-                    "sink's data aside to start over"
-                )
-            if start is not None and confirmed > start_lsn:
-                conn.finish()
-                raise PositionLost(
-                    f"replication slot {self.slot!r} is at {format_lsn(confirmed)}, past the sink's "
-                    f"last position {format_lsn(start_lsn)}: the changes between were consumed "
-                    "elsewhere. Use a slot only this pipeline reads"
-                )
+            return (
+                f"replication slot {self.slot!r} does not exist, but the sink's last position is "
+                f"{format_lsn(start_lsn)}: changes since then are gone"
+            )
+        confirmed, wal_status = state
+        if wal_status == "lost":
+            return (
+                f"replication slot {self.slot!r} was invalidated (wal_status lost: the server "
+                "removed WAL it needed, see max_slot_wal_keep_size)"
+            )
+        if confirmed > start_lsn:
+            return (
+                f"replication slot {self.slot!r} is at {format_lsn(confirmed)}, past the sink's "
+                f"last position {format_lsn(start_lsn)}: the changes between were consumed "
+                "elsewhere (use a slot only this pipeline reads)"
+            )
+        return None
+
+    def _start_streaming(self, conn: PGconn, start_lsn: int) -> PGconn:
         cmd = (
             f'START_REPLICATION SLOT "{self.slot}" LOGICAL {format_lsn(start_lsn)} '
             f"(proto_version '1', publication_names '{self.publication}')"
@@ -403,14 +460,52 @@ class PostgresSource:
         conn.nonblocking = 1
         log.info(
             "streaming from slot %s at %s (publication %s)",
-            self.slot, format_lsn(start_lsn) if start else "its confirmed position", self.publication,
+            self.slot,
+            format_lsn(start_lsn) if start_lsn else "its confirmed position",
+            self.publication,
         )
         state = self._slot_state()
         # Never report a flush position behind the slot's: some server versions move it back.
         self._acked = max(self._acked, state[0] if state else 0)
+        self._repl = conn
         return conn
 
-    def _recv(self, conn: pq.PGconn, timeout: float) -> bytes | None:
+    def _snapshot_tables(self, done: list[str], after: dict[str, Any]) -> list[SnapshotTable]:
+        cat = self._connect_catalog()
+        out = []
+        for ns, name in self.tables:
+            qualified = f"{ns}.{name}"
+            if qualified in done:
+                continue
+            row = cat.execute(
+                "SELECT c.oid, c.reltuples::bigint FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s",
+                (ns, name),
+            ).fetchone()
+            assert row is not None  # checked by _ensure_publication
+            relid = int(row[0])
+            cols = cat.execute(
+                "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = %s "
+                "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+                (relid,),
+            ).fetchall()
+            rel = self._build_table(relid, ns, name, [(c[0], int(c[1]), int(c[2])) for c in cols])
+            key_types = [
+                str(
+                    cat.execute(
+                        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                        "WHERE attrelid = %s AND attname = %s",
+                        (relid, rel.schema.columns[k].name),
+                    ).fetchone()[0]  # type: ignore[index]
+                )
+                for k in rel.schema.key
+            ]
+            resume = after.get(qualified) if rel.schema.key else None
+            out.append(SnapshotTable(rel, key_types, int(row[1]), resume))
+        return out
+
+    def _recv(self, conn: PGconn, timeout: float) -> bytes | None:
         n, data = conn.get_copy_data(1)
         if n == 0:
             r, _, _ = select.select([conn.socket], [], [], max(timeout, 0))
@@ -426,9 +521,13 @@ class PostgresSource:
         msg = (res.error_message if res is not None else b"") or conn.error_message
         raise SourceError(f"replication stream ended: {msg.decode(errors='replace').strip()}")
 
-    def _send_status(self, conn: pq.PGconn, force: bool = False) -> None:
+    def _send_status(self, conn: PGconn, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and self._acked == self._sent_ack and now - self._last_status < self.config.status_interval_s:
+        if (
+            not force
+            and self._acked == self._sent_ack
+            and now - self._last_status < self.config.status_interval_s
+        ):
             return
         lsn = self._acked
         ts = time.time_ns() // 1000 - PG_EPOCH_US
@@ -448,7 +547,68 @@ class PostgresSource:
         self._stopping = True
 
     def batches(self, start: Position | None) -> Iterator[ChangeBatch]:
-        conn = self._repl = self._start(start)
+        """Snapshot (as configured) and stream; see the module docstring for positions."""
+        mode = self.config.snapshot
+        self._connect_catalog()
+        self._ensure_publication()
+        if start is not None and start.get("snapshot_only_done"):
+            log.info("snapshot: initial_only snapshot already complete; nothing to do")
+            return
+        snap = start.get("snapshot") if start else None
+        fetch = self.config.snapshot_fetch_size
+        n = self.config.snapshot_parallelism
+        if mode == "initial_only" and (start is None or snap is not None):
+            done = list(snap["done"]) if snap else []
+            conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, None)
+            tables = self._snapshot_tables(done, snap["after"] if snap else {})
+            counts = dict(snap["rows"]) if snap else {}
+            final = {"lsn": 0, "snapshot_only_done": True}
+            yield from _snapshot.run(self, conns, tables, done, counts, 0, fetch, final)
+            return
+        state = self._slot_state()
+        fresh = start is None and mode in ("initial", "when_needed")
+        if start is not None:
+            problem = self._position_problem(state, start)
+            if problem is not None:
+                if mode != "when_needed":
+                    raise PositionLost(
+                        f"{problem}. To start over, move the sink's data aside and restart, or "
+                        "set snapshot: when_needed to take a new snapshot automatically"
+                    )
+                log.warning("%s; snapshot: when_needed, so taking a new snapshot", problem)
+                fresh, snap = True, None
+        conn = self._connect_replication()
+        try:
+            if fresh:
+                if state is not None:
+                    self._drop_slot()  # nothing in the sink depends on it: a new one replaces it
+                lsn, name = self._create_slot(conn, export=True)
+                conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, name)
+                tables = self._snapshot_tables([], {})
+                yield from _snapshot.run(self, conns, tables, [], {}, lsn, fetch, {"lsn": lsn})
+                start = {"lsn": lsn}
+            elif snap is not None:
+                assert start is not None
+                lsn = int(start["lsn"])
+                done = list(snap["done"])
+                conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, None)
+                tables = self._snapshot_tables(done, snap["after"])
+                yield from _snapshot.run(
+                    self, conns, tables, done, dict(snap["rows"]), lsn, fetch, {"lsn": lsn}
+                )
+                start = {"lsn": lsn}
+            elif state is None:
+                self._create_slot(conn, export=False)
+            if self._stopping:
+                return
+            self._start_streaming(conn, int(start["lsn"]) if start else 0)
+        except BaseException:
+            conn.finish()
+            self._repl = None
+            raise
+        yield from self._stream(conn, start)
+
+    def _stream(self, conn: PGconn, start: Position | None) -> Iterator[ChangeBatch]:
         resume_lsn = int(start["lsn"]) if start else 0  # end LSN of the last complete transaction
         partial_txn = int(start["txn"]) if start and start.get("txn") is not None else None
         partial_skip = int(start.get("skip", 0)) if start else 0
@@ -476,7 +636,9 @@ class PostgresSource:
                 events.append(ev)
             seq += 1
 
-        def change(table: TableSchema, op: Any, before: Any, after: Any, src: dict[str, Any]) -> None:
+        def change(
+            table: TableSchema, op: Any, before: Any, after: Any, src: dict[str, Any]
+        ) -> None:
             nonlocal began, total
             if not began:
                 # BEGIN is emitted with the first captured change: transactions that touch no
@@ -487,8 +649,18 @@ class PostgresSource:
             total += 1
             n = per_table.get(table.qualified, 0) + 1
             per_table[table.qualified] = n
-            add(RowChange(table, op, before, after, src, ts_us // 1000, f"{txn_lsn}:{seq}",
-                          (tx_id, total, n) if tx_meta else None))
+            add(
+                RowChange(
+                    table,
+                    op,
+                    before,
+                    after,
+                    src,
+                    ts_us // 1000,
+                    f"{txn_lsn}:{seq}",
+                    (tx_id, total, n) if tx_meta else None,
+                )
+            )
 
         while True:
             if events and (
@@ -530,7 +702,11 @@ class PostgresSource:
                 _, commit_lsn, end_lsn, _ = _COMMIT.unpack_from(buf, 1)
                 if not skip_txn:
                     if began and tx_meta:
-                        add(TxBoundary("END", tx_id, ts_us // 1000, f"{txn_lsn}:{seq}", total, per_table))
+                        add(
+                            TxBoundary(
+                                "END", tx_id, ts_us // 1000, f"{txn_lsn}:{seq}", total, per_table
+                            )
+                        )
                     last_commit_lsn = commit_lsn
                     resume_lsn = end_lsn
                 in_txn = False
@@ -555,7 +731,11 @@ class PostgresSource:
                 raw, _ = _tuple(buf, i + 1)
                 after = self._row(rel, raw, True)
                 src = self._source_block(table, ts_us, xid, msg_lsn, last_commit_lsn)
-                if before is not None and table.key and any(before[k] != after[k] for k in table.key):
+                if (
+                    before is not None
+                    and table.key
+                    and any(before[k] != after[k] for k in table.key)
+                ):
                     # The primary key changed: a delete of the old key and a create of the new
                     # one, as Debezium emits it.
                     change(table, "d", before, None, src)
@@ -577,16 +757,27 @@ class PostgresSource:
             # 'O' origin, 'Y' type, 'M' message: nothing to emit
 
     def _source_block(
-        self, table: TableSchema, ts_us: int, xid: int, lsn: int, last_commit_lsn: int
+        self,
+        table: TableSchema,
+        ts_us: int,
+        xid: int | None,
+        lsn: int,
+        last_commit_lsn: int,
+        snapshot: str = "false",
     ) -> dict[str, Any]:
         return {
             "version": cdc.__version__,
             "connector": "postgresql",
             "name": self.prefix,
             "ts_ms": ts_us // 1000,
-            "snapshot": "false",
+            "snapshot": snapshot,
             "db": self.db,
-            "sequence": json.dumps([str(last_commit_lsn) if last_commit_lsn else None, str(lsn)], separators=(",", ":")),
+            "sequence": None
+            if snapshot != "false"
+            else json.dumps(
+                [str(last_commit_lsn) if last_commit_lsn else None, str(lsn)],
+                separators=(",", ":"),
+            ),
             "ts_us": ts_us,
             "ts_ns": ts_us * 1000,
             "schema": table.namespace,
@@ -598,10 +789,8 @@ class PostgresSource:
 
     def close(self) -> None:
         if self._repl is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._send_status(self._repl, force=True)
-            except Exception:  # noqa: BLE001 - closing a broken connection
-                pass
             self._repl.finish()
             self._repl = None
         if self._catalog is not None:

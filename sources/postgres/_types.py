@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,6 +25,24 @@ EPOCH_DATE = date(1970, 1, 1)
 EPOCH_ORDINAL = EPOCH_DATE.toordinal()
 UNAVAILABLE = "__debezium_unavailable_value"
 """Debezium's placeholder for an unchanged TOASTed value that the server did not send."""
+
+
+@dataclass(frozen=True, slots=True)
+class TypeInfo:
+    """What the catalog says of a type that is not a fixed built-in (pg_type, pg_enum)."""
+
+    oid: int
+    name: str  # format_type(oid, NULL), e.g. "mood", "public.citext", "integer[]"
+    typtype: str  # b base, d domain, e enum, c composite, r range, m multirange, p pseudo
+    category: str  # typcategory: A array, ...
+    element: int  # typelem of an array type, else 0
+    base: int  # typbasetype of a domain, else 0
+    base_typmod: int  # typtypmod of a domain
+    enum_labels: tuple[str, ...] = ()
+
+
+Resolver = Callable[[int], "TypeInfo | None"]
+"""Looks a type oid up in the catalog (cached by the caller); None when it does not exist."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +78,7 @@ def _timestamptz(s: str) -> str:
     # Text in UTC: "2024-01-02 03:04:05.123456+00" -> "2024-01-02T03:04:05.123456Z"
     if s.endswith("+00") and len(s) >= 22 and s[10] == " ":
         return s[:10] + "T" + s[11:-3] + "Z"
-    dt = datetime.fromisoformat(s).astimezone(timezone.utc)
+    dt = datetime.fromisoformat(s).astimezone(UTC)
     return dt.isoformat().replace("+00:00", "Z")
 
 
@@ -85,12 +103,20 @@ def _variable_decimal(s: str) -> dict[str, Any]:
 
 def _numeric(typmod: int) -> Mapping:
     if typmod < 4:
-        return Mapping("numeric", avro.VARIABLE_SCALE_DECIMAL, _variable_decimal,
-                       {"scale": 0, "value": b"\x00"})
+        return Mapping(
+            "numeric",
+            avro.VARIABLE_SCALE_DECIMAL,
+            _variable_decimal,
+            {"scale": 0, "value": b"\x00"},
+        )
     precision = ((typmod - 4) >> 16) & 0xFFFF
     scale = (typmod - 4) & 0xFFFF
-    return Mapping(f"numeric({precision},{scale})", avro.decimal(precision, scale),
-                   _fixed_decimal(scale), Decimal(0))
+    return Mapping(
+        f"numeric({precision},{scale})",
+        avro.decimal(precision, scale),
+        _fixed_decimal(scale),
+        Decimal(0),
+    )
 
 
 def _timestamp(typmod: int) -> Mapping:
@@ -135,8 +161,14 @@ _BY_TYPMOD: dict[int, Callable[[int], Mapping]] = {
 }
 
 
-def mapping_for(type_oid: int, typmod: int, type_name: str | None = None) -> Mapping:
-    """The mapping of a column type; unknown types map to their text form."""
+def mapping_for(
+    type_oid: int, typmod: int, type_name: str | None = None, resolve: Resolver | None = None
+) -> Mapping:
+    """The mapping of a column type; unknown types map to their text form.
+
+    ``resolve`` looks up types that are not fixed built-ins (enums, domains, arrays, extension
+    types); without it they map to their text form.
+    """
     m = _FIXED.get(type_oid)
     if m is not None:
         return m

@@ -33,6 +33,18 @@ class PostgresSourceConfig(BaseModel):
     publication: str | None = Field(
         None, description="publication name; default cdc_<pipeline name>; created if missing"
     )
+    snapshot: Literal["initial", "never", "initial_only", "when_needed"] = Field(
+        "initial",
+        description="initial: snapshot existing rows on first start, then stream; never: stream "
+        "only; initial_only: snapshot, then stop; when_needed: like initial, and snapshot again "
+        "when the position to resume from is lost (slot dropped or invalidated)",
+    )
+    snapshot_parallelism: int = Field(
+        1, ge=1, le=16, description="tables read at once during a snapshot, one connection each"
+    )
+    snapshot_fetch_size: int = Field(
+        5000, ge=100, description="rows fetched per round trip (and per batch) during a snapshot"
+    )
     status_interval_s: float = Field(
         10.0, gt=0, description="how often to send standby status (flush position) to the server"
     )
