@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
@@ -81,7 +81,10 @@ class Reader:
         """
         deadline = time.monotonic() + timeout
         while True:
-            events = self._read_once(topics)
+            try:
+                events = self._read_once(topics)
+            except KafkaException:  # a topic just created may have no leader yet
+                events = []
             if len(events) >= at_least:
                 return events
             if time.monotonic() > deadline:
@@ -91,7 +94,9 @@ class Reader:
     def _read_once(self, topics: list[str]) -> list[Event]:
         meta = self.admin.list_topics(timeout=10)
         parts = [
-            TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in meta.topics[t].partitions
+            TopicPartition(t, p, OFFSET_BEGINNING)
+            for t in topics
+            for p in meta.topics[t].partitions
         ]
         consumer = Consumer(
             {"bootstrap.servers": self.bootstrap, "group.id": "test", "enable.auto.commit": False}
