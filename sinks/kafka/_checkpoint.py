@@ -27,7 +27,7 @@ class Checkpoint:
         self.path = directory / FILE
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            self._lock: IO[str] | None = open(directory / LOCK, "w")  # noqa: SIM115 - held open
+            self._lock: IO[str] | None = open(directory / LOCK, "w")  # held open: the lock
         except OSError as e:
             raise SinkError(
                 f"cannot create the kafka sink's state directory {str(directory)!r}: "

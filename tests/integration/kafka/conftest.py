@@ -1,4 +1,4 @@
-"""Fixtures for the Kafka sink: a session broker, a registry, and a consumer as a user writes one."""
+"""Kafka sink fixtures: a session broker, a registry, and a consumer as a user writes one."""
 
 from __future__ import annotations
 
