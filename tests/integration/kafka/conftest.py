@@ -96,6 +96,7 @@ class Reader:
         parts = [
             TopicPartition(t, p, OFFSET_BEGINNING)
             for t in topics
+            if t in meta.topics  # not created yet: nothing to read
             for p in meta.topics[t].partitions
         ]
         consumer = Consumer(
