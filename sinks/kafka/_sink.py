@@ -47,6 +47,9 @@ _DEFAULTS: dict[str, Any] = {
     "reconnect.backoff.max.ms": 2000,
 }
 
+# How long a write must be held up by unreachable brokers before the outage is logged.
+_REPORT_AFTER_S = 5.0
+
 _OUTAGE = {
     KafkaError._ALL_BROKERS_DOWN,
     KafkaError._TRANSPORT,
@@ -77,7 +80,7 @@ class KafkaSink:
         self._checkpoint = Checkpoint(config.path)
         self._interrupted = threading.Event()
         self._down_since: float | None = None
-        self._outage_error = ""
+        self._suspect: tuple[float, str] | None = None
         self._fatal: KafkaError | None = None
         self._failed: list[tuple[str, KafkaError]] = []
         self._topics: set[str] = set()
@@ -121,14 +124,16 @@ class KafkaSink:
         if err.fatal():
             self._fatal = err
         elif err.code() in _OUTAGE:
-            self._outage(err.str())
+            # Not reported yet: a broker closing an idle connection looks the same for a moment.
+            # ``_wait`` reports it once a write has been held up by it for a while.
+            if self._suspect is None:
+                self._suspect = (time.monotonic(), err.str())
         else:
             log.debug("kafka client error: %s", err.str())
 
-    def _outage(self, why: str) -> None:
+    def _outage(self, why: str, since: float | None = None) -> None:
         if self._down_since is None:
-            self._down_since = time.monotonic()
-            self._outage_error = why
+            self._down_since = time.monotonic() if since is None else since
             log.warning(
                 "kafka sink: brokers %s unreachable (%s); holding the pipeline until they answer "
                 "(the source is not acknowledged past delivered data)",
@@ -144,6 +149,7 @@ class KafkaSink:
                 time.monotonic() - self._down_since,
             )
             self._down_since = None
+        self._suspect = None
 
     # --- the Sink protocol ----------------------------------------------------------------------
 
@@ -206,6 +212,9 @@ class KafkaSink:
     def _wait(self, step: Any, timeout: float) -> int:
         """One bounded wait on the producer, checking for stop requests and fatal errors."""
         result = int(step(timeout) or 0)
+        suspect = self._suspect
+        if suspect is not None and result and time.monotonic() - suspect[0] >= _REPORT_AFTER_S:
+            self._outage(suspect[1], suspect[0])
         if self._fatal is not None:
             err, self._fatal = self._fatal, None
             raise SinkError(

@@ -30,6 +30,9 @@ MAX_EVENTS = 2000
 def _pipeline(
     prefix: str, dsn: str, kafka: Any, registry: RegistryServer, state: Path
 ) -> dict[str, Any]:
+    """``kafka`` is the broker fixture, or a dict with a ``bootstrap_servers`` to point at."""
+    if isinstance(kafka, dict):
+        kafka = type("Where", (), kafka)
     return {
         "name": prefix,
         "batch": {"max_events": MAX_EVENTS},
@@ -208,3 +211,32 @@ def test_broker_away_30s_mid_load_daemon_recovers_unaided(
     assert out.count("answer again") == 1, out
     assert "restarting in" not in out, out
     assert d.terminate() == 0
+
+
+def test_sigterm_while_brokers_are_unreachable_stops_the_daemon(
+    pg_server: Any,
+    pg_db: str,
+    daemon: Any,
+    registry: RegistryServer,
+    prefix: str,
+    tmp_path: Path,
+) -> None:
+    from scratch._common import free_port
+
+    db = dbname(pg_db)
+    pg_server.psql("CREATE TABLE load (id int PRIMARY KEY, v int NOT NULL)", db)
+    nobody = {"bootstrap_servers": f"127.0.0.1:{free_port()}"}  # nothing listens there
+    pipeline = _pipeline(prefix, pg_db, nobody, registry, tmp_path / "state")
+    config = write_config(tmp_path / "cdc.yaml", [pipeline])
+    d = daemon(config).start()
+    wait_streaming(pg_server, d, f"cdc_{prefix}")
+    before_insert = _lsn(pg_server.psql("SELECT pg_current_wal_lsn()", db))
+    pg_server.psql("INSERT INTO load VALUES (1, 0)", db)
+    wait_until(lambda: "unreachable" in d.output(), 60, "the daemon to report the brokers")
+    assert d.terminate(timeout=60) == 0
+    out = d.output()
+    assert out.count("unreachable") == 1, out
+    # The row was not delivered, so not checkpointed: it is read again next time.
+    checkpoint = tmp_path / "state" / "checkpoint.json"
+    if checkpoint.exists():  # the (empty) snapshot's batch needs no broker
+        assert json.loads(checkpoint.read_text())["position"]["lsn"] <= before_insert

@@ -61,3 +61,42 @@ def test_added_column_registers_a_new_version(
     assert len(registry.versions(f"{topic}-value")) == 2
     assert len(registry.versions(f"{topic}-key")) == 1
     assert d.terminate() == 0
+
+
+def test_refused_schema_stops_the_pipeline_with_a_clear_error(
+    pg_server: Any,
+    pg_db: str,
+    daemon: Any,
+    kafka: Any,
+    registry: RegistryServer,
+    reader: Reader,
+    prefix: str,
+    tmp_path: Path,
+) -> None:
+    db = dbname(pg_db)
+    pg_server.psql("CREATE TABLE doc (id int PRIMARY KEY, title text NOT NULL)", db)
+    config = write_config(
+        tmp_path / "cdc.yaml",
+        [
+            {
+                "name": prefix,
+                "source": {"type": "postgres", "dsn": pg_db, "tables": ["public.doc"]},
+                "sink": kafka_sink(kafka, registry, tmp_path / "state"),
+            }
+        ],
+    )
+    d = daemon(config).start()
+    wait_streaming(pg_server, d, f"cdc_{prefix}")
+    topic = f"{prefix}.public.doc"
+    pg_server.psql("INSERT INTO doc VALUES (1, 'a')", db)
+    reader.read([topic], at_least=1)
+    # The registry now refuses any new version of the value schema (HTTP 409).
+    registry.state.compat[f"{topic}-value"] = "READ_ONLY"
+    pg_server.psql("ALTER TABLE doc ADD COLUMN note text", db)
+    pg_server.psql("INSERT INTO doc VALUES (2, 'b', 'x')", db)
+    assert d.proc.wait(60) == 1
+    out = d.output()
+    assert f"refused the value schema of topic '{topic}' (subject '{topic}-value')" in out
+    assert "incompatible with an earlier schema" in out  # what the registry said
+    # The refused change was not written, and not acknowledged: it is still there to retry.
+    assert len(reader.read([topic])) == 1
