@@ -160,3 +160,14 @@ def test_checkpoint_corrupt_is_reported(tmp_path: Path) -> None:
     with pytest.raises(SinkError) as e:
         Checkpoint(tmp_path)
     assert "checkpoint.json" in str(e.value) and not e.value.retryable
+
+
+def test_example_config_loads() -> None:
+    from cdc.config import load
+
+    root = Path(__file__).resolve().parents[2]
+    config = load(root / "config" / "postgres-kafka.yaml")
+    sink = config.pipelines[0].sink
+    assert sink.type == "kafka"
+    assert sink.path == (root / "config" / "state" / "shop").resolve()
+    assert sink.producer == {"compression.type": "zstd"}
