@@ -26,7 +26,11 @@ _counter = itertools.count()
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from scratch.kafka import start_kafka
+    try:
+        from scratch.kafka import start_kafka
+    except ImportError:
+        # The launcher comes from the servers branch; without it there is no broker to test on.
+        pytest.skip("scratch/kafka.py (the Kafka launcher) is not in this tree")
 
     server = start_kafka(tmp_path_factory.mktemp("kafka"))
     try:
