@@ -84,6 +84,7 @@ class KafkaSink:
         self._fatal: KafkaError | None = None
         self._failed: list[tuple[str, KafkaError]] = []
         self._topics: set[str] = set()
+        self._request_timeout = min(15.0, config.delivery_timeout_s or 15.0)
         common: dict[str, Any] = {
             "bootstrap.servers": config.bootstrap_servers,
             "client.id": config.client_id,
@@ -258,6 +259,8 @@ class KafkaSink:
         if not missing:
             return
         cfg = self._config.topics
+        limit = self._config.delivery_timeout_s
+        started = time.monotonic()
         while missing:
             try:
                 if cfg.create:
@@ -276,6 +279,13 @@ class KafkaSink:
                         retryable=False,
                     ) from None
                 self._outage(err.str())
+                if limit is not None and time.monotonic() - started >= limit:
+                    raise SinkError(
+                        f"kafka brokers {self._config.bootstrap_servers} unreachable for "
+                        f"{limit:g}s (delivery_timeout_s) while preparing topics: {err.str()}; "
+                        "the batch is written again after the pipeline restarts",
+                        retryable=True,
+                    ) from None
                 self._wait(lambda t: time.sleep(t), 1.0)
 
     def _create(self, topics: set[str]) -> None:
@@ -284,7 +294,7 @@ class KafkaSink:
             NewTopic(t, cfg.partitions, cfg.replication_factor, config=dict(cfg.config))
             for t in sorted(topics)
         ]
-        futures = self._admin.create_topics(new, request_timeout=15.0)
+        futures = self._admin.create_topics(new, request_timeout=self._request_timeout)
         for topic, fut in futures.items():
             try:
                 fut.result()
@@ -294,7 +304,7 @@ class KafkaSink:
                     raise
 
     def _check_exist(self, topics: set[str]) -> None:
-        meta = self._admin.list_topics(timeout=15.0)
+        meta = self._admin.list_topics(timeout=self._request_timeout)
         absent = sorted(t for t in topics if t not in meta.topics)
         if absent:
             raise SinkError(

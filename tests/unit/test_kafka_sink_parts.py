@@ -171,3 +171,31 @@ def test_example_config_loads() -> None:
     assert sink.type == "kafka"
     assert sink.path == (root / "config" / "state" / "shop").resolve()
     assert sink.producer == {"compression.type": "zstd"}
+
+
+@pytest.mark.parametrize("create", [True, False])
+def test_delivery_timeout_gives_up_on_unreachable_brokers(tmp_path: Path, create: bool) -> None:
+    from cdc.model import EncodedBatch, EncodedRecord
+    from scratch._common import free_port
+    from sinks.kafka import Config, open_sink
+
+    cfg = Config.model_validate(
+        {
+            "type": "kafka",
+            "bootstrap_servers": f"127.0.0.1:{free_port()}",  # nothing listens there
+            "path": str(tmp_path / "state"),
+            "schema_registry": {"url": "http://127.0.0.1:9"},
+            "delivery_timeout_s": 1,
+            "topics": {"create": create},
+        }
+    )
+    sink = open_sink(cfg, None)
+    try:
+        with pytest.raises(SinkError) as e:
+            sink.write(EncodedBatch([EncodedRecord("t.public.x", b"k", b"v", 0, "1")], {"lsn": 1}))
+        assert e.value.retryable
+        assert "unreachable" in str(e.value)
+        assert sink.committed() is None
+    finally:
+        sink.close()
+    assert not (tmp_path / "state" / "checkpoint.json").exists()
