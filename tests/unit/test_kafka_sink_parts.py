@@ -17,7 +17,7 @@ from cdc.errors import ConfigError, SinkError
 from sinks.kafka._checkpoint import Checkpoint
 from sinks.kafka._registry import RegistryClient
 from sinks.kafka.config import SchemaRegistryConfig
-from tests.integration.kafka._registry import RegistryServer
+from tests.unit.kafka_registry_standin import RegistryServer
 
 SCHEMA = {"type": "record", "name": "Key", "fields": [{"name": "id", "type": "int"}]}
 

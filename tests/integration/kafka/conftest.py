@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,6 @@ from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from tests.conftest import wait_until
-from tests.integration.kafka._registry import RegistryServer
 
 _counter = itertools.count()
 
@@ -40,10 +40,35 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def registry() -> Iterator[RegistryServer]:
-    server = RegistryServer()
-    yield server
-    server.stop()
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Confluent-compatible registry: Apicurio Registry's ccompat API (scratch/registry)."""
+    try:
+        from scratch.registry import start_schema_registry
+    except ImportError:
+        pytest.skip("scratch/registry.py (the schema registry launcher) is not in this tree")
+
+    server = start_schema_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def subject_versions(registry: Any, subject: str) -> list[int]:
+    """The versions the registry holds under ``subject``, as its REST API lists them."""
+    return list(registry.get(f"/subjects/{subject}/versions"))
+
+
+def set_compatibility(registry: Any, subject: str, level: str) -> None:
+    """``PUT /config/<subject>``: the subject's compatibility level, as an operator sets it."""
+    req = urllib.request.Request(
+        f"{registry.url}/config/{subject}",
+        json.dumps({"compatibility": level}).encode(),
+        {"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        method="PUT",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.loads(resp.read())["compatibility"] == level
 
 
 @pytest.fixture
@@ -147,11 +172,11 @@ class Reader:
 
 
 @pytest.fixture
-def reader(kafka: Any, registry: RegistryServer) -> Reader:
+def reader(kafka: Any, registry: Any) -> Reader:
     return Reader(kafka.bootstrap_servers, registry.url)
 
 
-def kafka_sink(kafka: Any, registry: RegistryServer, state: Path, **extra: Any) -> dict[str, Any]:
+def kafka_sink(kafka: Any, registry: Any, state: Path, **extra: Any) -> dict[str, Any]:
     return {
         "type": "kafka",
         "bootstrap_servers": kafka.bootstrap_servers,

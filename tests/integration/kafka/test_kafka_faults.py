@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.kafka._registry import RegistryServer
 from tests.integration.kafka.conftest import (
     Event,
     Reader,
@@ -27,9 +26,7 @@ pytestmark = pytest.mark.integration
 MAX_EVENTS = 2000
 
 
-def _pipeline(
-    prefix: str, dsn: str, kafka: Any, registry: RegistryServer, state: Path
-) -> dict[str, Any]:
+def _pipeline(prefix: str, dsn: str, kafka: Any, registry: Any, state: Path) -> dict[str, Any]:
     """``kafka`` is the broker fixture, or a dict with a ``bootstrap_servers`` to point at."""
     if isinstance(kafka, dict):
         kafka = type("Where", (), kafka)
@@ -90,7 +87,7 @@ def test_kill9_during_load_loses_nothing(
     pg_db: str,
     daemon: Any,
     kafka: Any,
-    registry: RegistryServer,
+    registry: Any,
     reader: Reader,
     prefix: str,
     tmp_path: Path,
@@ -149,7 +146,7 @@ def test_broker_away_30s_mid_load_daemon_recovers_unaided(
     pg_db: str,
     daemon: Any,
     kafka: Any,
-    registry: RegistryServer,
+    registry: Any,
     reader: Reader,
     prefix: str,
     tmp_path: Path,
@@ -217,7 +214,7 @@ def test_sigterm_while_brokers_are_unreachable_stops_the_daemon(
     pg_server: Any,
     pg_db: str,
     daemon: Any,
-    registry: RegistryServer,
+    registry: Any,
     prefix: str,
     tmp_path: Path,
 ) -> None:

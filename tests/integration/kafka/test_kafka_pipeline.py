@@ -13,7 +13,6 @@ import pytest
 from cdc._jsonout import AvroDecoder
 from sinks.log import LogReader
 from tests.conftest import wait_until
-from tests.integration.kafka._registry import RegistryServer
 from tests.integration.kafka.conftest import (
     Reader,
     dbname,
@@ -58,7 +57,7 @@ def test_consumer_reads_what_the_log_holds(
     pg_db: str,
     daemon: Any,
     kafka: Any,
-    registry: RegistryServer,
+    registry: Any,
     reader: Reader,
     prefix: str,
     tmp_path: Path,

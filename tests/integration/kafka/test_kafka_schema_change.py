@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from tests.integration.kafka._registry import RegistryServer
 from tests.integration.kafka.conftest import (
     Reader,
     dbname,
     kafka_sink,
+    set_compatibility,
+    subject_versions,
     wait_streaming,
     write_config,
 )
@@ -24,7 +25,7 @@ def test_added_column_registers_a_new_version(
     pg_db: str,
     daemon: Any,
     kafka: Any,
-    registry: RegistryServer,
+    registry: Any,
     reader: Reader,
     prefix: str,
     tmp_path: Path,
@@ -58,8 +59,8 @@ def test_added_column_registers_a_new_version(
     assert afters[10:20] == [{"id": i, "title": f"v2 {i}", "note": f"n{i}"} for i in range(11, 21)]
     assert afters[20] == {"id": 1, "title": "v1 1", "note": "late"}
     # One value schema per table version; the key did not change.
-    assert len(registry.versions(f"{topic}-value")) == 2
-    assert len(registry.versions(f"{topic}-key")) == 1
+    assert len(subject_versions(registry, f"{topic}-value")) == 2
+    assert len(subject_versions(registry, f"{topic}-key")) == 1
     assert d.terminate() == 0
 
 
@@ -68,7 +69,7 @@ def test_refused_schema_stops_the_pipeline_with_a_clear_error(
     pg_db: str,
     daemon: Any,
     kafka: Any,
-    registry: RegistryServer,
+    registry: Any,
     reader: Reader,
     prefix: str,
     tmp_path: Path,
@@ -90,13 +91,15 @@ def test_refused_schema_stops_the_pipeline_with_a_clear_error(
     topic = f"{prefix}.public.doc"
     pg_server.psql("INSERT INTO doc VALUES (1, 'a')", db)
     reader.read([topic], at_least=1)
-    # The registry now refuses any new version of the value schema (HTTP 409).
-    registry.state.compat[f"{topic}-value"] = "READ_ONLY"
-    pg_server.psql("ALTER TABLE doc ADD COLUMN note text", db)
-    pg_server.psql("INSERT INTO doc VALUES (2, 'b', 'x')", db)
+    # An operator asks for BACKWARD compatibility; then a required column without an Avro
+    # default arrives: a reader with the new schema could not read the old records (HTTP 409).
+    set_compatibility(registry, f"{topic}-value", "BACKWARD")
+    pg_server.psql("ALTER TABLE doc ADD COLUMN n int NOT NULL DEFAULT 0", db)
+    pg_server.psql("INSERT INTO doc VALUES (2, 'b', 7)", db)
     assert d.proc.wait(60) == 1
     out = d.output()
     assert f"refused the value schema of topic '{topic}' (subject '{topic}-value')" in out
-    assert "incompatible with an earlier schema" in out  # what the registry said
+    assert "as incompatible" in out and "relax it (PUT /config/" in out
+    assert "Incompatible artifact" in out  # what the registry said (Apicurio's wording)
     # The refused change was not written, and not acknowledged: it is still there to retry.
     assert len(reader.read([topic])) == 1

@@ -1,8 +1,8 @@
-"""A stand-in for a Confluent-compatible schema registry, for tests.
+"""An in-process stand-in for a Confluent-compatible schema registry, for fast unit tests.
 
-No Confluent Schema Registry, Karapace or Apicurio build can be installed on these machines (none
-is served by the package registries they reach), so the tests serve the subset of the REST API
-that the sink and confluent-kafka's AvroDeserializer use, over real HTTP on loopback:
+The integration tests use a real registry (Apicurio, scratch/registry.py). This stand-in serves
+the subset of the REST API the sink's client calls, over real HTTP on loopback, with no JVM to
+start, so the unit tests can check the client's requests and its handling of each answer:
 
 - ``POST /subjects/{subject}/versions``: register (same schema -> same global id);
 - ``GET /schemas/ids/{id}``: fetch a schema by id (what deserializers call);
