@@ -271,6 +271,10 @@ def _properties(data_dir: Path, port: int, controller_port: int) -> dict[str, st
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
         "group.initial.rebalance.delay.ms": "0",
+        # After a kill -9 the restarted broker can only register once the controller has timed
+        # out the dead one's session (default 9 s).
+        "broker.session.timeout.ms": "3000",
+        "broker.heartbeat.interval.ms": "500",
         "auto.create.topics.enable": "true",
         "delete.topic.enable": "true",
         "num.network.threads": "2",

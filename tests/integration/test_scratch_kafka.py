@@ -105,3 +105,12 @@ def test_restart_keeps_data_and_ports(server: KafkaServer) -> None:
     assert (server.port, server.controller_port) == (port, controller_port)
     produce(server.bootstrap_servers, "durable", [(b"b", b"after")])
     assert consume(server.bootstrap_servers, "durable", 2) == [(b"a", b"before"), (b"b", b"after")]
+
+
+def test_kill_and_recover(server: KafkaServer) -> None:
+    create_topic(server.bootstrap_servers, "crash")
+    produce(server.bootstrap_servers, "crash", [(b"k", b"acked")])
+    server.kill()
+    assert not server.running
+    server.start()
+    assert consume(server.bootstrap_servers, "crash", 1) == [(b"k", b"acked")]
