@@ -21,6 +21,7 @@ class Pipeline:
         self.config = config
         self._stop = threading.Event()
         self._source: Source | None = None
+        self._sink: Sink | None = None
         self.events_written = 0
         self.batches_written = 0
 
@@ -29,10 +30,17 @@ class Pipeline:
         self._stop.set()
         if self._source is not None:
             self._source.stop()
+        # A sink whose write() can wait on a broker without limit offers interrupt() to end it.
+        interrupt = getattr(self._sink, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
 
     def run(self) -> None:
         cfg: Any = self.config
         sink: Sink = plugins.plugin("sink", cfg.sink.type).open_sink(cfg.sink, cfg)
+        self._sink = sink
+        if self._stop.is_set():
+            self.stop()
         try:
             source: Source = plugins.plugin("source", cfg.source.type).open_source(cfg.source, cfg)
             self._source = source

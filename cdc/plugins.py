@@ -16,6 +16,7 @@ SOURCES: dict[str, str] = {
 }
 SINKS: dict[str, str] = {
     "log": "sinks.log",
+    "kafka": "sinks.kafka",
 }
 
 

@@ -1,0 +1,22 @@
+"""Kafka sink: an idempotent producer, a Confluent-compatible schema registry, a checkpoint file."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sinks.kafka.config import KafkaSinkConfig
+
+if TYPE_CHECKING:
+    from sinks.kafka._sink import KafkaSink
+
+Config = KafkaSinkConfig
+
+
+def open_sink(config: KafkaSinkConfig, pipeline: object) -> KafkaSink:
+    """Create the sink (imports confluent-kafka only now, so validating a config never needs it)."""
+    from sinks.kafka._sink import KafkaSink
+
+    return KafkaSink(config, str(getattr(pipeline, "name", "")))
+
+
+__all__ = ["Config", "KafkaSinkConfig", "open_sink"]

@@ -1,0 +1,215 @@
+"""Kafka sink fixtures: a session broker, a registry, and a consumer as a user writes one."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from tests.conftest import wait_until
+
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    try:
+        from scratch.kafka import start_kafka
+    except ImportError:
+        # The launcher comes from the servers branch; without it there is no broker to test on.
+        pytest.skip("scratch/kafka.py (the Kafka launcher) is not in this tree")
+
+    server = start_kafka(tmp_path_factory.mktemp("kafka"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real Confluent-compatible registry: Apicurio Registry's ccompat API (scratch/registry)."""
+    try:
+        from scratch.registry import start_schema_registry
+    except ImportError:
+        pytest.skip("scratch/registry.py (the schema registry launcher) is not in this tree")
+
+    server = start_schema_registry(tmp_path_factory.mktemp("registry"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def subject_versions(registry: Any, subject: str) -> list[int]:
+    """The versions the registry holds under ``subject``, as its REST API lists them."""
+    return list(registry.get(f"/subjects/{subject}/versions"))
+
+
+def set_compatibility(registry: Any, subject: str, level: str) -> None:
+    """``PUT /config/<subject>``: the subject's compatibility level, as an operator sets it."""
+    req = urllib.request.Request(
+        f"{registry.url}/config/{subject}",
+        json.dumps({"compatibility": level}).encode(),
+        {"Content-Type": "application/vnd.schemaregistry.v1+json"},
+        method="PUT",
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert json.loads(resp.read())["compatibility"] == level
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix (and pipeline name) of this test's own."""
+    return f"k{os.getpid()}_{next(_counter)}"
+
+
+@dataclass
+class Event:
+    topic: str
+    partition: int
+    offset: int
+    key: Any
+    value: Any  # None for a tombstone
+
+
+class Reader:
+    """Reads topics from the beginning with confluent-kafka's AvroDeserializer, as a user would."""
+
+    def __init__(self, bootstrap: str, registry_url: str) -> None:
+        self.bootstrap = bootstrap
+        client = SchemaRegistryClient({"url": registry_url})
+        # TOPIC: the subjects are <topic>-key/-value (confluent-kafka 2.16 would otherwise look
+        # them up through an associations API that only Confluent's registry serves).
+        conf = {"subject.name.strategy.type": "TOPIC"}
+        self.keys = AvroDeserializer(client, conf=conf)
+        self.values = AvroDeserializer(client, conf=conf)
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def topics(self, prefix: str) -> list[str]:
+        meta = self.admin.list_topics(timeout=10)
+        return sorted(t for t in meta.topics if t.startswith(prefix + "."))
+
+    def read(self, topics: list[str], *, at_least: int = 0, timeout: float = 60) -> list[Event]:
+        """Every record of ``topics`` up to their current ends, once at least ``at_least`` are in.
+
+        Per partition in offset order; partitions one after another.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                events = self._read_once(topics)
+            except KafkaException:  # a topic just created may have no leader yet
+                events = []
+            if len(events) >= at_least:
+                return events
+            if time.monotonic() > deadline:
+                pytest.fail(f"only {len(events)} of at least {at_least} records in {topics}")
+            time.sleep(0.5)
+
+    def _read_once(self, topics: list[str]) -> list[Event]:
+        meta = self.admin.list_topics(timeout=10)
+        parts = [
+            TopicPartition(t, p, OFFSET_BEGINNING)
+            for t in topics
+            if t in meta.topics  # not created yet: nothing to read
+            for p in meta.topics[t].partitions
+        ]
+        consumer = Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": "test", "enable.auto.commit": False}
+        )
+        try:
+            ends = {}
+            for tp in parts:
+                _, high = consumer.get_watermark_offsets(tp, timeout=10)
+                if high > 0:
+                    ends[(tp.topic, tp.partition)] = high
+            consumer.assign([tp for tp in parts if (tp.topic, tp.partition) in ends])
+            out: list[Event] = []
+            done: set[tuple[str, int]] = set()
+            deadline = time.monotonic() + 60
+            while len(done) < len(ends):
+                msg = consumer.poll(1.0)
+                if time.monotonic() > deadline:
+                    pytest.fail(f"could not read {topics} to their ends")
+                if msg is None:
+                    continue
+                if msg.error():
+                    pytest.fail(f"consumer error: {msg.error()}")
+                tp = (msg.topic(), msg.partition())
+                if tp in done:
+                    continue
+                key_ctx = SerializationContext(msg.topic(), MessageField.KEY)
+                value_ctx = SerializationContext(msg.topic(), MessageField.VALUE)
+                out.append(
+                    Event(
+                        msg.topic(),
+                        msg.partition(),
+                        msg.offset(),
+                        self.keys(msg.key(), key_ctx),
+                        self.values(msg.value(), value_ctx),
+                    )
+                )
+                if msg.offset() + 1 >= ends[tp]:
+                    done.add(tp)
+        finally:
+            consumer.close()
+        out.sort(key=lambda e: (e.topic, e.partition, e.offset))
+        return out
+
+
+@pytest.fixture
+def reader(kafka: Any, registry: Any) -> Reader:
+    return Reader(kafka.bootstrap_servers, registry.url)
+
+
+def kafka_sink(kafka: Any, registry: Any, state: Path, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "kafka",
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "path": str(state),
+        "schema_registry": {"url": registry.url},
+        **extra,
+    }
+
+
+def dbname(dsn: str) -> str:
+    return dict(part.split("=", 1) for part in dsn.split())["dbname"]
+
+
+def write_config(path: Path, pipelines: list[dict[str, Any]]) -> Path:
+    # JSON is YAML: the file is what a user would write, without quoting worries.
+    path.write_text(json.dumps({"pipelines": pipelines}, indent=1))
+    return path
+
+
+def slot_active(pg_server: Any, slot: str) -> Callable[[], bool]:
+    def check() -> bool:
+        out = pg_server.psql(f"SELECT active FROM pg_replication_slots WHERE slot_name = '{slot}'")
+        return out.strip() == "t"
+
+    return check
+
+
+def wait_streaming(pg_server: Any, daemon: Any, slot: str, timeout: float = 60) -> None:
+    """Wait until the daemon's pipeline streams from ``slot`` (changes from now on are captured)."""
+
+    def check() -> bool:
+        if daemon.proc.poll() is not None:
+            pytest.fail(f"daemon exited early:\n{daemon.output()}")
+        return slot_active(pg_server, slot)()
+
+    wait_until(check, timeout, f"replication slot {slot} to be active")
