@@ -15,6 +15,7 @@ SOURCES: dict[str, str] = {
 }
 SINKS: dict[str, str] = {
     "log": "sinks.log",
+    "nats": "sinks.nats",
 }
 
 
