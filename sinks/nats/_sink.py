@@ -320,7 +320,16 @@ class NatsSink:
                     await self._settle(conn, pending.popleft(), msgs[progress[0]])
                     progress[0] += 1
                 m = msgs[i]
-                pending.append(await js.publish_async(m.subject, m.payload, headers=m.headers))
+                try:
+                    fut = await js.publish_async(m.subject, m.payload, headers=m.headers)
+                except nats.errors.MaxPayloadError:
+                    raise SinkError(
+                        f"message {m.headers['Nats-Msg-Id']!r} for subject {m.subject!r} has "
+                        f"{len(m.payload)} bytes, more than the server's max_payload "
+                        f"({conn.nc.max_payload}); raise max_payload in the nats-server "
+                        "configuration"
+                    ) from None
+                pending.append(fut)
             while pending:
                 await self._settle(conn, pending.popleft(), msgs[progress[0]])
                 progress[0] += 1
