@@ -103,7 +103,7 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, nats.errors.NoServersError):
         return "no server accepted a connection"
     if isinstance(e, nats.errors.NoRespondersError | nats.js.errors.NoStreamResponseError):
-        return "jetstream did not answer (no responders)"
+        return "jetstream did not answer (no responders: is jetstream enabled on the server?)"
     if not str(e):
         return type(e).__name__
     return f"{type(e).__name__}: {e}".rstrip(": ")
@@ -235,7 +235,16 @@ class NatsSink:
         """
         msgs = [self._message(r) for r in batch.records]
         if msgs:
+            before = self.duplicates
             self._loop.run(self._publish_all(msgs))
+            if self.duplicates > before:
+                log.info(
+                    "stream %r already held %d of %d messages of this batch (published before a "
+                    "restart or a broken connection); jetstream dropped them as duplicates",
+                    self.stream,
+                    self.duplicates - before,
+                    len(msgs),
+                )
         try:
             self._checkpoint.save(batch.position, self.stream)
         except OSError as e:
@@ -520,6 +529,14 @@ class NatsSink:
                         "it (set stream) or choose another subject_prefix"
                     ) from None
             else:
+                if self._checkpoint.position is not None:
+                    log.warning(
+                        "stream %r was missing although checkpoint %s holds a position: created "
+                        "it again; it holds nothing before that position (move the checkpoint "
+                        "aside and drop the replication slot to start over)",
+                        self.stream,
+                        self.config.path,
+                    )
                 log.info(
                     "created stream %r (subjects %r, %s storage, %d replica(s), duplicate window "
                     "%gs)",
