@@ -96,6 +96,8 @@ def _is_fatal_api(e: BaseException) -> bool:
 
 
 def _describe(e: BaseException) -> str:
+    if isinstance(e, nats.js.errors.ServiceUnavailableError) and e.code is None:
+        return "jetstream did not answer (no responders: is jetstream enabled on the server?)"
     if isinstance(e, nats.js.errors.APIError):
         return f"{e.description or 'error'} (code {e.code}, err_code {e.err_code})"
     if isinstance(e, _Broken):
@@ -106,6 +108,8 @@ def _describe(e: BaseException) -> str:
         return "jetstream did not answer (no responders: is jetstream enabled on the server?)"
     if not str(e):
         return type(e).__name__
+    if type(e) is nats.errors.Error:
+        return str(e)
     return f"{type(e).__name__}: {e}".rstrip(": ")
 
 
