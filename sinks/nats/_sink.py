@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import ssl
 import threading
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -39,6 +39,7 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.kv import KeyValue
@@ -75,11 +76,31 @@ _TRANSIENT = (
 )
 
 
-@dataclass(slots=True)
 class _Conn:
-    nc: NATS
-    js: JetStreamContext
-    kv: KeyValue
+    """One connection and the acknowledgements that arrived on it, by reply number.
+
+    Each message is published with reply subject ``<inbox>.<n>``; JetStream answers there with a
+    PubAck (JSON), an error, or a no-responders status. Replies are kept in ``acks`` until the
+    publisher takes them; ``arrived`` wakes it up.
+    """
+
+    def __init__(self, nc: NATS, js: JetStreamContext, kv: KeyValue) -> None:
+        self.nc = nc
+        self.js = js
+        self.kv = kv
+        self.inbox = nc.new_inbox()
+        self.next_reply = 0
+        self.acks: dict[int, tuple[bytes, dict[str, str] | None]] = {}
+        self.arrived = asyncio.Event()
+
+    async def listen(self) -> None:
+        start = len(self.inbox) + 1
+
+        async def on_reply(msg: Msg) -> None:
+            self.acks[int(msg.subject[start:])] = (msg.data, msg.headers)
+            self.arrived.set()
+
+        await self.nc.subscribe(self.inbox + ".*", cb=on_reply)
 
 
 @dataclass(slots=True)
@@ -325,53 +346,77 @@ class NatsSink:
         await self._retrying(op)
 
     async def _publish_from(self, conn: _Conn, msgs: list[_Message], progress: list[int]) -> None:
-        js = conn.js
-        pending: deque[asyncio.Future[js_api.PubAck]] = deque()
-        try:
-            for i in range(progress[0], len(msgs)):
-                while pending and (pending[0].done() or len(pending) >= self.config.max_pending):
-                    await self._settle(conn, pending.popleft(), msgs[progress[0]])
-                    progress[0] += 1
-                m = msgs[i]
+        """Publish ``msgs[progress[0]:]``, at most ``max_pending`` unacknowledged, in order.
+
+        ``progress[0]`` advances past each acknowledged message, so that a retry on a new
+        connection starts at the first one not acknowledged.
+        """
+        nc = conn.nc
+        window = self.config.max_pending
+        timeout = self.config.ack_timeout
+        reply_of: dict[int, int] = {}  # message index -> reply number
+        sent = progress[0]
+        last_ack = time.monotonic()
+        while progress[0] < len(msgs):
+            while sent < len(msgs) and sent - progress[0] < window:
+                m = msgs[sent]
+                n = conn.next_reply
+                conn.next_reply += 1
                 try:
-                    fut = await js.publish_async(m.subject, m.payload, headers=m.headers)
+                    await nc.publish(m.subject, m.payload, f"{conn.inbox}.{n}", m.headers)
                 except nats.errors.MaxPayloadError:
                     raise SinkError(
                         f"message {m.headers['Nats-Msg-Id']!r} for subject {m.subject!r} has "
                         f"{len(m.payload)} bytes, more than the server's max_payload "
-                        f"({conn.nc.max_payload}); raise max_payload in the nats-server "
-                        "configuration"
+                        f"({nc.max_payload}); raise max_payload in the nats-server configuration"
                     ) from None
-                pending.append(fut)
-            while pending:
-                await self._settle(conn, pending.popleft(), msgs[progress[0]])
-                progress[0] += 1
-        finally:
-            for f in pending:
-                f.cancel()
-
-    async def _settle(self, conn: _Conn, fut: asyncio.Future[js_api.PubAck], m: _Message) -> None:
-        """Wait for one acknowledgement; raise _Broken if it cannot come, SinkError if refused."""
-        deadline = time.monotonic() + self.config.ack_timeout
-        while not fut.done():
-            if not conn.nc.is_connected:
+                reply_of[sent] = n
+                sent += 1
+            head = progress[0]
+            reply = conn.acks.pop(reply_of[head], None)
+            if reply is not None:
+                self._check_ack(reply[0], reply[1], msgs[head])
+                del reply_of[head]
+                progress[0] = head + 1
+                last_ack = time.monotonic()
+                continue
+            if not nc.is_connected:
                 raise _Broken("connection lost")
-            left = deadline - time.monotonic()
+            left = last_ack + timeout - time.monotonic()
             if left <= 0:
-                raise _Broken(f"no acknowledgement within {self.config.ack_timeout:g}s")
-            await asyncio.wait([fut], timeout=min(left, 0.2))
-        exc = fut.exception()
-        if exc is None:
-            if fut.result().duplicate:
+                raise _Broken(f"no acknowledgement within {timeout:g}s")
+            conn.arrived.clear()
+            if reply_of[head] in conn.acks:
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.arrived.wait(), timeout=min(left, 0.2))
+
+    def _check_ack(self, data: bytes, headers: dict[str, str] | None, m: _Message) -> None:
+        """Count a PubAck; raise _Broken if JetStream could not take the message, SinkError if
+        it refused it."""
+        if not data and headers and headers.get("Status") == "503":
+            raise _Broken(
+                "no stream took the message (no responders: the stream is gone or jetstream is "
+                "not available)"
+            )
+        try:
+            resp = json.loads(data)
+        except ValueError:
+            raise _Broken(f"unexpected acknowledgement {data[:100]!r}") from None
+        err = resp.get("error")
+        if err is None:
+            if resp.get("duplicate"):
                 self.duplicates += 1
             return
-        if _is_fatal_api(exc):
-            raise SinkError(
-                f"jetstream refused message {m.headers['Nats-Msg-Id']!r} on subject "
-                f"{m.subject!r} of stream {self.stream!r}: {_describe(exc)}",
-                retryable=True,
-            )
-        raise _Broken(_describe(exc))
+        code = err.get("code")
+        desc = f"{err.get('description', 'error')} (code {code}, err_code {err.get('err_code')})"
+        if code in (408, 503):
+            raise _Broken(desc)
+        raise SinkError(
+            f"jetstream refused message {m.headers['Nats-Msg-Id']!r} on subject {m.subject!r} "
+            f"of stream {self.stream!r}: {desc}",
+            retryable=True,
+        )
 
     # --- connection ---------------------------------------------------------------------------
 
@@ -470,15 +515,15 @@ class NatsSink:
                 ) from None
             raise
         try:
-            # Our own bound on pending acks applies (max_pending); the client's must not block.
-            js = nc.jetstream(timeout=c.ack_timeout, publish_async_max_pending=c.max_pending + 1)
+            js = nc.jetstream(timeout=c.ack_timeout)
             await self._check_stream(js)
-            kv = await self._bucket(js)
+            conn = _Conn(nc, js, await self._bucket(js))
+            await conn.listen()
         except BaseException:
             await nc.close()
             raise
-        self._conn = _Conn(nc, js, kv)
-        return self._conn
+        self._conn = conn
+        return conn
 
     async def _drop(self) -> None:
         conn, self._conn = self._conn, None
