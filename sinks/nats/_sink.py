@@ -11,11 +11,13 @@ that one batch, which the message ids turn into duplicates that JetStream drops.
 
 Order: messages are published asynchronously on one connection (at most ``max_pending``
 unacknowledged), and JetStream stores one connection's messages in the order they arrive. When a
-connection breaks or an acknowledgement does not come, the connection is closed with everything
-queued on it, a new one is opened and the batch is published again from its first unacknowledged
-message, in order; messages the server had already stored come back as duplicates and are dropped,
-so the stream keeps commit order. The client's own reconnect is off on purpose: it would send its
-buffered messages after the reconnect, behind messages lost in the broken socket.
+connection breaks or acknowledgements stop coming, the connection is closed, a new one is opened
+and the batch is published again from its first unacknowledged message, in order. A message the
+stream got by either connection is stored once (by id); since each connection delivers in order,
+a later message is never stored before an earlier one, unless JetStream refused the earlier one
+outright while storing the later (which fails the batch). The client's own reconnect is off on
+purpose: it would send its buffered messages after the reconnect, behind messages lost in the
+broken socket.
 
 Threads: nats-py is asyncio; its event loop runs on a dedicated thread and the pipeline thread
 waits for each operation (``write``, ``registry.register``) to finish there.

@@ -131,8 +131,9 @@ class NatsSinkConfig(BaseModel):
     ack_timeout: float = Field(
         10,
         gt=0,
-        description="seconds to wait for one acknowledgement before treating the connection as "
-        "broken and publishing again from the first unacknowledged message",
+        description="when messages are pending and no acknowledgement arrives for this long "
+        "(seconds), treat the connection as broken: close it and publish again from the first "
+        "unacknowledged message on a new one; also the timeout of JetStream API requests",
     )
     connect_timeout: float = Field(5, gt=0, description="seconds to wait for one connection")
     retry_for: float = Field(
