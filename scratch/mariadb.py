@@ -1,0 +1,259 @@
+"""A scratch MariaDB server: a fresh datadir in a temporary directory, row binlog, a free port.
+
+Uses Debian's ``mariadb-install-db`` and ``mariadbd`` (package mariadb-server). The server reads
+only the ``my.cnf`` written next to its datadir (``--defaults-file``), listens on 127.0.0.1 and
+on a socket in the temporary directory, and writes a binlog with ``binlog_format=ROW``,
+``binlog_row_image=FULL`` and ``binlog_row_metadata=FULL``, as a CDC source needs.
+
+Accounts: ``root`` with no password, from 127.0.0.1 (and the socket); also ``cdc`` with password
+``cdc`` from any host, with ALL PRIVILEGES WITH GRANT OPTION. ``MariaDBServer.user``/``password``
+are root's. Grants are enforced (no skip-grant-tables).
+
+mariadbd will not run as root, so when we are root the directory is given to and the server run as
+the ``mysql`` user (Debian's package creates it). Durability is traded for speed
+(innodb_flush_log_at_trx_commit=2, sync_binlog=0): it is a throwaway server.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from scratch._common import chown_to, find_binary, free_port, is_root, run_as, wait_for
+from scratch._proc import REAPER, kill, log_tail, popen_as, terminate
+
+STARTUP_TIMEOUT = 60.0
+SHUTDOWN_TIMEOUT = 60.0
+
+
+def _os_user() -> str | None:
+    return "mysql" if is_root() else None
+
+
+class _Exited(Exception):
+    pass
+
+
+@dataclass
+class MariaDBServer:
+    """A running scratch server; ``connect_kwargs()`` are ready for ``pymysql.connect``."""
+
+    base_dir: Path
+    port: int
+    server_id: int
+    mariadbd: str
+    host: str = "127.0.0.1"
+    user: str = "root"
+    password: str = ""
+    _os_user: str | None = field(default=None, repr=False)
+    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def datadir(self) -> Path:
+        return self.base_dir / "data"
+
+    @property
+    def socket(self) -> Path:
+        return self.base_dir / "mysqld.sock"
+
+    @property
+    def config_file(self) -> Path:
+        return self.base_dir / "my.cnf"
+
+    @property
+    def error_log(self) -> Path:
+        return self.base_dir / "error.log"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def connect_kwargs(self, db: str | None = None) -> dict[str, Any]:
+        """Keyword arguments for ``pymysql.connect`` (TCP to 127.0.0.1, autocommit on)."""
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "autocommit": True,
+            "charset": "utf8mb4",
+        }
+        if db is not None:
+            kwargs["database"] = db
+        return kwargs
+
+    def connect(self, db: str | None = None) -> Any:
+        """A new ``pymysql`` connection (autocommit on); close it when done."""
+        import pymysql
+
+        return pymysql.connect(**self.connect_kwargs(db), connect_timeout=5)
+
+    def sql(self, statement: str, db: str | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement on a fresh connection; return its rows (``[]`` if it has none)."""
+        conn = self.connect(db)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(statement)
+                return list(cur.fetchall()) if cur.description else []
+        finally:
+            conn.close()
+
+    def create_database(self, name: str) -> dict[str, Any]:
+        """Create database ``name`` (utf8mb4) and return ``connect_kwargs`` for it."""
+        quoted = name.replace("`", "``")
+        self.sql(f"CREATE DATABASE `{quoted}` CHARACTER SET utf8mb4")
+        return self.connect_kwargs(name)
+
+    def _check_ready(self) -> bool:
+        if self._proc is not None and self._proc.poll() is not None:
+            raise _Exited(
+                f"mariadbd exited with {self._proc.returncode}; error log "
+                f"{self.error_log}:\n{log_tail(self.error_log)}"
+            )
+        self.sql("SELECT 1")
+        return True
+
+    def start(self) -> None:
+        """Start (or restart) the server on its datadir and port; return when it takes queries."""
+        if self.running:
+            return
+        self._proc = popen_as(
+            self._os_user,
+            [self.mariadbd, f"--defaults-file={self.config_file}"],
+            self.base_dir / "mariadbd.out",
+        )
+        REAPER.add(self._proc)
+        exited: list[_Exited] = []
+
+        def check() -> bool:
+            try:
+                return self._check_ready()
+            except _Exited as exc:
+                exited.append(exc)
+                return True
+
+        try:
+            wait_for(check, STARTUP_TIMEOUT, f"mariadb on port {self.port} ({self.error_log})")
+            if exited:
+                raise RuntimeError(str(exited[0]))
+        except BaseException:
+            self.kill()
+            raise
+
+    def stop(self) -> None:
+        """Shut down cleanly (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT seconds). Data is kept."""
+        terminate(self._proc, SHUTDOWN_TIMEOUT)
+        REAPER.discard(self._proc)
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the server, as a crash would; InnoDB recovers on the next start()."""
+        kill(self._proc)
+        REAPER.discard(self._proc)
+        self._proc = None
+
+    def __enter__(self) -> MariaDBServer:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _config(base_dir: Path, port: int, server_id: int, gtid_strict: bool) -> dict[str, str]:
+    return {
+        "datadir": str(base_dir / "data"),
+        "socket": str(base_dir / "mysqld.sock"),
+        "pid-file": str(base_dir / "mysqld.pid"),
+        "log-error": str(base_dir / "error.log"),
+        "port": str(port),
+        "bind-address": "127.0.0.1",
+        "skip-name-resolve": "ON",
+        "log-bin": "mariadb-bin",
+        "binlog_format": "ROW",
+        "binlog_row_image": "FULL",
+        "binlog_row_metadata": "FULL",
+        "server_id": str(server_id),
+        "gtid_strict_mode": "ON" if gtid_strict else "OFF",
+        "character-set-server": "utf8mb4",
+        "collation-server": "utf8mb4_general_ci",
+        "default-time-zone": "+00:00",
+        "max_connections": "200",
+        "performance_schema": "OFF",
+        "innodb_buffer_pool_size": "64M",
+        "innodb_log_file_size": "32M",
+        "innodb_log_buffer_size": "8M",
+        "innodb_flush_log_at_trx_commit": "2",
+        "innodb_doublewrite": "OFF",
+        "innodb_use_native_aio": "OFF",
+        "sync_binlog": "0",
+        "skip-external-locking": "ON",
+    }
+
+
+def _write_config(path: Path, conf: dict[str, str]) -> None:
+    with open(path, "w") as f:
+        f.write("[client-server]\n")
+        f.write(f"socket = {conf['socket']}\nport = {conf['port']}\n\n[mariadbd]\n")
+        for k, v in conf.items():
+            f.write(f"{k} = {v}\n")
+
+
+def start_mariadb(
+    base_dir: Path | None = None,
+    *,
+    server_id: int = 1,
+    gtid_strict: bool = True,
+    port: int | None = None,
+    settings: dict[str, str] | None = None,
+) -> MariaDBServer:
+    """Initialise a datadir with mariadb-install-db and start mariadbd on a free port.
+
+    ``settings`` are extra or overriding ``[mariadbd]`` options, e.g.
+    ``{"binlog_row_image": "MINIMAL"}``. ``base_dir`` (default: a new temporary directory) must
+    be reachable by the ``mysql`` user when we are root; pytest's ``tmp_path`` is not.
+    """
+    mariadbd = find_binary("mariadbd", ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"])
+    install_db = find_binary("mariadb-install-db", ["/usr/bin/mariadb-install-db"])
+    if base_dir is None:
+        base_dir = Path(tempfile.mkdtemp(prefix="cdc-mariadb-"))
+    base_dir.mkdir(parents=True, exist_ok=True)
+    os_user = _os_user()
+    port = port or free_port()
+    conf = _config(base_dir, port, server_id, gtid_strict)
+    conf.update(settings or {})
+    config_file = base_dir / "my.cnf"
+    _write_config(config_file, conf)
+    if os_user:
+        os.chmod(base_dir, 0o755)
+        chown_to(base_dir, os_user)
+        if subprocess.run(["runuser", "-u", os_user, "--", "test", "-w", str(base_dir)]).returncode:
+            raise PermissionError(f"{base_dir} is not reachable by the {os_user} user")
+    run_as(
+        None,
+        [install_db, f"--defaults-file={config_file}", "--auth-root-authentication-method=normal",
+         "--skip-test-db", "--skip-name-resolve", *([f"--user={os_user}"] if os_user else [])],
+    )
+    server = MariaDBServer(
+        base_dir=base_dir, port=port, server_id=server_id, mariadbd=mariadbd, _os_user=os_user
+    )
+    server.start()
+    try:
+        conn = server.connect()
+        try:
+            with conn.cursor() as cur:  # kept out of the binlog: CDC tests start from a clean one
+                cur.execute("SET SESSION sql_log_bin = 0")
+                cur.execute("CREATE USER 'cdc'@'%' IDENTIFIED BY 'cdc'")
+                cur.execute("GRANT ALL PRIVILEGES ON *.* TO 'cdc'@'%' WITH GRANT OPTION")
+        finally:
+            conn.close()
+    except BaseException:
+        server.stop()
+        raise
+    return server
