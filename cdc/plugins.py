@@ -17,6 +17,7 @@ SOURCES: dict[str, str] = {
 SINKS: dict[str, str] = {
     "log": "sinks.log",
     "kafka": "sinks.kafka",
+    "nats": "sinks.nats",
 }
 
 

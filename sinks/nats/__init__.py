@@ -1,0 +1,26 @@
+"""NATS JetStream sink: one stream, a subject per table, schemas in a key-value bucket."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sinks.nats.config import NatsSinkConfig, NatsTlsConfig
+
+if TYPE_CHECKING:
+    from sinks.nats._sink import NatsSink
+
+Config = NatsSinkConfig
+
+
+def open_sink(config: NatsSinkConfig, pipeline: object) -> NatsSink:
+    """Connect and check the stream; nats-py is imported only now, never to validate a config."""
+    from sinks.nats._sink import NatsSink
+
+    return NatsSink(
+        config,
+        pipeline.name,  # type: ignore[attr-defined]
+        pipeline.prefix,  # type: ignore[attr-defined]
+    )
+
+
+__all__ = ["Config", "NatsSinkConfig", "NatsTlsConfig", "open_sink"]
