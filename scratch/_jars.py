@@ -66,8 +66,16 @@ def fetch_jars(name: str, deps: Sequence[tuple[str, str, str]]) -> Path:
         staging = home / "libs.partial"
         shutil.rmtree(staging, ignore_errors=True)
         proc = subprocess.run(
-            [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-             f"-DoutputDirectory={staging}", "-DincludeScope=runtime"],
+            [
+                mvn,
+                "-B",
+                "-q",
+                "-f",
+                str(pom),
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={staging}",
+                "-DincludeScope=runtime",
+            ],
             capture_output=True,
             text=True,
         )
@@ -101,8 +109,14 @@ def fetch_unpacked(name: str, artifact: str) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         work.mkdir(exist_ok=True)
         proc = subprocess.run(
-            [mvn, "-B", "-q", "dependency:unpack", f"-Dartifact={artifact}",
-             f"-DoutputDirectory={staging}"],
+            [
+                mvn,
+                "-B",
+                "-q",
+                "dependency:unpack",
+                f"-Dartifact={artifact}",
+                f"-DoutputDirectory={staging}",
+            ],
             capture_output=True,
             text=True,
             cwd=work,

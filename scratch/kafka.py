@@ -171,8 +171,13 @@ class KafkaServer:
         """Format the KRaft metadata log (once, before the first start)."""
         proc = subprocess.run(
             self._java(
-                "kafka.tools.StorageTool", "format", "--cluster-id", cluster_id,
-                "--config", str(self.config_file), "--ignore-formatted",
+                "kafka.tools.StorageTool",
+                "format",
+                "--cluster-id",
+                cluster_id,
+                "--config",
+                str(self.config_file),
+                "--ignore-formatted",
             ),
             capture_output=True,
             text=True,
@@ -199,7 +204,9 @@ class KafkaServer:
         self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         self._cds_dump = start_dump(self.cds_archive)
         self._proc = popen_as(
-            None, self._java("kafka.Kafka", str(self.config_file)), self.out_file,
+            None,
+            self._java("kafka.Kafka", str(self.config_file)),
+            self.out_file,
             cwd=self.base_dir,
         )
         REAPER.add(self._proc)
@@ -307,7 +314,11 @@ def start_kafka(
     while controller_port == port:
         controller_port = free_port()
     server = KafkaServer(
-        base_dir=base_dir, port=port, controller_port=controller_port, libs=libs, java=java,
+        base_dir=base_dir,
+        port=port,
+        controller_port=controller_port,
+        libs=libs,
+        java=java,
         heap=heap,
     )
     props = _properties(server.data_dir, port, controller_port)

@@ -237,8 +237,14 @@ def start_mariadb(
             raise PermissionError(f"{base_dir} is not reachable by the {os_user} user")
     run_as(
         None,
-        [install_db, f"--defaults-file={config_file}", "--auth-root-authentication-method=normal",
-         "--skip-test-db", "--skip-name-resolve", *([f"--user={os_user}"] if os_user else [])],
+        [
+            install_db,
+            f"--defaults-file={config_file}",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+            "--skip-name-resolve",
+            *([f"--user={os_user}"] if os_user else []),
+        ],
     )
     server = MariaDBServer(
         base_dir=base_dir, port=port, server_id=server_id, mariadbd=mariadbd, _os_user=os_user

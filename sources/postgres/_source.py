@@ -32,14 +32,15 @@ from cdc.model import ChangeBatch, Column, Position, RowChange, TableSchema, TxB
 from sources.postgres import _snapshot
 from sources.postgres._lsn import format_lsn, parse_lsn
 from sources.postgres._snapshot import SnapshotTable
-from sources.postgres._types import UNAVAILABLE, Mapping, TypeInfo, mapping_for
+from sources.postgres._types import Mapping, TypeInfo, mapping_for
 from sources.postgres.config import PostgresSourceConfig, default_name
 
 log = logging.getLogger(__name__)
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 SESSION_OPTIONS = (
-    "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601"
+    "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601 "
+    "-c bytea_output=hex -c lc_monetary=C"
 )
 
 SOURCE_SCHEMA: dict[str, Any] = {
@@ -408,7 +409,8 @@ class PostgresSource:
             if v is None:
                 out.append(None if (complete or cols[idx].optional) else cols[idx].fallback)
             elif v is UNCHANGED:
-                out.append(UNAVAILABLE.encode() if m.avro == "bytes" else UNAVAILABLE)
+                ph = m.unavailable
+                out.append(ph if ph is not None or cols[idx].optional else cols[idx].fallback)
             elif m.convert is None:
                 out.append(v)
             else:

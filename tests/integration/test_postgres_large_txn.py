@@ -15,7 +15,8 @@ from tests.logtools import write_config
 
 pytestmark = pytest.mark.integration
 
-ROWS = int(os.environ.get("CDC_LARGE_TXN_ROWS", "2000000"))
+# 2M rows is the acceptance figure (run with CDC_LARGE_TXN_ROWS=2000000); CI uses 500k to stay quick
+ROWS = int(os.environ.get("CDC_LARGE_TXN_ROWS", "500000"))
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -598,7 +598,7 @@ def field_names(schema: dict[str, Any]) -> dict[str, str | None]:
     return out
 
 
-PHASES = ["stream"]  # the integrator adds "snapshot" (rows inserted before the daemon starts)
+PHASES = ["stream", "snapshot"]  # snapshot: rows inserted before the daemon starts
 
 
 @pytest.mark.parametrize("phase", PHASES)

@@ -50,8 +50,12 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> 
             delivered.append(msg)
 
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-         "message.timeout.ms": 30000}
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.timeout.ms": 30000,
+        }
     )
     for key, value in messages:
         producer.produce(topic, key=key, value=value, on_delivery=report)
@@ -64,8 +68,12 @@ def consume(
     bootstrap: str, topic: str, count: int, timeout: float = 30
 ) -> list[tuple[bytes, bytes]]:
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex}",
-         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"g-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
     )
     out: list[tuple[bytes, bytes]] = []
     try:

@@ -41,7 +41,9 @@ def server() -> Iterator[SchemaRegistryServer]:
 def call(url: str, body: Any = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(
-        url, data=data, method="POST" if data else "GET",
+        url,
+        data=data,
+        method="POST" if data else "GET",
         headers={"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE},
     )
     with urllib.request.urlopen(req, timeout=10) as resp:
@@ -52,8 +54,9 @@ def test_register_and_read_back(server: SchemaRegistryServer) -> None:
     assert server.url == f"http://127.0.0.1:{server.port}/apis/ccompat/v7"
     assert call(f"{server.url}/subjects") == []
 
-    registered = call(f"{server.url}/subjects/shop.item-value/versions",
-                      {"schema": json.dumps(SCHEMA)})
+    registered = call(
+        f"{server.url}/subjects/shop.item-value/versions", {"schema": json.dumps(SCHEMA)}
+    )
     schema_id = registered["id"]
     assert isinstance(schema_id, int)
 

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
-import pytest
 
 from cdc import avro
 from cdc.model import Column, TableSchema
@@ -298,11 +297,6 @@ def test_two_record_columns_define_their_type_once() -> None:
     fastavro.parse_schema(key)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="sources/postgres/_source.py _row writes the string placeholder into every type; "
-    "it should use Mapping.unavailable (then remove this mark)",
-)
 def test_unchanged_toasted_array_takes_the_list_placeholder() -> None:
     from sources.postgres._source import UNCHANGED, PostgresSource, _Relation
 
