@@ -55,10 +55,18 @@ def pg_server() -> Iterator[Any]:
 
 
 @pytest.fixture
-def pg_db(pg_server: Any) -> str:
-    """A fresh database on the session server; returns its DSN."""
+def pg_db(pg_server: Any) -> Iterator[str]:
+    """A fresh database on the session server; returns its DSN. Its slots are dropped after."""
     name = f"t{os.getpid()}_{next(_counter)}"
-    return str(pg_server.create_database(name))
+    yield str(pg_server.create_database(name))
+    # Replication slots are per server: free this test's, or later tests run out of them.
+    pg_server.psql(
+        "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+        f"WHERE database = '{name}' AND active_pid IS NOT NULL;"
+        "SELECT pg_sleep(0.3);"
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+        f"WHERE database = '{name}' AND NOT active;"
+    )
 
 
 class Daemon:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.string import TextLoader
 
 from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Position, RowChange
@@ -80,15 +81,18 @@ def _read_table(
     conn: Any, t: SnapshotTable, fetch: int, out: queue.Queue[Any], stop: threading.Event
 ) -> None:
     schema = t.rel.schema
-    # Qualified by an alias: a bare name in ORDER BY would mean the ::text output column and sort
-    # by text, not by the key's own order (which the resume predicate relies on).
-    cols = sql.SQL(", ").join(
-        sql.SQL("{}::text").format(sql.Identifier("_t", c.name)) for c in schema.columns
-    )
+    # Columns are fetched in the wire's text format with every type's loader replaced by the
+    # plain text loader: that text is the type's output function, exactly what pgoutput sends
+    # (a ::text cast is not: it gives 'true' for booleans, trims char(n), adds /32 to inet).
+    # Qualified by an alias so ORDER BY names the key columns, whatever the select list says.
+    cols = sql.SQL(", ").join(sql.Identifier("_t", c.name) for c in schema.columns)
     target = sql.Identifier(schema.namespace, schema.table)
     key_names = [schema.columns[k].name for k in schema.key]
     params: list[str] = []
     query = sql.SQL("SELECT {} FROM ONLY {} AS _t").format(cols, target)
+    probe = conn.execute(query + sql.SQL(" LIMIT 0"))
+    for d in probe.description or ():
+        conn.adapters.register_loader(d.type_code, TextLoader)
     if key_names:
         keys = sql.SQL(", ").join(sql.Identifier("_t", k) for k in key_names)
         if t.resume_after is not None:

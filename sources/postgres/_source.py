@@ -622,7 +622,7 @@ class PostgresSource:
         skip_n = seq = txn_lsn = xid = ts_us = total = 0
         tx_id = ""
         per_table: dict[str, int] = {}
-        last_commit_lsn = resume_lsn
+        last_commit_lsn = 0  # commit LSN of the last transaction seen in this session
         tx_meta = self.tx_metadata
 
         def position() -> Position:
