@@ -25,9 +25,9 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from cdc.checkpoint import Checkpoint
 from cdc.errors import SinkError
 from cdc.model import EncodedBatch, Position
-from sinks.kafka._checkpoint import Checkpoint
 from sinks.kafka._registry import RegistryClient
 from sinks.kafka.config import KafkaSinkConfig
 
@@ -77,7 +77,7 @@ class KafkaSink:
         self._name = pipeline_name
         self.tombstones = config.tombstones
         self.registry = RegistryClient(config.schema_registry)
-        self._checkpoint = Checkpoint(config.path)
+        self._checkpoint = Checkpoint(config.path, "kafka sink")
         self._interrupted = threading.Event()
         self._down_since: float | None = None
         self._suspect: tuple[float, str] | None = None

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cdc.checkpoint import fsync_dir
 from cdc.errors import LogCorrupt, SinkError
 from cdc.model import EncodedRecord, Position
 from sinks.log._format import (
@@ -23,7 +24,7 @@ from sinks.log._format import (
     scan,
     segment_name,
 )
-from sinks.log._schemas import SchemaStore, _fsync_dir
+from sinks.log._schemas import SchemaStore
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class LogWriter:
             self._file.close()
         path = self.directory / segment_name(base)
         self._file = open(path, "ab")
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     def append(self, records: list[EncodedRecord], position: Position) -> int:
         """Write one frame holding ``records`` and ``position``; durable when this returns.

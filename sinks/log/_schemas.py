@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cdc.checkpoint import fsync_dir
+
 log = logging.getLogger(__name__)
 
 FILE = "schemas.jsonl"
@@ -87,7 +89,7 @@ class SchemaStore:
             f.flush()
             os.fsync(f.fileno())
         if new:
-            _fsync_dir(self._path.parent)
+            fsync_dir(self._path.parent)
         self._size += len(line)
         self._add(sid, subject, schema)
         return sid
@@ -102,11 +104,3 @@ class SchemaStore:
 
     def subjects(self) -> dict[str, list[int]]:
         return {k: list(v) for k, v in self._subjects.items()}
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -46,9 +46,9 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.kv import KeyValue
 
+from cdc.checkpoint import Checkpoint
 from cdc.errors import SinkError
 from cdc.model import EncodedBatch, EncodedRecord, Position
-from sinks.nats._checkpoint import Checkpoint
 from sinks.nats._subjects import SubjectMap, covers, sanitise
 from sinks.nats.config import NatsSinkConfig, default_stream
 
@@ -235,13 +235,13 @@ class NatsSink:
         self._outage_logged = False
         self.duplicates = 0
         self.registry = NatsRegistry(self)
-        self._checkpoint = Checkpoint(config.path)
-        if self._checkpoint.stream not in (None, self.stream):
+        self._checkpoint = Checkpoint(config.path, "nats sink")
+        if self._checkpoint.extra.get("stream") not in (None, self.stream):
             log.warning(
                 "checkpoint %s was written for stream %r, now writing to %r: resuming from its "
                 "position, so %r holds nothing before it",
                 config.path,
-                self._checkpoint.stream,
+                self._checkpoint.extra.get("stream"),
                 self.stream,
                 self.stream,
             )
@@ -273,7 +273,7 @@ class NatsSink:
                     len(msgs),
                 )
         try:
-            self._checkpoint.save(batch.position, self.stream)
+            self._checkpoint.save(batch.position, {"stream": self.stream})
         except OSError as e:
             raise SinkError(
                 f"cannot write checkpoint in {self.config.path}: {e.strerror}; the batch is in "

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from cdc.checkpoint import Checkpoint
 from cdc.config import parse
 from cdc.errors import ConfigError, SinkError
-from sinks.kafka._checkpoint import Checkpoint
 from sinks.kafka._registry import RegistryClient
 from sinks.kafka.config import SchemaRegistryConfig
 from tests.unit.kafka_registry_standin import RegistryServer
@@ -142,15 +142,15 @@ def test_basic_auth_is_sent_and_refusal_is_reported() -> None:
 
 
 def test_checkpoint_round_trip_atomic_and_locked(tmp_path: Path) -> None:
-    cp = Checkpoint(tmp_path / "state")
+    cp = Checkpoint(tmp_path / "state", "kafka sink")
     assert cp.position is None
     cp.save({"lsn": 42, "n": 3})
     assert not (tmp_path / "state" / "checkpoint.json.tmp").exists()
     with pytest.raises(SinkError) as e:
-        Checkpoint(tmp_path / "state")
+        Checkpoint(tmp_path / "state", "kafka sink")
     assert "in use" in str(e.value)
     cp.close()
-    again = Checkpoint(tmp_path / "state")
+    again = Checkpoint(tmp_path / "state", "kafka sink")
     assert again.position == {"lsn": 42, "n": 3}
     again.close()
 
@@ -158,7 +158,7 @@ def test_checkpoint_round_trip_atomic_and_locked(tmp_path: Path) -> None:
 def test_checkpoint_corrupt_is_reported(tmp_path: Path) -> None:
     (tmp_path / "checkpoint.json").write_text("{not json")
     with pytest.raises(SinkError) as e:
-        Checkpoint(tmp_path)
+        Checkpoint(tmp_path, "kafka sink")
     assert "checkpoint.json" in str(e.value) and not e.value.retryable
 
 

@@ -1,0 +1,101 @@
+"""A sink's checkpoint file: the source position of the last batch the destination acknowledged.
+
+Used by sinks whose destination cannot hold the position itself (Kafka, NATS); the built-in log
+keeps positions inside its frames instead. One small JSON file, ``checkpoint.json``, replaced
+atomically (temp file, fsync, rename, fsync of the directory), so after a crash it holds either
+the previous or the new position, never a torn mix. A lock file (flock) keeps two processes from
+sharing one state directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cdc.errors import SinkError
+from cdc.model import Position
+
+FILE = "checkpoint.json"
+LOCK = ".writer.lock"
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Checkpoint:
+    """``position`` and the ``extra`` fields saved with it; ``owner`` names the sink in errors."""
+
+    def __init__(self, directory: Path, owner: str) -> None:
+        self.directory = directory
+        self.path = directory / FILE
+        self.position: Position | None = None
+        self.extra: dict[str, Any] = {}
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(directory / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+        except OSError as e:
+            raise SinkError(
+                f"cannot create the {owner}'s state directory {str(directory)!r}: "
+                f"{e.strerror}; check sink.path",
+                retryable=False,
+            ) from None
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise SinkError(
+                f"the {owner}'s state directory {str(directory)!r} is in use by another "
+                "pipeline or process: give each pipeline its own sink.path",
+                retryable=True,
+            ) from None
+        self._read()
+
+    def _read(self) -> None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return
+        try:
+            data = json.loads(text)
+            position = data.pop("position")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SinkError(
+                f"checkpoint {str(self.path)!r} is not readable JSON with a 'position': "
+                "restore it from a backup, or delete it to start from the beginning (a full "
+                "re-read)",
+                retryable=False,
+            ) from None
+        if position is not None and not isinstance(position, dict):
+            raise SinkError(
+                f"checkpoint {str(self.path)!r} holds a bad position {position!r}", retryable=False
+            )
+        self.position = position
+        self.extra = data
+
+    def save(self, position: Position, extra: dict[str, Any] | None = None) -> None:
+        """Make ``position`` the durable checkpoint; it is when this returns."""
+        data = {"position": position, "saved_at_ms": int(time.time() * 1000), **(extra or {})}
+        tmp = self.directory / (FILE + ".tmp")
+        with open(tmp, "w") as f:
+            json.dump(data, f, separators=(",", ":"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+        fsync_dir(self.directory)
+        self.position = position
+        self.extra = {k: v for k, v in data.items() if k != "position"}
+
+    def close(self) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
