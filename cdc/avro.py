@@ -237,6 +237,40 @@ TX_BLOCK: dict[str, Any] = {
 OPTIONAL_LONG: list[Any] = ["null", "long"]
 
 
+SNAPSHOT_FLAG: dict[str, Any] = {
+    "type": "string",
+    "connect.version": 1,
+    "connect.parameters": {
+        "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,"
+        "incremental"
+    },
+    "connect.default": "false",
+    "connect.name": "io.debezium.data.Enum",
+}
+
+
+def source_schema(namespace: str, connector_fields: list[dict[str, Any]]) -> dict[str, Any]:
+    """Debezium's ``source`` record: the fields every connector has, then ``connector_fields``."""
+    return {
+        "type": "record",
+        "name": "Source",
+        "namespace": namespace,
+        "fields": [
+            {"name": "version", "type": "string"},
+            {"name": "connector", "type": "string"},
+            {"name": "name", "type": "string"},
+            {"name": "ts_ms", "type": "long"},
+            {"name": "snapshot", "type": [SNAPSHOT_FLAG, "null"], "default": "false"},
+            {"name": "db", "type": "string"},
+            {"name": "sequence", "type": ["null", "string"], "default": None},
+            {"name": "ts_us", "type": OPTIONAL_LONG, "default": None},
+            {"name": "ts_ns", "type": OPTIONAL_LONG, "default": None},
+            *connector_fields,
+        ],
+        "connect.name": f"{namespace}.Source",
+    }
+
+
 def envelope_schema(table: TableSchema, source_schema: dict[str, Any]) -> dict[str, Any]:
     ns = avro_namespace(table.topic)
     return {

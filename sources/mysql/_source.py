@@ -41,6 +41,7 @@ from pymysqlreplication.row_event import (
 )
 
 import cdc
+from cdc import avro
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
 from sources.mysql._schema import SchemaCache, TableVersion
@@ -49,36 +50,9 @@ from sources.mysql.config import MySqlSourceConfig
 
 log = logging.getLogger(__name__)
 
-SOURCE_SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "Source",
-    "namespace": "io.debezium.connector.mysql",
-    "fields": [
-        {"name": "version", "type": "string"},
-        {"name": "connector", "type": "string"},
-        {"name": "name", "type": "string"},
-        {"name": "ts_ms", "type": "long"},
-        {
-            "name": "snapshot",
-            "type": [
-                {
-                    "type": "string",
-                    "connect.version": 1,
-                    "connect.parameters": {
-                        "allowed": "true,first,first_in_data_collection,"
-                        "last_in_data_collection,last,false,incremental"
-                    },
-                    "connect.default": "false",
-                    "connect.name": "io.debezium.data.Enum",
-                },
-                "null",
-            ],
-            "default": "false",
-        },
-        {"name": "db", "type": "string"},
-        {"name": "sequence", "type": ["null", "string"], "default": None},
-        {"name": "ts_us", "type": ["null", "long"], "default": None},
-        {"name": "ts_ns", "type": ["null", "long"], "default": None},
+SOURCE_SCHEMA = avro.source_schema(
+    "io.debezium.connector.mysql",
+    [
         {"name": "table", "type": ["null", "string"], "default": None},
         {"name": "server_id", "type": "long"},
         {"name": "gtid", "type": ["null", "string"], "default": None},
@@ -88,8 +62,7 @@ SOURCE_SCHEMA: dict[str, Any] = {
         {"name": "thread", "type": ["null", "long"], "default": None},
         {"name": "query", "type": ["null", "string"], "default": None},
     ],
-    "connect.name": "io.debezium.connector.mysql.Source",
-}
+)
 
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 _FL_STANDALONE = 1  # MariaDB GTID event flag: the group is one statement without COMMIT

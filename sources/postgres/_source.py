@@ -27,6 +27,7 @@ from psycopg import pq, sql
 from psycopg.pq.abc import PGconn
 
 import cdc
+from cdc import avro
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Column, Position, RowChange, TableSchema, TxBoundary
 from sources.postgres import _snapshot
@@ -43,44 +44,16 @@ SESSION_OPTIONS = (
     "-c bytea_output=hex -c lc_monetary=C"
 )
 
-SOURCE_SCHEMA: dict[str, Any] = {
-    "type": "record",
-    "name": "Source",
-    "namespace": "io.debezium.connector.postgresql",
-    "fields": [
-        {"name": "version", "type": "string"},
-        {"name": "connector", "type": "string"},
-        {"name": "name", "type": "string"},
-        {"name": "ts_ms", "type": "long"},
-        {
-            "name": "snapshot",
-            "type": [
-                {
-                    "type": "string",
-                    "connect.version": 1,
-                    "connect.parameters": {
-                        "allowed": "true,first,first_in_data_collection,"
-                        "last_in_data_collection,last,false,incremental"
-                    },
-                    "connect.default": "false",
-                    "connect.name": "io.debezium.data.Enum",
-                },
-                "null",
-            ],
-            "default": "false",
-        },
-        {"name": "db", "type": "string"},
-        {"name": "sequence", "type": ["null", "string"], "default": None},
-        {"name": "ts_us", "type": ["null", "long"], "default": None},
-        {"name": "ts_ns", "type": ["null", "long"], "default": None},
+SOURCE_SCHEMA = avro.source_schema(
+    "io.debezium.connector.postgresql",
+    [
         {"name": "schema", "type": "string"},
         {"name": "table", "type": "string"},
         {"name": "txId", "type": ["null", "long"], "default": None},
         {"name": "lsn", "type": ["null", "long"], "default": None},
         {"name": "xmin", "type": ["null", "long"], "default": None},
     ],
-    "connect.name": "io.debezium.connector.postgresql.Source",
-}
+)
 
 _U8 = struct.Struct(">B")
 _U16 = struct.Struct(">H")
