@@ -1,0 +1,60 @@
+"""The daemon's Prometheus metrics, one set per process, labelled by pipeline.
+
+Sources, sinks and the pipeline update these objects directly; the HTTP endpoint (off by default)
+serves ``REGISTRY``. Label values are pipeline names and ``schema.table`` names, never secrets.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+EVENTS = Counter(
+    "cdc_events",
+    "Change events made durable in the sink, by pipeline, table and op (c/u/d/r/t).",
+    ["pipeline", "table", "op"],
+    registry=REGISTRY,
+)
+LAG_MS = Gauge(
+    "cdc_lag_ms",
+    "Milliseconds from the source commit of the newest durable event to the moment it was durable.",
+    ["pipeline"],
+    registry=REGISTRY,
+)
+LAST_DURABLE_POSITION = Gauge(
+    "cdc_last_durable_position_info",
+    "Always 1; the label holds the last position the sink made durable, as JSON.",
+    ["pipeline", "position"],
+    registry=REGISTRY,
+)
+SNAPSHOT_ROWS_DONE = Gauge(
+    "cdc_snapshot_rows_done",
+    "Rows of a table read by the current or last snapshot.",
+    ["pipeline", "table"],
+    registry=REGISTRY,
+)
+SNAPSHOT_ROWS_TOTAL = Gauge(
+    "cdc_snapshot_rows_total",
+    "Estimated rows of a table to snapshot (from the server's statistics).",
+    ["pipeline", "table"],
+    registry=REGISTRY,
+)
+SLOT_RETAINED_WAL = Gauge(
+    "cdc_postgres_slot_retained_wal_bytes",
+    "WAL bytes the server keeps for this pipeline's replication slot (restart_lsn to current).",
+    ["pipeline", "slot"],
+    registry=REGISTRY,
+)
+RESTARTS = Counter(
+    "cdc_pipeline_restarts",
+    "Times the daemon restarted a pipeline after a retryable failure.",
+    ["pipeline"],
+    registry=REGISTRY,
+)
+ERRORS = Counter(
+    "cdc_pipeline_errors",
+    "Pipeline failures, by error class name.",
+    ["pipeline", "error"],
+    registry=REGISTRY,
+)
