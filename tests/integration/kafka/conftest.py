@@ -1,4 +1,4 @@
-"""Kafka sink fixtures: a session broker, a registry, and a consumer as a user writes one."""
+"""Kafka sink test helpers: a consumer as a user writes one, configs, registry calls."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,34 +24,7 @@ from tests.conftest import wait_until
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        from scratch.kafka import start_kafka
-    except ImportError:
-        # The launcher comes from the servers branch; without it there is no broker to test on.
-        pytest.skip("scratch/kafka.py (the Kafka launcher) is not in this tree")
-
-    server = start_kafka(tmp_path_factory.mktemp("kafka"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real Confluent-compatible registry: Apicurio Registry's ccompat API (scratch/registry)."""
-    try:
-        from scratch.registry import start_schema_registry
-    except ImportError:
-        pytest.skip("scratch/registry.py (the schema registry launcher) is not in this tree")
-
-    server = start_schema_registry(tmp_path_factory.mktemp("registry"))
-    try:
-        yield server
-    finally:
-        server.stop()
+# The broker and the registry (kafka, registry) are session fixtures of tests/servers.py.
 
 
 def subject_versions(registry: Any, subject: str) -> list[int]:

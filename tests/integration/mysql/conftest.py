@@ -1,10 +1,7 @@
-"""MariaDB fixtures: one server per session, one database per test, log-reading helpers."""
+"""MariaDB source test helpers: connections, configs, reading the log, pipelines in a thread."""
 
 from __future__ import annotations
 
-import itertools
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,39 +9,10 @@ from typing import Any
 
 import pytest
 
-_counter = itertools.count()
-CLIENT_SERVER_ID = 1000  # the replication client's id; the server runs with another one
+from tests.servers import MYSQL_CLIENT_SERVER_ID
 
-
-@pytest.fixture(scope="session")
-def mariadb_server() -> Iterator[Any]:
-    from scratch.mariadb import start_mariadb
-
-    # its own temporary directory: the mysql user it runs as cannot reach pytest's tmp_path
-    server = start_mariadb()
-    try:
-        cur = connect(server).cursor()
-        cur.execute("SELECT @@log_bin, @@server_id")
-        log_bin, server_id = cur.fetchone()
-        assert log_bin == 1, "the test server runs without log_bin: start it with --log-bin"
-        assert server_id != CLIENT_SERVER_ID
-        # what the source requires (dynamic settings: new sessions take them)
-        cur.execute("SET GLOBAL binlog_format = 'ROW'")
-        cur.execute("SET GLOBAL binlog_row_image = 'FULL'")
-        cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
-        cur.connection.close()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.base_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def mysql_db(mariadb_server: Any) -> str:
-    """A fresh database on the session server; returns its name."""
-    name = f"t{os.getpid()}_{next(_counter)}"
-    mariadb_server.create_database(name)
-    return name
+# The servers (mariadb_server, mysql_db) are session fixtures of tests/servers.py.
+CLIENT_SERVER_ID = MYSQL_CLIENT_SERVER_ID
 
 
 def connect(server: Any, db: str | None = None) -> Any:

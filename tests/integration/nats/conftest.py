@@ -35,14 +35,7 @@ def _start(base: Path) -> Any:
     return start_nats(base)
 
 
-@pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One JetStream server for the session; tests keep apart by their own streams."""
-    server = _start(tmp_path_factory.mktemp("nats"))
-    try:
-        yield server
-    finally:
-        server.stop()
+# The session server (nats_server) is a fixture of tests/servers.py.
 
 
 @pytest.fixture
