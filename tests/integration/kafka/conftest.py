@@ -59,17 +59,25 @@ class Event:
     value: Any  # None for a tombstone
 
 
+def _raw(data: Any, ctx: Any) -> Any:
+    return data
+
+
 class Reader:
     """Reads topics from the beginning with confluent-kafka's AvroDeserializer, as a user would."""
 
-    def __init__(self, bootstrap: str, registry_url: str) -> None:
+    def __init__(self, bootstrap: str, registry_url: str | None) -> None:
+        """Without ``registry_url`` keys and values are read as the raw bytes stored."""
         self.bootstrap = bootstrap
-        client = SchemaRegistryClient({"url": registry_url})
-        # TOPIC: the subjects are <topic>-key/-value (confluent-kafka 2.16 would otherwise look
-        # them up through an associations API that only Confluent's registry serves).
-        conf = {"subject.name.strategy.type": "TOPIC"}
-        self.keys = AvroDeserializer(client, conf=conf)
-        self.values = AvroDeserializer(client, conf=conf)
+        self.keys: Callable[[Any, Any], Any] = _raw
+        self.values: Callable[[Any, Any], Any] = _raw
+        if registry_url is not None:
+            client = SchemaRegistryClient({"url": registry_url})
+            # TOPIC: the subjects are <topic>-key/-value (confluent-kafka 2.16 would otherwise
+            # look them up through an associations API that only Confluent's registry serves).
+            conf = {"subject.name.strategy.type": "TOPIC"}
+            self.keys = AvroDeserializer(client, conf=conf)
+            self.values = AvroDeserializer(client, conf=conf)
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
 
     def topics(self, prefix: str) -> list[str]:
