@@ -312,3 +312,46 @@ pipelines:
     )
     assert not e.value.retryable
     assert not stream_exists(nats_server.url, unique)
+
+
+def test_sigterm_while_nats_is_down_stops_promptly_and_the_next_start_resumes(
+    pg_server: Any,
+    pg_db: str,
+    own_nats_server: Any,
+    daemon: Callable[[Path], Any],
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    db = _dbname(pg_db)
+    pg_server.psql("CREATE TABLE load (id int PRIMARY KEY, body text)", db)
+    server = own_nats_server
+    config = _single_pipeline(pg_db, server.url, unique, tmp_path)
+    checkpoint = tmp_path / "state" / "checkpoint.json"
+    d = daemon(config).start()
+    wait_until(lambda: _slots_exist(pg_server, [f"cdc_{unique}"]), 60, "the replication slot")
+    pg_server.psql(_load_sql(1, 100, 100), db)
+    wait_until(lambda: stream_count(server.url, unique) >= 102, 60, "the first transaction")
+    wait_until(lambda: checkpoint.exists(), 30, "the checkpoint")
+
+    server.stop()
+    pg_server.psql(_load_sql(101, 100, 100), db)  # committed while nats is down
+    wait_until(lambda: "unavailable" in d.output(), 60, "the daemon to notice the outage")
+    held = checkpoint.read_text()
+    # A few seconds, not the sink's retry_for (300 s): the deadline of this wait is the check.
+    assert d.terminate(timeout=15) == 0, d.output()
+    assert checkpoint.read_text() == held  # nothing undelivered was checkpointed
+
+    # Started while nats is still down, it stops as promptly.
+    d2 = daemon(config).start()
+    wait_until(lambda: "unavailable" in d2.output(), 60, "the second daemon to notice the outage")
+    assert d2.terminate(timeout=15) == 0, d2.output()
+    assert checkpoint.read_text() == held
+
+    server.start()
+    d3 = daemon(config).start()
+    wait_until(lambda: stream_count(server.url, unique) >= 204, 60, "the second transaction")
+    assert d3.terminate() == 0, d3.output()
+    msgs = read_stream(server.url, unique)
+    decoder = AvroDecoder(schemas(server.url, f"{unique}_schemas").__getitem__)
+    assert len(msgs) == 204
+    assert _row_ids(msgs, decoder, f"{unique}.public.load") == list(range(1, 201))
