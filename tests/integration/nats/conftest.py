@@ -164,3 +164,11 @@ async def _schemas(url: str, bucket: str) -> dict[int, Any]:
 def schemas(url: str, bucket: str) -> dict[int, Any]:
     """The schema bucket as a consumer reads it: schema id -> Avro schema."""
     return asyncio.run(_schemas(url, bucket))
+
+
+def decode_all(url: str, stream: str, msgs: list[StreamMessage]) -> list[tuple[str, Any, Any]]:
+    """(topic, key, value) of each message, decoded with the schemas the sink published."""
+    from cdc._jsonout import AvroDecoder
+
+    dec = AvroDecoder(schemas(url, f"{stream}_schemas").__getitem__)
+    return [(m.headers["Cdc-Topic"], dec.decode(m.key), dec.decode(m.value)) for m in msgs]
