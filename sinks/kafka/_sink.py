@@ -345,7 +345,8 @@ class KafkaSink:
                     raise
 
     def _check_exist(self, topics: set[str]) -> None:
-        meta = self._admin.list_topics(timeout=self._request_timeout)
+        # Short: the caller retries, and checks for interrupt() between attempts.
+        meta = self._admin.list_topics(timeout=min(self._request_timeout, 2.0))
         absent = sorted(t for t in topics if t not in meta.topics)
         if absent:
             raise SinkError(
