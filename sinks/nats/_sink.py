@@ -26,8 +26,9 @@ Stopping: ``interrupt()`` (the pipeline calls it on SIGTERM) lets the operation 
 for up to ``STOP_GRACE_S`` seconds while the server answers, and cancels it at once while the
 server is unavailable; a cancelled ``write`` raises a retryable SinkError and checkpoints nothing,
 so the next start publishes that batch again (JetStream drops what it already stored). Opening the
-sink tries one connection and, if the server is unavailable, leaves connecting to the first
-operation, so that a sink opened during an outage can be stopped too.
+sink tries one connection (for at most ``OPEN_ATTEMPT_S``) and, if the server is unavailable,
+leaves connecting to the first operation, so that a sink opened during an outage can be stopped
+too.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ H_TIMESTAMP = "Cdc-Timestamp-Ms"
 
 # How long an operation in progress may go on after ``interrupt()`` while the server answers.
 STOP_GRACE_S = 2.0
+# How long opening the sink tries to connect before leaving it to the first write.
+OPEN_ATTEMPT_S = 3.0
 
 
 class _Interrupted(Exception):
@@ -382,7 +385,8 @@ class NatsSink:
 
     async def _first_connect(self) -> None:
         try:
-            await self._connect()
+            # Short: the pipeline cannot interrupt the sink before it is open.
+            await asyncio.wait_for(self._connect(), OPEN_ATTEMPT_S)
         except _TRANSIENT as e:
             await self._drop()
             if _is_fatal_api(e):
