@@ -151,7 +151,11 @@ class Source(Protocol):
 
 
 class Sink(Protocol):
-    """A destination. ``write`` returns only once the batch is durable."""
+    """A destination. ``write`` returns only once the batch is durable.
+
+    A batch may hold no records (a position-only heartbeat): its position is made durable and
+    becomes ``committed()`` all the same. tests/conformance/test_sinks.py checks every sink.
+    """
 
     registry: SchemaRegistry
     tombstones: bool

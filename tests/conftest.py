@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.servers"]  # MariaDB, Kafka + registry, NATS: one of each per session
 _counter = itertools.count()
 
 

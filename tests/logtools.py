@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -37,3 +39,44 @@ def row_events(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_config(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
+
+
+def comparable(value: Any) -> Any:
+    """A decoded value without what depends on the pipeline rather than the change.
+
+    Envelopes lose ts_ms/ts_us/ts_ns (when the pipeline processed the event), and a Postgres
+    ``source.sequence`` keeps only its last element (its first is the last commit the pipeline saw
+    before, which depends on when its slot was created). Other values are returned as they are.
+    """
+    if not (isinstance(value, dict) and "op" in value):
+        return value
+    out = {k: v for k, v in value.items() if k not in ("ts_ms", "ts_us", "ts_ns")}
+    sequence = value["source"].get("sequence")
+    if sequence is not None:
+        out["source"] = {**value["source"], "sequence": json.loads(sequence)[-1]}
+    return out
+
+
+def by_topic(events: Iterable[tuple[str, Any, Any]]) -> dict[str, list[tuple[Any, Any]]]:
+    """(topic, key, value) triples grouped per topic, in their order, values ``comparable``."""
+    out: dict[str, list[tuple[Any, Any]]] = {}
+    for topic, key, value in events:
+        out.setdefault(topic, []).append((key, comparable(value)))
+    return out
+
+
+def log_by_topic(path: Path) -> dict[str, list[tuple[Any, Any]]]:
+    """The built-in log's records as ``by_topic`` groups them."""
+    return by_topic((r["topic"], r["key"], r["value"]) for r in read_log(path))
+
+
+def assert_same_per_topic(
+    got: dict[str, list[tuple[Any, Any]]], expected: dict[str, list[tuple[Any, Any]]], what: str
+) -> None:
+    """Same topics, and per topic the same (key, value) pairs in the same order."""
+    assert sorted(got) == sorted(expected)
+    for topic in expected:
+        pairs = zip(got[topic], expected[topic], strict=False)
+        diff = [(i, a, b) for i, (a, b) in enumerate(pairs) if a != b]
+        assert not diff, f"{topic}: first difference (index, {what}, log): {diff[0]}"
+        assert len(got[topic]) == len(expected[topic]), topic

@@ -13,12 +13,21 @@ While the brokers are unreachable ``write`` waits (librdkafka keeps retrying; by
 time limit, see ``delivery_timeout_s``): the batch stays in memory, the next one is not read, the
 checkpoint and so the source's acknowledgement do not move. It logs the outage once and the
 recovery once, and carries on unaided when a broker answers again.
+
+Stopping: ``interrupt()`` (the pipeline calls it on SIGTERM) lets a ``write`` in progress finish
+for up to ``STOP_GRACE_S`` seconds while the brokers answer, and ends it at once while they are
+unreachable: it raises a retryable SinkError and checkpoints nothing, and ``close`` drops the
+undelivered records (the next start writes that batch again), so the daemon stops within seconds
+during an outage and keeps everything it had checkpointed.
+
+A batch without records (a source's position-only "heartbeat") is checkpointed like any other:
+its position becomes ``committed()`` without a round trip to the brokers.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
-import threading
 import time
 from typing import Any
 
@@ -50,6 +59,9 @@ _DEFAULTS: dict[str, Any] = {
 # How long a write must be held up by unreachable brokers before the outage is logged.
 _REPORT_AFTER_S = 5.0
 
+# How long a write in progress may go on after ``interrupt()`` while the brokers answer.
+STOP_GRACE_S = 2.0
+
 _OUTAGE = {
     KafkaError._ALL_BROKERS_DOWN,
     KafkaError._TRANSPORT,
@@ -78,7 +90,7 @@ class KafkaSink:
         self.tombstones = config.tombstones
         self.registry = RegistryClient(config.schema_registry)
         self._checkpoint = Checkpoint(config.path, "kafka sink")
-        self._interrupted = threading.Event()
+        self._interrupted_at: float | None = None
         self._down_since: float | None = None
         self._suspect: tuple[float, str] | None = None
         self._fatal: KafkaError | None = None
@@ -178,6 +190,7 @@ class KafkaSink:
                 except BufferError:
                     # The local queue is full: serve delivery reports until there is room.
                     self._wait(self._producer.poll, 0.5)
+                    self._check_interrupt()
                 except KafkaException as e:
                     raise self._error(e.args[0]) from None
         while self._wait(self._producer.flush, 1.0) > 0:
@@ -187,7 +200,8 @@ class KafkaSink:
             n = len(self._failed)
             self._failed.clear()
             raise self._error(err, topic, n)
-        self._recovered()
+        if records:  # a heartbeat proves nothing about the brokers
+            self._recovered()
         self._checkpoint.save(batch.position, {"pipeline": self._name})
 
     def committed(self) -> Position | None:
@@ -197,14 +211,24 @@ class KafkaSink:
         return self._checkpoint.position
 
     def interrupt(self) -> None:
-        """Make a ``write`` waiting for the brokers give up (raising a retryable SinkError) so
-        that the pipeline can stop; its batch is not checkpointed and is written again later."""
-        self._interrupted.set()
+        """Make a ``write`` waiting for the brokers give up (see the module docstring); safe
+        from a signal handler."""
+        if self._interrupted_at is None:
+            self._interrupted_at = time.monotonic()
 
     def close(self) -> None:
         try:
-            # Records of an unacknowledged batch are written again on restart anyway.
-            self._producer.flush(0 if self._down_since is not None else 5)
+            if len(self._producer) and (
+                self._interrupted_at is not None
+                or self._down_since is not None
+                or self._suspect is not None
+            ):
+                # Not checkpointed: the next start writes these records again, so waiting
+                # for unreachable brokers would only hold up the stop.
+                self._producer.purge()
+                self._producer.poll(0)
+            else:
+                self._producer.flush(5)
         finally:
             self._checkpoint.close()
 
@@ -223,13 +247,23 @@ class KafkaSink:
                 "new producer (the unacknowledged batch is written again)",
                 retryable=True,
             )
-        if self._interrupted.is_set():
+        if result:
+            self._check_interrupt()
+        return result
+
+    def _check_interrupt(self) -> None:
+        """Give up the write in progress once interrupted and the brokers are away or the
+        grace period is over."""
+        since = self._interrupted_at
+        if since is None:
+            return
+        away = self._down_since is not None or self._suspect is not None
+        if away or time.monotonic() - since >= STOP_GRACE_S:
             raise SinkError(
                 "kafka sink: stopped while waiting for the brokers to acknowledge a batch; it "
                 "is written again on restart",
                 retryable=True,
             )
-        return result
 
     def _error(self, err: KafkaError, topic: str | None = None, n: int = 1) -> SinkError:
         where = f" to topic {topic!r}" if topic else ""
@@ -286,7 +320,9 @@ class KafkaSink:
                         "the batch is written again after the pipeline restarts",
                         retryable=True,
                     ) from None
-                self._wait(lambda t: time.sleep(t), 1.0)
+                self._check_interrupt()
+                time.sleep(1.0)
+                self._check_interrupt()
 
     def _create(self, topics: set[str]) -> None:
         cfg = self._config.topics
@@ -295,6 +331,11 @@ class KafkaSink:
             for t in sorted(topics)
         ]
         futures = self._admin.create_topics(new, request_timeout=self._request_timeout)
+        pending = set(futures.values())
+        while pending:  # in steps, so that interrupt() ends a wait for unreachable brokers
+            _, pending = concurrent.futures.wait(pending, timeout=0.5)
+            if pending:
+                self._check_interrupt()
         for topic, fut in futures.items():
             try:
                 fut.result()
@@ -304,7 +345,8 @@ class KafkaSink:
                     raise
 
     def _check_exist(self, topics: set[str]) -> None:
-        meta = self._admin.list_topics(timeout=self._request_timeout)
+        # Short: the caller retries, and checks for interrupt() between attempts.
+        meta = self._admin.list_topics(timeout=min(self._request_timeout, 2.0))
         absent = sorted(t for t in topics if t not in meta.topics)
         if absent:
             raise SinkError(

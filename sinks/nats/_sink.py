@@ -21,12 +21,21 @@ broken socket.
 
 Threads: nats-py is asyncio; its event loop runs on a dedicated thread and the pipeline thread
 waits for each operation (``write``, ``registry.register``) to finish there.
+
+Stopping: ``interrupt()`` (the pipeline calls it on SIGTERM) lets the operation in progress finish
+for up to ``STOP_GRACE_S`` seconds while the server answers, and cancels it at once while the
+server is unavailable; a cancelled ``write`` raises a retryable SinkError and checkpoints nothing,
+so the next start publishes that batch again (JetStream drops what it already stored). Opening the
+sink tries one connection (for at most ``OPEN_ATTEMPT_S``) and, if the server is unavailable,
+leaves connecting to the first operation, so that a sink opened during an outage can be stopped
+too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -63,6 +72,16 @@ H_KEY_SCHEMA = "Cdc-Key-Schema-Id"
 H_SCHEMA = "Cdc-Schema-Id"
 H_TOMBSTONE = "Cdc-Tombstone"
 H_TIMESTAMP = "Cdc-Timestamp-Ms"
+
+
+# How long an operation in progress may go on after ``interrupt()`` while the server answers.
+STOP_GRACE_S = 2.0
+# How long opening the sink tries to connect before leaving it to the first write.
+OPEN_ATTEMPT_S = 3.0
+
+
+class _Interrupted(Exception):
+    """The operation was cancelled by ``interrupt()``."""
 
 
 class _Broken(Exception):
@@ -137,15 +156,31 @@ def _describe(e: BaseException) -> str:
 
 
 class _Loop:
-    """An asyncio event loop on its own daemon thread."""
+    """An asyncio event loop on its own daemon thread.
 
-    def __init__(self, name: str) -> None:
+    ``run`` waits for a coroutine on the loop; once ``give_up()`` turns true it cancels it and
+    raises ``_Interrupted``.
+    """
+
+    def __init__(self, name: str, give_up: Callable[[], bool]) -> None:
         self.loop = asyncio.new_event_loop()
+        self._give_up = give_up
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+    def run(self, coro: Coroutine[Any, Any, T], interruptible: bool = True) -> T:
+        if interruptible and self._give_up():
+            coro.close()
+            raise _Interrupted
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        while True:
+            try:
+                return fut.result(timeout=0.1 if interruptible else None)
+            except concurrent.futures.TimeoutError:
+                if self._give_up():
+                    fut.cancel()
+            except concurrent.futures.CancelledError:
+                raise _Interrupted from None
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -235,6 +270,8 @@ class NatsSink:
         self._outage_logged = False
         self.duplicates = 0
         self.registry = NatsRegistry(self)
+        self._interrupted_at: float | None = None
+        self._schemas_loaded = False
         self._checkpoint = Checkpoint(config.path, "nats sink")
         if self._checkpoint.extra.get("stream") not in (None, self.stream):
             log.warning(
@@ -245,9 +282,11 @@ class NatsSink:
                 self.stream,
                 self.stream,
             )
-        self._loop = _Loop(f"nats-{pipeline_name}")
+        self._loop = _Loop(f"nats-{pipeline_name}", self._give_up)
         try:
-            self._loop.run(self._retrying(self._load_schemas))
+            # One attempt: a refusal (stream subjects, credentials) fails here, at once; an
+            # unavailable server is retried by the first write, which interrupt() can end.
+            self._loop.run(self._first_connect())
         except BaseException:
             self.close()
             raise
@@ -263,7 +302,14 @@ class NatsSink:
         msgs = [self._message(r) for r in batch.records]
         if msgs:
             before = self.duplicates
-            self._loop.run(self._publish_all(msgs))
+            try:
+                self._loop.run(self._publish_all(msgs))
+            except _Interrupted:
+                raise SinkError(
+                    f"nats sink: stopped while publishing a batch to stream {self.stream!r}; "
+                    "it is published again on restart (jetstream drops what it already stored)",
+                    retryable=True,
+                ) from None
             if self.duplicates > before:
                 log.info(
                     "stream %r already held %d of %d messages of this batch (published before a "
@@ -288,11 +334,24 @@ class NatsSink:
         # JetStream holds everything up to the checkpoint: the source may discard it.
         return self._checkpoint.position
 
+    def interrupt(self) -> None:
+        """Make a ``write`` or ``register`` in progress give up (see the module docstring)."""
+        if self._interrupted_at is None:
+            self._interrupted_at = time.monotonic()
+
+    def _give_up(self) -> bool:
+        """Whether an operation should be cancelled: interrupted, and the server away or the
+        grace period over."""
+        since = self._interrupted_at
+        if since is None:
+            return False
+        return self._outage_since is not None or time.monotonic() - since >= STOP_GRACE_S
+
     def close(self) -> None:
         loop = getattr(self, "_loop", None)
         if loop is not None:
             try:
-                loop.run(self._drop())
+                loop.run(self._drop(), interruptible=False)
             finally:
                 loop.close()
             self._loop = None  # type: ignore[assignment]
@@ -324,8 +383,24 @@ class NatsSink:
 
     # --- schemas ------------------------------------------------------------------------------
 
-    async def _load_schemas(self, conn: _Conn) -> None:
-        await self._schemas.load(conn.kv)
+    async def _first_connect(self) -> None:
+        try:
+            # Short: the pipeline cannot interrupt the sink before it is open.
+            await asyncio.wait_for(self._connect(), OPEN_ATTEMPT_S)
+        except _TRANSIENT as e:
+            await self._drop()
+            if _is_fatal_api(e):
+                raise SinkError(
+                    f"jetstream refused a request: {_describe(e)}", retryable=True
+                ) from None
+            self._outage_since = time.monotonic()
+            self._outage_logged = True
+            log.warning(
+                "nats %s unavailable (%s); retrying until it is back (for up to %gs)",
+                ",".join(self.config.servers),
+                _describe(e),
+                self.config.retry_for,
+            )
 
     def _register(self, subject: str, schema: dict[str, Any]) -> int:
         canon_hit = self._schemas.ids.get(self._schemas.canonical(schema))
@@ -335,7 +410,14 @@ class NatsSink:
         async def op(conn: _Conn) -> int:
             return await self._schemas.register(conn.kv, subject, schema)
 
-        return self._loop.run(self._retrying(op))
+        try:
+            return self._loop.run(self._retrying(op))
+        except _Interrupted:
+            raise SinkError(
+                f"nats sink: stopped while registering the schema of {subject!r}; nothing of "
+                "the batch was published",
+                retryable=True,
+            ) from None
 
     # --- publishing ---------------------------------------------------------------------------
 
@@ -520,6 +602,9 @@ class NatsSink:
             js = nc.jetstream(timeout=c.ack_timeout)
             await self._check_stream(js)
             conn = _Conn(nc, js, await self._bucket(js))
+            if not self._schemas_loaded:
+                await self._schemas.load(conn.kv)
+                self._schemas_loaded = True
             await conn.listen()
         except BaseException:
             await nc.close()
@@ -531,7 +616,9 @@ class NatsSink:
         conn, self._conn = self._conn, None
         if conn is not None and not conn.nc.is_closed:
             try:
-                await asyncio.wait_for(conn.nc.close(), timeout=5)
+                # Stopping: nothing left to flush that is not published again on restart.
+                wait = 1 if self._interrupted_at is not None else 5
+                await asyncio.wait_for(conn.nc.close(), timeout=wait)
             except Exception as e:  # a broken connection may fail to close cleanly
                 log.debug("closing nats connection: %s", _describe(e))
 

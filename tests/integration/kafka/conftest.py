@@ -1,4 +1,4 @@
-"""Kafka sink fixtures: a session broker, a registry, and a consumer as a user writes one."""
+"""Kafka sink test helpers: a consumer as a user writes one, configs, registry calls."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import os
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,34 +24,7 @@ from tests.conftest import wait_until
 _counter = itertools.count()
 
 
-@pytest.fixture(scope="session")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    try:
-        from scratch.kafka import start_kafka
-    except ImportError:
-        # The launcher comes from the servers branch; without it there is no broker to test on.
-        pytest.skip("scratch/kafka.py (the Kafka launcher) is not in this tree")
-
-    server = start_kafka(tmp_path_factory.mktemp("kafka"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real Confluent-compatible registry: Apicurio Registry's ccompat API (scratch/registry)."""
-    try:
-        from scratch.registry import start_schema_registry
-    except ImportError:
-        pytest.skip("scratch/registry.py (the schema registry launcher) is not in this tree")
-
-    server = start_schema_registry(tmp_path_factory.mktemp("registry"))
-    try:
-        yield server
-    finally:
-        server.stop()
+# The broker and the registry (kafka, registry) are session fixtures of tests/servers.py.
 
 
 def subject_versions(registry: Any, subject: str) -> list[int]:
@@ -86,17 +59,25 @@ class Event:
     value: Any  # None for a tombstone
 
 
+def _raw(data: Any, ctx: Any) -> Any:
+    return data
+
+
 class Reader:
     """Reads topics from the beginning with confluent-kafka's AvroDeserializer, as a user would."""
 
-    def __init__(self, bootstrap: str, registry_url: str) -> None:
+    def __init__(self, bootstrap: str, registry_url: str | None) -> None:
+        """Without ``registry_url`` keys and values are read as the raw bytes stored."""
         self.bootstrap = bootstrap
-        client = SchemaRegistryClient({"url": registry_url})
-        # TOPIC: the subjects are <topic>-key/-value (confluent-kafka 2.16 would otherwise look
-        # them up through an associations API that only Confluent's registry serves).
-        conf = {"subject.name.strategy.type": "TOPIC"}
-        self.keys = AvroDeserializer(client, conf=conf)
-        self.values = AvroDeserializer(client, conf=conf)
+        self.keys: Callable[[Any, Any], Any] = _raw
+        self.values: Callable[[Any, Any], Any] = _raw
+        if registry_url is not None:
+            client = SchemaRegistryClient({"url": registry_url})
+            # TOPIC: the subjects are <topic>-key/-value (confluent-kafka 2.16 would otherwise
+            # look them up through an associations API that only Confluent's registry serves).
+            conf = {"subject.name.strategy.type": "TOPIC"}
+            self.keys = AvroDeserializer(client, conf=conf)
+            self.values = AvroDeserializer(client, conf=conf)
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
 
     def topics(self, prefix: str) -> list[str]:

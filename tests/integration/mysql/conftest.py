@@ -1,10 +1,7 @@
-"""MariaDB fixtures: one server per session, one database per test, log-reading helpers."""
+"""MariaDB source test helpers: connections, configs, reading the log, pipelines in a thread."""
 
 from __future__ import annotations
 
-import itertools
-import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,39 +9,11 @@ from typing import Any
 
 import pytest
 
-_counter = itertools.count()
-CLIENT_SERVER_ID = 1000  # the replication client's id; the server runs with another one
+from tests.logtools import read_log as read_log  # for the mysql tests
+from tests.servers import MYSQL_CLIENT_SERVER_ID
 
-
-@pytest.fixture(scope="session")
-def mariadb_server() -> Iterator[Any]:
-    from scratch.mariadb import start_mariadb
-
-    # its own temporary directory: the mysql user it runs as cannot reach pytest's tmp_path
-    server = start_mariadb()
-    try:
-        cur = connect(server).cursor()
-        cur.execute("SELECT @@log_bin, @@server_id")
-        log_bin, server_id = cur.fetchone()
-        assert log_bin == 1, "the test server runs without log_bin: start it with --log-bin"
-        assert server_id != CLIENT_SERVER_ID
-        # what the source requires (dynamic settings: new sessions take them)
-        cur.execute("SET GLOBAL binlog_format = 'ROW'")
-        cur.execute("SET GLOBAL binlog_row_image = 'FULL'")
-        cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
-        cur.connection.close()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.base_dir, ignore_errors=True)
-
-
-@pytest.fixture
-def mysql_db(mariadb_server: Any) -> str:
-    """A fresh database on the session server; returns its name."""
-    name = f"t{os.getpid()}_{next(_counter)}"
-    mariadb_server.create_database(name)
-    return name
+# The servers (mariadb_server, mysql_db) are session fixtures of tests/servers.py.
+CLIENT_SERVER_ID = MYSQL_CLIENT_SERVER_ID
 
 
 def connect(server: Any, db: str | None = None) -> Any:
@@ -73,16 +42,7 @@ def write_config(
 ) -> Path:
     import yaml
 
-    src = {
-        "type": "mysql",
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "password": server.password,
-        "server_id": server_id,
-        "tables": tables,
-        **source,
-    }
+    src = mysql_source(server, tables, server_id, **source)
     cfg = {
         "pipelines": [
             {
@@ -95,21 +55,6 @@ def write_config(
     }
     path.write_text(yaml.safe_dump(cfg))
     return path
-
-
-def read_log(log_dir: Path, topic: str | None = None) -> list[dict[str, Any]]:
-    """Every record of the log, decoded: {"topic", "key", "value"}."""
-    from cdc._jsonout import AvroDecoder
-    from sinks.log import LogReader
-
-    if not log_dir.exists():
-        return []
-    reader = LogReader(log_dir)
-    dec = AvroDecoder(reader.schemas.get)
-    return [
-        {"topic": r.topic, "key": dec.decode(r.key), "value": dec.decode(r.value)}
-        for r in reader.records(0, topic)
-    ]
 
 
 class Running:
@@ -152,3 +97,83 @@ def run_pipeline() -> Iterator[Any]:
         if r.thread.is_alive():
             r.pipeline.stop()
             r.thread.join(60)
+
+
+# A workload of several tables, types and kinds of change, for comparing a sink with the log.
+MIXED_TABLES = ["items", "tags"]
+MIXED_SCHEMA = [
+    "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(40) NOT NULL, price DECIMAL(10,2), "
+    "seen DATETIME(3), flag BOOLEAN, doc JSON, data BLOB, note TEXT)",
+    "CREATE TABLE tags (item INT, tag VARCHAR(20), PRIMARY KEY (item, tag))",
+]
+MIXED_WORKLOAD = [
+    [
+        "INSERT INTO items SELECT seq, CONCAT('item ', seq), seq * 1.25, "
+        "'2024-01-01 00:00:00.123' + INTERVAL seq MINUTE, seq % 2 = 0, "
+        "JSON_OBJECT('g', seq), UNHEX(LPAD(HEX(seq), 4, '0')), IF(seq % 3 = 0, NULL, 'é') "
+        "FROM seq_1_to_50"
+    ],
+    # a multi-row transaction over both tables
+    [
+        "UPDATE items SET price = price + 1 WHERE id <= 10",
+        "INSERT INTO tags SELECT seq, CONCAT('t', seq) FROM seq_1_to_10",
+        "UPDATE items SET doc = JSON_OBJECT('g', 'changed'), flag = NULL WHERE id = 3",
+    ],
+    ["DELETE FROM items WHERE id > 45"],
+    ["DELETE FROM tags WHERE item <= 2"],
+    ["UPDATE items SET name = 'renamed' WHERE id = 7"],
+]
+# 50 + 10 + 1 + 5 + 1 item changes, 10 + 2 tag changes, a tombstone after each of the 7 deletes,
+# BEGIN and END of each of the 5 transactions.
+MIXED_EVENTS = 67 + 12 + 7 + 2 * 5
+MIXED_OPS = {"c": 60, "u": 12, "d": 7}
+
+
+def run_mixed_workload(server: Any, db: str) -> None:
+    """Each entry of MIXED_WORKLOAD as one transaction."""
+    conn = connect(server, db)
+    try:
+        cur = conn.cursor()
+        for statements in MIXED_WORKLOAD:
+            cur.execute("BEGIN")
+            for s in statements:
+                cur.execute(s)
+            cur.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def mysql_source(server: Any, tables: list[str], server_id: int, **extra: Any) -> dict[str, Any]:
+    """A pipeline's source config; each pipeline reading the binlog needs its own ``server_id``."""
+    return {
+        "type": "mysql",
+        "host": server.host,
+        "port": server.port,
+        "user": server.user,
+        "password": server.password,
+        "server_id": server_id,
+        "tables": tables,
+        **extra,
+    }
+
+
+def mixed_tables(server: Any, db: str) -> list[str]:
+    """Create the MIXED_SCHEMA tables in ``db``; return their qualified names."""
+    for statement in MIXED_SCHEMA:
+        server.sql(statement, db)
+    return [f"{db}.{t}" for t in MIXED_TABLES]
+
+
+def wait_started(daemon: Any, log_dir: Path, checkpoint: Path) -> None:
+    """Wait until a log pipeline and a broker pipeline each checkpointed their (empty) snapshot:
+    changes committed from then on are streamed by both."""
+    from sinks.log import LogReader
+    from tests.conftest import wait_until
+
+    def started() -> bool:
+        if daemon.proc.poll() is not None:
+            pytest.fail(f"daemon exited early:\n{daemon.output()}")
+        in_log = log_dir.exists() and LogReader(log_dir).info()["last_position"] is not None
+        return in_log and checkpoint.exists()
+
+    wait_until(started, 60, "both pipelines to start streaming")

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import CLIENT_SERVER_ID, connect, read_log, write_config
 
 from cdc.errors import PositionLost, SourceError
 from tests.conftest import wait_until
+from tests.integration.mysql.conftest import CLIENT_SERVER_ID, connect, read_log, write_config
 
 pytestmark = pytest.mark.integration
 

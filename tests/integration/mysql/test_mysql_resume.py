@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import connect, read_log, write_config
 
 from tests.conftest import wait_until
+from tests.integration.mysql.conftest import connect, read_log, write_config
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import connect, read_log, write_config
 
 from cdc._jsonout import dumps
 from tests.conftest import wait_until
+from tests.integration.mysql.conftest import connect, read_log, write_config
 
 pytestmark = pytest.mark.integration
 

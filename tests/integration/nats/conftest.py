@@ -35,14 +35,7 @@ def _start(base: Path) -> Any:
     return start_nats(base)
 
 
-@pytest.fixture(scope="session")
-def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """One JetStream server for the session; tests keep apart by their own streams."""
-    server = _start(tmp_path_factory.mktemp("nats"))
-    try:
-        yield server
-    finally:
-        server.stop()
+# The session server (nats_server) is a fixture of tests/servers.py.
 
 
 @pytest.fixture
@@ -171,3 +164,11 @@ async def _schemas(url: str, bucket: str) -> dict[int, Any]:
 def schemas(url: str, bucket: str) -> dict[int, Any]:
     """The schema bucket as a consumer reads it: schema id -> Avro schema."""
     return asyncio.run(_schemas(url, bucket))
+
+
+def decode_all(url: str, stream: str, msgs: list[StreamMessage]) -> list[tuple[str, Any, Any]]:
+    """(topic, key, value) of each message, decoded with the schemas the sink published."""
+    from cdc._jsonout import AvroDecoder
+
+    dec = AvroDecoder(schemas(url, f"{stream}_schemas").__getitem__)
+    return [(m.headers["Cdc-Topic"], dec.decode(m.key), dec.decode(m.value)) for m in msgs]

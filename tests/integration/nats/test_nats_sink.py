@@ -16,7 +16,14 @@ from cdc._jsonout import AvroDecoder
 from cdc.avro import unframe
 from sinks.log import LogReader
 from tests.conftest import wait_until
-from tests.integration.nats.conftest import read_stream, schemas, stream_count, stream_exists
+from tests.integration.nats.conftest import (
+    decode_all,
+    read_stream,
+    schemas,
+    stream_count,
+    stream_exists,
+)
+from tests.logtools import comparable
 
 pytestmark = pytest.mark.integration
 
@@ -42,13 +49,6 @@ def _nats_sink(url: str, stream: str, path: Path, **extra: Any) -> str:
         *(f"{k}: {v}" for k, v in extra.items()),
     ]
     return "\n      ".join(lines)
-
-
-def _strip_processing_time(value: Any) -> Any:
-    # The envelope's ts_* say when the connector processed the event: they differ between runs.
-    if isinstance(value, dict) and "op" in value:
-        return {k: v for k, v in value.items() if k not in ("ts_ms", "ts_us", "ts_ns")}
-    return value
 
 
 def test_events_match_the_builtin_log(
@@ -112,20 +112,14 @@ pipelines:
     reader = LogReader(log_path)
     log_dec = AvroDecoder(reader.schemas.get)
     from_log = [
-        (r.topic, log_dec.decode(r.key), _strip_processing_time(log_dec.decode(r.value)))
+        (r.topic, log_dec.decode(r.key), comparable(log_dec.decode(r.value)))
         for r in reader.records()
     ]
 
     msgs = read_stream(nats_server.url, unique)
-    published = schemas(nats_server.url, f"{unique}_schemas")
-    nats_dec = AvroDecoder(published.__getitem__)
     from_nats = [
-        (
-            m.headers["Cdc-Topic"],
-            nats_dec.decode(m.key),
-            _strip_processing_time(nats_dec.decode(m.value)),
-        )
-        for m in msgs
+        (topic, key, comparable(value))
+        for topic, key, value in decode_all(nats_server.url, unique, msgs)
     ]
     assert len(from_nats) == expected
     assert from_nats == from_log
@@ -141,7 +135,7 @@ pipelines:
         "d": 5,
     }
     tombstones = [m for m in msgs if m.value is None]
-    assert [nats_dec.decode(m.key) for m in tombstones] == [{"id": i} for i in range(96, 101)]
+    assert [k for _, k, v in from_nats if v is None] == [{"id": i} for i in range(96, 101)]
     assert all(m.data == b"" and "Cdc-Schema-Id" not in m.headers for m in tombstones)
     for m in msgs:
         if m.value is not None:
@@ -312,3 +306,46 @@ pipelines:
     )
     assert not e.value.retryable
     assert not stream_exists(nats_server.url, unique)
+
+
+def test_sigterm_while_nats_is_down_stops_promptly_and_the_next_start_resumes(
+    pg_server: Any,
+    pg_db: str,
+    own_nats_server: Any,
+    daemon: Callable[[Path], Any],
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    db = _dbname(pg_db)
+    pg_server.psql("CREATE TABLE load (id int PRIMARY KEY, body text)", db)
+    server = own_nats_server
+    config = _single_pipeline(pg_db, server.url, unique, tmp_path)
+    checkpoint = tmp_path / "state" / "checkpoint.json"
+    d = daemon(config).start()
+    wait_until(lambda: _slots_exist(pg_server, [f"cdc_{unique}"]), 60, "the replication slot")
+    pg_server.psql(_load_sql(1, 100, 100), db)
+    wait_until(lambda: stream_count(server.url, unique) >= 102, 60, "the first transaction")
+    wait_until(lambda: checkpoint.exists(), 30, "the checkpoint")
+
+    server.stop()
+    pg_server.psql(_load_sql(101, 100, 100), db)  # committed while nats is down
+    wait_until(lambda: "unavailable" in d.output(), 60, "the daemon to notice the outage")
+    held = checkpoint.read_text()
+    # A few seconds, not the sink's retry_for (300 s): the deadline of this wait is the check.
+    assert d.terminate(timeout=15) == 0, d.output()
+    assert checkpoint.read_text() == held  # nothing undelivered was checkpointed
+
+    # Started while nats is still down, it stops as promptly.
+    d2 = daemon(config).start()
+    wait_until(lambda: "unavailable" in d2.output(), 60, "the second daemon to notice the outage")
+    assert d2.terminate(timeout=15) == 0, d2.output()
+    assert checkpoint.read_text() == held
+
+    server.start()
+    d3 = daemon(config).start()
+    wait_until(lambda: stream_count(server.url, unique) >= 204, 60, "the second transaction")
+    assert d3.terminate() == 0, d3.output()
+    msgs = read_stream(server.url, unique)
+    decoder = AvroDecoder(schemas(server.url, f"{unique}_schemas").__getitem__)
+    assert len(msgs) == 204
+    assert _row_ids(msgs, decoder, f"{unique}.public.load") == list(range(1, 201))
