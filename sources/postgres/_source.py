@@ -428,9 +428,10 @@ class PostgresSource:
             s in msg
             for s in ("invalidated", "can no longer get changes", "has already been removed")
         ):
+            detail = " ".join(msg.split()).rstrip(".")
             return PositionLost(
                 f"replication slot {self.slot!r} can no longer be read (the server removed WAL "
-                f"it needed): {msg}. {self._ways_out()}"
+                f"it needed): {detail}. {self._ways_out()}"
             )
         return SourceError(msg)
 
@@ -799,6 +800,12 @@ class PostgresSource:
             return
         retained, status = int(row[0] or 0), row[1]
         if status == "lost":
+            if self.config.snapshot == "when_needed":
+                # retryable: the restarted source sees the lost slot and takes a new snapshot
+                raise SourceError(
+                    f"replication slot {self.slot!r} was invalidated (wal_status lost); "
+                    "snapshot: when_needed, so restarting to take a new snapshot"
+                )
             raise PositionLost(
                 f"replication slot {self.slot!r} was invalidated (wal_status lost: the server "
                 f"removed WAL it needed, see max_slot_wal_keep_size). {self._ways_out()}"

@@ -29,6 +29,7 @@ pipelines:
       tables: [public.captured]
       slot: {slot}
       heartbeat_interval_s: 1
+      heartbeat_action_query: "INSERT INTO beats DEFAULT VALUES"
       status_interval_s: 1
     sink:
       type: log
@@ -62,6 +63,7 @@ def test_uncaptured_writes_do_not_pin_wal(tmp_path: Path, pg_db: str, daemon: An
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute("CREATE TABLE captured (id int PRIMARY KEY, note text)")
         c.execute("CREATE TABLE other (id bigserial PRIMARY KEY, pad text)")
+        c.execute("CREATE TABLE beats (n bigserial PRIMARY KEY)")
         c.execute("INSERT INTO captured SELECT g, 'snapshot' FROM generate_series(1, 5) g")
     d = daemon(config(tmp_path, pg_db, slot)).start()
     wait_until(lambda: "streaming from slot" in d.output(), 30, "daemon streaming")
@@ -118,4 +120,6 @@ def test_uncaptured_writes_do_not_pin_wal(tmp_path: Path, pg_db: str, daemon: An
         c.execute("INSERT INTO captured VALUES (21, 'end')")
         wait_until(lambda: len(captured_ids(log)) >= 21, 30, "21 captured rows")
         assert d2.terminate() == 0
+        beats = c.execute("SELECT count(*) FROM beats").fetchone()
+        assert beats is not None and beats[0] >= 20  # heartbeat_action_query ran every second
     assert captured_ids(log) == list(range(1, 22))
