@@ -31,12 +31,15 @@ def check(config: PostgresSourceConfig, pipeline_name: str) -> list[str]:
             "server accepts connections from this host"
         ]
     with conn:
-        return _problems(
-            conn,
-            config,
-            config.slot or default_name(pipeline_name),
-            config.publication or default_name(pipeline_name),
-        )
+        try:
+            return _problems(
+                conn,
+                config,
+                config.slot or default_name(pipeline_name),
+                config.publication or default_name(pipeline_name),
+            )
+        except psycopg.Error as e:
+            return [f"cannot read the server's settings and catalogs: {str(e).strip()}"]
 
 
 def _problems(
