@@ -123,3 +123,36 @@ def test_uncaptured_writes_do_not_pin_wal(tmp_path: Path, pg_db: str, daemon: An
         beats = c.execute("SELECT count(*) FROM beats").fetchone()
         assert beats is not None and beats[0] >= 20  # heartbeat_action_query ran every second
     assert captured_ids(log) == list(range(1, 22))
+
+
+def test_open_transaction_is_not_lost_when_heartbeats_pass_it(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    slot = "s_" + pg_db.rsplit("dbname=", 1)[1]
+    log = tmp_path / "log"
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE captured (id int PRIMARY KEY, note text)")
+        c.execute("CREATE TABLE other (id bigserial PRIMARY KEY, pad text)")
+        c.execute("CREATE TABLE beats (n bigserial PRIMARY KEY)")
+    d = daemon(config(tmp_path, pg_db, slot)).start()
+    wait_until(lambda: "streaming from slot" in d.output(), 30, "daemon streaming")
+    with psycopg.connect(pg_db) as open_tx, psycopg.connect(pg_db, autocommit=True) as c:
+        open_tx.execute("INSERT INTO captured VALUES (1, 'open')")  # commits last
+        after_open = slot_state(c, slot)[2]
+        c.execute("INSERT INTO captured VALUES (2, 'committed first')")
+        wait_until(lambda: captured_ids(log) == [2], 30, "row 2")
+
+        def slot_passed_the_open_insert() -> bool:
+            c.execute("INSERT INTO other (pad) SELECT md5(g::text) FROM generate_series(1, 200) g")
+            return slot_state(c, slot)[0] > after_open
+
+        # heartbeats confirm WAL past the open transaction's change: the server must still
+        # send that transaction when it commits, also to a restarted pipeline
+        wait_until(slot_passed_the_open_insert, 30, "confirmed_flush_lsn past the open insert")
+        d.kill()
+        open_tx.commit()
+        c.execute("INSERT INTO captured VALUES (3, 'later')")
+        d2 = daemon(config(tmp_path, pg_db, slot)).start()
+        wait_until(lambda: len(captured_ids(log)) >= 3, 30, "3 captured rows")
+        assert d2.terminate() == 0
+    assert captured_ids(log) == [2, 1, 3]
