@@ -4,6 +4,9 @@ Delivery guarantee: every change committed after the start position is yielded o
 order, as long as the slot retains it. Positions are ``{"lsn": L}`` after a complete transaction
 (L = the commit record's end LSN) or ``{"lsn": L, "txn": C, "skip": N}`` inside one (C = the
 transaction's commit LSN, N = how many of its events, BEGIN included, were already yielded).
+An empty batch (a heartbeat) carries ``{"lsn": W}`` where W is a WAL position the server reported
+in a keepalive while no transaction was open: every transaction committed before W was already
+yielded, every later one commits at or after W.
 
 On restart the server resends every transaction whose commit LSN is at or after the slot's
 confirmed flush position, which may be behind ``start`` (the sink acknowledges lazily); the
