@@ -35,6 +35,31 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    """Connect to every pipeline's source and print each problem; 1 when there is any."""
+    from cdc import plugins
+    from cdc.config import load
+
+    config = load(args.config)
+    found = 0
+    for p in config.pipelines:
+        src: object = p.source
+        kind = str(getattr(src, "type", "?"))
+        check = getattr(plugins.plugin("source", kind), "check_source", None)
+        try:
+            problems: list[str] = check(src, p) if check is not None else []
+        except CdcError as e:
+            problems = [str(e)]
+        found += len(problems)
+        print(
+            f"pipeline {p.name} ({kind} source): "
+            + (f"{len(problems)} problem(s)" if problems else "ok")
+        )
+        for problem in problems:
+            print(f"  - {problem}")
+    return 1 if found else 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from cdc.config import load
     from cdc.daemon import Daemon
@@ -88,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check a config file and report every problem")
     val.add_argument("-c", "--config", required=True, help="YAML config file")
     val.set_defaults(func=_cmd_validate)
+
+    chk = sub.add_parser("check", help="connect to each pipeline's source and report problems")
+    chk.add_argument("-c", "--config", required=True, help="YAML config file")
+    chk.set_defaults(func=_cmd_check)
 
     lg = sub.add_parser("log", help="read the built-in log")
     lsub = lg.add_subparsers(dest="log_command", required=True)

@@ -19,4 +19,11 @@ def open_source(config: MySqlSourceConfig, pipeline: object) -> object:
     )
 
 
-__all__ = ["Config", "MySqlSourceConfig", "open_source"]
+def check_source(config: MySqlSourceConfig, pipeline: object) -> list[str]:
+    """Preflight problems: binlog settings, privileges, table patterns (``cdc check``)."""
+    from sources.mysql._check import check
+
+    return check(config, pipeline.name)  # type: ignore[attr-defined]
+
+
+__all__ = ["Config", "MySqlSourceConfig", "check_source", "open_source"]

@@ -17,4 +17,11 @@ def open_source(config: PostgresSourceConfig, pipeline: object) -> object:
     )
 
 
-__all__ = ["Config", "PostgresSourceConfig", "open_source"]
+def check_source(config: PostgresSourceConfig, pipeline: object) -> list[str]:
+    """Preflight problems of this pipeline's server and tables (``cdc check``); [] when none."""
+    from sources.postgres._check import check
+
+    return check(config, pipeline.name)  # type: ignore[attr-defined]
+
+
+__all__ = ["Config", "PostgresSourceConfig", "check_source", "open_source"]

@@ -4,6 +4,9 @@ Delivery guarantee: every change committed after the start position is yielded o
 order, as long as the slot retains it. Positions are ``{"lsn": L}`` after a complete transaction
 (L = the commit record's end LSN) or ``{"lsn": L, "txn": C, "skip": N}`` inside one (C = the
 transaction's commit LSN, N = how many of its events, BEGIN included, were already yielded).
+An empty batch (a heartbeat) carries ``{"lsn": W}`` where W is a WAL position the server reported
+in a keepalive while no transaction was open: every transaction committed before W was already
+yielded, every later one commits at or after W.
 
 On restart the server resends every transaction whose commit LSN is at or after the slot's
 confirmed flush position, which may be behind ``start`` (the sink acknowledges lazily); the
@@ -27,7 +30,7 @@ from psycopg import pq, sql
 from psycopg.pq.abc import PGconn
 
 import cdc
-from cdc import avro
+from cdc import avro, metrics
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Column, Position, RowChange, TableSchema, TxBoundary
 from sources.postgres import _snapshot
@@ -125,6 +128,7 @@ class PostgresSource:
         transaction_metadata: bool = True,
     ) -> None:
         self.config = config
+        self.pipeline_name = pipeline_name
         self.slot = config.slot or default_name(pipeline_name)
         self.publication = config.publication or default_name(pipeline_name)
         self.prefix = prefix
@@ -140,6 +144,9 @@ class PostgresSource:
         self._acked = 0
         self._sent_ack = -1
         self._last_status = 0.0
+        self._wal_warned = False  # retained WAL is over max_retained_wal_mb, already said so
+        self._health_failed = False
+        self._action_failed = False
         self.db = ""
 
     @staticmethod
@@ -179,22 +186,9 @@ class PostgresSource:
         return conn
 
     def check(self) -> list[str]:
-        problems: list[str] = []
-        cat = self._connect_catalog()
-        wal_level = cat.execute("SHOW wal_level").fetchone()
-        if wal_level and wal_level[0] != "logical":
-            problems.append(
-                f"wal_level is {wal_level[0]!r}: "
-                "set wal_level = logical in postgresql.conf and restart"
-            )
-        row = cat.execute(
-            "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
-        ).fetchone()
-        if row and not row[0]:
-            problems.append(
-                "the user lacks the REPLICATION attribute: ALTER ROLE <user> REPLICATION"
-            )
-        return problems
+        from sources.postgres._check import check
+
+        return check(self.config, self.pipeline_name)
 
     # --- setup --------------------------------------------------------------------------------
 
@@ -422,6 +416,28 @@ class PostgresSource:
             )
         return None
 
+    def _ways_out(self) -> str:
+        return (
+            "Ways out: set snapshot: when_needed and restart to drop the slot and take a new "
+            "snapshot automatically; or move the sink's data aside, drop the slot (SELECT "
+            f"pg_drop_replication_slot('{self.slot}')) and restart for a new initial snapshot. "
+            "To keep it from happening again, raise max_slot_wal_keep_size (-1: no limit) and "
+            "keep the pipeline running"
+        )
+
+    def _stream_error(self, msg: str) -> SourceError:
+        """The error for a failed or ended stream: PositionLost when the slot lost its WAL."""
+        if any(
+            s in msg
+            for s in ("invalidated", "can no longer get changes", "has already been removed")
+        ):
+            detail = " ".join(msg.split()).rstrip(".")
+            return PositionLost(
+                f"replication slot {self.slot!r} can no longer be read (the server removed WAL "
+                f"it needed): {detail}. {self._ways_out()}"
+            )
+        return SourceError(msg)
+
     def _start_streaming(self, conn: PGconn, start_lsn: int) -> PGconn:
         cmd = (
             f'START_REPLICATION SLOT "{self.slot}" LOGICAL {format_lsn(start_lsn)} '
@@ -431,7 +447,7 @@ class PostgresSource:
         if res.status != pq.ExecStatus.COPY_BOTH:
             msg = (res.error_message or b"").decode().strip()
             conn.finish()
-            raise SourceError(f"START_REPLICATION failed: {msg}")
+            raise self._stream_error(f"START_REPLICATION failed: {msg}")
         conn.nonblocking = 1
         log.info(
             "streaming from slot %s at %s (publication %s)",
@@ -494,7 +510,9 @@ class PostgresSource:
             return bytes(data)
         res = conn.get_result()
         msg = (res.error_message if res is not None else b"") or conn.error_message
-        raise SourceError(f"replication stream ended: {msg.decode(errors='replace').strip()}")
+        raise self._stream_error(
+            f"replication stream ended: {msg.decode(errors='replace').strip()}"
+        )
 
     def _send_status(self, conn: PGconn, force: bool = False) -> None:
         now = time.monotonic()
@@ -546,10 +564,7 @@ class PostgresSource:
             problem = self._position_problem(state, start)
             if problem is not None:
                 if mode != "when_needed":
-                    raise PositionLost(
-                        f"{problem}. To start over, move the sink's data aside and restart, or "
-                        "set snapshot: when_needed to take a new snapshot automatically"
-                    )
+                    raise PositionLost(f"{problem}. {self._ways_out()}")
                 log.warning("%s; snapshot: when_needed, so taking a new snapshot", problem)
                 fresh, snap = True, None
         conn = self._connect_replication()
@@ -597,6 +612,17 @@ class PostgresSource:
         per_table: dict[str, int] = {}
         last_commit_lsn = 0  # commit LSN of the last transaction seen in this session
         tx_meta = self.tx_metadata
+        # Heartbeats: a keepalive's WAL end means every transaction committed before it was sent
+        # (the walsender advances it only after decoding a record), so once those are all yielded
+        # and no transaction is open, {"lsn": wal_end} resumes correctly: later commits lie at or
+        # after it. Yielding it as an empty batch has the sink make it durable and acknowledge
+        # it, so WAL written only by uncaptured tables (or other databases) is released.
+        hb = self.config.heartbeat_interval_s
+        action = self.config.heartbeat_action_query if hb else None
+        wal_end = 0
+        yielded = resume_lsn  # the LSN of the last position yielded (or started from)
+        next_hb = next_action = time.monotonic() + hb
+        next_health = time.monotonic()
 
         def position() -> Position:
             if in_txn and seq > 0 and not skip_txn:
@@ -645,18 +671,40 @@ class PostgresSource:
             ):
                 yield ChangeBatch(events, position())
                 events = []
+                yielded = resume_lsn
+                next_hb = time.monotonic() + hb
             if self._stopping:
                 return
-            wait = self.config.status_interval_s
+            now = time.monotonic()
+            if now >= next_health:
+                self._slot_health()
+                next_health = now + self.config.slot_check_interval_s
+            if action and now >= next_action:
+                self._heartbeat_action(action)
+                next_action = now + hb
+            beat = hb > 0 and not events and not in_txn and max(wal_end, resume_lsn) > yielded
+            if beat and now >= next_hb:
+                resume_lsn = yielded = max(wal_end, resume_lsn)
+                next_hb = now + hb
+                yield ChangeBatch([], {"lsn": resume_lsn})
+                continue
             if events:
-                wait = max(0.0, first_at + self.max_wait - time.monotonic())
+                wait = max(0.0, first_at + self.max_wait - now)
+            else:
+                wait = min(self.config.status_interval_s, next_health - now)
+                if beat:
+                    wait = min(wait, next_hb - now)
+                if action:
+                    wait = min(wait, next_action - now)
             data = self._recv(conn, min(wait, 0.2) if self._stopping else wait)
             if data is None:
                 self._send_status(conn)
                 continue
             kind = data[0]
             if kind == 107:  # 'k' keepalive
-                if _KEEPALIVE.unpack_from(data, 1)[2]:
+                end, _, reply = _KEEPALIVE.unpack_from(data, 1)
+                wal_end = max(wal_end, end)
+                if reply:
                     self._send_status(conn, force=True)
                 continue
             if kind != 119:  # 'w' XLogData
@@ -730,6 +778,70 @@ class PostgresSource:
                     src = self._source_block(table, ts_us, xid, msg_lsn, last_commit_lsn)
                     change(table, "t", None, None, src)
             # 'O' origin, 'Y' type, 'M' message: nothing to emit
+
+    def _slot_health(self) -> None:
+        """Publish the slot's retained WAL, warn once past the limit, fail when invalidated."""
+        try:
+            row = (
+                self._connect_catalog()
+                .execute(
+                    "SELECT pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() "
+                    "THEN pg_last_wal_receive_lsn() ELSE pg_current_wal_lsn() END, "
+                    "restart_lsn)::bigint, wal_status "
+                    "FROM pg_replication_slots WHERE slot_name = %s",
+                    (self.slot,),
+                )
+                .fetchone()
+            )
+        except (psycopg.Error, SourceError) as e:
+            if not self._health_failed:
+                log.warning("cannot read the state of slot %s: %s", self.slot, str(e).strip())
+                self._health_failed = True
+            return
+        self._health_failed = False
+        if row is None:
+            return
+        retained, status = int(row[0] or 0), row[1]
+        if status == "lost":
+            if self.config.snapshot == "when_needed":
+                # retryable: the restarted source sees the lost slot and takes a new snapshot
+                raise SourceError(
+                    f"replication slot {self.slot!r} was invalidated (wal_status lost); "
+                    "snapshot: when_needed, so restarting to take a new snapshot"
+                )
+            raise PositionLost(
+                f"replication slot {self.slot!r} was invalidated (wal_status lost: the server "
+                f"removed WAL it needed, see max_slot_wal_keep_size). {self._ways_out()}"
+            )
+        metrics.SLOT_RETAINED_WAL.labels(pipeline=self.pipeline_name, slot=self.slot).set(retained)
+        limit = self.config.max_retained_wal_mb
+        if limit and retained > limit << 20:
+            if not self._wal_warned:
+                self._wal_warned = True
+                log.warning(
+                    "replication slot %s retains %d MB of WAL (over max_retained_wal_mb %d; "
+                    "wal_status %s): the server keeps it until the sink has made the changes "
+                    "durable; check that this pipeline keeps up and its sink is healthy",
+                    self.slot,
+                    retained >> 20,
+                    limit,
+                    status,
+                )
+        elif self._wal_warned:
+            self._wal_warned = False
+            log.info("replication slot %s retains %d MB of WAL again", self.slot, retained >> 20)
+
+    def _heartbeat_action(self, query: str) -> None:
+        try:
+            self._connect_catalog().execute(query.encode())
+        except (psycopg.Error, SourceError) as e:
+            if not self._action_failed:
+                self._action_failed = True
+                log.warning("heartbeat_action_query failed (ignored): %s", str(e).strip())
+            return
+        if self._action_failed:
+            self._action_failed = False
+            log.info("heartbeat_action_query succeeded again")
 
     def _source_block(
         self,

@@ -48,6 +48,30 @@ class PostgresSourceConfig(BaseModel):
     status_interval_s: float = Field(
         10.0, gt=0, description="how often to send standby status (flush position) to the server"
     )
+    heartbeat_interval_s: float = Field(
+        10.0,
+        ge=0,
+        description="when only tables this pipeline does not capture (or other databases) "
+        "write WAL, move the slot forward this often: the source yields an empty batch at the "
+        "server's WAL position so the sink makes it durable and the slot is acknowledged up to it; "
+        "0 disables (the slot then pins WAL until a captured table changes)",
+    )
+    heartbeat_action_query: str | None = Field(
+        None,
+        description="SQL run on a normal connection every heartbeat_interval_s (when that is "
+        "not 0), e.g. an UPDATE of a captured heartbeat table; for servers where nothing else "
+        "writes WAL; errors are logged and ignored",
+    )
+    slot_check_interval_s: float = Field(
+        60.0,
+        gt=0,
+        description="how often to read the slot's retained WAL and wal_status (a cheap query)",
+    )
+    max_retained_wal_mb: int = Field(
+        1024,
+        ge=0,
+        description="log a warning once when the slot retains more WAL than this (MB); 0 disables",
+    )
 
     @field_validator("slot")
     @classmethod

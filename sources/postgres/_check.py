@@ -1,0 +1,200 @@
+"""Preflight checks of a PostgreSQL server for one pipeline (``cdc check``).
+
+Reads catalogs and settings over a normal connection; never creates a slot or publication and
+never starts replication. Each problem names the setting or object, shows its value and says
+what to change.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+
+from sources.postgres.config import PostgresSourceConfig, default_name
+
+
+def _split(name: str) -> tuple[str, str]:
+    if "." in name:
+        schema, table = name.split(".", 1)
+        return schema.strip('"'), table.strip('"')
+    return "public", name.strip('"')
+
+
+def check(config: PostgresSourceConfig, pipeline_name: str) -> list[str]:
+    """Every problem that would keep this pipeline's source from working; [] when none."""
+    try:
+        conn = psycopg.connect(config.dsn, autocommit=True, connect_timeout=10)
+    except psycopg.Error as e:
+        return [
+            f"cannot connect to postgres: {str(e).strip()}: check source.dsn and that the "
+            "server accepts connections from this host"
+        ]
+    with conn:
+        try:
+            return _problems(
+                conn,
+                config,
+                config.slot or default_name(pipeline_name),
+                config.publication or default_name(pipeline_name),
+            )
+        except psycopg.Error as e:
+            return [f"cannot read the server's settings and catalogs: {str(e).strip()}"]
+
+
+def _problems(
+    conn: psycopg.Connection[Any], config: PostgresSourceConfig, slot: str, publication: str
+) -> list[str]:
+    problems: list[str] = []
+    settings = dict(
+        conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN "
+            "('wal_level', 'max_replication_slots', 'max_wal_senders')"
+        ).fetchall()
+    )
+    row = conn.execute(
+        "SELECT current_user, current_database(), r.rolreplication, r.rolsuper "
+        "FROM pg_roles r WHERE r.rolname = current_user"
+    ).fetchone()
+    assert row is not None
+    user, db, replication, superuser = row
+
+    if settings.get("wal_level") != "logical":
+        problems.append(
+            f"wal_level is {settings.get('wal_level')!r}: set wal_level = logical in "
+            "postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart the server"
+        )
+    if not (replication or superuser):
+        problems.append(
+            f'user {user!r} lacks the REPLICATION attribute: ALTER ROLE "{user}" REPLICATION '
+            "(as a superuser)"
+        )
+
+    # Replication slots and WAL senders: this pipeline needs one of each.
+    slots = conn.execute(
+        "SELECT slot_name, plugin, slot_type, database, wal_status, active "
+        "FROM pg_replication_slots"
+    ).fetchall()
+    ours = next((s for s in slots if s[0] == slot), None)
+    if ours is not None:
+        _, plugin, kind, slot_db, wal_status, _ = ours
+        if kind != "logical" or plugin != "pgoutput" or slot_db != db:
+            problems.append(
+                f"replication slot {slot!r} already exists as a {kind} slot for plugin "
+                f"{plugin!r} in database {slot_db!r}; this pipeline needs a pgoutput slot in "
+                f"{db!r}: set source.slot to another name (or drop that slot if it is unused)"
+            )
+        elif wal_status == "lost":
+            problems.append(
+                f"replication slot {slot!r} is invalidated (wal_status lost): the changes since "
+                "the pipeline's last position are gone; set snapshot: when_needed (or drop the "
+                f"slot: SELECT pg_drop_replication_slot('{slot}'), and move the sink's data "
+                "aside) to take a new snapshot"
+            )
+    else:
+        limit = int(settings.get("max_replication_slots", "0"))
+        if limit - len(slots) < 1:
+            problems.append(
+                f"max_replication_slots is {limit} and {len(slots)} slots exist: none is free "
+                "for this pipeline; raise max_replication_slots in postgresql.conf and restart, "
+                "or drop unused slots (SELECT slot_name, active FROM pg_replication_slots)"
+            )
+    if ours is None or not ours[5]:
+        senders = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'"
+        ).fetchone()
+        used = int(senders[0]) if senders else 0
+        limit = int(settings.get("max_wal_senders", "0"))
+        if limit - used < 1:
+            problems.append(
+                f"max_wal_senders is {limit} and {used} are in use: none is free for this "
+                "pipeline's replication connection; raise max_wal_senders in postgresql.conf "
+                "and restart"
+            )
+
+    # Tables: exist, can be read, updates and deletes can be published.
+    found: list[tuple[str, str]] = []
+    owns_all = True
+    for schema, table in (_split(t) for t in config.tables):
+        info = conn.execute(
+            "SELECT c.relkind, c.relreplident, "
+            "EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), "
+            "has_table_privilege(c.oid, 'SELECT'), pg_has_role(c.relowner, 'USAGE') "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (schema, table),
+        ).fetchone()
+        name = f"{schema}.{table}"
+        if info is None:
+            problems.append(
+                f"table {name} does not exist in database {db!r}: create it or remove it from "
+                "source.tables"
+            )
+            continue
+        relkind, ident, has_pk, can_select, owner = info
+        if relkind not in ("r", "p"):
+            problems.append(
+                f"{name} is not a table (relkind {relkind!r}): only tables can be captured; "
+                "remove it from source.tables"
+            )
+            continue
+        found.append((schema, table))
+        owns_all = owns_all and bool(owner or superuser)
+        if not has_pk and ident in ("d", "n"):
+            problems.append(
+                f"table {name} has no primary key and REPLICA IDENTITY "
+                f"{'NOTHING' if ident == 'n' else 'DEFAULT'}: its UPDATEs and DELETEs fail once "
+                f"it is published; add a primary key or ALTER TABLE {name} REPLICA IDENTITY FULL"
+            )
+        if not can_select and config.snapshot != "never":
+            problems.append(
+                f"user {user!r} cannot SELECT from {name} (the snapshot reads it): "
+                f'GRANT SELECT ON {name} TO "{user}"'
+            )
+
+    # The publication: created or completed by the daemon when it may; a problem when not.
+    pub = conn.execute(
+        "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, "
+        "pg_has_role(pubowner, 'USAGE') FROM pg_publication WHERE pubname = %s",
+        (publication,),
+    ).fetchone()
+    if pub is None:
+        can_create = conn.execute(
+            "SELECT has_database_privilege(current_database(), 'CREATE')"
+        ).fetchone()
+        if not (superuser or (can_create and can_create[0] and owns_all)):
+            problems.append(
+                f"publication {publication!r} does not exist and user {user!r} cannot create it "
+                "(that needs CREATE on the database and ownership of the tables): have an owner "
+                f'run CREATE PUBLICATION "{publication}" FOR TABLE '
+                + ", ".join(f"{s}.{t}" for s, t in found)
+            )
+    else:
+        all_tables, ins, upd, dele, trunc, owner = pub
+        off = [
+            op
+            for op, on in (("insert", ins), ("update", upd), ("delete", dele), ("truncate", trunc))
+            if not on
+        ]
+        if off:
+            problems.append(
+                f"publication {publication!r} does not publish {', '.join(off)}: those changes "
+                f'would be missed; ALTER PUBLICATION "{publication}" SET (publish = '
+                "'insert, update, delete, truncate')"
+            )
+        if not all_tables:
+            published = set(
+                conn.execute(
+                    "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+                    (publication,),
+                ).fetchall()
+            )
+            missing = [f"{s}.{t}" for s, t in found if (s, t) not in published]
+            if missing and not ((owner or superuser) and owns_all):
+                problems.append(
+                    f"publication {publication!r} does not include {', '.join(missing)} and "
+                    f"user {user!r} cannot add them (that needs ownership of the publication and "
+                    f'the tables): have an owner run ALTER PUBLICATION "{publication}" ADD TABLE '
+                    + ", ".join(missing)
+                )
+    return problems
