@@ -58,3 +58,16 @@ ERRORS = Counter(
     ["pipeline", "error"],
     registry=REGISTRY,
 )
+PIPELINE_STATE = Gauge(
+    "cdc_pipeline_state",
+    "1 for the state a pipeline is in (starting, snapshot, streaming, restarting, failed, "
+    "stopped), 0 for the others.",
+    ["pipeline", "state"],
+    registry=REGISTRY,
+)
+LAST_DURABLE_TIME = Gauge(
+    "cdc_last_durable_timestamp_seconds",
+    "Unix time at which the sink last made a batch durable.",
+    ["pipeline"],
+    registry=REGISTRY,
+)
