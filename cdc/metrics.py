@@ -71,3 +71,10 @@ LAST_DURABLE_TIME = Gauge(
     ["pipeline"],
     registry=REGISTRY,
 )
+LAST_COMMIT_TIME = Gauge(
+    "cdc_last_event_commit_timestamp_seconds",
+    "Source commit time (Unix seconds) of the newest change-stream event made durable; "
+    "cdc_lag_ms is the time from it to the moment it was durable.",
+    ["pipeline"],
+    registry=REGISTRY,
+)

@@ -17,6 +17,8 @@ from cdc.status import BOARD, set_current_pipeline
 
 log = logging.getLogger(__name__)
 
+STREAMING_AFTER_S = 2.0
+
 # The position label each pipeline last published, so a new one replaces it (across restarts).
 _position_labels: dict[str, str] = {}
 
@@ -36,8 +38,9 @@ class Pipeline:
     State, as published on ``cdc.status.BOARD``: ``starting`` until the source reports its
     snapshot (``snapshot``) or is reading the change stream (``streaming``). A source may expose a
     ``streaming`` attribute (True once connected to its change stream, past any snapshot); without
-    one, the pipeline is ``streaming`` once a batch past the snapshot is durable, or at once when
-    it resumes from a position past the snapshot.
+    one, the pipeline is ``streaming`` once a batch past the snapshot is durable, or, resuming from
+    a position past the snapshot, once the source has read for ``STREAMING_AFTER_S`` without
+    failing.
     """
 
     def __init__(self, config: PipelineConfig) -> None:
@@ -47,6 +50,7 @@ class Pipeline:
         self._sink: Sink | None = None
         self.events_written = 0
         self.batches_written = 0
+        self._resumed_at: float | None = None  # when a resumed source without a flag started
 
     def stop(self) -> None:
         """Ask the pipeline to stop after making its current batch durable (signal-safe)."""
@@ -59,13 +63,18 @@ class Pipeline:
             interrupt()
 
     def poll_state(self) -> None:
-        """Called by the daemon every second: follow a source's own ``streaming`` flag."""
+        """Called by the daemon about every second: follow the source's ``streaming`` flag, or
+        without one, call a resumed pipeline streaming once its source has read for
+        ``STREAMING_AFTER_S`` without failing (connecting to a server that is down fails sooner)."""
+        name = self.config.name
         flag = getattr(self._source, "streaming", None)
         if flag is None:
-            return
-        st = BOARD.get(self.config.name)
-        if flag and st.state in ("starting", "snapshot"):
-            BOARD.set_state(self.config.name, "streaming")
+            entered = self._resumed_at
+            if entered is None or time.monotonic() - entered < STREAMING_AFTER_S:
+                return
+            flag = True
+        if flag and BOARD.get(name).state in ("starting", "snapshot"):
+            BOARD.set_state(name, "streaming")
 
     def run(self) -> None:
         cfg: Any = self.config
@@ -110,7 +119,7 @@ class Pipeline:
         st.position = start
         own_flag = hasattr(source, "streaming")
         if not own_flag and start is not None and not is_snapshot_position(start):
-            BOARD.set_state(name, "streaming")
+            self._resumed_at = time.monotonic()
         batch: Any
         for batch in source.batches(start):
             encoded = encoder.encode(batch)
@@ -155,6 +164,7 @@ class Pipeline:
             lag = max(0, int(now * 1000) - commit_ms)
             st.lag_ms = lag
             metrics.LAG_MS.labels(name).set(lag)
+            metrics.LAST_COMMIT_TIME.labels(name).set(commit_ms / 1000)
         label = json.dumps(batch.position, sort_keys=True, separators=(",", ":"), default=str)
         old = _position_labels.get(name)
         if label != old:
