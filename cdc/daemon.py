@@ -8,8 +8,10 @@ and is reported. Every failure is logged once, with its reason, and counted in
 
 On SIGTERM/SIGINT every pipeline is asked to stop after making its current batch durable; the
 daemon waits up to ``shutdown_timeout_s`` for them, then exits with status 3 naming any that did
-not stop. The supervisor loop also rewrites the status file (see cdc.status) about every second
-and serves the HTTP endpoint when it is enabled.
+not stop. A second signal exits at once, with status 3.
+
+The supervisor loop also rewrites the status file (see cdc.status) about every second and serves
+the HTTP endpoint when it is enabled.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class Daemon:
         self._stop = threading.Event()
         self._current: dict[str, Pipeline] = {}
         self.failed: dict[str, BaseException] = {}
-        self._lock = threading.Lock()
+        # Re-entrant: the signal handler runs on the main thread, which may hold it already.
+        self._lock = threading.RLock()
         self._started = time.time()
         self._status_warned = False
         self.http: Any = None  # cdc.http.Endpoint when enabled
@@ -154,7 +157,14 @@ class Daemon:
 
             def handler(signum: int, frame: FrameType | None) -> None:
                 if self._stop.is_set():
-                    return
+                    # a second signal: the operator does not want to wait
+                    log.error(
+                        "received %s again: exiting now, without waiting for pipelines to "
+                        "stop (what they had not made durable is read again on the next start)",
+                        signal.Signals(signum).name,
+                    )
+                    logging.shutdown()
+                    os._exit(EXIT_STUCK)
                 log.info(
                     "received %s: stopping after the current batch (at most %.0fs)",
                     signal.Signals(signum).name,

@@ -104,14 +104,16 @@ def _pipeline(record: logging.LogRecord) -> str | None:
 
 
 class TextFormatter(logging.Formatter):
-    """``2024-05-06 07:08:09,123 INFO cdc.daemon: [orders] message``."""
+    """``2024-05-06 07:08:09,123 INFO sources.postgres._source [orders]: message``; the pipeline
+    in brackets when the line comes from one."""
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        super().__init__("%(asctime)s %(levelname)s %(name)s%(where)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        return redact(line)
+        pipeline = _pipeline(record)
+        record.where = f" [{pipeline}]" if pipeline else ""
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):

@@ -68,7 +68,7 @@ class Pipeline:
         ``STREAMING_AFTER_S`` without failing (connecting to a server that is down fails sooner)."""
         name = self.config.name
         flag = getattr(self._source, "streaming", None)
-        if flag is None:
+        if not isinstance(flag, bool):
             entered = self._resumed_at
             if entered is None or time.monotonic() - entered < STREAMING_AFTER_S:
                 return
@@ -117,7 +117,7 @@ class Pipeline:
         log.info("pipeline %s: starting from %s", name, start or "the beginning")
         st = BOARD.get(name)
         st.position = start
-        own_flag = hasattr(source, "streaming")
+        own_flag = isinstance(getattr(source, "streaming", None), bool)
         if not own_flag and start is not None and not is_snapshot_position(start):
             self._resumed_at = time.monotonic()
         batch: Any

@@ -413,3 +413,19 @@ def test_json_log_names_the_pipeline_of_the_thread() -> None:
     t.start()
     t.join()
     assert json.loads(out[0])["pipeline"] == "orders"
+
+
+def test_text_log_lines_name_the_pipeline_in_brackets() -> None:
+    out: list[str] = []
+
+    def work() -> None:
+        status.set_current_pipeline("orders")
+        record = logging.LogRecord("cdc.x", logging.INFO, __file__, 1, "hello %s", ("you",), None)
+        out.append(logs.TextFormatter().format(record))
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert out[0].endswith(" INFO cdc.x [orders]: hello you")
+    record = logging.LogRecord("cdc.y", logging.WARNING, __file__, 1, "plain", (), None)
+    assert logs.TextFormatter().format(record).endswith(" WARNING cdc.y: plain")
