@@ -165,7 +165,11 @@ class Pipeline:
             st.lag_ms = lag
             metrics.LAG_MS.labels(name).set(lag)
             metrics.LAST_COMMIT_TIME.labels(name).set(commit_ms / 1000)
-        label = json.dumps(batch.position, sort_keys=True, separators=(",", ":"), default=str)
+        shown = batch.position
+        if is_snapshot_position(shown):
+            # snapshot progress holds primary-key values (row data): not for a metrics label
+            shown = {k: v for k, v in shown.items() if k != "snapshot"} | {"snapshot": "running"}
+        label = json.dumps(shown, sort_keys=True, separators=(",", ":"), default=str)
         old = _position_labels.get(name)
         if label != old:
             if old is not None:
