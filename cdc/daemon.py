@@ -138,14 +138,14 @@ class Daemon:
             return
         try:
             write_file(path, self.status_document(running))
-        except OSError as e:
+        except Exception as e:  # never let publishing take the supervisor down
             if not self._status_warned:
                 self._status_warned = True
                 log.warning(
                     "cannot write the status file %s: %s; `cdc status` will not see this daemon "
                     "(set status_file to a writable path)",
                     path,
-                    e.strerror,
+                    e.strerror if isinstance(e, OSError) else e,
                 )
 
     # --- main loop --------------------------------------------------------------------------------

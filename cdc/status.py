@@ -61,7 +61,7 @@ class PipelineStatus:
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "restarts": self.restarts,
-            "snapshot": self.snapshot,
+            "snapshot": {t: dict(v) for t, v in self.snapshot.items()},
         }
 
 
@@ -69,17 +69,17 @@ class Board:
     """Thread-safe per-pipeline status; the single writer of the state metric."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # guards the table and each status's snapshot dict
         self._pipelines: dict[str, PipelineStatus] = {}
 
     def reset(self, names: list[str]) -> None:
-        with self._lock:
+        with self.lock:
             self._pipelines = {n: PipelineStatus(n) for n in names}
         for n in names:
             self._state_metric(n, "starting")
 
     def get(self, name: str) -> PipelineStatus:
-        with self._lock:
+        with self.lock:
             st = self._pipelines.get(name)
             if st is None:
                 st = self._pipelines[name] = PipelineStatus(name)
@@ -105,11 +105,11 @@ class Board:
 
     def not_ready(self) -> dict[str, str]:
         """Pipelines that are not streaming, with their state."""
-        with self._lock:
+        with self.lock:
             return {n: s.state for n, s in self._pipelines.items() if s.state != "streaming"}
 
     def as_json(self) -> list[dict[str, Any]]:
-        with self._lock:
+        with self.lock:
             return [s.as_json() for s in self._pipelines.values()]
 
 
@@ -129,10 +129,11 @@ def snapshot_progress(table: str, done: int, total: int | None) -> None:
     if total is not None and total >= 0:
         metrics.SNAPSHOT_ROWS_TOTAL.labels(name, table).set(total)
     st = BOARD.get(name)
-    entry = st.snapshot.setdefault(table, {"done": 0, "total": -1})
-    entry["done"] = done
-    if total is not None and total >= 0:
-        entry["total"] = total
+    with BOARD.lock:  # as_json copies it under this lock from another thread
+        entry = st.snapshot.setdefault(table, {"done": 0, "total": -1})
+        entry["done"] = done
+        if total is not None and total >= 0:
+            entry["total"] = total
     if st.state == "starting":
         BOARD.set_state(name, "snapshot")
 

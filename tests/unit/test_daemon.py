@@ -429,3 +429,36 @@ def test_text_log_lines_name_the_pipeline_in_brackets() -> None:
     assert out[0].endswith(" INFO cdc.x [orders]: hello you")
     record = logging.LogRecord("cdc.y", logging.WARNING, __file__, 1, "plain", (), None)
     assert logs.TextFormatter().format(record).endswith(" WARNING cdc.y: plain")
+
+
+def test_top_level_settings_are_validated_with_their_path() -> None:
+    from cdc.errors import ConfigError
+
+    base = """
+pipelines:
+  - name: a
+    source: {type: postgres, dsn: h, tables: [s.t]}
+    sink: {type: log, path: /tmp/a}
+"""
+    with pytest.raises(ConfigError) as e:
+        parse(base + "http: {enabled: true, port: 70000, bnd: x}\nshutdown_timeout_s: 0\n")
+    problems = "\n".join(e.value.problems)
+    assert "http.port: bad value: 70000" in problems
+    assert "http.bnd: unknown field" in problems
+    assert "shutdown_timeout_s: bad value: 0" in problems
+    cfg = parse(base)
+    assert cfg.http.enabled is False and cfg.http.bind == "127.0.0.1"
+
+
+def test_a_port_in_use_is_a_configuration_error(tmp_path: Path, store: dict[str, Any]) -> None:
+    import socket
+
+    from cdc.errors import ConfigError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        d = Daemon(config(tmp_path, "ok-8", extra=f"http: {{enabled: true, port: {port}}}"))
+        with pytest.raises(ConfigError, match=f"http: cannot listen on 127.0.0.1:{port}"):
+            d.run(install_signals=False)
