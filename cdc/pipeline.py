@@ -12,7 +12,7 @@ from typing import Any
 from cdc import metrics, plugins
 from cdc.avro import Encoder
 from cdc.config import PipelineConfig
-from cdc.model import ChangeBatch, Position, RowChange, Sink, Source, TxBoundary
+from cdc.model import ChangeBatch, Position, RowChange, Sink, Source, TableSchema, TxBoundary
 from cdc.status import BOARD, set_current_pipeline
 
 log = logging.getLogger(__name__)
@@ -30,6 +30,29 @@ def is_snapshot_position(position: Position | None) -> bool:
     ``"running"``); the snapshot's last batch carries the plain streaming position.
     """
     return position is not None and "snapshot" in position
+
+
+def _count_runs(events: list[RowChange | TxBoundary]) -> dict[tuple[TableSchema, str], int]:
+    """Row changes per (table version, op), counting runs of equal keys (changes mostly come in
+    runs: a transaction's rows of one table): ~50 ns per event, against ~8 us to encode one."""
+    out: dict[tuple[TableSchema, str], int] = {}
+    prev_table: TableSchema | None = None
+    prev_op = ""
+    n = 0
+    for ev in events:
+        if type(ev) is RowChange:
+            table, op = ev.table, ev.op
+            if table is prev_table and op == prev_op:
+                n += 1
+                continue
+            if prev_table is not None:
+                k = (prev_table, prev_op)
+                out[k] = out.get(k, 0) + n
+            prev_table, prev_op, n = table, op, 1
+    if prev_table is not None:
+        k = (prev_table, prev_op)
+        out[k] = out.get(k, 0) + n
+    return out
 
 
 class Pipeline:
@@ -133,18 +156,18 @@ class Pipeline:
     def _durable(self, batch: ChangeBatch, own_flag: bool) -> None:
         """Update metrics and status for a batch the sink has just made durable.
 
-        One pass over the events builds per-(table, op) counts; the labelled counters are then
-        touched once per distinct pair, not once per event.
+        One pass over the events counts per (table, op) (see ``_count_runs``); the labelled
+        counters are then touched once per distinct pair, not once per event.
         """
         name = self.config.name
         now = time.time()
         events = batch.events
-        counts: dict[tuple[str, str], int] = {}
         commit_ms = None
-        for ev in events:
-            if type(ev) is RowChange:
-                k = (ev.table.qualified, ev.op)
-                counts[k] = counts.get(k, 0) + 1
+        by_table = _count_runs(events)
+        counts: dict[tuple[str, str], int] = {}
+        for (version, op), n in by_table.items():
+            k = (version.qualified, op)  # several versions of a table share its name
+            counts[k] = counts.get(k, 0) + n
         # The newest change-stream event's commit time (snapshot rows carry the read time).
         for ev in reversed(events):
             if type(ev) is TxBoundary or (type(ev) is RowChange and ev.op != "r"):

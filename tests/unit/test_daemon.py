@@ -462,3 +462,23 @@ def test_a_port_in_use_is_a_configuration_error(tmp_path: Path, store: dict[str,
         d = Daemon(config(tmp_path, "ok-8", extra=f"http: {{enabled: true, port: {port}}}"))
         with pytest.raises(ConfigError, match=f"http: cannot listen on 127.0.0.1:{port}"):
             d.run(install_signals=False)
+
+
+def test_per_batch_counts_equal_a_plain_count() -> None:
+    import random
+    from collections import Counter
+
+    from cdc.pipeline import _count_runs
+
+    other = TableSchema("p.public.u", "public", "u", TABLE.columns, (0,))
+    rng = random.Random(7)
+    events: list[Any] = []
+    for i in range(2000):
+        if rng.random() < 0.1:
+            events.append(TxBoundary("BEGIN", str(i), 0, str(i)))
+        else:
+            t = TABLE if rng.random() < 0.5 else other
+            events.append(RowChange(t, rng.choice("cudrt"), None, (i,), {}, 0, str(i)))  # type: ignore[arg-type]
+    expected = Counter((e.table, e.op) for e in events if isinstance(e, RowChange))
+    assert _count_runs(events) == dict(expected)
+    assert _count_runs([]) == {}
