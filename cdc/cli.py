@@ -96,6 +96,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
     if args.json:
         return 0 if running else 1
+    if running and doc.get("http"):
+        print(f"http endpoint: {doc['http']} (/metrics, /health, /ready)")
     for p in doc.get("pipelines", []):
         lag = p.get("lag_ms")
         durable = p.get("last_durable_at")
