@@ -18,12 +18,10 @@ from cdc.errors import CdcError, ConfigError
 log = logging.getLogger("cdc")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from cdc import logs
+
+    logs.setup(level, fmt)
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -61,11 +59,86 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from cdc import logs
     from cdc.config import load
     from cdc.daemon import Daemon
 
     config = load(args.config)
+    logs.add_secrets(logs.secrets_in(config))
     return Daemon(config).run()
+
+
+def _ago(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    """Print what the daemon running this config publishes; exit 0 only while it runs."""
+    import time
+
+    from cdc.config import default_status_file, load
+    from cdc.status import pid_alive, read_file
+
+    config = load(args.config)
+    path = config.status_file or default_status_file(args.config)
+    try:
+        doc = read_file(path)
+    except (OSError, ValueError) as e:
+        print(f"error: cannot read the status file {path}: {e}", file=sys.stderr)
+        return 1
+    if doc is None:
+        print(
+            f"no daemon has published a status for {args.config} (no file {path}): "
+            "is `cdc run` running with this config?",
+            file=sys.stderr,
+        )
+        return 1
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    now = time.time()
+    age = now - float(doc.get("written_at", 0))
+    stale_after = max(5.0, 5 * float(doc.get("interval_s", 1.0)))
+    pid = int(doc.get("pid", 0))
+    running = bool(doc.get("running")) and age <= stale_after and pid_alive(pid)
+    out = sys.stderr if args.json else sys.stdout
+    if running:
+        print(f"daemon pid {pid}: running (status written {_ago(age)})", file=out)
+    elif doc.get("running") and age > stale_after:
+        print(
+            f"daemon pid {pid}: status is stale (written {_ago(age)}"
+            f"{'' if pid_alive(pid) else '; that process is gone'}): "
+            "the daemon is not running or is hung; the last known state follows",
+            file=out,
+        )
+    else:
+        print(
+            f"daemon pid {pid}: not running (it exited {_ago(age)}); the last known state follows",
+            file=out,
+        )
+    if args.json:
+        return 0 if running else 1
+    if running and doc.get("http"):
+        print(f"http endpoint: {doc['http']} (/metrics, /health, /ready)")
+    for p in doc.get("pipelines", []):
+        lag = p.get("lag_ms")
+        durable = p.get("last_durable_at")
+        print(f"{p['name']}: {p['state']} (since {_ago(now - float(p.get('since') or now))})")
+        print(f"  position: {json.dumps(p.get('position'))}")
+        print(f"  lag: {'-' if lag is None else f'{lag} ms'}", end="")
+        print(f"; last durable batch: {'-' if durable is None else _ago(now - durable)}")
+        print(f"  events: {p.get('events', 0)}; restarts: {p.get('restarts', 0)}")
+        for table, prog in sorted((p.get("snapshot") or {}).items()):
+            total = prog.get("total", -1)
+            print(f"  snapshot {table}: {prog.get('done')} of {total if total >= 0 else '?'} rows")
+        if p.get("last_error"):
+            when = p.get("last_error_at")
+            ago = f" ({_ago(now - when)})" if when else ""
+            print(f"  last error{ago}: {p['last_error']}")
+    return 0 if running else 1
 
 
 def _cmd_log_read(args: argparse.Namespace) -> int:
@@ -108,7 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the pipelines of a config file in the foreground")
     run.add_argument("-c", "--config", required=True, help="YAML config file")
+    run.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text: human-readable lines; json: one JSON object per line "
+        "(ts, level, logger, message, pipeline, exc)",
+    )
+    run.add_argument(
+        "--log-level",
+        default=argparse.SUPPRESS,
+        choices=["debug", "info", "warning", "error"],
+        help="least severe level to log (default info)",
+    )
     run.set_defaults(func=_cmd_run)
+
+    stat = sub.add_parser(
+        "status", help="show what the daemon running a config is doing (state, position, lag)"
+    )
+    stat.add_argument("-c", "--config", required=True, help="YAML config file")
+    stat.add_argument("--json", action="store_true", help="print the published JSON document")
+    stat.set_defaults(func=_cmd_status)
 
     val = sub.add_parser("validate", help="check a config file and report every problem")
     val.add_argument("-c", "--config", required=True, help="YAML config file")
@@ -135,16 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cdc.logs import redact
+
     args = build_parser().parse_args(argv)
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, getattr(args, "log_format", "text"))
     try:
         return int(args.func(args))
     except ConfigError as e:
         for problem in e.problems:
-            print(f"error: {problem}", file=sys.stderr)
+            print(f"error: {redact(problem)}", file=sys.stderr)
         return 2
     except CdcError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {redact(str(e))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

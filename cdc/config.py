@@ -82,10 +82,42 @@ class PipelineConfig(BaseModel):
         return self.topic_prefix or self.name
 
 
+class HttpConfig(BaseModel):
+    """The daemon's HTTP endpoint: /metrics, /health and /ready."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="serve /metrics, /health and /ready over HTTP")
+    bind: str = Field(
+        "127.0.0.1",
+        description="address to listen on; the default answers this machine only (the endpoint "
+        "has no authentication: bind 0.0.0.0 only behind a firewall)",
+    )
+    port: int = Field(
+        8080, ge=0, le=65535, description="TCP port to listen on (0: any free port, logged)"
+    )
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     pipelines: list[PipelineConfig] = Field(min_length=1)
+    http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
+    status_file: Path | None = Field(
+        None,
+        description="where the daemon publishes its state for `cdc status` (JSON, rewritten "
+        "about every second); default: <config file name without .yaml>.status.json next to "
+        "the config file",
+    )
+    status_interval_s: float = Field(
+        1.0, gt=0, le=60, description="seconds between rewrites of the status file"
+    )
+    shutdown_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="on SIGTERM/SIGINT, seconds every pipeline gets to make its current batch "
+        "durable and stop; after that the daemon exits with status 3 naming those that did not",
+    )
 
     @model_validator(mode="after")
     def _unique(self) -> Config:
@@ -204,6 +236,10 @@ def load(path: str | Path) -> Config:
     except OSError as e:
         raise ConfigError([f"cannot read config file {str(p)!r}: {e.strerror}"]) from None
     config = parse(text, str(p))
+    if config.status_file is None:
+        config.status_file = default_status_file(p)
+    elif not config.status_file.is_absolute():
+        config.status_file = (p.parent / config.status_file).resolve()
     # Relative sink paths are relative to the config file, not to wherever the daemon starts.
     for pl in config.pipelines:
         sink: Any = pl.sink
@@ -211,3 +247,9 @@ def load(path: str | Path) -> Config:
         if isinstance(sink_path, Path) and not sink_path.is_absolute():
             sink.path = (p.parent / sink_path).resolve()
     return config
+
+
+def default_status_file(config_path: str | Path) -> Path:
+    """``<dir>/<stem>.status.json`` next to the config file: what `cdc status` reads by default."""
+    p = Path(config_path).resolve()
+    return p.parent / f"{p.stem}.status.json"

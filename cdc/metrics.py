@@ -58,3 +58,23 @@ ERRORS = Counter(
     ["pipeline", "error"],
     registry=REGISTRY,
 )
+PIPELINE_STATE = Gauge(
+    "cdc_pipeline_state",
+    "1 for the state a pipeline is in (starting, snapshot, streaming, restarting, failed, "
+    "stopped), 0 for the others.",
+    ["pipeline", "state"],
+    registry=REGISTRY,
+)
+LAST_DURABLE_TIME = Gauge(
+    "cdc_last_durable_timestamp_seconds",
+    "Unix time at which the sink last made a batch durable.",
+    ["pipeline"],
+    registry=REGISTRY,
+)
+LAST_COMMIT_TIME = Gauge(
+    "cdc_last_event_commit_timestamp_seconds",
+    "Source commit time (Unix seconds) of the newest change-stream event made durable; "
+    "cdc_lag_ms is the time from it to the moment it was durable.",
+    ["pipeline"],
+    registry=REGISTRY,
+)

@@ -44,6 +44,7 @@ import cdc
 from cdc import avro
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
+from cdc.status import snapshot_progress
 from sources.mysql._schema import SchemaCache, TableVersion
 from sources.mysql._types import ColumnType, from_binlog, from_catalog
 from sources.mysql.config import MySqlSourceConfig
@@ -456,18 +457,28 @@ class MySqlSource:
             )
             progress = {**stream_from, "snapshot": "running"}
             cur.execute(
-                "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+                "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
                 "WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME"
             )
-            tables = [(str(d), str(t)) for d, t in cur.fetchall() if self.captured(str(d), str(t))]
+            listed = [(str(d), str(t), r) for d, t, r in cur.fetchall()]
+            tables = [(d, t) for d, t, _ in listed if self.captured(d, t)]
+            # snapshot progress for metrics and `cdc status`: rows read per table of an estimate
+            progress_rows = {f"{d}.{t}": 0 for d, t in tables}
+            for d, t, r in listed:
+                if f"{d}.{t}" in progress_rows:
+                    snapshot_progress(f"{d}.{t}", 0, -1 if r is None else int(r))
             log.info("snapshot of %d tables at %s:%s started", len(tables), file, pos)
             events: list[RowChange | TxBoundary] = []
             n = 0
             pending: tuple[TableVersion, tuple[Any, ...], bool, bool] | None = None
             for item in self._snapshot_rows(cur, conn, tables):
+                qualified = item[0].schema.qualified
+                progress_rows[qualified] = progress_rows.get(qualified, 0) + 1
                 if pending is not None:
                     events.append(self._snapshot_event(pending, n == 1, False, here, n))
                     if len(events) >= self.max_events:
+                        for table_name, rows in progress_rows.items():
+                            snapshot_progress(table_name, rows, None)
                         yield ChangeBatch(events, progress)
                         events = []
                         if self._stopping:
@@ -477,6 +488,8 @@ class MySqlSource:
             if pending is not None:
                 events.append(self._snapshot_event(pending, n == 1, True, here, n))
             cur.execute("COMMIT")
+            for table_name, rows in progress_rows.items():
+                snapshot_progress(table_name, rows, rows)
             yield ChangeBatch(events, stream_from)
             log.info(
                 "snapshot finished: %d rows; streaming from %s:%s",

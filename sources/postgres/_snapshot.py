@@ -31,6 +31,7 @@ from psycopg.types.string import TextLoader
 
 from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Position, RowChange
+from cdc.status import snapshot_progress
 
 if TYPE_CHECKING:
     from sources.postgres._source import PostgresSource, _Relation
@@ -178,6 +179,7 @@ def run(
             " (resuming after the last key written)" if t.resume_after else "",
             f"{t.estimate:,}" if t.estimate >= 0 else "an unknown number of",
         )
+        snapshot_progress(t.name, t.rows, t.estimate)
     for th in threads:
         th.start()
 
@@ -218,6 +220,7 @@ def run(
             )
         t.rows += n
         counts[t.name] = t.rows
+        snapshot_progress(t.name, t.rows, t.rows if table_done else None)
         if last_key is not None:
             after[t.name] = [str(v) for v in last_key]
         if table_done:
@@ -263,6 +266,7 @@ def run(
                 else:
                     done.append(t.name)
                     log.info("snapshot %s: done, %s rows", t.name, f"{t.rows:,}")
+                    snapshot_progress(t.name, t.rows, t.rows)
                     if not remaining and not held:
                         yield ChangeBatch([], final_position)
             now = time.monotonic()
