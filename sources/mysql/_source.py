@@ -366,6 +366,12 @@ class MySqlSource:
 
     # --- main ---------------------------------------------------------------------------------
 
+    @property
+    def streaming(self) -> bool:
+        """True while connected to the change stream (past any snapshot); read by the daemon's
+        status and ``/ready``."""
+        return self._reader is not None
+
     def batches(self, start: Position | None) -> Iterator[ChangeBatch]:
         self._catalog()
         self._require_settings()

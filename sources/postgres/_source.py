@@ -539,6 +539,12 @@ class PostgresSource:
     def stop(self) -> None:
         self._stopping = True
 
+    @property
+    def streaming(self) -> bool:
+        """True while connected to the change stream (past any snapshot); read by the daemon's
+        status and ``/ready``."""
+        return self._repl is not None
+
     def batches(self, start: Position | None) -> Iterator[ChangeBatch]:
         """Snapshot (as configured) and stream; see the module docstring for positions."""
         mode = self.config.snapshot
