@@ -120,3 +120,10 @@ def test_daemon_config_points_at_the_services(compose: dict[str, Any], env: None
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
 def test_example_configs_load(path: Path, env: None) -> None:
     assert load(path).pipelines
+
+
+def test_daemon_endpoint_published(compose: dict[str, Any], env: None) -> None:
+    config = load(_container_config(compose))
+    assert config.http.enabled and config.http.bind == "0.0.0.0"
+    assert f"{config.http.port}:{config.http.port}" in compose["services"]["cdc"]["ports"]
+    assert str(config.status_file).startswith("/var/lib/cdc/")
