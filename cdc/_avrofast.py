@@ -117,6 +117,7 @@ class _Gen:
         self.positional = positional
         self.memo = memo
         self.named: dict[str, Any] = {}
+        self.tables: dict[bytes, str] = {}
         self.active: set[str] = set()
         self.nvar = 0
 
@@ -134,17 +135,21 @@ class _Gen:
 
     # -- one value ---------------------------------------------------------------------------------
 
-    def value(self, schema: Any, x: str, ind: int, memo: bool = False) -> None:
+    def value(self, schema: Any, x: str, ind: int, memo: bool = False, pfx: bytes = b"") -> None:
         """Lines appending the encoding of variable ``x`` (of type ``schema``) to ``out``.
 
         ``memo``: keep the last value of a string or int/long and its bytes, reused while equal.
+        ``pfx``: constant bytes to write first (a union's branch index), joined to the value's
+        first bytes where that saves an append.
         """
         if isinstance(schema, list):
+            if pfx:  # pragma: no cover - Avro has no union directly in a union
+                raise Unsupported("union in a union")
             self.union(schema, x, ind, memo)
             return
         if isinstance(schema, str):
             if schema in _PRIMITIVES:
-                self.primitive(schema, x, ind, memo)
+                self.primitive(schema, x, ind, memo, pfx)
                 return
             if schema not in self.named:
                 raise Unsupported(f"unknown named type {schema!r}")
@@ -155,24 +160,28 @@ class _Gen:
             raise Unsupported(f"schema {schema!r}")
         t = schema.get("type")
         if isinstance(t, (dict, list)):  # {"type": {...}}: a wrapped schema
-            self.value(t, x, ind)
+            self.value(t, x, ind, memo, pfx)
             return
         logical = schema.get("logicalType")
         if logical is not None:
             if t == "bytes" and logical == "decimal":
-                self.decimal(schema, x, ind)
+                self.decimal(schema, x, ind, pfx)
                 return
             # fastavro converts only the logical types it knows; others are written as the base
             # type, but which are known depends on its version: leave them all to fastavro.
             raise Unsupported(f"logical type {logical!r} on {t!r}")
         if t in _PRIMITIVES:
-            self.primitive(t, x, ind, memo)
-        elif t == "record":
-            self.record(schema, x, ind)
-        elif t == "enum":
+            self.primitive(t, x, ind, memo, pfx)
+            return
+        if t == "enum":
             self.named[schema["name"]] = schema
-            symbols = self.const({s: varint_long(i) for i, s in enumerate(schema["symbols"])})
-            self.emit(ind, f"a({symbols}[{x}])")
+            symbols = {s: pfx + varint_long(i) for i, s in enumerate(schema["symbols"])}
+            self.emit(ind, f"a({self.const(symbols)}[{x}])")
+            return
+        if pfx:
+            self.emit(ind, f"a({pfx!r})")
+        if t == "record":
+            self.record(schema, x, ind)
         elif t == "fixed":
             self.named[schema["name"]] = schema
             self.emit(ind, f"if {x}.__class__ is not _bytes or _len({x}) != {int(schema['size'])}:")
@@ -188,6 +197,15 @@ class _Gen:
     def length(self, n: str, ind: int) -> None:
         self.emit(ind, f"a(_ONE[{n} << 1] if {n} < 64 else _zz({n} << 1))")
 
+    def varint(self, z: str, pfx: bytes) -> str:
+        """An expression: ``pfx`` then the varint of the zigzag value ``z``."""
+        if not pfx:
+            return f"(_ONE[{z}] if {z} < 128 else _zz({z}))"
+        table = self.tables.get(pfx)
+        if table is None:
+            table = self.tables[pfx] = self.const(tuple(pfx + b for b in _ONE))
+        return f"({table}[{z}] if {z} < 128 else {pfx!r} + _zz({z}))"
+
     def memoised(self, x: str, ind: int, encode: list[str]) -> None:
         """``encode`` are lines setting ``e`` to the bytes of ``x``; run only when ``x`` differs
         from the last value seen here. The pair is one tuple, replaced whole (thread-safe)."""
@@ -201,15 +219,18 @@ class _Gen:
         self.emit(ind + 1, f"{m}[0] = ({x}, e)")
         self.emit(ind + 1, "a(e)")
 
-    def primitive(self, t: str, x: str, ind: int, memo: bool = False) -> None:
+    def primitive(self, t: str, x: str, ind: int, memo: bool = False, pfx: bytes = b"") -> None:
         if t == "null":
             self.emit(ind, f"if {x} is not None:")
             self.emit(ind + 1, "_fail()")
+            if pfx:
+                self.emit(ind, f"a({pfx!r})")
         elif t == "boolean":
             self.emit(ind, f"if {x} is True:")
-            self.emit(ind + 1, "a(b'\\x01')")
+            true, false = pfx + b"\x01", pfx + b"\x00"
+            self.emit(ind + 1, f"a({true!r})")
             self.emit(ind, f"elif {x} is False:")
-            self.emit(ind + 1, "a(b'\\x00')")
+            self.emit(ind + 1, f"a({false!r})")
             self.emit(ind, "else:")
             self.emit(ind + 1, "_fail()")
         elif t in ("int", "long"):
@@ -220,52 +241,53 @@ class _Gen:
             self.emit(ind, f"if {check}:")
             self.emit(ind + 1, "_fail()")
             if memo:
-                encode = [f"z = ({x} << 1) ^ ({x} >> 63)", "e = _ONE[z] if z < 128 else _zz(z)"]
+                encode = [f"z = ({x} << 1) ^ ({x} >> 63)", f"e = {self.varint('z', pfx)}"]
                 self.memoised(x, ind, encode)
                 return
             self.emit(ind, f"z = ({x} << 1) ^ ({x} >> 63)")
-            self.emit(ind, "a(_ONE[z] if z < 128 else _zz(z))")
+            self.emit(ind, f"a({self.varint('z', pfx)})")
         elif t in ("float", "double"):
             self.emit(ind, f"if {x}.__class__ is not _float:")
             self.emit(ind + 1, "_fail()")
-            self.emit(ind, f"a({'_pf' if t == 'float' else '_pd'}({x}))")
+            pack = f"{'_pf' if t == 'float' else '_pd'}({x})"
+            self.emit(ind, f"a({pfx!r} + {pack})" if pfx else f"a({pack})")
         elif t == "string":
             self.emit(ind, f"if {x}.__class__ is not _str:")
             self.emit(ind + 1, "_fail()")
+            # Lengths: the zigzag of n is n << 1, one byte below 64.
             if memo:
                 encode = [
                     f"b = {x}.encode()",
-                    "n = _len(b)",
-                    "e = (_ONE[n << 1] if n < 64 else _zz(n << 1)) + b",
+                    "z = _len(b) << 1",
+                    f"e = {self.varint('z', pfx)} + b",
                 ]
                 self.memoised(x, ind, encode)
                 return
             self.emit(ind, f"b = {x}.encode()")
-            self.emit(ind, "n = _len(b)")
-            self.length("n", ind)
+            self.emit(ind, "z = _len(b) << 1")
+            self.emit(ind, f"a({self.varint('z', pfx)})")
             self.emit(ind, "a(b)")
         elif t == "bytes":
             self.emit(ind, f"if {x}.__class__ is not _bytes:")
             self.emit(ind + 1, "_fail()")
-            self.emit(ind, f"n = _len({x})")
-            self.length("n", ind)
+            self.emit(ind, f"z = _len({x}) << 1")
+            self.emit(ind, f"a({self.varint('z', pfx)})")
             self.emit(ind, f"a({x})")
         else:  # pragma: no cover - _PRIMITIVES is exhaustive
             raise Unsupported(t)
 
-    def decimal(self, schema: dict[str, Any], x: str, ind: int) -> None:
+    def decimal(self, schema: dict[str, Any], x: str, ind: int, pfx: bytes) -> None:
         if "precision" not in schema:
             raise Unsupported("decimal without a precision")
         prep = self.const(_decimal_writer(schema))
         self.emit(ind, f"if {x}.__class__ is _Decimal:")
         self.emit(ind + 1, f"{x} = {prep}({x})")
-        self.primitive("bytes", x, ind)
+        self.primitive("bytes", x, ind, pfx=pfx)
 
     def union(self, branches: list[Any], x: str, ind: int, memo: bool = False) -> None:
         kinds = [b == "null" or (isinstance(b, dict) and b.get("type") == "null") for b in branches]
         if len(branches) == 1 and not kinds[0]:
-            self.emit(ind, "a(b'\\x00')")
-            self.value(branches[0], x, ind, memo)
+            self.value(branches[0], x, ind, memo, b"\x00")
             return
         if len(branches) != 2 or kinds.count(True) != 1:
             raise Unsupported(f"union {branches!r}")
@@ -274,8 +296,7 @@ class _Gen:
         self.emit(ind, f"if {x} is None:")
         self.emit(ind + 1, f"a({varint_long(null_at)!r})")
         self.emit(ind, "else:")
-        self.emit(ind + 1, f"a({varint_long(1 - null_at)!r})")
-        self.value(other, x, ind + 1, memo)
+        self.value(other, x, ind + 1, memo, varint_long(1 - null_at))
 
     def record(self, schema: dict[str, Any], x: str, ind: int) -> None:
         name = schema["name"]
