@@ -8,6 +8,7 @@ sinks with ExtractNewRecordState) read these events unchanged.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import struct
 import time
@@ -26,6 +27,8 @@ from cdc.model import (
     SchemaRegistry,
     TableSchema,
 )
+
+log = logging.getLogger(__name__)
 
 # --- Debezium semantic types (Avro type of a non-null value) --------------------------------------
 
@@ -361,6 +364,7 @@ class _TableCodec:
     __slots__ = (
         "fast_key",
         "fast_value",
+        "fell_back",
         "key_head",
         "key_id",
         "key_names",
@@ -386,6 +390,7 @@ class _TableCodec:
         self.value_head = frame(self.value_id, b"")
         self.fast_value = _specialise_envelope(self.value_schema) if specialise else None
         self.fast_key = None
+        self.fell_back = False
         if key is None:
             self.key_schema = None
             self.key_id = 0
@@ -442,8 +447,9 @@ class Encoder:
     One codec per ``TableSchema`` object: a new table version registers new schema versions.
     Each codec compiles writers specialised to its schemas (``cdc._avrofast``): they give the
     bytes fastavro gives; a datum they do not take (or a schema they do not handle) is written by
-    fastavro, so output and errors are fastavro's either way. ``specialise=False`` writes
-    everything with fastavro (the reference the specialised writers are tested against).
+    fastavro, so output and errors are fastavro's either way; ``fallbacks`` counts the records
+    fastavro wrote that way. ``specialise=False`` writes everything with fastavro (the reference
+    the specialised writers are tested against).
     """
 
     def __init__(
@@ -456,6 +462,7 @@ class Encoder:
         specialise: bool = True,
     ) -> None:
         self._specialise = specialise
+        self.fallbacks = 0
         self._registry = registry
         self._source_schema = source_schema
         self._tx_topic = tx_topic
@@ -482,6 +489,18 @@ class Encoder:
                 self._registry.register(f"{self._tx_topic}-value", v),
             )
         return self._tx
+
+    def _fell_back(self, c: _TableCodec, ev: RowChange, part: str, e: Exception) -> None:
+        self.fallbacks += 1
+        if not c.fell_back:
+            c.fell_back = True
+            log.debug(
+                "%s: %s of event %s written by fastavro (specialised writer: %r)",
+                ev.table.topic,
+                part,
+                ev.event_id,
+                e,
+            )
 
     @staticmethod
     def _slow_value(
@@ -531,8 +550,8 @@ class Encoder:
                     if c.fast_key is not None:
                         try:
                             kbody = c.fast_key(row)
-                        except Exception:
-                            kbody = None  # fastavro writes it, or raises its error
+                        except Exception as e:
+                            self._fell_back(c, ev, "key", e)  # fastavro writes it or raises
                     if kbody is None:
                         kbody = body(c.key_schema, {n: row[i] for n, i in c.key_names})
                     key = c.key_head + kbody
@@ -542,8 +561,8 @@ class Encoder:
                         vbody = c.fast_value(
                             (ev.before, ev.after, ev.source, ev.tx, ev.op, now_ms, now_us, now_ns)
                         )
-                    except Exception:
-                        vbody = None
+                    except Exception as e:
+                        self._fell_back(c, ev, "value", e)
                 if vbody is None:
                     vbody = self._slow_value(c, ev, now_us, body)
                 vbytes = c.value_head + vbody
