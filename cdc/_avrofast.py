@@ -385,8 +385,13 @@ def compile_writer(
 
     Raises ``Unsupported`` when the schema uses a feature this module does not specialise.
     """
-    source, consts = generate(schema, positional, memo)
+    try:
+        source, consts = generate(schema, positional, memo)
+        code = compile(source, "<cdc._avrofast>", "exec")
+    except (RecursionError, SyntaxError, MemoryError) as e:
+        # Nesting past what Python's compiler takes (e.g. arrays of arrays 20 deep).
+        raise Unsupported(f"schema too deeply nested for a generated writer: {e}") from e
     namespace: dict[str, Any] = dict(consts)
-    exec(compile(source, "<cdc._avrofast>", "exec"), namespace)
+    exec(code, namespace)
     write: Writer = namespace["write"]
     return write

@@ -414,6 +414,11 @@ def test_generated_source_holds_no_names_or_symbols() -> None:
     assert write(d) == fastavro_bytes(parsed, d)
 
 
+DEEP_ARRAY: dict[str, Any] = {"type": "array", "items": "long"}
+for _ in range(40):  # more nested loops than Python's compiler allows in one function
+    DEEP_ARRAY = {"type": "array", "items": DEEP_ARRAY}
+
+
 @pytest.mark.parametrize(
     "schema",
     [
@@ -422,6 +427,7 @@ def test_generated_source_holds_no_names_or_symbols() -> None:
         {"type": "long", "logicalType": "timestamp-micros"},
         {"type": "fixed", "name": "D", "size": 8, "logicalType": "decimal", "precision": 5},
         {"type": "record", "name": "L", "fields": [{"name": "n", "type": ["null", "L"]}]},
+        DEEP_ARRAY,
     ],
 )
 def test_unsupported_schemas(schema: Any) -> None:
