@@ -517,11 +517,17 @@ def random_type(rnd: random.Random, depth: int, names: list[str]) -> Any:
         avro.decimal(None, 2),
     ]
     r = rnd.random()
+    complete = [n for n in names if not n.startswith("~")]
+    if 0.5 <= r < 0.55 and complete:
+        return rnd.choice(complete)  # a reference to a named type defined before
     if depth > 2 or r < 0.55:
         t = rnd.choice(simple)
         if isinstance(t, dict) and t.get("logicalType") == "decimal":
             t = {**t, "scale": min(t["scale"], t["precision"])}
         return t
+    if 0.7 <= r < 0.85:
+        key = "items" if r < 0.8 else "values"
+        return {"type": "array" if r < 0.8 else "map", key: random_type(rnd, depth + 1, names)}
     name = f"N{len(names)}"
     names.append(name)
     if r < 0.65:
@@ -532,11 +538,10 @@ def random_type(rnd: random.Random, depth: int, names: list[str]) -> Any:
         }
     if r < 0.7:
         return {"type": "fixed", "name": name, "size": rnd.randint(0, 20)}
-    if r < 0.8:
-        return {"type": "array", "items": random_type(rnd, depth + 1, names)}
-    if r < 0.85:
-        return {"type": "map", "values": random_type(rnd, depth + 1, names)}
-    return random_record(rnd, depth + 1, names, name)
+    names[-1] = "~" + name  # not to be referenced from inside itself (recursion)
+    record = random_record(rnd, depth + 1, names, name)
+    names[names.index("~" + name)] = name
+    return record
 
 
 def random_record(rnd: random.Random, depth: int, names: list[str], name: str) -> dict[str, Any]:
@@ -549,17 +554,35 @@ def random_record(rnd: random.Random, depth: int, names: list[str], name: str) -
     return {"type": "record", "name": name, "namespace": "r", "fields": fields}
 
 
+def named_types(t: Any, named: dict[str, Any]) -> dict[str, Any]:
+    """Every named type defined in ``t``, by name, for random_datum to follow references."""
+    if isinstance(t, list):
+        for b in t:
+            named_types(b, named)
+    elif isinstance(t, dict):
+        if t["type"] in ("record", "enum", "fixed"):
+            named[t["name"]] = t
+        for f in t.get("fields", ()):
+            named_types(f["type"], named)
+        for k in ("items", "values"):
+            if k in t:
+                named_types(t[k], named)
+    return named
+
+
 def test_random_schemas_and_datums() -> None:
     rnd = random.Random(20261126)
     kinds: dict[str, int] = {}
+    refs = 0
     for n in range(300):
         names: list[str] = []
         schema = random_record(rnd, 0, names, "Top")
         parsed = fastavro.parse_schema(schema, _write_hint=False)
+        refs += str(schema).count("'N") - str(schema).count("'name': 'N")
         by_name = _avrofast.compile_writer(parsed)
         by_index = _avrofast.compile_writer(parsed, {"r.Top": None})
         for _ in range(10):
-            d = random_datum(schema, rnd, {})
+            d = random_datum(schema, rnd, named_types(schema, {}))
             t = tuple(d[f["name"]] for f in schema["fields"])
             assert same_or_raises(parsed, by_name, d, d) == "fast", (n, schema, d)
             assert same_or_raises(parsed, by_index, d, t) == "fast", (n, schema, d)
@@ -570,3 +593,4 @@ def test_random_schemas_and_datums() -> None:
                 k = same_or_raises(parsed, by_name, bad, bad)
                 kinds[k] = kinds.get(k, 0) + 1
     assert kinds.get("error", 0) > 100 and kinds.get("fallback", 0) > 10  # both were exercised
+    assert refs > 30  # named types were referenced again
