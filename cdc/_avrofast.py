@@ -118,6 +118,9 @@ class _Gen:
         self.memo = memo
         self.named: dict[str, Any] = {}
         self.tables: dict[bytes, str] = {}
+        self.uses: dict[str, int] = {}
+        self.functions: dict[str, str] = {}
+        self.defs: list[str] = []
         self.active: set[str] = set()
         self.nvar = 0
 
@@ -298,9 +301,48 @@ class _Gen:
         self.emit(ind, "else:")
         self.value(other, x, ind + 1, memo, varint_long(1 - null_at))
 
+    def count_uses(self, t: Any) -> None:
+        """Count definitions and references of each named type in ``t`` (into ``uses``)."""
+        if isinstance(t, list):
+            for b in t:
+                self.count_uses(b)
+        elif isinstance(t, str):
+            if t not in _PRIMITIVES:
+                self.uses[t] = self.uses.get(t, 0) + 1
+        elif isinstance(t, dict):
+            kind = t.get("type")
+            if isinstance(kind, (dict, list)):
+                self.count_uses(kind)
+                return
+            if kind in ("record", "enum", "fixed"):
+                self.uses[t["name"]] = self.uses.get(t["name"], 0) + 1
+            for f in t.get("fields", ()):
+                self.count_uses(f["type"])
+            for k in ("items", "values"):
+                if k in t:
+                    self.count_uses(t[k])
+
     def record(self, schema: dict[str, Any], x: str, ind: int) -> None:
+        """A record used once is written inline; one used more often (the row, in before and
+        after) by a function of its own, generated once: half the code to compile for a row."""
         name = schema["name"]
         self.named[name] = schema
+        if self.uses.get(name, 0) < 2:
+            self.record_body(schema, x, ind)
+            return
+        fn = self.functions.get(name)
+        if fn is None:
+            fn = self.functions[name] = f"r{len(self.functions)}"
+            caller = self.lines
+            self.lines = []
+            self.emit(0, f"def {fn}(x, a):")
+            self.record_body(schema, "x", 1)
+            self.defs += self.lines
+            self.lines = caller
+        self.emit(ind, f"{fn}({x}, a)")
+
+    def record_body(self, schema: dict[str, Any], x: str, ind: int) -> None:
+        name = schema["name"]
         self.active.add(name)
         fields = schema["fields"]
         memo = name in self.memo
@@ -368,12 +410,13 @@ def generate(
     ``memo``, string and int/long fields reuse the bytes of the last value while it repeats (for
     fields that change rarely: the source block, the envelope's timestamps)."""
     gen = _Gen(positional or {}, memo)
+    gen.count_uses(schema)
     gen.emit(0, "def write(d):")
     gen.emit(1, "out = []")
     gen.emit(1, "a = out.append")
     gen.value(schema, "d", 1)
     gen.emit(1, "return b''.join(out)")
-    return "\n".join(gen.lines) + "\n", gen.consts
+    return "\n".join(gen.defs + gen.lines) + "\n", gen.consts
 
 
 def compile_writer(
