@@ -441,6 +441,28 @@ def _specialise_envelope(schema: Any) -> Writer | None:
     return _specialise(schema, positional, (schema["name"], source["name"]))
 
 
+class _TxCodec:
+    """Schemas and writers of the transaction metadata topic; records read from tuples:
+    key (id,), value (status, id, event_count, [(data_collection, event_count), ...], ts_ms)."""
+
+    __slots__ = ("fast_key", "fast_value", "key_head", "key_schema", "value_head", "value_schema")
+
+    def __init__(self, topic: str, registry: SchemaRegistry, specialise: bool) -> None:
+        k, v = transaction_schemas(topic)
+        self.key_schema = fastavro.parse_schema(k, _write_hint=False)
+        self.key_head = frame(registry.register(f"{topic}-key", k), b"")
+        self.value_schema = fastavro.parse_schema(v, _write_hint=False)
+        self.value_head = frame(registry.register(f"{topic}-value", v), b"")
+        self.fast_key = self.fast_value = None
+        if specialise:
+            ns = k["namespace"]
+            self.fast_key = _specialise(self.key_schema, {f"{ns}.{k['name']}": None})
+            self.fast_value = _specialise(
+                self.value_schema,
+                {f"{ns}.{v['name']}": None, "io.confluent.connect.avro.ConnectDefault": None},
+            )
+
+
 class Encoder:
     """Encodes batches into Confluent-framed Avro records; schemas are registered on first use.
 
@@ -468,7 +490,7 @@ class Encoder:
         self._tx_topic = tx_topic
         self._tombstones = tombstones
         self._codecs: dict[int, tuple[TableSchema, _TableCodec]] = {}
-        self._tx: tuple[Any, int, Any, int] | None = None
+        self._tx: _TxCodec | None = None
 
     def _codec(self, table: TableSchema) -> _TableCodec:
         hit = self._codecs.get(id(table))
@@ -478,16 +500,10 @@ class Encoder:
         self._codecs[id(table)] = (table, codec)
         return codec
 
-    def _tx_codec(self) -> tuple[Any, int, Any, int]:
+    def _tx_codec(self) -> _TxCodec:
         if self._tx is None:
             assert self._tx_topic is not None
-            k, v = transaction_schemas(self._tx_topic)
-            self._tx = (
-                fastavro.parse_schema(k, _write_hint=False),
-                self._registry.register(f"{self._tx_topic}-key", k),
-                fastavro.parse_schema(v, _write_hint=False),
-                self._registry.register(f"{self._tx_topic}-value", v),
-            )
+            self._tx = _TxCodec(self._tx_topic, self._registry, self._specialise)
         return self._tx
 
     def _fell_back(self, c: _TableCodec, ev: RowChange, part: str, e: Exception) -> None:
@@ -572,7 +588,25 @@ class Encoder:
                         EncodedRecord(ev.table.topic, key, None, ev.ts_ms, ev.event_id + "~")
                     )
             elif self._tx_topic is not None:
-                ks, kid, vs, vid = self._tx_codec()
+                tc = self._tx_codec()
+                if tc.fast_key is not None and tc.fast_value is not None:
+                    try:
+                        per_table = None if ev.per_table is None else list(ev.per_table.items())
+                        out.append(
+                            EncodedRecord(
+                                self._tx_topic,
+                                tc.key_head + tc.fast_key((ev.tx_id,)),
+                                tc.value_head
+                                + tc.fast_value(
+                                    (ev.status, ev.tx_id, ev.event_count, per_table, ev.ts_ms)
+                                ),
+                                ev.ts_ms,
+                                ev.event_id,
+                            )
+                        )
+                        continue
+                    except Exception:
+                        self.fallbacks += 1
                 tx_value = {
                     "status": ev.status,
                     "id": ev.tx_id,
@@ -587,8 +621,8 @@ class Encoder:
                 out.append(
                     EncodedRecord(
                         self._tx_topic,
-                        frame(kid, body(ks, {"id": ev.tx_id})),
-                        frame(vid, body(vs, tx_value)),
+                        tc.key_head + body(tc.key_schema, {"id": ev.tx_id}),
+                        tc.value_head + body(tc.value_schema, tx_value),
                         ev.ts_ms,
                         ev.event_id,
                     )
