@@ -597,3 +597,16 @@ def test_random_schemas_and_datums() -> None:
                 kinds[k] = kinds.get(k, 0) + 1
     assert kinds.get("error", 0) > 100 and kinds.get("fallback", 0) > 10  # both were exercised
     assert refs > 30  # named types were referenced again
+
+
+def test_varint_at_every_length_boundary() -> None:
+    """The chunked varint against fastavro, at each 7-bit boundary and around it."""
+    parsed = fastavro.parse_schema({"type": "long"})
+    write = _avrofast.compile_writer(parsed)
+    for k in range(64):
+        for n in (2**k - 1, 2**k, 2**k + 1, -(2**k), -(2**k) - 1, -(2**k) + 1):
+            if -(2**63) <= n < 2**63:
+                assert write(n) == fastavro_bytes(parsed, n), n
+    for n in (2**63, -(2**63) - 1, 2**64, -(2**70)):
+        with pytest.raises(OverflowError):
+            write(n)
