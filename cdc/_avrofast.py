@@ -43,7 +43,7 @@ class Unsupported(Exception):
     """The schema uses a feature the specialised writer does not handle: use fastavro."""
 
 
-# Varint pieces by 14-bit chunk (about 1 MB, built once): _MORE[c] is a chunk with more to
+# Varint pieces by 14-bit chunk (about 1.4 MB, built at import): _MORE[c] is a chunk with more to
 # follow (continuation bits set on both bytes), _LAST[c] the final chunk (one byte below 128).
 _MORE = tuple(bytes(((c & 127) | 128, (c >> 7) | 128)) for c in range(16384))
 _LAST = tuple(bytes(((c & 127) | 128, c >> 7)) if c >= 128 else bytes((c,)) for c in range(16384))
