@@ -555,9 +555,12 @@ class Encoder:
         # the database committed it), as in Debezium.
         now_us = time.time_ns() // 1000
         now_ms, now_ns = now_us // 1000, now_us * 1000
+        last_table, c = None, None
         for ev in batch.events:
             if isinstance(ev, RowChange):
-                c = self._codec(ev.table)
+                if ev.table is not last_table:  # runs of one table are the common case
+                    last_table, c = ev.table, self._codec(ev.table)
+                assert c is not None
                 key: bytes | None = None
                 if c.key_schema is not None and ev.op != "t":
                     row = ev.key_override or ev.after or ev.before

@@ -8,6 +8,7 @@ fastavro's bytes or raise, and the Encoder's output must be fastavro's in every 
 from __future__ import annotations
 
 import io
+import json
 import math
 import random
 import struct
@@ -31,11 +32,13 @@ NOW_NS = 1_795_123_456_789_012_345
 
 
 class Registry:
+    """An id per distinct (subject, schema), as a schema registry gives."""
+
     def __init__(self) -> None:
-        self.ids: dict[str, int] = {}
+        self.ids: dict[tuple[str, str], int] = {}
 
     def register(self, subject: str, schema: dict[str, Any]) -> int:
-        return self.ids.setdefault(subject, 100 + len(self.ids))
+        return self.ids.setdefault((subject, json.dumps(schema)), 100 + len(self.ids))
 
 
 def fastavro_bytes(schema: Any, datum: Any) -> bytes:
@@ -610,3 +613,33 @@ def test_varint_at_every_length_boundary() -> None:
     for n in (2**63, -(2**63) - 1, 2**64, -(2**70)):
         with pytest.raises(OverflowError):
             write(n)
+
+
+def test_tables_and_table_versions_interleaved(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each event is written with its own table version's writers and schema ids."""
+    monkeypatch.setattr(avro.time, "time_ns", lambda: NOW_NS)
+    v1 = orders()
+    v2 = TableSchema(v1.topic, v1.namespace, v1.table, (*v1.columns[:4],), v1.key)  # 2 dropped
+    other = TableSchema(
+        "w1.public.items", "public", "items", (Column("sku", "string", False, "text"),), (0,)
+    )
+    row = (7, 8, Decimal("1.00"), "new", "n", None)
+    events: list[Any] = [
+        RowChange(v1, "c", None, row, pg_source(1), 1, "a"),
+        RowChange(other, "c", None, ("sku-1",), pg_source(2), 1, "b"),
+        RowChange(v2, "c", None, row[:4], pg_source(3), 1, "c"),
+        RowChange(v1, "d", row, None, pg_source(4), 1, "d"),
+        RowChange(v2, "u", row[:4], row[:4], pg_source(5), 1, "e"),
+    ]
+    batch = ChangeBatch(events, {})
+    registry = Registry()
+    want = Encoder(Registry(), PG_SOURCE, None, False, specialise=False).encode(batch)
+    fast = Encoder(registry, PG_SOURCE, None, False)
+    got = fast.encode(batch)
+    assert [(r.topic, r.key, r.value) for r in got.records] == [
+        (r.topic, r.key, r.value) for r in want.records
+    ]
+    assert fast.fallbacks == 0
+    assert len({avro.unframe(r.value)[0] for r in got.records if r.value}) == 3
+    # orders: one key schema, a value schema per version; items: key and value
+    assert len(registry.ids) == 5
