@@ -8,14 +8,17 @@ sinks with ExtractNewRecordState) read these events unchanged.
 from __future__ import annotations
 
 import io
+import logging
 import re
 import struct
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 import fastavro
 
+from cdc._avrofast import Unsupported, Writer, compile_writer
 from cdc.model import (
     ChangeBatch,
     EncodedBatch,
@@ -24,6 +27,8 @@ from cdc.model import (
     SchemaRegistry,
     TableSchema,
 )
+
+log = logging.getLogger(__name__)
 
 # --- Debezium semantic types (Avro type of a non-null value) --------------------------------------
 
@@ -356,28 +361,117 @@ def unframe(data: bytes) -> tuple[int, bytes]:
 
 
 class _TableCodec:
-    __slots__ = ("key_id", "key_names", "key_schema", "names", "value_id", "value_schema")
+    __slots__ = (
+        "fast_key",
+        "fast_value",
+        "fell_back",
+        "key_head",
+        "key_id",
+        "key_names",
+        "key_schema",
+        "names",
+        "value_head",
+        "value_id",
+        "value_schema",
+    )
 
-    def __init__(self, table: TableSchema, source_schema: dict[str, Any], registry: SchemaRegistry):
+    def __init__(
+        self,
+        table: TableSchema,
+        source_schema: dict[str, Any],
+        registry: SchemaRegistry,
+        specialise: bool,
+    ):
         env = envelope_schema(table, source_schema)
         key = key_schema(table)
         self.names = [avro_name(c.name) for c in table.columns]
         self.value_schema = fastavro.parse_schema(env, _write_hint=False)
         self.value_id = registry.register(f"{table.topic}-value", env)
+        self.value_head = frame(self.value_id, b"")
+        self.fast_value = _specialise_envelope(self.value_schema) if specialise else None
+        self.fast_key = None
+        self.fell_back = False
         if key is None:
             self.key_schema = None
             self.key_id = 0
+            self.key_head = b""
             self.key_names: list[tuple[str, int]] = []
         else:
-            self.key_schema = fastavro.parse_schema(key, _write_hint=False)
+            self.key_schema = parsed_key = fastavro.parse_schema(key, _write_hint=False)
             self.key_id = registry.register(f"{table.topic}-key", key)
+            self.key_head = frame(self.key_id, b"")
             self.key_names = [(avro_name(table.columns[i].name), i) for i in table.key]
+            if specialise:
+                # The key record reads the key columns straight from the row tuple.
+                self.fast_key = _specialise(
+                    parsed_key, {f"{key['namespace']}.{key['name']}": tuple(table.key)}
+                )
+
+
+def _specialise(
+    schema: Any, positional: dict[str, tuple[int, ...] | None], memo: tuple[str, ...] = ()
+) -> Writer | None:
+    try:
+        return compile_writer(schema, positional, memo)
+    except Unsupported:
+        return None  # fastavro writes this schema
+
+
+def _specialise_envelope(schema: Any) -> Writer | None:
+    """A writer of the envelope as the tuple (before, after, source, tx, op, ts_ms, ts_us, ts_ns),
+    rows and ``tx`` as the tuples ``RowChange`` carries, ``source`` as its dict."""
+    types = {f["name"]: f["type"] for f in schema["fields"]}
+    if list(types) != ["before", "after", "source", "transaction", "op", "ts_ms", "ts_us", "ts_ns"]:
+        return None
+    value, source, tx = types["before"], types["source"], types["transaction"]
+    if not (
+        isinstance(value, list)
+        and isinstance(value[1], dict)
+        and isinstance(source, dict)
+        and isinstance(tx, list)
+    ):
+        return None
+    positional: dict[str, tuple[int, ...] | None] = {
+        schema["name"]: None,
+        value[1]["name"]: None,
+        tx[1]["name"]: None,
+    }
+    # The source block's and the envelope's own strings and numbers repeat from one event to
+    # the next (names, commit time, processing time): their bytes are reused while they do.
+    return _specialise(schema, positional, (schema["name"], source["name"]))
+
+
+class _TxCodec:
+    """Schemas and writers of the transaction metadata topic; records read from tuples:
+    key (id,), value (status, id, event_count, [(data_collection, event_count), ...], ts_ms)."""
+
+    __slots__ = ("fast_key", "fast_value", "key_head", "key_schema", "value_head", "value_schema")
+
+    def __init__(self, topic: str, registry: SchemaRegistry, specialise: bool) -> None:
+        k, v = transaction_schemas(topic)
+        self.key_schema = fastavro.parse_schema(k, _write_hint=False)
+        self.key_head = frame(registry.register(f"{topic}-key", k), b"")
+        self.value_schema = fastavro.parse_schema(v, _write_hint=False)
+        self.value_head = frame(registry.register(f"{topic}-value", v), b"")
+        self.fast_key = self.fast_value = None
+        if specialise:
+            ns = k["namespace"]
+            self.fast_key = _specialise(self.key_schema, {f"{ns}.{k['name']}": None})
+            self.fast_value = _specialise(
+                self.value_schema,
+                {f"{ns}.{v['name']}": None, "io.confluent.connect.avro.ConnectDefault": None},
+            )
 
 
 class Encoder:
     """Encodes batches into Confluent-framed Avro records; schemas are registered on first use.
 
     One codec per ``TableSchema`` object: a new table version registers new schema versions.
+    Each codec compiles writers specialised to its schemas (``cdc._avrofast``): they give the
+    bytes fastavro gives; a datum they do not take (or a schema they do not handle) is written by
+    fastavro, so output and errors are fastavro's either way; ``fallbacks`` counts the records
+    fastavro wrote that way. ``specialise=False`` writes everything with fastavro (the reference
+    the specialised writers are tested against).
     """
 
     def __init__(
@@ -386,33 +480,65 @@ class Encoder:
         source_schema: dict[str, Any],
         tx_topic: str | None,
         tombstones: bool,
+        *,
+        specialise: bool = True,
     ) -> None:
+        self._specialise = specialise
+        self.fallbacks = 0
         self._registry = registry
         self._source_schema = source_schema
         self._tx_topic = tx_topic
         self._tombstones = tombstones
         self._codecs: dict[int, tuple[TableSchema, _TableCodec]] = {}
-        self._tx: tuple[Any, int, Any, int] | None = None
+        self._tx: _TxCodec | None = None
 
     def _codec(self, table: TableSchema) -> _TableCodec:
         hit = self._codecs.get(id(table))
         if hit is not None and hit[0] is table:
             return hit[1]
-        codec = _TableCodec(table, self._source_schema, self._registry)
+        codec = _TableCodec(table, self._source_schema, self._registry, self._specialise)
         self._codecs[id(table)] = (table, codec)
         return codec
 
-    def _tx_codec(self) -> tuple[Any, int, Any, int]:
+    def _tx_codec(self) -> _TxCodec:
         if self._tx is None:
             assert self._tx_topic is not None
-            k, v = transaction_schemas(self._tx_topic)
-            self._tx = (
-                fastavro.parse_schema(k, _write_hint=False),
-                self._registry.register(f"{self._tx_topic}-key", k),
-                fastavro.parse_schema(v, _write_hint=False),
-                self._registry.register(f"{self._tx_topic}-value", v),
-            )
+            self._tx = _TxCodec(self._tx_topic, self._registry, self._specialise)
         return self._tx
+
+    def _fell_back(self, c: _TableCodec, ev: RowChange, part: str, e: Exception) -> None:
+        self.fallbacks += 1
+        if not c.fell_back:
+            c.fell_back = True
+            log.debug(
+                "%s: %s of event %s written by fastavro (specialised writer: %r)",
+                ev.table.topic,
+                part,
+                ev.event_id,
+                e,
+            )
+
+    @staticmethod
+    def _slow_value(
+        c: _TableCodec, ev: RowChange, now_us: int, body: Callable[[Any, Any], bytes]
+    ) -> bytes:
+        names = c.names
+        before = None if ev.before is None else dict(zip(names, ev.before, strict=True))
+        after = None if ev.after is None else dict(zip(names, ev.after, strict=True))
+        tx = None
+        if ev.tx is not None:
+            tx = {"id": ev.tx[0], "total_order": ev.tx[1], "data_collection_order": ev.tx[2]}
+        value = {
+            "before": before,
+            "after": after,
+            "source": ev.source,
+            "transaction": tx,
+            "op": ev.op,
+            "ts_ms": now_us // 1000,
+            "ts_us": now_us,
+            "ts_ns": now_us * 1000,
+        }
+        return body(c.value_schema, value)
 
     def encode(self, batch: ChangeBatch) -> EncodedBatch:
         out: list[EncodedRecord] = []
@@ -428,42 +554,62 @@ class Encoder:
         # The envelope's ts_* say when the connector processed the event (source.ts_* say when
         # the database committed it), as in Debezium.
         now_us = time.time_ns() // 1000
+        now_ms, now_ns = now_us // 1000, now_us * 1000
+        last_table, c = None, None
         for ev in batch.events:
             if isinstance(ev, RowChange):
-                c = self._codec(ev.table)
-                names = c.names
-                before = None if ev.before is None else dict(zip(names, ev.before, strict=True))
-                after = None if ev.after is None else dict(zip(names, ev.after, strict=True))
-                tx = None
-                if ev.tx is not None:
-                    tx = {
-                        "id": ev.tx[0],
-                        "total_order": ev.tx[1],
-                        "data_collection_order": ev.tx[2],
-                    }
-                value = {
-                    "before": before,
-                    "after": after,
-                    "source": ev.source,
-                    "transaction": tx,
-                    "op": ev.op,
-                    "ts_ms": now_us // 1000,
-                    "ts_us": now_us,
-                    "ts_ns": now_us * 1000,
-                }
+                if ev.table is not last_table:  # runs of one table are the common case
+                    last_table, c = ev.table, self._codec(ev.table)
+                assert c is not None
                 key: bytes | None = None
                 if c.key_schema is not None and ev.op != "t":
                     row = ev.key_override or ev.after or ev.before
                     assert row is not None
-                    key = frame(c.key_id, body(c.key_schema, {n: row[i] for n, i in c.key_names}))
-                vbytes = frame(c.value_id, body(c.value_schema, value))
+                    kbody = None
+                    if c.fast_key is not None:
+                        try:
+                            kbody = c.fast_key(row)
+                        except Exception as e:
+                            self._fell_back(c, ev, "key", e)  # fastavro writes it or raises
+                    if kbody is None:
+                        kbody = body(c.key_schema, {n: row[i] for n, i in c.key_names})
+                    key = c.key_head + kbody
+                vbody = None
+                if c.fast_value is not None:
+                    try:
+                        vbody = c.fast_value(
+                            (ev.before, ev.after, ev.source, ev.tx, ev.op, now_ms, now_us, now_ns)
+                        )
+                    except Exception as e:
+                        self._fell_back(c, ev, "value", e)
+                if vbody is None:
+                    vbody = self._slow_value(c, ev, now_us, body)
+                vbytes = c.value_head + vbody
                 out.append(EncodedRecord(ev.table.topic, key, vbytes, ev.ts_ms, ev.event_id))
                 if ev.op == "d" and self._tombstones and key is not None:
                     out.append(
                         EncodedRecord(ev.table.topic, key, None, ev.ts_ms, ev.event_id + "~")
                     )
             elif self._tx_topic is not None:
-                ks, kid, vs, vid = self._tx_codec()
+                tc = self._tx_codec()
+                if tc.fast_key is not None and tc.fast_value is not None:
+                    try:
+                        per_table = None if ev.per_table is None else list(ev.per_table.items())
+                        out.append(
+                            EncodedRecord(
+                                self._tx_topic,
+                                tc.key_head + tc.fast_key((ev.tx_id,)),
+                                tc.value_head
+                                + tc.fast_value(
+                                    (ev.status, ev.tx_id, ev.event_count, per_table, ev.ts_ms)
+                                ),
+                                ev.ts_ms,
+                                ev.event_id,
+                            )
+                        )
+                        continue
+                    except Exception:
+                        self.fallbacks += 1
                 tx_value = {
                     "status": ev.status,
                     "id": ev.tx_id,
@@ -478,8 +624,8 @@ class Encoder:
                 out.append(
                     EncodedRecord(
                         self._tx_topic,
-                        frame(kid, body(ks, {"id": ev.tx_id})),
-                        frame(vid, body(vs, tx_value)),
+                        tc.key_head + body(tc.key_schema, {"id": ev.tx_id}),
+                        tc.value_head + body(tc.value_schema, tx_value),
                         ev.ts_ms,
                         ev.event_id,
                     )
