@@ -78,3 +78,10 @@ LAST_COMMIT_TIME = Gauge(
     ["pipeline"],
     registry=REGISTRY,
 )
+ENCODER_FALLBACKS = Counter(
+    "cdc_encoder_fallback_records",
+    "Records encoded by fastavro because no specialised writer covered their schema or values "
+    "(correct, only slower; a steady rise names a type worth specialising).",
+    ["pipeline"],
+    registry=REGISTRY,
+)

@@ -144,8 +144,12 @@ class Pipeline:
         if not own_flag and start is not None and not is_snapshot_position(start):
             self._resumed_at = time.monotonic()
         batch: Any
+        fallbacks = 0
         for batch in source.batches(start):
             encoded = encoder.encode(batch)
+            if encoder.fallbacks != fallbacks:
+                metrics.ENCODER_FALLBACKS.labels(pipeline=name).inc(encoder.fallbacks - fallbacks)
+                fallbacks = encoder.fallbacks
             sink.write(encoded)
             self._durable(batch, own_flag)
             ack = sink.acknowledgeable()
