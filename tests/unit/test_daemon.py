@@ -101,6 +101,8 @@ class FakeSource:
 
 
 class FakeEncoder:
+    fallbacks = 0
+
     def __init__(self, *args: Any) -> None:
         pass
 
