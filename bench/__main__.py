@@ -62,7 +62,11 @@ def _args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="run the daemon under py-spy for W1 of run 1 of each pipeline; print hot spots",
     )
-    p.add_argument("--peer", choices=["debezium"], help="not available yet (see docs/bench.md)")
+    p.add_argument(
+        "--peer",
+        choices=["debezium"],
+        help="also run Debezium Server 2.7 on W1 of postgres-kafka into the same Kafka",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -71,9 +75,6 @@ def _args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = _args(sys.argv[1:] if argv is None else argv)
-    if a.peer:
-        print("bench: --peer debezium is not implemented yet; see docs/bench.md", file=sys.stderr)
-        return 2
     pipelines = [p.strip() for p in a.pipelines.split(",") if p.strip()]
     workloads = [w.strip().upper() for w in a.workloads.split(",") if w.strip()]
     bad = [p for p in pipelines if p not in PIPELINES]
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             latency_tx_rows=a.latency_tx_rows,
             profile=a.profile,
             workdir=workdir,
+            peer=a.peer,
             keep=a.keep,
             say=say,
         )

@@ -32,6 +32,7 @@ class Options:
     latency_tx_rows: int
     profile: bool
     workdir: Path
+    peer: str | None = None
     keep: bool = False
     say: Any = print
 
@@ -217,6 +218,13 @@ class PipelineRun:
             rows = records = sizes.w2_txns
             base = W2_BASE
         before = obs.count(orders)
+        peer = (
+            self.opts.peer == "debezium" and self.pipeline == "postgres-kafka" and workload == "W1"
+        )
+        if peer:
+            self.src.server.psql(
+                "SELECT pg_create_logical_replication_slot('bench_dbz', 'pgoutput')", self.src.db
+            )
         start = self.src.mark() if self.opts.ceilings else None
         t0 = time.perf_counter()
         self.src.load(workload, sizes, base)
@@ -249,6 +257,37 @@ class PipelineRun:
                 ceilings,
                 load_s,
                 profile is not None,
+            )
+        )
+        if peer:
+            self._debezium(obs, rows, records, ceilings)
+
+    def _debezium(self, obs: Observer, rows: int, records: int, ceilings: dict[str, float]) -> None:
+        from bench import _debezium
+
+        self.opts.say(f"[{self.pipeline} run {self.run}] W1 debezium server")
+        prefix = f"dbz_{self.short}"
+        topic = f"{prefix}.public.orders"
+        _debezium.create_topic(self.servers.kafka.bootstrap_servers, topic)
+        dbz = _debezium.DebeziumServer(
+            self.dir / "debezium", self.servers.pg, self.src.db, "bench_dbz", prefix, self.servers
+        )
+        try:
+            _debezium.wait_count(obs, topic, records, dbz, 600 + rows / 100)
+        finally:
+            stats = dbz.stop()
+        r, span = rate(obs.stamps(topic, 0, records))
+        self.results.append(
+            Result(
+                f"debezium-{_debezium.VERSION.split('.Final')[0]}:postgres-kafka",
+                "W1",
+                self.run,
+                rows,
+                r,
+                span,
+                stats.cpu_s if stats else None,
+                stats.peak_rss_mb if stats else None,
+                ceilings,
             )
         )
 
