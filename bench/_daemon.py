@@ -44,6 +44,9 @@ class Daemon:
             argv, stdout=self._out, stderr=subprocess.STDOUT, env=env, cwd=config.parent
         )
         self.final: ProcStats | None = None
+        # VmHWM as last sampled: wait4's ru_maxrss cannot be used, since Linux carries the
+        # parent's high-water mark into a forked child (the harness's RSS would show).
+        self.peak_rss_mb: float | None = None
         self.pid = self.proc.pid if profile is None else self._child(self.proc.pid)
 
     @staticmethod
@@ -74,10 +77,11 @@ class Daemon:
         if not pid:
             return False
         self.proc.returncode = os.waitstatus_to_exitcode(status)
-        self.final = ProcStats(ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024)
+        self.final = ProcStats(ru.ru_utime + ru.ru_stime, self.peak_rss_mb)
         return True
 
     def alive(self) -> bool:
+        self.stats()
         if self.profile is None:
             return not self._reap()
         return proc_stats(self.pid) is not None
@@ -97,11 +101,15 @@ class Daemon:
             time.sleep(0.05)
 
     def stats(self) -> ProcStats | None:
-        return proc_stats(self.pid)
+        """CPU seconds and peak RSS now (None once it exited); also keeps the peak RSS."""
+        now = proc_stats(self.pid)
+        if now is not None:
+            self.peak_rss_mb = max(self.peak_rss_mb or 0.0, now.peak_rss_mb or 0.0)
+        return now
 
     def stop(self, timeout: float = 60) -> ProcStats | None:
         """SIGTERM and wait; the CPU and peak RSS at the end (from wait4 when it is our child)."""
-        last = proc_stats(self.pid)
+        last = self.stats()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGTERM)
         return self.wait(timeout, last)
@@ -111,7 +119,10 @@ class Daemon:
         stats = last
         if self.profile is None:
             deadline = time.monotonic() + timeout
-            while not self._reap():
+            while True:
+                self.stats()
+                if self._reap():
+                    break
                 if time.monotonic() > deadline:
                     self.proc.kill()
                     self.proc.wait()
@@ -121,7 +132,7 @@ class Daemon:
         else:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                now = proc_stats(self.pid)
+                now = self.stats()
                 if now is None:
                     break
                 stats = now

@@ -10,6 +10,7 @@ like ours.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -18,8 +19,10 @@ from typing import Any
 from bench._stats import ProcStats, proc_stats
 
 VERSION = "2.7.3.Final"
+FORMAT = os.environ.get("BENCH_DEBEZIUM_FORMAT", "avro")
 HEAP = "512m"
 _BYTES = "org.apache.kafka.common.serialization.ByteArraySerializer"
+_STRING = "org.apache.kafka.common.serialization.StringSerializer"
 
 
 def ensure_dist() -> Path:
@@ -49,8 +52,8 @@ def _properties(work: Path, pg: Any, db: str, slot: str, prefix: str, s: Any) ->
     props = {
         "debezium.sink.type": "kafka",
         "debezium.sink.kafka.producer.bootstrap.servers": s.kafka.bootstrap_servers,
-        "debezium.sink.kafka.producer.key.serializer": _BYTES,
-        "debezium.sink.kafka.producer.value.serializer": _BYTES,
+        "debezium.sink.kafka.producer.key.serializer": _BYTES if FORMAT == "avro" else _STRING,
+        "debezium.sink.kafka.producer.value.serializer": _BYTES if FORMAT == "avro" else _STRING,
         "debezium.source.connector.class": "io.debezium.connector.postgresql.PostgresConnector",
         "debezium.source.offset.storage.file.filename": str(work / "offsets.dat"),
         "debezium.source.offset.flush.interval.ms": "0",
@@ -66,11 +69,11 @@ def _properties(work: Path, pg: Any, db: str, slot: str, prefix: str, s: Any) ->
         "debezium.source.publication.name": "bench_ceiling",
         "debezium.source.publication.autocreate.mode": "disabled",
         "debezium.source.snapshot.mode": "no_data",
-        "debezium.format.key": "avro",
-        "debezium.format.value": "avro",
+        "debezium.format.key": FORMAT,
+        "debezium.format.value": FORMAT,
         "quarkus.http.port": "0",
     }
-    for part in ("key", "value"):
+    for part in ("key", "value") if FORMAT == "avro" else ():
         props[f"debezium.format.{part}.apicurio.registry.url"] = registry
         props[f"debezium.format.{part}.apicurio.registry.auto-register"] = "true"
         props[f"debezium.format.{part}.apicurio.registry.find-latest"] = "true"

@@ -13,7 +13,7 @@ _TICK = os.sysconf("SC_CLK_TCK")
 @dataclass
 class ProcStats:
     cpu_s: float
-    peak_rss_mb: float
+    peak_rss_mb: float | None
 
 
 def proc_stats(pid: int) -> ProcStats | None:
