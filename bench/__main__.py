@@ -19,7 +19,7 @@ from bench._report import as_json, client_versions, git_commit, machine, table
 from bench._run import PIPELINES, WORKLOADS, Latency, Options, PipelineRun, Result
 from bench._workloads import Sizes
 
-DEFAULT_SCALE = 0.03
+DEFAULT_SCALE = 0.05
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -123,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
             kafka=any(p.endswith("kafka") for p in pipelines),
         )
         header["versions"] = {**client_versions(), **_servers.versions(servers)}
+        if a.peer == "debezium":
+            from bench._debezium import VERSION
+
+            header["versions"]["debezium_server"] = VERSION
         opts = Options(
             scale=a.scale,
             runs=a.runs,

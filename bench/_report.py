@@ -146,7 +146,7 @@ def table(doc: dict[str, Any]) -> str:
         "",
     ]
     head = (
-        f"{'pipeline':<15} {'work':<4} {'rows':>9} {'rows/s':>26} {'cpu s':>7} {'RSS MB':>7}"
+        f"{'pipeline':<23} {'work':<4} {'rows':>9} {'rows/s':>26} {'cpu s':>7} {'RSS MB':>7}"
         f"  ceiling (rows/s, our fraction of it)"
     )
     lines += [head, "-" * len(head)]
@@ -156,7 +156,7 @@ def table(doc: dict[str, Any]) -> str:
             for name, c in r["ceilings"].items()
         )
         lines.append(
-            f"{r['pipeline']:<15} {r['workload']:<4} {r['rows']:>9,} {_spread(r['rows_per_s']):>26}"
+            f"{r['pipeline']:<23} {r['workload']:<4} {r['rows']:>9,} {_spread(r['rows_per_s']):>26}"
             f" {_n(r['cpu_s']['median'], 1):>7} {_n(r['peak_rss_mb']['median']):>7}  {ceil or '-'}"
         )
     if doc["summary"]["latency"]:
@@ -164,12 +164,12 @@ def table(doc: dict[str, Any]) -> str:
             "",
             "latency: commit (client wall clock) to durable in the sink, paced transactions of "
             f"{doc['sizes']['latency_tx_rows']} rows for {doc['sizes']['latency_seconds']:g} s",
-            f"{'pipeline':<15} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>10} {'p99 ms':>10}"
+            f"{'pipeline':<23} {'offered/s':>9} {'achieved/s':>10} {'p50 ms':>10} {'p99 ms':>10}"
             f" {'max ms':>10}",
         ]
         for x in doc["summary"]["latency"]:
             lines.append(
-                f"{x['pipeline']:<15} {_n(x['offered_rows_per_s']):>9}"
+                f"{x['pipeline']:<23} {_n(x['offered_rows_per_s']):>9}"
                 f" {_n(x['achieved_rows_per_s']['median']):>10} {_n(x['p50_ms']['median']):>10}"
                 f" {_n(x['p99_ms']['median']):>10} {_n(x['max_ms']['max']):>10}"
             )

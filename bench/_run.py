@@ -279,7 +279,7 @@ class PipelineRun:
         r, span = rate(obs.stamps(topic, 0, records))
         self.results.append(
             Result(
-                f"debezium-{_debezium.VERSION.split('.Final')[0]}:postgres-kafka",
+                "debezium:postgres-kafka",
                 "W1",
                 self.run,
                 rows,
