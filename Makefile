@@ -27,5 +27,8 @@ format:
 demo: setup  ## a scratch Postgres feeding the built-in log; prints the captured events
 	$(PYTHON) -m scratch.demo
 
+bench: setup  ## throughput/latency of the four pipelines beside their ceilings (BENCH_ARGS="--scale 1")
+	$(PYTHON) -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf .demo data

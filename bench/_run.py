@@ -1,0 +1,340 @@
+"""One pipeline's runs: the latency phase, W1 and W2 streamed, W3 snapshotted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import _workloads as wl
+from bench._daemon import Daemon
+from bench._observe import KafkaObserver, LogObserver, Observer
+from bench._stats import percentile, rate
+
+PIPELINES = ("postgres-log", "mysql-log", "postgres-kafka", "mysql-kafka")
+WORKLOADS = ("W1", "W2", "W3")
+W1_BASE = 0
+W2_BASE = 20_000_000
+
+
+@dataclass
+class Options:
+    scale: float
+    runs: int
+    pipelines: list[str]
+    workloads: list[str]
+    ceilings: bool
+    latency_rate: float
+    latency_seconds: float
+    latency_tx_rows: int
+    profile: bool
+    workdir: Path
+    peer: str | None = None
+    keep: bool = False
+    say: Any = print
+
+
+@dataclass
+class Result:
+    pipeline: str
+    workload: str
+    run: int
+    rows: int
+    rows_per_s: float | None
+    span_s: float
+    cpu_s: float | None
+    peak_rss_mb: float | None
+    ceilings: dict[str, float] = field(default_factory=dict)
+    load_s: float = 0.0
+    profiled: bool = False
+
+
+@dataclass
+class Latency:
+    pipeline: str
+    run: int
+    offered_rows_per_s: float
+    tx_rows: int
+    achieved_rows_per_s: float
+    rows: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+
+
+def _wait_count(
+    obs: Observer, topic: str, want: int, daemon: Daemon | None, timeout: float, what: str
+) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while obs.count(topic) < want:
+        if daemon is not None:
+            daemon.check()
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"{what}: {obs.count(topic)} of {want} records on {topic} after {timeout:.0f}s"
+            )
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+class PipelineRun:
+    """Everything measured for one pipeline in one run; the servers are shared."""
+
+    def __init__(self, opts: Options, servers: Any, pipeline: str, run: int) -> None:
+        from bench._sources import MariaDB, Postgres
+
+        self.opts = opts
+        self.servers = servers
+        self.pipeline = pipeline
+        self.run = run
+        source_kind, self.sink_kind = pipeline.split("-")
+        self.src: Any = (
+            Postgres(servers.pg) if source_kind == "postgres" else MariaDB(servers.mariadb)
+        )
+        self.sizes = wl.Sizes.at(opts.scale)
+        short = f"{'pg' if source_kind == 'postgres' else 'my'}_{self.sink_kind}_r{run}"
+        self.short = short
+        self.dir = opts.workdir / short
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        self.server_id = 1000 + run * 10 + PIPELINES.index(pipeline)
+        self.results: list[Result] = []
+        self.latency: Latency | None = None
+        self.profiles: list[Path] = []
+
+    # --- config and sink ----------------------------------------------------------------------
+
+    def _config(self, name: str, snapshot: str) -> Path:
+        sink: dict[str, Any]
+        if self.sink_kind == "log":
+            sink = {"type": "log", "path": f"./{name}-log"}
+        else:
+            sink = {
+                "type": "kafka",
+                "bootstrap_servers": self.servers.kafka.bootstrap_servers,
+                "schema_registry": {"url": self.servers.registry.url},
+                "path": f"./{name}-state",
+                # The broker stamps each record when it appends it: the time it became durable.
+                "topics": {"config": {"message.timestamp.type": "LogAppendTime"}},
+            }
+        cfg = {
+            "pipelines": [
+                {
+                    "name": name,
+                    "source": self.src.source_config(snapshot, self.server_id),
+                    "sink": sink,
+                }
+            ]
+        }
+        path = self.dir / f"{name}.yaml"
+        path.write_text(json.dumps(cfg, indent=2))  # JSON is YAML
+        return path
+
+    def _observer(self, name: str) -> Observer:
+        if self.sink_kind == "log":
+            return LogObserver(self.dir / f"{name}-log")
+        return KafkaObserver(self.servers.kafka.bootstrap_servers)
+
+    def _daemon(self, config: Path, profile: Path | None = None) -> Daemon:
+        return Daemon(config, self.dir / "daemon.log", profile)
+
+    # --- phases -------------------------------------------------------------------------------
+
+    def execute(self) -> None:
+        say = self.opts.say
+        try:
+            streaming = [w for w in self.opts.workloads if w in ("W1", "W2")]
+            if streaming or self.opts.latency_seconds > 0:
+                say(f"[{self.pipeline} run {self.run}] streaming")
+                self._streaming(streaming)
+            if "W3" in self.opts.workloads:
+                say(f"[{self.pipeline} run {self.run}] W3 snapshot")
+                self._snapshot()
+        finally:
+            if not self.opts.keep:
+                shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _streaming(self, workloads: list[str]) -> None:
+        name = f"bench_{self.short}"
+        self.src.setup(f"b_{self.short}")
+        try:
+            config = self._config(name, "never")
+            obs = self._observer(name)
+            orders = self.src.topic(name, "orders")
+            marker = self.src.topic(name, "bench_marker")
+            try:
+                d = self._daemon(config)
+                try:
+                    d.wait_output(self.src.streaming_text, 120)
+                    # A first change makes the sink hold a position, so later starts resume
+                    # from it (MySQL with snapshot=never would otherwise start at the end).
+                    self.src.marker()
+                    _wait_count(obs, marker, 1, d, 60, "the marker row")
+                    if self.opts.latency_seconds > 0:
+                        self._latency(obs, orders, d)
+                finally:
+                    d.stop()
+                for w in workloads:
+                    self._catch_up(w, config, obs, orders)
+            finally:
+                obs.close()
+        finally:
+            self.src.cleanup()
+
+    def _latency(self, obs: Observer, orders: str, d: Daemon) -> None:
+        n = max(1, round(self.opts.latency_rate * self.opts.latency_seconds))
+        before = obs.count(orders)
+        commits = self.src.paced(self.opts.latency_rate, n, self.opts.latency_tx_rows)
+        _wait_count(obs, orders, before + n, d, 60 + n / 100, "the latency rows")
+        durable: list[int] = []
+        for ts, rows in obs.stamps(orders, before, before + n):
+            durable.extend([ts] * rows)
+        # One writer, rows inserted in id order: the k-th record is the k-th row committed.
+        lat = sorted(max(0.0, t - c * 1000) for t, c in zip(durable, commits, strict=True))
+        span = commits[-1] - commits[0]
+        self.latency = Latency(
+            self.pipeline,
+            self.run,
+            self.opts.latency_rate,
+            self.opts.latency_tx_rows,
+            (n - 1) / span if span > 0 else float(n),
+            n,
+            percentile(lat, 50),
+            percentile(lat, 99),
+            lat[-1],
+        )
+
+    def _catch_up(self, workload: str, config: Path, obs: Observer, orders: str) -> None:
+        """Load the workload with the daemon stopped, then time the daemon catching up."""
+        sizes = self.sizes
+        if workload == "W1":
+            rows, base = sizes.w1_changes, W1_BASE
+            records = rows + (sizes.w1_deletes_rows if self.sink_kind == "kafka" else 0)
+        else:
+            rows = records = sizes.w2_txns
+            base = W2_BASE
+        before = obs.count(orders)
+        peer = (
+            self.opts.peer == "debezium" and self.pipeline == "postgres-kafka" and workload == "W1"
+        )
+        if peer:
+            self.src.server.psql(
+                "SELECT pg_create_logical_replication_slot('bench_dbz', 'pgoutput')", self.src.db
+            )
+        start = self.src.mark() if self.opts.ceilings else None
+        t0 = time.perf_counter()
+        self.src.load(workload, sizes, base)
+        load_s = time.perf_counter() - t0
+        ceilings: dict[str, float] = {}
+        if self.opts.ceilings:
+            ceilings = self.src.ceilings(start, self.src.end(), rows, self.server_id + 500)
+        profile = None
+        if self.opts.profile and self.run == 1 and workload == "W1":
+            profile = self.dir.parent / f"profile-{self.pipeline}-W1.txt"
+            self.profiles.append(profile)
+        d = self._daemon(config, profile)
+        try:
+            _wait_count(obs, orders, before + records, d, 300 + rows / 300, f"{workload} rows")
+            stats = d.stop()
+        except BaseException:
+            d.kill()
+            raise
+        r, span = rate(obs.stamps(orders, before, before + records))
+        self.results.append(
+            Result(
+                self.pipeline,
+                workload,
+                self.run,
+                rows,
+                r,
+                span,
+                stats.cpu_s if stats else None,
+                stats.peak_rss_mb if stats else None,
+                ceilings,
+                load_s,
+                profile is not None,
+            )
+        )
+        if peer:
+            self._debezium(obs, rows, records, ceilings)
+
+    def _debezium(self, obs: Observer, rows: int, records: int, ceilings: dict[str, float]) -> None:
+        from bench import _debezium
+
+        self.opts.say(f"[{self.pipeline} run {self.run}] W1 debezium server")
+        prefix = f"dbz_{self.short}"
+        topic = f"{prefix}.public.orders"
+        _debezium.create_topic(self.servers.kafka.bootstrap_servers, topic)
+        dbz = _debezium.DebeziumServer(
+            self.dir / "debezium", self.servers.pg, self.src.db, "bench_dbz", prefix, self.servers
+        )
+        try:
+            _debezium.wait_count(obs, topic, records, dbz, 600 + rows / 100)
+        finally:
+            stats = dbz.stop()
+        r, span = rate(obs.stamps(topic, 0, records))
+        self.results.append(
+            Result(
+                "debezium:postgres-kafka",
+                "W1",
+                self.run,
+                rows,
+                r,
+                span,
+                stats.cpu_s if stats else None,
+                stats.peak_rss_mb if stats else None,
+                ceilings,
+            )
+        )
+
+    def _snapshot(self) -> None:
+        name = f"bench_{self.short}_snap"
+        self.src.setup(f"b_{self.short}_snap")
+        try:
+            rows = self.sizes.w3_rows
+            t0 = time.perf_counter()
+            self.src.load("W3", self.sizes, 0)
+            load_s = time.perf_counter() - t0
+            ceilings = self.src.snapshot_ceiling(rows) if self.opts.ceilings else {}
+            config = self._config(name, "initial_only")
+            obs = self._observer(name)
+            orders = self.src.topic(name, "orders")
+            try:
+                d = self._daemon(config)
+                try:
+                    deadline = time.monotonic() + 300 + rows / 300
+                    while obs.count(orders) < rows:
+                        if not d.alive():  # initial_only: exits when done; check once more
+                            if obs.count(orders) >= rows:
+                                break
+                            d.check()
+                        if time.monotonic() > deadline:
+                            raise TimeoutError(f"W3: {obs.count(orders)} of {rows} rows")
+                        time.sleep(0.1)
+                    stats = d.wait(60, d.stats())
+                except BaseException:
+                    d.kill()
+                    raise
+                r, span = rate(obs.stamps(orders, 0, rows))
+            finally:
+                obs.close()
+            self.results.append(
+                Result(
+                    self.pipeline,
+                    "W3",
+                    self.run,
+                    rows,
+                    r,
+                    span,
+                    stats.cpu_s if stats else None,
+                    stats.peak_rss_mb if stats else None,
+                    ceilings,
+                    load_s,
+                )
+            )
+        finally:
+            self.src.cleanup()
