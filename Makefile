@@ -16,13 +16,13 @@ integration:
 	$(PYTHON) -m pytest -q -m integration tests
 
 lint:
-	$(PYTHON) -m ruff check cdc sources sinks scratch tests
-	$(PYTHON) -m ruff format --check cdc sources sinks scratch tests
+	$(PYTHON) -m ruff check cdc sources sinks scratch tests bench
+	$(PYTHON) -m ruff format --check cdc sources sinks scratch tests bench
 	$(PYTHON) -m mypy cdc sources sinks
 
 format:
-	$(PYTHON) -m ruff format cdc sources sinks scratch tests
-	$(PYTHON) -m ruff check --fix cdc sources sinks scratch tests
+	$(PYTHON) -m ruff format cdc sources sinks scratch tests bench
+	$(PYTHON) -m ruff check --fix cdc sources sinks scratch tests bench
 
 demo: setup  ## a scratch Postgres feeding the built-in log; prints the captured events
 	$(PYTHON) -m scratch.demo
