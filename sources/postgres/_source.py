@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import select
 import struct
 import time
@@ -137,6 +138,10 @@ class PostgresSource:
         self.tx_metadata = transaction_metadata
         self.tables = [self._split(t) for t in config.tables]
         self._stopping = False
+        # stop() writes a byte here so that a select() waiting on an idle stream wakes at once
+        # (instead of after status_interval_s); os.write on a non-blocking pipe is signal-safe.
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self._repl: PGconn | None = None
         self._catalog: psycopg.Connection[Any] | None = None
         self._relations: dict[int, _Relation] = {}
@@ -499,8 +504,8 @@ class PostgresSource:
     def _recv(self, conn: PGconn, timeout: float) -> bytes | None:
         n, data = conn.get_copy_data(1)
         if n == 0:
-            r, _, _ = select.select([conn.socket], [], [], max(timeout, 0))
-            if not r:
+            r, _, _ = select.select([conn.socket, self._wake_r], [], [], max(timeout, 0))
+            if conn.socket not in r:
                 return None
             conn.consume_input()
             n, data = conn.get_copy_data(1)
@@ -538,6 +543,8 @@ class PostgresSource:
 
     def stop(self) -> None:
         self._stopping = True
+        with contextlib.suppress(OSError):  # full (already woken) or closed
+            os.write(self._wake_w, b"x")
 
     @property
     def streaming(self) -> bool:
@@ -889,3 +896,7 @@ class PostgresSource:
         if self._catalog is not None:
             self._catalog.close()
             self._catalog = None
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._wake_r = self._wake_w = -1

@@ -269,3 +269,36 @@ def test_corrupt_tail_is_dropped_and_refetched(
     assert "dropping the last" in d.output()
     ids = [r["value"]["after"]["id"] for r in row_events(read_log(log))]
     assert ids == [1, 2, 3, 4, 5, 6]
+
+
+def test_sigterm_stops_an_idle_pipeline_promptly(tmp_path: Path, pg_db: str, daemon: Any) -> None:
+    """An idle stream waits on the socket for up to status_interval_s; SIGTERM must not wait."""
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY)")
+        c.execute("INSERT INTO t VALUES (1)")
+    slot = "s_" + pg_db.rsplit("dbname=", 1)[1]
+    path = write_config(
+        tmp_path / "cdc.yaml",
+        f"""
+pipelines:
+  - name: idle
+    source:
+      type: postgres
+      dsn: "{pg_db}"
+      tables: [public.t]
+      slot: {slot}
+      status_interval_s: 60
+      heartbeat_interval_s: 0
+      slot_check_interval_s: 600
+    sink:
+      type: log
+      path: {tmp_path / "log"}
+""",
+    )
+    d = daemon(path).start()
+    wait_until(lambda: count_rows(tmp_path / "log") == 1, 60, "the snapshot row")
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("INSERT INTO t VALUES (2)")
+    wait_until(lambda: count_rows(tmp_path / "log") == 2, 30, "the streamed row")
+    # Before the stop woke the wait, this took until the server's next keepalive (~10 s here).
+    assert d.terminate(timeout=5) == 0, d.output()
