@@ -151,13 +151,13 @@ class Pipeline:
                 metrics.ENCODER_FALLBACKS.labels(pipeline=name).inc(encoder.fallbacks - fallbacks)
                 fallbacks = encoder.fallbacks
             sink.write(encoded)
-            self._durable(batch, own_flag)
+            self._durable(batch)
             ack = sink.acknowledgeable()
             if ack is not None:
                 source.acknowledge(ack)
         log.info("pipeline %s: stopped at %s", name, sink.committed())
 
-    def _durable(self, batch: ChangeBatch, own_flag: bool) -> None:
+    def _durable(self, batch: ChangeBatch) -> None:
         """Update metrics and status for a batch the sink has just made durable.
 
         One pass over the events counts per (table, op) (see ``_count_runs``); the labelled
@@ -207,5 +207,6 @@ class Pipeline:
         if is_snapshot_position(batch.position):
             if st.state == "starting":
                 BOARD.set_state(name, "snapshot")
-        elif not own_flag and st.state in ("starting", "snapshot"):
+        elif st.state in ("starting", "snapshot"):
+            # A durable batch past the snapshot (whose last batch carries a plain position).
             BOARD.set_state(name, "streaming")

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import connect, read_log, write_config
 
 from cdc import metrics
 from cdc.status import BOARD
 from tests.conftest import wait_until
+from tests.integration.mysql.conftest import connect, read_log, write_config
 
 pytestmark = pytest.mark.integration
 
