@@ -16,7 +16,6 @@ transactions and events that ``start`` says were already delivered are dropped h
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import select
@@ -872,12 +871,13 @@ class PostgresSource:
             "ts_ms": ts_us // 1000,
             "snapshot": snapshot,
             "db": self.db,
+            # Debezium's ["<last commit lsn>","<lsn>"], as json.dumps with compact separators
+            # writes it (formatted by hand: json.dumps per row was 13 % of a streaming profile).
             "sequence": None
             if snapshot != "false"
-            else json.dumps(
-                [str(last_commit_lsn) if last_commit_lsn else None, str(lsn)],
-                separators=(",", ":"),
-            ),
+            else f'["{last_commit_lsn}","{lsn}"]'
+            if last_commit_lsn
+            else f'[null,"{lsn}"]',
             "ts_us": ts_us,
             "ts_ns": ts_us * 1000,
             "schema": table.namespace,
