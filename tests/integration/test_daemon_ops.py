@@ -242,6 +242,8 @@ status_file: state/ops.json
     base = f"http://127.0.0.1:{port}"
     wait_until(lambda: get(base + "/ready")[0] == 200, 60, "streaming")
     assert get(base + "/health")[0] == 200
+    # the status file follows within status_interval_s (the endpoint reads the live state)
+    wait_until(lambda: states(cfg)["load"]["state"] == "streaming", 30, "status: streaming")
 
     failed: list[BaseException] = []
 
