@@ -408,10 +408,7 @@ class PostgresSource:
             )
         confirmed, wal_status = state
         if wal_status == "lost":
-            return (
-                f"replication slot {self.slot!r} was invalidated (wal_status lost: the server "
-                "removed WAL it needed, see max_slot_wal_keep_size)"
-            )
+            return self._invalidated()
         if confirmed > start_lsn:
             return (
                 f"replication slot {self.slot!r} is at {format_lsn(confirmed)}, past the sink's "
@@ -419,6 +416,12 @@ class PostgresSource:
                 "elsewhere (use a slot only this pipeline reads)"
             )
         return None
+
+    def _invalidated(self) -> str:
+        return (
+            f"replication slot {self.slot!r} was invalidated (wal_status lost: the server "
+            "removed WAL it needed, see max_slot_wal_keep_size)"
+        )
 
     def _ways_out(self) -> str:
         return (
@@ -821,10 +824,7 @@ class PostgresSource:
                     f"replication slot {self.slot!r} was invalidated (wal_status lost); "
                     "snapshot: when_needed, so restarting to take a new snapshot"
                 )
-            raise PositionLost(
-                f"replication slot {self.slot!r} was invalidated (wal_status lost: the server "
-                f"removed WAL it needed, see max_slot_wal_keep_size). {self._ways_out()}"
-            )
+            raise PositionLost(f"{self._invalidated()}. {self._ways_out()}")
         metrics.SLOT_RETAINED_WAL.labels(pipeline=self.pipeline_name, slot=self.slot).set(retained)
         limit = self.config.max_retained_wal_mb
         if limit and retained > limit << 20:
