@@ -41,8 +41,8 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "con
         delay = min(delay * 1.5, 0.5)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[Any]:
+def scratch_postgres() -> Iterator[Any]:
+    """A scratch Postgres for a fixture to yield; stopped and removed after."""
     from scratch.postgres import start_postgres
 
     # Not under pytest's tmp dir: when we are root the server runs as the postgres user, which
@@ -53,6 +53,11 @@ def pg_server() -> Iterator[Any]:
     finally:
         server.stop("immediate")
         shutil.rmtree(server.datadir.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[Any]:
+    yield from scratch_postgres()
 
 
 @pytest.fixture

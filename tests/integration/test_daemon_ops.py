@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import psycopg
 import pytest
 
 from scratch._common import free_port
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, scratch_postgres, wait_until
 from tests.logtools import read_log, row_events
 
 pytestmark = pytest.mark.integration
@@ -84,14 +83,7 @@ def run_daemon() -> Iterator[Any]:
 @pytest.fixture
 def private_pg() -> Iterator[Any]:
     """A server of this test's own, which it may stop and start."""
-    from scratch.postgres import start_postgres
-
-    server = start_postgres()
-    try:
-        yield server
-    finally:
-        server.stop("immediate")
-        shutil.rmtree(server.datadir.parent, ignore_errors=True)
+    yield from scratch_postgres()
 
 
 def status(cfg: Path) -> dict[str, Any]:
