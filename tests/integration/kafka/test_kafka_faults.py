@@ -98,12 +98,15 @@ def test_kill9_during_load_loses_nothing(
     config = write_config(tmp_path / "cdc.yaml", [_pipeline(prefix, pg_db, kafka, registry, state)])
     d = daemon(config).start()
     wait_streaming(pg_server, d, f"cdc_{prefix}")
-    # 25,000 inserts then 25,000 updates, 1,000 rows per transaction: 50,000 changes.
+    # 25,000 inserts then 25,000 updates, 1,000 rows per transaction: 50,000 changes,
+    # 0.1 s apart so the kill always lands mid-load however fast the pipeline is.
+    pause = "SELECT pg_sleep(0.1);\n"
     script = "".join(
         f"INSERT INTO load SELECT g, 0 FROM generate_series({k * 1000 + 1}, {k * 1000 + 1000}) g;\n"
+        + pause
         for k in range(25)
     ) + "".join(
-        f"UPDATE load SET v = 1 WHERE id BETWEEN {k * 1000 + 1} AND {k * 1000 + 1000};\n"
+        f"UPDATE load SET v = 1 WHERE id BETWEEN {k * 1000 + 1} AND {k * 1000 + 1000};\n" + pause
         for k in range(25)
     )
     load = threading.Thread(target=pg_server.psql, args=(script, db))

@@ -144,19 +144,23 @@ pipelines:
     assert len({m.headers["Nats-Msg-Id"] for m in msgs}) == len(msgs)
 
 
-def _load_sql(first: int, rows: int, per_tx: int) -> str:
-    """Insert ids first..first+rows-1 in transactions of ``per_tx`` rows."""
+def _load_sql(first: int, rows: int, per_tx: int, pause_s: float = 0.0) -> str:
+    """Insert ids first..first+rows-1 in transactions of ``per_tx`` rows, pausing after each."""
+    pause = f"PERFORM pg_sleep({pause_s}); " if pause_s else ""
     return (
         f"DO $$ BEGIN FOR i IN 0..{rows // per_tx - 1} LOOP "
         f"INSERT INTO load SELECT g, md5(g::text) FROM generate_series("
         f"{first} + i * {per_tx}, {first - 1} + (i + 1) * {per_tx}) g; "
-        "COMMIT; END LOOP; END $$;"
+        f"COMMIT; {pause}END LOOP; END $$;"
     )
 
 
-def _load(pg_server: Any, db: str, rows: int, per_tx: int) -> threading.Thread:
+def _load(
+    pg_server: Any, db: str, rows: int, per_tx: int, pause_s: float = 0.0
+) -> threading.Thread:
     """Insert ids 1..rows in transactions of ``per_tx`` rows, in a background thread."""
-    t = threading.Thread(target=pg_server.psql, args=(_load_sql(1, rows, per_tx), db), daemon=True)
+    sql = _load_sql(1, rows, per_tx, pause_s)
+    t = threading.Thread(target=pg_server.psql, args=(sql, db), daemon=True)
     t.start()
     return t
 
@@ -196,7 +200,8 @@ def test_kill_during_load_stores_each_change_once(
 
     first = daemon(config).start()
     wait_until(lambda: _slots_exist(pg_server, [f"cdc_{unique}"]), 60, "the replication slot")
-    load = _load(pg_server, db, rows, per_tx)
+    # paced (5,000 transactions, 1 ms apart) so the kill always lands mid-load
+    load = _load(pg_server, db, rows, per_tx, pause_s=0.001)
     wait_until(lambda: stream_count(nats_server.url, unique) >= 10_000, 120, "10,000 messages")
     first.kill()
     at_kill = stream_count(nats_server.url, unique)
