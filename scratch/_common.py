@@ -7,16 +7,28 @@ import pwd
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(other_than: int | None = None) -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (and is not ``other_than``)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port != other_than:
+            return port
+
+
+def scratch_dir(base_dir: Path | None, prefix: str) -> Path:
+    """``base_dir``, created if missing, or else a new temporary directory named ``prefix...``."""
+    if base_dir is None:
+        base_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    base_dir.mkdir(parents=True, exist_ok=True)
+    return base_dir
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:

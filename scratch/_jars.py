@@ -12,7 +12,7 @@ import fcntl
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -47,87 +47,79 @@ def _pom(name: str, deps: Sequence[tuple[str, str, str]]) -> str:
     )
 
 
-def fetch_jars(name: str, deps: Sequence[tuple[str, str, str]]) -> Path:
-    """Make sure ``deps`` (groupId, artifactId, version) and their runtime dependencies are in
-    ``cache_root()/name/libs``; return that directory. Quick when already there."""
+def _cached(name: str, subdir: str, stamp: str, fill: Callable[[Path], None]) -> Path:
+    """``cache_root()/name/subdir``, made by ``fill(staging)`` unless a complete one is there.
+
+    ``fill`` writes into an empty staging directory, renamed into place once it returned; the
+    ``.complete`` file (holding ``stamp``) marks the result as whole.
+    """
     home = cache_root() / name
-    libs = home / "libs"
+    target = home / subdir
     done = home / ".complete"
-    if done.is_file() and libs.is_dir():
-        return libs
+    if done.is_file() and target.is_dir():
+        return target
     home.mkdir(parents=True, exist_ok=True)
     with open(home / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.is_file() and libs.is_dir():
-            return libs
-        mvn = find_binary("mvn")
-        pom = home / "pom.xml"
-        pom.write_text(_pom(name, deps))
-        staging = home / "libs.partial"
+        if done.is_file() and target.is_dir():
+            return target
+        staging = home / f"{subdir}.partial"
         shutil.rmtree(staging, ignore_errors=True)
-        proc = subprocess.run(
+        fill(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+        done.write_text(stamp)
+    return target
+
+
+def _mvn(what: str, args: Sequence[str], cwd: Path | None = None) -> None:
+    """Run ``mvn -B -q args``; raise naming ``what`` with mvn's output if it fails."""
+    proc = subprocess.run(
+        [find_binary("mvn"), "-B", "-q", *args], capture_output=True, text=True, cwd=cwd
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"mvn could not fetch {what} (is Maven Central reachable?):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+
+
+def fetch_jars(name: str, deps: Sequence[tuple[str, str, str]]) -> Path:
+    """Make sure ``deps`` (groupId, artifactId, version) and their runtime dependencies are in
+    ``cache_root()/name/libs``; return that directory. Quick when already there."""
+
+    def fill(staging: Path) -> None:
+        pom = cache_root() / name / "pom.xml"
+        pom.write_text(_pom(name, deps))
+        _mvn(
+            name,
             [
-                mvn,
-                "-B",
-                "-q",
                 "-f",
                 str(pom),
                 "dependency:copy-dependencies",
                 f"-DoutputDirectory={staging}",
                 "-DincludeScope=runtime",
             ],
-            capture_output=True,
-            text=True,
         )
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"mvn could not fetch {name} (is Maven Central reachable?):\n"
-                f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-            )
-        shutil.rmtree(libs, ignore_errors=True)
-        staging.rename(libs)
-        done.write_text("\n".join(":".join(d) for d in deps) + "\n")
-    return libs
+
+    return _cached(name, "libs", "\n".join(":".join(d) for d in deps) + "\n", fill)
 
 
 def fetch_unpacked(name: str, artifact: str) -> Path:
     """Make sure the archive ``artifact`` (``group:artifact:version:type:classifier``) is unpacked
     in ``cache_root()/name/dist``; return that directory. Quick when already there."""
-    home = cache_root() / name
-    dist = home / "dist"
-    done = home / ".complete"
-    if done.is_file() and dist.is_dir():
-        return dist
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if done.is_file() and dist.is_dir():
-            return dist
-        mvn = find_binary("mvn")
-        staging = home / "dist.partial"
-        work = home / "work"  # without a project, mvn leaves "${project.basedir}/target" here
-        shutil.rmtree(staging, ignore_errors=True)
+
+    def fill(staging: Path) -> None:
+        # without a project, mvn leaves "${project.basedir}/target" here
+        work = cache_root() / name / "work"
         work.mkdir(exist_ok=True)
-        proc = subprocess.run(
-            [
-                mvn,
-                "-B",
-                "-q",
-                "dependency:unpack",
-                f"-Dartifact={artifact}",
-                f"-DoutputDirectory={staging}",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=work,
-        )
-        shutil.rmtree(work, ignore_errors=True)
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"mvn could not fetch {artifact} (is Maven Central reachable?):\n"
-                f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        try:
+            _mvn(
+                artifact,
+                ["dependency:unpack", f"-Dartifact={artifact}", f"-DoutputDirectory={staging}"],
+                cwd=work,
             )
-        shutil.rmtree(dist, ignore_errors=True)
-        staging.rename(dist)
-        done.write_text(artifact + "\n")
-    return dist
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    return _cached(name, "dist", artifact + "\n", fill)

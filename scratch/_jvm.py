@@ -12,6 +12,8 @@ import os
 import uuid
 from pathlib import Path
 
+from scratch._proc import ServerProcess
+
 
 def start_dump(archive: Path) -> Path | None:
     """A fresh file for this JVM to dump its classes into, or None when ``archive`` exists."""
@@ -36,3 +38,24 @@ def finish_dump(archive: Path, dump: Path | None) -> None:
         os.replace(dump, archive)
     else:
         dump.unlink(missing_ok=True)
+
+
+class JvmServer(ServerProcess):
+    """A ServerProcess that is a JVM sharing classes through ``cds_archive``: its first start
+    dumps the archive (``_cds_flags()`` in the command line say where), later starts map it."""
+
+    _cds_dump: Path | None = None
+
+    @property
+    def cds_archive(self) -> Path:
+        raise NotImplementedError
+
+    def _cds_flags(self) -> list[str]:
+        return cds_flags(self.cds_archive, self._cds_dump)
+
+    def _before_start(self) -> None:
+        self._cds_dump = start_dump(self.cds_archive)
+
+    def _after_exit(self) -> None:
+        finish_dump(self.cds_archive, self._cds_dump)
+        self._cds_dump = None

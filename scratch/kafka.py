@@ -27,12 +27,10 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
-from scratch._common import find_binary, free_port, port_open, wait_for
+from scratch._common import find_binary, free_port, port_open, scratch_dir
 from scratch._jars import cache_root, fetch_jars
-from scratch._jvm import cds_flags, finish_dump, start_dump
-from scratch._proc import REAPER, kill, log_tail, popen_as, terminate
+from scratch._jvm import JvmServer, cds_flags
 
 KAFKA_VERSION = "4.1.1"
 LOG4J_VERSION = "2.24.3"
@@ -103,8 +101,13 @@ logger.ulog.level = WARN
 
 
 @dataclass
-class KafkaServer:
-    """A running single-node KRaft broker; clients use ``bootstrap_servers``."""
+class KafkaServer(JvmServer):
+    """A running single-node KRaft broker; clients use ``bootstrap_servers``.
+
+    ``stop()`` is a controlled shutdown (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT s) that keeps the
+    data and both ports; ``kill()`` is a crash: the broker recovers its logs on the next
+    ``start()``.
+    """
 
     base_dir: Path
     port: int
@@ -113,9 +116,11 @@ class KafkaServer:
     java: str
     host: str = "127.0.0.1"
     heap: str = HEAP
-    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _log_offset: int = field(default=0, repr=False)
-    _cds_dump: Path | None = field(default=None, repr=False)
+
+    process_name = "kafka"
+    startup_timeout = STARTUP_TIMEOUT
+    shutdown_timeout = SHUTDOWN_TIMEOUT
 
     @property
     def bootstrap_servers(self) -> str:
@@ -140,16 +145,12 @@ class KafkaServer:
         return self.base_dir / "kafka.out"
 
     @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    @property
     def cds_archive(self) -> Path:
         """The class-data-sharing archive of the broker's classes, next to the cached jars."""
         return cds_archive(self.libs)
 
     def _java(self, main: str, *args: str) -> list[str]:
-        dump = self._cds_dump if main == "kafka.Kafka" else None
+        dump = self._cds_dump if main == "kafka.Kafka" else None  # the tools only map it
         return [
             self.java,
             *cds_flags(self.cds_archive, dump),
@@ -185,75 +186,33 @@ class KafkaServer:
         if proc.returncode != 0:
             raise RuntimeError(f"kafka storage format failed:\n{proc.stdout}\n{proc.stderr}")
 
-    def _started(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise _Exited(
-                f"kafka exited with {self._proc.returncode}; {self.out_file}:\n"
-                f"{log_tail(self.out_file)}\n{self.log_file}:\n{log_tail(self.log_file)}"
-            )
+    @property
+    def _output(self) -> Path:
+        return self.out_file
+
+    @property
+    def _cwd(self) -> Path:
+        return self.base_dir
+
+    def _argv(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.config_file))
+
+    def _before_start(self) -> None:
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
+        super()._before_start()
+
+    def _ready(self) -> bool:
         if not port_open(self.port):
             return False
         with open(self.log_file, "rb") as f:
             f.seek(self._log_offset)
             return _STARTED.encode() in f.read()
 
-    def start(self) -> None:
-        """Start (or restart) the broker on its ports and data; return once it serves requests."""
-        if self.running:
-            return
-        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
-        self._cds_dump = start_dump(self.cds_archive)
-        self._proc = popen_as(
-            None,
-            self._java("kafka.Kafka", str(self.config_file)),
-            self.out_file,
-            cwd=self.base_dir,
-        )
-        REAPER.add(self._proc)
-        exited: list[_Exited] = []
+    def _waiting_for(self) -> str:
+        return f"kafka on port {self.port} ({self.log_file})"
 
-        def check() -> bool:
-            try:
-                return self._started()
-            except _Exited as exc:
-                exited.append(exc)
-                return True
-
-        try:
-            wait_for(check, STARTUP_TIMEOUT, f"kafka on port {self.port} ({self.log_file})")
-            if exited:
-                raise RuntimeError(str(exited[0]))
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self) -> None:
-        """Controlled shutdown (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT s). Data and ports kept."""
-        terminate(self._proc, SHUTDOWN_TIMEOUT)
-        REAPER.discard(self._proc)
-        self._proc = None
-        finish_dump(self.cds_archive, self._cds_dump)
-        self._cds_dump = None
-
-    def kill(self) -> None:
-        """SIGKILL the broker, as a crash would; it recovers its logs on the next start()."""
-        kill(self._proc)
-        REAPER.discard(self._proc)
-        self._proc = None
-        finish_dump(self.cds_archive, self._cds_dump)
-        self._cds_dump = None
-
-    def __enter__(self) -> KafkaServer:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
-
-class _Exited(Exception):
-    pass
+    def _logs(self) -> list[tuple[str, Path]]:
+        return [("", self.out_file), ("", self.log_file)]
 
 
 def _properties(data_dir: Path, port: int, controller_port: int) -> dict[str, str]:
@@ -306,13 +265,9 @@ def start_kafka(
     """
     libs = ensure_kafka_jars()
     java = find_binary("java", ["/usr/bin/java"])
-    if base_dir is None:
-        base_dir = Path(tempfile.mkdtemp(prefix="cdc-kafka-"))
-    base_dir.mkdir(parents=True, exist_ok=True)
+    base_dir = scratch_dir(base_dir, "cdc-kafka-")
     port = port or free_port()
-    controller_port = free_port()
-    while controller_port == port:
-        controller_port = free_port()
+    controller_port = free_port(other_than=port)
     server = KafkaServer(
         base_dir=base_dir,
         port=port,
@@ -338,11 +293,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["run"]:
         with start_kafka() as server:
             print(f"kafka {KAFKA_VERSION} at {server.bootstrap_servers}; {server.base_dir}")
-            try:
-                assert server._proc is not None
-                server._proc.wait()
-            except KeyboardInterrupt:
-                pass
+            server.wait()
         return 0
     print(
         "usage: python -m scratch.kafka fetch|run\n"

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from scratch._common import chown_to, find_binary, free_port, is_root, run_as, wait_for
-from scratch._proc import REAPER, kill, log_tail, popen_as, terminate
+from scratch._common import chown_to, find_binary, free_port, is_root, run_as, scratch_dir
+from scratch._proc import ServerProcess
 
 STARTUP_TIMEOUT = 60.0
 SHUTDOWN_TIMEOUT = 60.0
@@ -35,13 +33,13 @@ def _os_user() -> str | None:
     return "mysql" if is_root() else None
 
 
-class _Exited(Exception):
-    pass
-
-
 @dataclass
-class MariaDBServer:
-    """A running scratch server; ``connect_kwargs()`` are ready for ``pymysql.connect``."""
+class MariaDBServer(ServerProcess):
+    """A running scratch server; ``connect_kwargs()`` are ready for ``pymysql.connect``.
+
+    ``stop()`` (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT s) keeps the data and the port;
+    ``kill()`` is a crash: InnoDB recovers on the next ``start()``.
+    """
 
     base_dir: Path
     port: int
@@ -51,7 +49,10 @@ class MariaDBServer:
     user: str = "root"
     password: str = ""
     _os_user: str | None = field(default=None, repr=False)
-    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    process_name = "mariadbd"
+    startup_timeout = STARTUP_TIMEOUT
+    shutdown_timeout = SHUTDOWN_TIMEOUT
 
     @property
     def datadir(self) -> Path:
@@ -68,10 +69,6 @@ class MariaDBServer:
     @property
     def error_log(self) -> Path:
         return self.base_dir / "error.log"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def connect_kwargs(self, db: str | None = None) -> dict[str, Any]:
         """Keyword arguments for ``pymysql.connect`` (TCP to 127.0.0.1, autocommit on)."""
@@ -109,61 +106,26 @@ class MariaDBServer:
         self.sql(f"CREATE DATABASE `{quoted}` CHARACTER SET utf8mb4")
         return self.connect_kwargs(name)
 
-    def _check_ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise _Exited(
-                f"mariadbd exited with {self._proc.returncode}; error log "
-                f"{self.error_log}:\n{log_tail(self.error_log)}"
-            )
+    @property
+    def _user(self) -> str | None:
+        return self._os_user
+
+    @property
+    def _output(self) -> Path:
+        return self.base_dir / "mariadbd.out"
+
+    def _argv(self) -> list[str]:
+        return [self.mariadbd, f"--defaults-file={self.config_file}"]
+
+    def _ready(self) -> bool:
         self.sql("SELECT 1")
         return True
 
-    def start(self) -> None:
-        """Start (or restart) the server on its datadir and port; return when it takes queries."""
-        if self.running:
-            return
-        self._proc = popen_as(
-            self._os_user,
-            [self.mariadbd, f"--defaults-file={self.config_file}"],
-            self.base_dir / "mariadbd.out",
-        )
-        REAPER.add(self._proc)
-        exited: list[_Exited] = []
+    def _waiting_for(self) -> str:
+        return f"mariadb on port {self.port} ({self.error_log})"
 
-        def check() -> bool:
-            try:
-                return self._check_ready()
-            except _Exited as exc:
-                exited.append(exc)
-                return True
-
-        try:
-            wait_for(check, STARTUP_TIMEOUT, f"mariadb on port {self.port} ({self.error_log})")
-            if exited:
-                raise RuntimeError(str(exited[0]))
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self) -> None:
-        """Shut down cleanly (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT seconds). Data is kept."""
-        terminate(self._proc, SHUTDOWN_TIMEOUT)
-        REAPER.discard(self._proc)
-        self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would; InnoDB recovers on the next start()."""
-        kill(self._proc)
-        REAPER.discard(self._proc)
-        self._proc = None
-
-    def __enter__(self) -> MariaDBServer:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _logs(self) -> list[tuple[str, Path]]:
+        return [("error log ", self.error_log)]
 
 
 def _config(base_dir: Path, port: int, server_id: int, gtid_strict: bool) -> dict[str, str]:
@@ -221,9 +183,7 @@ def start_mariadb(
     """
     mariadbd = find_binary("mariadbd", ["/usr/sbin/mariadbd", "/usr/sbin/mysqld"])
     install_db = find_binary("mariadb-install-db", ["/usr/bin/mariadb-install-db"])
-    if base_dir is None:
-        base_dir = Path(tempfile.mkdtemp(prefix="cdc-mariadb-"))
-    base_dir.mkdir(parents=True, exist_ok=True)
+    base_dir = scratch_dir(base_dir, "cdc-mariadb-")
     os_user = _os_user()
     port = port or free_port()
     conf = _config(base_dir, port, server_id, gtid_strict)

@@ -9,35 +9,34 @@ authentication: it is a throwaway server on loopback.
 from __future__ import annotations
 
 import json
-import subprocess
-import tempfile
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from scratch._common import find_binary, free_port, wait_for
-from scratch._proc import REAPER, kill, log_tail, popen_as, terminate
+from scratch._common import find_binary, free_port, scratch_dir
+from scratch._proc import ServerProcess
 
 STARTUP_TIMEOUT = 30.0
 SHUTDOWN_TIMEOUT = 30.0
 
 
-class _Exited(Exception):
-    pass
-
-
 @dataclass
-class NatsServer:
-    """A running scratch nats-server with JetStream enabled; connect to ``url``."""
+class NatsServer(ServerProcess):
+    """A running scratch nats-server with JetStream enabled; connect to ``url``.
+
+    ``stop()`` (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT s) keeps the store; ``kill()`` is a crash.
+    """
 
     base_dir: Path
     port: int
     monitor_port: int
     binary: str
     host: str = "127.0.0.1"
-    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    process_name = "nats-server"
+    startup_timeout = STARTUP_TIMEOUT
+    shutdown_timeout = SHUTDOWN_TIMEOUT
 
     @property
     def url(self) -> str:
@@ -60,66 +59,24 @@ class NatsServer:
     def log_file(self) -> Path:
         return self.base_dir / "nats.log"
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def monitor(self, endpoint: str = "jsz") -> Any:
         """GET a monitoring endpoint (``varz``, ``jsz``, ``healthz``, ...) and decode its JSON."""
         with urllib.request.urlopen(f"{self.monitor_url}/{endpoint}", timeout=5) as resp:
             return json.loads(resp.read())
 
-    def _check_ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise _Exited(
-                f"nats-server exited with {self._proc.returncode}; log {self.log_file}:\n"
-                f"{log_tail(self.log_file)}"
-            )
+    @property
+    def _output(self) -> Path:
+        return self.log_file
+
+    def _argv(self) -> list[str]:
+        return [self.binary, "-c", str(self.config_file)]
+
+    def _ready(self) -> bool:
         # /healthz answers ok once the client port is up and JetStream has recovered its streams.
         return bool(self.monitor("healthz").get("status") == "ok")
 
-    def start(self) -> None:
-        """Start (or restart) the server on its ports and store; return when it is healthy."""
-        if self.running:
-            return
-        self._proc = popen_as(None, [self.binary, "-c", str(self.config_file)], self.log_file)
-        REAPER.add(self._proc)
-        exited: list[_Exited] = []
-
-        def check() -> bool:
-            try:
-                return self._check_ready()
-            except _Exited as exc:
-                exited.append(exc)
-                return True
-
-        try:
-            wait_for(check, STARTUP_TIMEOUT, f"nats-server on port {self.port} ({self.log_file})")
-            if exited:
-                raise RuntimeError(str(exited[0]))
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self) -> None:
-        """Shut down cleanly (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT s). The store is kept."""
-        terminate(self._proc, SHUTDOWN_TIMEOUT)
-        REAPER.discard(self._proc)
-        self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would."""
-        kill(self._proc)
-        REAPER.discard(self._proc)
-        self._proc = None
-
-    def __enter__(self) -> NatsServer:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _waiting_for(self) -> str:
+        return f"nats-server on port {self.port} ({self.log_file})"
 
 
 def _config(base_dir: Path, port: int, monitor_port: int) -> str:
@@ -139,13 +96,9 @@ def _config(base_dir: Path, port: int, monitor_port: int) -> str:
 def start_nats(base_dir: Path | None = None, *, port: int | None = None) -> NatsServer:
     """Start nats-server with JetStream on a free 127.0.0.1 port, its store under ``base_dir``."""
     binary = find_binary("nats-server", ["/usr/sbin/nats-server", "/usr/bin/nats-server"])
-    if base_dir is None:
-        base_dir = Path(tempfile.mkdtemp(prefix="cdc-nats-"))
-    base_dir.mkdir(parents=True, exist_ok=True)
+    base_dir = scratch_dir(base_dir, "cdc-nats-")
     port = port or free_port()
-    monitor_port = free_port()
-    while monitor_port == port:
-        monitor_port = free_port()
+    monitor_port = free_port(other_than=port)
     server = NatsServer(base_dir=base_dir, port=port, monitor_port=monitor_port, binary=binary)
     server.config_file.write_text(_config(base_dir, port, monitor_port))
     server.start()

@@ -10,12 +10,19 @@ from __future__ import annotations
 import glob
 import os
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from scratch._common import chown_to, free_port, is_root, port_open, run_as, wait_for
+from scratch._common import (
+    chown_to,
+    free_port,
+    is_root,
+    port_open,
+    run_as,
+    scratch_dir,
+    wait_for,
+)
 
 
 def _bindir() -> Path:
@@ -115,9 +122,7 @@ def start_postgres(
 ) -> PostgresServer:
     """initdb + start a server with wal_level=logical; ``settings`` override postgresql.conf."""
     bindir = _bindir()
-    if base_dir is None:
-        base_dir = Path(tempfile.mkdtemp(prefix="cdc-pg-"))
-    base_dir.mkdir(parents=True, exist_ok=True)
+    base_dir = scratch_dir(base_dir, "cdc-pg-")
     datadir = base_dir / "data"
     os_user = "postgres" if is_root() else None
     if os_user:

@@ -15,19 +15,16 @@ the port but forgets every schema. No authentication.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from scratch._common import find_binary, free_port, wait_for
+from scratch._common import find_binary, free_port, scratch_dir
 from scratch._jars import fetch_unpacked
-from scratch._jvm import cds_flags, finish_dump, start_dump
-from scratch._proc import REAPER, kill, log_tail, popen_as, terminate
+from scratch._jvm import JvmServer
 
 REGISTRY_VERSION = "2.6.13.Final"
 STARTUP_TIMEOUT = 90.0
@@ -54,13 +51,13 @@ def _cds_archive(runner: Path) -> Path:
     return runner.parent.parent / "registry-classes.jsa"  # next to dist/
 
 
-class _Exited(Exception):
-    pass
-
-
 @dataclass
-class SchemaRegistryServer:
-    """A running Apicurio Registry; ``url`` is its Confluent-compatible API base URL."""
+class SchemaRegistryServer(JvmServer):
+    """A running Apicurio Registry; ``url`` is its Confluent-compatible API base URL.
+
+    ``stop()`` (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT s) keeps the port but not the schemas:
+    ``start()`` again gives an empty registry.
+    """
 
     base_dir: Path
     port: int
@@ -68,8 +65,10 @@ class SchemaRegistryServer:
     java: str
     host: str = "127.0.0.1"
     heap: str = HEAP
-    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    _cds_dump: Path | None = field(default=None, repr=False)
+
+    process_name = "registry"
+    startup_timeout = STARTUP_TIMEOUT
+    shutdown_timeout = SHUTDOWN_TIMEOUT
 
     @property
     def base_url(self) -> str:
@@ -89,34 +88,23 @@ class SchemaRegistryServer:
     def cds_archive(self) -> Path:
         return _cds_archive(self.runner)
 
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def get(self, path: str) -> Any:
         """GET ``url + path`` and decode its JSON (``get("/subjects")``)."""
         with urllib.request.urlopen(self.url + path, timeout=10) as resp:
             return json.loads(resp.read())
 
-    def _ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise _Exited(
-                f"registry exited with {self._proc.returncode}; log {self.log_file}:\n"
-                f"{log_tail(self.log_file)}"
-            )
-        with urllib.request.urlopen(self.base_url + "/health/ready", timeout=5) as resp:
-            if resp.status != 200:
-                return False
-        return isinstance(self.get("/subjects"), list)
+    @property
+    def _output(self) -> Path:
+        return self.log_file
 
-    def start(self) -> None:
-        """Start (or restart, empty) the registry on its port; return once it answers."""
-        if self.running:
-            return
-        self._cds_dump = start_dump(self.cds_archive)
-        argv = [
+    @property
+    def _cwd(self) -> Path:
+        return self.base_dir
+
+    def _argv(self) -> list[str]:
+        return [
             self.java,
-            *cds_flags(self.cds_archive, self._cds_dump),
+            *self._cds_flags(),
             f"-Xmx{self.heap}",
             "-XX:+UseSerialGC",
             "-XX:+ExitOnOutOfMemoryError",
@@ -129,47 +117,15 @@ class SchemaRegistryServer:
             "-jar",
             str(self.runner),
         ]
-        self._proc = popen_as(None, argv, self.log_file, cwd=self.base_dir)
-        REAPER.add(self._proc)
-        exited: list[_Exited] = []
 
-        def check() -> bool:
-            try:
-                return self._ready()
-            except _Exited as exc:
-                exited.append(exc)
-                return True
+    def _ready(self) -> bool:
+        with urllib.request.urlopen(self.base_url + "/health/ready", timeout=5) as resp:
+            if resp.status != 200:
+                return False
+        return isinstance(self.get("/subjects"), list)
 
-        try:
-            wait_for(check, STARTUP_TIMEOUT, f"schema registry on port {self.port}")
-            if exited:
-                raise RuntimeError(str(exited[0]))
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self) -> None:
-        """Shut down (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT s). Schemas are not kept."""
-        terminate(self._proc, SHUTDOWN_TIMEOUT)
-        REAPER.discard(self._proc)
-        self._proc = None
-        finish_dump(self.cds_archive, self._cds_dump)
-        self._cds_dump = None
-
-    def kill(self) -> None:
-        kill(self._proc)
-        REAPER.discard(self._proc)
-        self._proc = None
-        finish_dump(self.cds_archive, self._cds_dump)
-        self._cds_dump = None
-
-    def __enter__(self) -> SchemaRegistryServer:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _waiting_for(self) -> str:
+        return f"schema registry on port {self.port}"
 
 
 def start_schema_registry(
@@ -178,9 +134,7 @@ def start_schema_registry(
     """Start Apicurio Registry (in-memory storage) on a free 127.0.0.1 port."""
     runner = _runner(ensure_registry_dist())
     java = find_binary("java", ["/usr/bin/java"])
-    if base_dir is None:
-        base_dir = Path(tempfile.mkdtemp(prefix="cdc-registry-"))
-    base_dir.mkdir(parents=True, exist_ok=True)
+    base_dir = scratch_dir(base_dir, "cdc-registry-")
     server = SchemaRegistryServer(
         base_dir=base_dir, port=port or free_port(), runner=runner, java=java, heap=heap
     )
@@ -205,11 +159,7 @@ def main(argv: list[str]) -> int:
     if argv[:1] == ["run"]:
         with start_schema_registry() as server:
             print(f"schema registry at {server.url}; {server.base_dir}")
-            try:
-                assert server._proc is not None
-                server._proc.wait()
-            except KeyboardInterrupt:
-                pass
+            server.wait()
         return 0
     print("usage: python -m scratch.registry fetch|run", file=sys.stderr)
     return 2
