@@ -194,3 +194,109 @@ def wait_streaming(pg_server: Any, daemon: Any, slot: str, timeout: float = 60) 
         return slot_active(pg_server, slot)()
 
     wait_until(check, timeout, f"replication slot {slot} to be active")
+
+
+def postgres_source(dsn: str, *tables: str) -> dict[str, Any]:
+    return {"type": "postgres", "dsn": dsn, "tables": list(tables)}
+
+
+@dataclass
+class KafkaCase:
+    """One test's Kafka side: the session broker and registry, a reader, the daemon factory, the
+    test's topic prefix (also its Kafka pipeline's name) and its files under ``tmp_path``."""
+
+    kafka: Any
+    registry: Any
+    reader: Reader
+    daemon: Callable[[Path], Any]
+    prefix: str
+    tmp_path: Path
+
+    @property
+    def state(self) -> Path:
+        """The Kafka sink's ``path`` (its checkpoint is ``state/checkpoint.json``)."""
+        return self.tmp_path / "state"
+
+    @property
+    def config(self) -> Path:
+        return self.tmp_path / "cdc.yaml"
+
+    @property
+    def log_dir(self) -> Path:
+        """The built-in log of ``beside_log``'s second pipeline."""
+        return self.tmp_path / "log"
+
+    def sink(self, **extra: Any) -> dict[str, Any]:
+        """The Kafka sink config; ``extra`` adds or overrides fields (``bootstrap_servers``...)."""
+        return kafka_sink(self.kafka, self.registry, self.state, **extra)
+
+    def pipeline(
+        self, source: dict[str, Any], sink: dict[str, Any] | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        """The pipeline named ``prefix`` from ``source`` to ``sink`` (default ``self.sink()``)."""
+        return {"name": self.prefix, **extra, "source": source, "sink": sink or self.sink()}
+
+    def beside_log(
+        self, source: dict[str, Any], log_source: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """``source`` into Kafka, and ``log_source`` (the same tables) into the built-in log at
+        ``log_dir`` under the same topic names, tombstones included: what a consumer reads from
+        Kafka should equal the log."""
+        return [
+            self.pipeline(source),
+            {
+                "name": self.prefix + "_log",
+                "topic_prefix": self.prefix,
+                "source": log_source,
+                "sink": {"type": "log", "path": str(self.log_dir), "tombstones": True},
+            },
+        ]
+
+    def start(self, pipelines: list[dict[str, Any]]) -> Any:
+        """Write ``pipelines`` to ``config`` and start a daemon on it."""
+        return self.daemon(write_config(self.config, pipelines)).start()
+
+    def read_as_the_log(
+        self, topics: list[str], expected: int
+    ) -> tuple[list[Event], dict[str, list[tuple[Any, Any]]]]:
+        """Once the log at ``log_dir`` holds ``expected`` records and exactly ``topics`` exist in
+        Kafka, read them; assert Kafka holds the same records as the log, topic by topic. Returns
+        the events read and them by topic as (key, value)."""
+        from sinks.log import LogReader
+        from tests.logtools import assert_same_per_topic, by_topic, log_by_topic
+
+        def in_log() -> int:
+            if not self.log_dir.exists():
+                return 0
+            return sum(1 for _ in LogReader(self.log_dir).records())
+
+        wait_until(lambda: in_log() >= expected, 60, "the log to hold every event")
+        from_log = log_by_topic(self.log_dir)
+        wait_until(lambda: set(self.reader.topics(self.prefix)) == set(topics), 60, "the topics")
+        events = self.reader.read(topics, at_least=expected)
+        from_kafka = by_topic((e.topic, e.key, e.value) for e in events)
+        assert len(events) == expected
+        assert sorted(from_log) == sorted(topics)
+        assert_same_per_topic(from_kafka, from_log, "kafka")
+        return events, from_kafka
+
+
+@pytest.fixture
+def case(
+    kafka: Any,
+    registry: Any,
+    reader: Reader,
+    daemon: Callable[[Path], Any],
+    prefix: str,
+    tmp_path: Path,
+) -> KafkaCase:
+    return KafkaCase(kafka, registry, reader, daemon, prefix, tmp_path)
+
+
+def start_streaming(pg_server: Any, case: KafkaCase, pipelines: list[dict[str, Any]]) -> Any:
+    """Start a daemon on ``pipelines`` (Postgres sources) and wait until each streams from its
+    slot ``cdc_<name>``: changes committed from then on are captured."""
+    d = case.start(pipelines)
+    for p in pipelines:
+        wait_streaming(pg_server, d, f"cdc_{p['name']}")
+    return d

@@ -6,7 +6,6 @@ import json
 import threading
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +13,11 @@ import pytest
 from tests.conftest import wait_until
 from tests.integration.kafka.conftest import (
     Event,
+    KafkaCase,
     Reader,
     dbname,
-    kafka_sink,
-    wait_streaming,
-    write_config,
+    postgres_source,
+    start_streaming,
 )
 
 pytestmark = pytest.mark.integration
@@ -26,16 +25,16 @@ pytestmark = pytest.mark.integration
 MAX_EVENTS = 2000
 
 
-def _pipeline(prefix: str, dsn: str, kafka: Any, registry: Any, state: Path) -> dict[str, Any]:
-    """``kafka`` is the broker fixture, or a dict with a ``bootstrap_servers`` to point at."""
-    if isinstance(kafka, dict):
-        kafka = type("Where", (), kafka)
-    return {
-        "name": prefix,
-        "batch": {"max_events": MAX_EVENTS},
-        "source": {"type": "postgres", "dsn": dsn, "tables": ["public.load"]},
-        "sink": kafka_sink(kafka, registry, state, topics={"partitions": 3}),
-    }
+def _start_load_pipeline(pg_server: Any, dsn: str, case: KafkaCase, **sink: Any) -> Any:
+    """Create table ``load`` and stream it into 3-partition topics, ``MAX_EVENTS`` per batch;
+    ``sink`` overrides Kafka sink fields. Returns the daemon once it streams."""
+    pg_server.psql("CREATE TABLE load (id int PRIMARY KEY, v int NOT NULL)", dbname(dsn))
+    pipeline = case.pipeline(
+        postgres_source(dsn, "public.load"),
+        case.sink(topics={"partitions": 3}, **sink),
+        batch={"max_events": MAX_EVENTS},
+    )
+    return start_streaming(pg_server, case, [pipeline])
 
 
 def _count(reader: Reader, topic: str) -> int:
@@ -82,22 +81,9 @@ def _check_per_key_order(events: list[Event]) -> None:
         assert [(e.value["op"], e.value["after"]["v"]) for e in firsts] == [("c", 0), ("u", 1)]
 
 
-def test_kill9_during_load_loses_nothing(
-    pg_server: Any,
-    pg_db: str,
-    daemon: Any,
-    kafka: Any,
-    registry: Any,
-    reader: Reader,
-    prefix: str,
-    tmp_path: Path,
-) -> None:
-    db = dbname(pg_db)
-    pg_server.psql("CREATE TABLE load (id int PRIMARY KEY, v int NOT NULL)", db)
-    state = tmp_path / "state"
-    config = write_config(tmp_path / "cdc.yaml", [_pipeline(prefix, pg_db, kafka, registry, state)])
-    d = daemon(config).start()
-    wait_streaming(pg_server, d, f"cdc_{prefix}")
+def test_kill9_during_load_loses_nothing(pg_server: Any, pg_db: str, case: KafkaCase) -> None:
+    db, reader = dbname(pg_db), case.reader
+    d = _start_load_pipeline(pg_server, pg_db, case)
     # 25,000 inserts then 25,000 updates, 1,000 rows per transaction: 50,000 changes,
     # 0.1 s apart so the kill always lands mid-load however fast the pipeline is.
     pause = "SELECT pg_sleep(0.1);\n"
@@ -111,14 +97,14 @@ def test_kill9_during_load_loses_nothing(
     )
     load = threading.Thread(target=pg_server.psql, args=(script, db))
     load.start()
-    topic = f"{prefix}.public.load"
+    topic = f"{case.prefix}.public.load"
     wait_until(lambda: _count(reader, topic) >= 10_000, 120, "10,000 records in kafka")
     d.kill()
     load.join()
-    checkpoint = json.loads((state / "checkpoint.json").read_text())["position"]
+    checkpoint = json.loads((case.state / "checkpoint.json").read_text())["position"]
     assert _count(reader, topic) < 50_000, "the load finished before the kill: nothing tested"
 
-    d2 = daemon(config).start()
+    d2 = case.daemon(case.config).start()
     events = reader.read([topic], at_least=50_000, timeout=180)
     distinct = {_identity(e) for e in events}
     assert len(distinct) == 50_000
@@ -145,21 +131,10 @@ def _lsn(text: str) -> int:
 
 
 def test_broker_away_30s_mid_load_daemon_recovers_unaided(
-    pg_server: Any,
-    pg_db: str,
-    daemon: Any,
-    kafka: Any,
-    registry: Any,
-    reader: Reader,
-    prefix: str,
-    tmp_path: Path,
+    pg_server: Any, pg_db: str, case: KafkaCase
 ) -> None:
-    db = dbname(pg_db)
-    pg_server.psql("CREATE TABLE load (id int PRIMARY KEY, v int NOT NULL)", db)
-    state = tmp_path / "state"
-    config = write_config(tmp_path / "cdc.yaml", [_pipeline(prefix, pg_db, kafka, registry, state)])
-    d = daemon(config).start()
-    wait_streaming(pg_server, d, f"cdc_{prefix}")
+    db, kafka, reader, state = dbname(pg_db), case.kafka, case.reader, case.state
+    d = _start_load_pipeline(pg_server, pg_db, case)
     stop_load = threading.Event()
 
     def load() -> None:
@@ -180,8 +155,8 @@ def test_broker_away_30s_mid_load_daemon_recovers_unaided(
     total = 0
     loader = threading.Thread(target=load)
     loader.start()
-    topic = f"{prefix}.public.load"
-    slot = f"cdc_{prefix}"
+    topic = f"{case.prefix}.public.load"
+    slot = f"cdc_{case.prefix}"
     try:
         wait_until(lambda: _count(reader, topic) >= 3000, 120, "3,000 records in kafka")
         kafka.stop()
@@ -214,22 +189,13 @@ def test_broker_away_30s_mid_load_daemon_recovers_unaided(
 
 
 def test_sigterm_while_brokers_are_unreachable_stops_the_daemon(
-    pg_server: Any,
-    pg_db: str,
-    daemon: Any,
-    registry: Any,
-    prefix: str,
-    tmp_path: Path,
+    pg_server: Any, pg_db: str, case: KafkaCase
 ) -> None:
     from scratch._common import free_port
 
     db = dbname(pg_db)
-    pg_server.psql("CREATE TABLE load (id int PRIMARY KEY, v int NOT NULL)", db)
-    nobody = {"bootstrap_servers": f"127.0.0.1:{free_port()}"}  # nothing listens there
-    pipeline = _pipeline(prefix, pg_db, nobody, registry, tmp_path / "state")
-    config = write_config(tmp_path / "cdc.yaml", [pipeline])
-    d = daemon(config).start()
-    wait_streaming(pg_server, d, f"cdc_{prefix}")
+    nobody = f"127.0.0.1:{free_port()}"  # nothing listens there
+    d = _start_load_pipeline(pg_server, pg_db, case, bootstrap_servers=nobody)
     before_insert = _lsn(pg_server.psql("SELECT pg_current_wal_lsn()", db))
     pg_server.psql("INSERT INTO load VALUES (1, 0)", db)
     wait_until(lambda: "unreachable" in d.output(), 60, "the daemon to report the brokers")
@@ -238,28 +204,17 @@ def test_sigterm_while_brokers_are_unreachable_stops_the_daemon(
     out = d.output()
     assert out.count("unreachable") == 1, out
     # The row was not delivered, so not checkpointed: it is read again next time.
-    checkpoint = tmp_path / "state" / "checkpoint.json"
+    checkpoint = case.state / "checkpoint.json"
     if checkpoint.exists():  # the (empty) snapshot's batch needs no broker
         assert json.loads(checkpoint.read_text())["position"]["lsn"] <= before_insert
 
 
 def test_sigterm_during_an_outage_stops_promptly_and_the_next_start_resumes(
-    pg_server: Any,
-    pg_db: str,
-    daemon: Any,
-    kafka: Any,
-    registry: Any,
-    reader: Reader,
-    prefix: str,
-    tmp_path: Path,
+    pg_server: Any, pg_db: str, case: KafkaCase
 ) -> None:
-    db = dbname(pg_db)
-    pg_server.psql("CREATE TABLE load (id int PRIMARY KEY, v int NOT NULL)", db)
-    state = tmp_path / "state"
-    config = write_config(tmp_path / "cdc.yaml", [_pipeline(prefix, pg_db, kafka, registry, state)])
-    topic = f"{prefix}.public.load"
-    d = daemon(config).start()
-    wait_streaming(pg_server, d, f"cdc_{prefix}")
+    db, kafka, reader, state = dbname(pg_db), case.kafka, case.reader, case.state
+    topic = f"{case.prefix}.public.load"
+    d = _start_load_pipeline(pg_server, pg_db, case)
     pg_server.psql("INSERT INTO load SELECT g, 0 FROM generate_series(1, 100) g", db)
     wait_until(lambda: _count(reader, topic) >= 100, 60, "the first 100 rows in kafka")
     try:
@@ -274,7 +229,7 @@ def test_sigterm_during_an_outage_stops_promptly_and_the_next_start_resumes(
     finally:
         kafka.start()
 
-    d2 = daemon(config).start()
+    d2 = case.daemon(case.config).start()
     events = reader.read([topic], at_least=200, timeout=120)
     assert {e.key["id"] for e in events} == set(range(1, 201))
     assert d2.terminate() == 0, d2.output()

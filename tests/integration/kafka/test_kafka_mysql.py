@@ -4,14 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sinks.log import LogReader
-from tests.conftest import wait_until
-from tests.integration.kafka.conftest import Reader, kafka_sink, write_config
+from tests.integration.kafka.conftest import KafkaCase
 from tests.integration.mysql.conftest import (
     MIXED_EVENTS,
     MIXED_OPS,
@@ -20,59 +17,26 @@ from tests.integration.mysql.conftest import (
     run_mixed_workload,
     wait_started,
 )
-from tests.logtools import assert_same_per_topic, by_topic, log_by_topic
 
 pytestmark = pytest.mark.integration
 
 
 def test_consumer_reads_what_the_log_holds(
-    mariadb_server: Any,
-    mysql_db: str,
-    daemon: Any,
-    kafka: Any,
-    registry: Any,
-    reader: Reader,
-    prefix: str,
-    tmp_path: Path,
+    mariadb_server: Any, mysql_db: str, case: KafkaCase
 ) -> None:
-    db = mysql_db
+    db, prefix = mysql_db, case.prefix
     tables = mixed_tables(mariadb_server, db)
-    log_dir, state = tmp_path / "log", tmp_path / "kafka-state"
-    config = write_config(
-        tmp_path / "cdc.yaml",
-        [
-            {
-                "name": prefix,
-                "source": mysql_source(mariadb_server, tables, 1001),
-                "sink": kafka_sink(kafka, registry, state),
-            },
-            {
-                "name": prefix + "_log",
-                "topic_prefix": prefix,
-                "source": mysql_source(mariadb_server, tables, 1002),
-                "sink": {"type": "log", "path": str(log_dir), "tombstones": True},
-            },
-        ],
+    d = case.start(
+        case.beside_log(
+            mysql_source(mariadb_server, tables, 1001), mysql_source(mariadb_server, tables, 1002)
+        )
     )
-    d = daemon(config).start()
-
-    wait_started(d, log_dir, state / "checkpoint.json")
+    wait_started(d, case.log_dir, case.state / "checkpoint.json")
     run_mixed_workload(mariadb_server, db)
 
-    def in_log() -> int:
-        return sum(1 for _ in LogReader(log_dir).records())
-
-    wait_until(lambda: in_log() >= MIXED_EVENTS, 60, "the log to hold every event")
-    from_log = log_by_topic(log_dir)
     topics = [f"{prefix}.{db}.items", f"{prefix}.{db}.tags", f"{prefix}.transaction"]
-    wait_until(lambda: set(reader.topics(prefix)) == set(topics), 60, "the topics")
-    events = reader.read(topics, at_least=MIXED_EVENTS)
+    events, from_kafka = case.read_as_the_log(topics, MIXED_EVENTS)
     assert d.terminate() == 0, d.output()
-
-    assert len(events) == MIXED_EVENTS
-    assert sorted(from_log) == sorted(topics)
-    from_kafka = by_topic((e.topic, e.key, e.value) for e in events)
-    assert_same_per_topic(from_kafka, from_log, "kafka")
 
     values = [e.value for e in events if e.value is not None and "op" in e.value]
     assert Counter(v["op"] for v in values) == MIXED_OPS

@@ -4,21 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sinks.log import LogReader
-from tests.conftest import wait_until
-from tests.integration.kafka.conftest import (
-    Reader,
-    dbname,
-    kafka_sink,
-    wait_streaming,
-    write_config,
-)
-from tests.logtools import assert_same_per_topic, by_topic, log_by_topic
+from tests.integration.kafka.conftest import KafkaCase, dbname, postgres_source, start_streaming
 
 pytestmark = pytest.mark.integration
 
@@ -40,61 +30,18 @@ WORKLOAD = [
 ]
 
 
-def test_consumer_reads_what_the_log_holds(
-    pg_server: Any,
-    pg_db: str,
-    daemon: Any,
-    kafka: Any,
-    registry: Any,
-    reader: Reader,
-    prefix: str,
-    tmp_path: Path,
-) -> None:
-    db = dbname(pg_db)
+def test_consumer_reads_what_the_log_holds(pg_server: Any, pg_db: str, case: KafkaCase) -> None:
+    db, prefix = dbname(pg_db), case.prefix
     pg_server.psql(SCHEMA, db)
-    tables = ["public.items", "public.tags"]
-    source = {"type": "postgres", "dsn": pg_db, "tables": tables}
-    config = write_config(
-        tmp_path / "cdc.yaml",
-        [
-            {
-                "name": prefix,
-                "source": source,
-                "sink": kafka_sink(kafka, registry, tmp_path / "kafka-state"),
-            },
-            {
-                "name": prefix + "_log",
-                "topic_prefix": prefix,
-                "source": source,
-                "sink": {"type": "log", "path": str(tmp_path / "log"), "tombstones": True},
-            },
-        ],
-    )
-    d = daemon(config).start()
-    wait_streaming(pg_server, d, f"cdc_{prefix}")
-    wait_streaming(pg_server, d, f"cdc_{prefix}_log")
+    source = postgres_source(pg_db, "public.items", "public.tags")
+    d = start_streaming(pg_server, case, case.beside_log(source, source))
     for sql in WORKLOAD:
         pg_server.psql(sql, db)
 
     # 371 item changes + 20 tombstones, 25 tag changes + 5 tombstones, 5 transactions.
     expected = 371 + 20 + 25 + 5 + 2 * 5
-
-    def log_records() -> list[Any]:
-        if not (tmp_path / "log").exists():
-            return []
-        return list(LogReader(tmp_path / "log").records())
-
-    wait_until(lambda: len(log_records()) >= expected, 60, "the log")
-    in_log = log_by_topic(tmp_path / "log")
-
     topics = [f"{prefix}.public.items", f"{prefix}.public.tags", f"{prefix}.transaction"]
-    wait_until(lambda: set(reader.topics(prefix)) == set(topics), 60, "the topics")
-    events = reader.read(topics, at_least=expected)
-    in_kafka = by_topic((e.topic, e.key, e.value) for e in events)
-
-    assert len(events) == expected
-    assert sorted(in_log) == sorted(topics)
-    assert_same_per_topic(in_kafka, in_log, "kafka")
+    _, in_kafka = case.read_as_the_log(topics, expected)
 
     items = in_kafka[f"{prefix}.public.items"]
     ops = Counter("tombstone" if v is None else v["op"] for _, v in items)

@@ -2,48 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.integration.kafka.conftest import (
-    Reader,
+    KafkaCase,
     dbname,
-    kafka_sink,
+    postgres_source,
     set_compatibility,
+    start_streaming,
     subject_versions,
-    wait_streaming,
-    write_config,
 )
 
 pytestmark = pytest.mark.integration
 
 
-def test_added_column_registers_a_new_version(
-    pg_server: Any,
-    pg_db: str,
-    daemon: Any,
-    kafka: Any,
-    registry: Any,
-    reader: Reader,
-    prefix: str,
-    tmp_path: Path,
-) -> None:
+def test_added_column_registers_a_new_version(pg_server: Any, pg_db: str, case: KafkaCase) -> None:
     db = dbname(pg_db)
     pg_server.psql("CREATE TABLE doc (id int PRIMARY KEY, title text NOT NULL)", db)
-    config = write_config(
-        tmp_path / "cdc.yaml",
-        [
-            {
-                "name": prefix,
-                "source": {"type": "postgres", "dsn": pg_db, "tables": ["public.doc"]},
-                "sink": kafka_sink(kafka, registry, tmp_path / "state"),
-            }
-        ],
-    )
-    d = daemon(config).start()
-    wait_streaming(pg_server, d, f"cdc_{prefix}")
+    d = start_streaming(pg_server, case, [case.pipeline(postgres_source(pg_db, "public.doc"))])
+    topic = f"{case.prefix}.public.doc"
     pg_server.psql("INSERT INTO doc SELECT g, 'v1 ' || g FROM generate_series(1, 10) g", db)
     pg_server.psql("ALTER TABLE doc ADD COLUMN note text", db)
     pg_server.psql(
@@ -51,49 +30,30 @@ def test_added_column_registers_a_new_version(
     )
     pg_server.psql("UPDATE doc SET note = 'late' WHERE id = 1", db)
 
-    topic = f"{prefix}.public.doc"
-    events = reader.read([topic], at_least=21, timeout=60)
+    events = case.reader.read([topic], at_least=21, timeout=60)
     assert len(events) == 21
     afters = [e.value["after"] for e in events]
     assert afters[:10] == [{"id": i, "title": f"v1 {i}"} for i in range(1, 11)]
     assert afters[10:20] == [{"id": i, "title": f"v2 {i}", "note": f"n{i}"} for i in range(11, 21)]
     assert afters[20] == {"id": 1, "title": "v1 1", "note": "late"}
     # One value schema per table version; the key did not change.
-    assert len(subject_versions(registry, f"{topic}-value")) == 2
-    assert len(subject_versions(registry, f"{topic}-key")) == 1
+    assert len(subject_versions(case.registry, f"{topic}-value")) == 2
+    assert len(subject_versions(case.registry, f"{topic}-key")) == 1
     assert d.terminate() == 0
 
 
 def test_refused_schema_stops_the_pipeline_with_a_clear_error(
-    pg_server: Any,
-    pg_db: str,
-    daemon: Any,
-    kafka: Any,
-    registry: Any,
-    reader: Reader,
-    prefix: str,
-    tmp_path: Path,
+    pg_server: Any, pg_db: str, case: KafkaCase
 ) -> None:
     db = dbname(pg_db)
     pg_server.psql("CREATE TABLE doc (id int PRIMARY KEY, title text NOT NULL)", db)
-    config = write_config(
-        tmp_path / "cdc.yaml",
-        [
-            {
-                "name": prefix,
-                "source": {"type": "postgres", "dsn": pg_db, "tables": ["public.doc"]},
-                "sink": kafka_sink(kafka, registry, tmp_path / "state"),
-            }
-        ],
-    )
-    d = daemon(config).start()
-    wait_streaming(pg_server, d, f"cdc_{prefix}")
-    topic = f"{prefix}.public.doc"
+    d = start_streaming(pg_server, case, [case.pipeline(postgres_source(pg_db, "public.doc"))])
+    topic = f"{case.prefix}.public.doc"
     pg_server.psql("INSERT INTO doc VALUES (1, 'a')", db)
-    reader.read([topic], at_least=1)
+    case.reader.read([topic], at_least=1)
     # An operator asks for BACKWARD compatibility; then a required column without an Avro
     # default arrives: a reader with the new schema could not read the old records (HTTP 409).
-    set_compatibility(registry, f"{topic}-value", "BACKWARD")
+    set_compatibility(case.registry, f"{topic}-value", "BACKWARD")
     pg_server.psql("ALTER TABLE doc ADD COLUMN n int NOT NULL DEFAULT 0", db)
     pg_server.psql("INSERT INTO doc VALUES (2, 'b', 7)", db)
     assert d.proc.wait(60) == 1
@@ -102,4 +62,4 @@ def test_refused_schema_stops_the_pipeline_with_a_clear_error(
     assert "as incompatible" in out and "relax it (PUT /config/" in out
     assert "Incompatible artifact" in out  # what the registry said (Apicurio's wording)
     # The refused change was not written, and not acknowledged: it is still there to retry.
-    assert len(reader.read([topic])) == 1
+    assert len(case.reader.read([topic])) == 1
