@@ -14,15 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from scratch._common import (
-    chown_to,
-    free_port,
-    is_root,
-    port_open,
-    run_as,
-    scratch_dir,
-    wait_for,
-)
+from scratch._common import chown_to, free_port, is_root, port_open, run_as, scratch_dir, wait_for
 
 
 def _bindir() -> Path:

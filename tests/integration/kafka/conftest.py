@@ -19,7 +19,9 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from sinks.log import LogReader
 from tests.conftest import wait_until
+from tests.logtools import assert_same_per_topic, by_topic, log_by_topic
 
 _counter = itertools.count()
 
@@ -262,8 +264,6 @@ class KafkaCase:
         """Once the log at ``log_dir`` holds ``expected`` records and exactly ``topics`` exist in
         Kafka, read them; assert Kafka holds the same records as the log, topic by topic. Returns
         the events read and them by topic as (key, value)."""
-        from sinks.log import LogReader
-        from tests.logtools import assert_same_per_topic, by_topic, log_by_topic
 
         def in_log() -> int:
             if not self.log_dir.exists():
@@ -290,6 +290,7 @@ def case(
     prefix: str,
     tmp_path: Path,
 ) -> KafkaCase:
+    """This test's Kafka side (see KafkaCase)."""
     return KafkaCase(kafka, registry, reader, daemon, prefix, tmp_path)
 
 
