@@ -21,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -147,7 +147,7 @@ def run(
     lsn: int,
     fetch: int,
     final_position: Position,
-) -> Iterator[ChangeBatch]:
+) -> Generator[ChangeBatch]:
     """Yield op=r batches for ``tables``; the last batch carries ``final_position``.
 
     Positions in between record per-table progress so an interrupted snapshot resumes:

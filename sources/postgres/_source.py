@@ -21,7 +21,7 @@ import os
 import select
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -590,7 +590,9 @@ class PostgresSource:
                 lsn, name = self._create_slot(conn, export=True)
                 conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, name)
                 tables = self._snapshot_tables([], {})
-                yield from _snapshot.run(self, conns, tables, [], {}, lsn, fetch, {"lsn": lsn})
+                yield from self._watched(
+                    _snapshot.run(self, conns, tables, [], {}, lsn, fetch, {"lsn": lsn})
+                )
                 start = {"lsn": lsn}
             elif snap is not None:
                 assert start is not None
@@ -598,8 +600,10 @@ class PostgresSource:
                 done = list(snap["done"])
                 conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, None)
                 tables = self._snapshot_tables(done, snap["after"])
-                yield from _snapshot.run(
-                    self, conns, tables, done, dict(snap["rows"]), lsn, fetch, {"lsn": lsn}
+                yield from self._watched(
+                    _snapshot.run(
+                        self, conns, tables, done, dict(snap["rows"]), lsn, fetch, {"lsn": lsn}
+                    )
                 )
                 start = {"lsn": lsn}
             elif state is None:
@@ -612,6 +616,24 @@ class PostgresSource:
             self._repl = None
             raise
         yield from self._stream(conn, start)
+
+    def _watched(self, batches: Generator[ChangeBatch]) -> Iterator[ChangeBatch]:
+        """``batches`` of a snapshot, with the slot's health read every slot_check_interval_s.
+
+        The slot holds WAL back from the snapshot's start, so a long snapshot is when it grows
+        most: the gauge and the warning follow it, and a slot the server invalidates meanwhile
+        stops the snapshot now rather than when streaming would begin, hours later maybe.
+        """
+        interval = self.config.slot_check_interval_s
+        next_check = time.monotonic() + interval
+        try:
+            for batch in batches:
+                yield batch
+                if time.monotonic() >= next_check:
+                    self._slot_health()
+                    next_check = time.monotonic() + interval
+        finally:
+            batches.close()  # its worker threads and connections, now rather than at collection
 
     def _stream(self, conn: PGconn, start: Position | None) -> Iterator[ChangeBatch]:
         resume_lsn = int(start["lsn"]) if start else 0  # end LSN of the last complete transaction

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from cdc import metrics
-from cdc.errors import PositionLost
+from cdc.errors import PositionLost, SourceError
 from sources.postgres._source import PostgresSource
 from sources.postgres.config import PostgresSourceConfig
 from tests.conftest import wait_until
@@ -103,3 +103,50 @@ def test_invalidated_slot_is_position_lost_with_the_ways_out(
     rc, out = cdc_check(config(tmp_path, dsn, ["t"], slot="lost_slot"))
     assert rc == 1
     assert "replication slot 'lost_slot' is invalidated (wal_status lost)" in out
+
+
+def _invalidate(dsn: str, slot: str) -> None:
+    """Write and switch WAL until the server invalidates ``slot`` (max_slot_wal_keep_size 1MB)."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+
+        def lost() -> bool:
+            c.execute("CREATE TABLE IF NOT EXISTS churn (id serial PRIMARY KEY)")
+            c.execute("INSERT INTO churn DEFAULT VALUES")
+            c.execute("SELECT pg_switch_wal()")
+            c.execute("CHECKPOINT")
+            row = c.execute(
+                "SELECT wal_status FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+            return row is not None and row[0] == "lost"
+
+        wait_until(lost, 60, f"slot {slot} to be invalidated")
+
+
+@pytest.mark.parametrize("mode", ["initial", "when_needed"])
+def test_slot_invalidated_during_the_snapshot_stops_it(small_wal_server: Any, mode: str) -> None:
+    dsn = small_wal_server.create_database(f"snaplost_{mode}")
+    slot = f"snaplost_{mode}"
+    rows = 5000
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+        c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, %s) g", (rows,))
+    src = source(dsn, slot, snapshot=mode, snapshot_fetch_size=100, slot_check_interval_s=0.01)
+    read = 0
+    try:
+        batches = src.batches(None)
+        read += len(next(batches).events)
+        _invalidate(dsn, slot)
+        with pytest.raises(SourceError) as e:
+            for b in batches:
+                read += len(b.events)
+    finally:
+        src.close()
+    # stopped mid-snapshot, not after reading the whole table on a slot that can no longer stream
+    assert read < rows
+    assert "was invalidated (wal_status lost" in str(e.value)
+    if mode == "initial":
+        assert isinstance(e.value, PositionLost) and "Ways out" in str(e.value)
+    else:
+        # retryable: the restarted source takes a new snapshot (see test_postgres_snapshot.py)
+        assert not isinstance(e.value, PositionLost)
+        assert "restarting to take a new snapshot" in str(e.value)
