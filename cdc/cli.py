@@ -181,6 +181,13 @@ def _cmd_log_read(args: argparse.Namespace) -> int:
     dec = AvroDecoder(reader.schemas.get)
     out = sys.stdout
     consumer = reader.consumer(args.consumer) if args.consumer else None
+    if consumer is not None:
+        import signal
+
+        def stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # commit what was printed, as on Ctrl-C
+
+        signal.signal(signal.SIGTERM, stop)
     start: int | Literal["earliest", "latest"] = (
         "earliest" if args.from_offset is None else args.from_offset
     )

@@ -300,6 +300,7 @@ class LogReader:
         cur: int | None = None  # base offset of the segment being read
         pos = 0
         started = False
+        expect: int | None = None  # the base offset the next frame must have
         while True:
             segs = segments(self.directory)
             if cur is None:
@@ -314,6 +315,7 @@ class LogReader:
                     offset = want = segs[0][0]
                 cur = max(b for b, _ in segs if b <= want)
                 pos = 0
+                expect = None
             idx = next((i for i, (b, _) in enumerate(segs) if b == cur), None)
             data: bytes | None = None
             if idx is not None:
@@ -340,6 +342,13 @@ class LogReader:
                             f"log {self.directory}: {e.reason} in {path.name} at byte {pos + at}"
                         ) from None
                     break  # an incomplete tail: being written, or torn and cut on next open
+                if expect is not None and fr.base_offset != expect:
+                    raise LogCorrupt(
+                        f"log {self.directory}: offsets {expect}..{fr.base_offset - 1} are "
+                        f"missing before {path.name} (a segment file removed by hand?); read "
+                        f"from offset {fr.base_offset} to skip them"
+                    )
+                expect = fr.base_offset + fr.count
                 at += fr.size
                 if fr.base_offset + fr.count > offset or fr.base_offset >= offset:
                     started = True

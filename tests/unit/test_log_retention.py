@@ -13,7 +13,7 @@ import pytest
 
 from cdc import cli
 from cdc.config import parse
-from cdc.errors import ConfigError, SinkError
+from cdc.errors import ConfigError, LogCorrupt, SinkError
 from cdc.model import EncodedRecord
 from sinks.log import LogReader, LogRetention, LogWriter, OffsetOutOfRange, parse_since
 from sinks.log._units import parse_duration, parse_size
@@ -212,6 +212,16 @@ def test_deletion_interrupted_or_files_already_gone(tmp_path: Path) -> None:
     assert seg_bytes(tmp_path) <= 2 * MiB
 
 
+def test_a_hole_in_the_middle_is_an_error(tmp_path: Path) -> None:
+    w = LogWriter(tmp_path, segment_bytes=MiB)
+    fill(w, 13)
+    w.close()
+    (tmp_path / f"{12:020d}.seg").unlink()  # not retention: it deletes from the front only
+    with pytest.raises(LogCorrupt, match=r"offsets 12\.\.23 are missing before 0+24\.seg"):
+        list(LogReader(tmp_path).records())
+    assert next(LogReader(tmp_path).records(24)).offset == 24
+
+
 def test_a_reader_overtaken_by_retention_gets_an_error_not_a_gap(tmp_path: Path) -> None:
     w = LogWriter(tmp_path, segment_bytes=MiB, retention=LogRetention(max_bytes=2 * MiB))
     fill(w, 5)  # segments 0 and 12
@@ -346,6 +356,37 @@ def test_cli_consumer_reads_each_record_once_and_lists_lag(
     assert cli.main(["log", "consumers", str(log), "--delete", "nope"]) == 1
     assert "has no consumer 'nope'" in capsys.readouterr().err
     w.close()
+
+
+def test_cli_consumer_following_commits_on_sigterm(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, wait_until
+
+    w = LogWriter(tmp_path)
+    for i in range(3):
+        w.append([EncodedRecord("t", None, None, 0, str(i))], {"lsn": i})
+    out = tmp_path / "out.jsonl"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cdc", "log", "read", str(tmp_path), "-f", "--consumer", "c"],
+            stdout=f,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
+    try:
+        wait_until(lambda: len(out.read_text().splitlines()) == 3, 30, "three records printed")
+        w.append([EncodedRecord("t", None, None, 0, "3")], {"lsn": 3})
+        wait_until(lambda: len(out.read_text().splitlines()) == 4, 30, "the new record")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    w.close()
+    assert LogReader(tmp_path).consumers()[0]["committed"] == 4
 
 
 # --- reading from a time -------------------------------------------------------------------
