@@ -77,6 +77,23 @@ def first_frame_time(path: Path) -> int | None:
     return int(ts) if magic == MAGIC else None
 
 
+def frame_headers(path: Path) -> list[tuple[int, int, int]]:
+    """(base offset, count, timestamp_ms) of each frame of a segment, from the headers alone
+    (no checksum verified; stops at an incomplete header or bad magic). Cheap: no payload read."""
+    out = []
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(HEADER_SIZE)
+            if len(head) < HEADER_SIZE:
+                break
+            magic, _crc, length, base, count, ts = HEADER.unpack(head)
+            if magic != MAGIC:
+                break
+            out.append((base, count, ts))
+            f.seek(length, 1)
+    return out
+
+
 @dataclass(slots=True)
 class FrameInfo:
     """One frame as read back (``payload`` is parsed into records by ``records_of``)."""

@@ -438,3 +438,26 @@ def test_since_before_what_retention_deleted_is_an_error(tmp_path: Path, clock: 
     with pytest.raises(OffsetOutOfRange, match="were deleted by retention"):
         reader.offset_for_time(t0)
     assert reader.offset_for_time(t0 + 14 * 60_000) == 42
+
+
+def test_sink_publishes_retention_metrics(tmp_path: Path) -> None:
+    from cdc.metrics import REGISTRY
+    from cdc.model import EncodedBatch
+    from sinks.log import LogSink, LogSinkConfig
+
+    cfg = LogSinkConfig(
+        type="log", path=tmp_path, segment_bytes=MiB, retention=LogRetention(max_bytes="2MiB")
+    )
+    sink = LogSink(cfg, "metrics-test")
+    for n in range(0, 45, 3):
+        sink.write(EncodedBatch([big(n + i) for i in range(3)], {"lsn": n}))
+    assert sink.committed() == {"lsn": 42}
+    sink.close()
+
+    def value(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"pipeline": "metrics-test"})
+
+    assert value("cdc_log_start_offset") == seg_bases(tmp_path)[0] > 0
+    assert value("cdc_log_segments_deleted_total") == 2
+    assert value("cdc_log_retention_held_bytes") == 0
+    assert 0 < (value("cdc_log_retained_bytes") or 0) <= 2 * MiB
