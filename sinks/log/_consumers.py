@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cdc.checkpoint import fsync_dir
 from cdc.errors import SinkError
+from sinks.log._format import records_of
 
 if TYPE_CHECKING:
     from sinks.log._format import FrameInfo, LogRecord
@@ -147,12 +148,22 @@ class Consumer:
 
     def frames(self, follow: bool = False, poll: float = 0.2) -> Iterator[FrameInfo]:
         """Frames from ``position`` on (see ``LogReader.frames``)."""
-        return self.reader.frames(self._start(), follow, poll)
+        for fr in self.reader.frames(self._start(), follow, poll):
+            # what was read can be committed without looking at the log's end again
+            self._end_seen = max(self._end_seen, fr.base_offset + fr.count)
+            yield fr
 
     def records(self, topic: str | None = None, follow: bool = False) -> Iterator[LogRecord]:
         """Records from ``position`` on; commit as you go. Raises ``OffsetOutOfRange`` if
         retention deleted the committed offset (commit ``reader.start_offset()`` to skip)."""
-        return self.reader.records(self._start(), topic, follow)
+        start = self.committed
+        for fr in self.frames(follow):
+            for r in records_of(fr):
+                if (start is not None and r.offset < start) or (
+                    topic is not None and r.topic != topic
+                ):
+                    continue
+                yield r
 
     def _start(self) -> int | Literal["earliest"]:
         c = self.committed

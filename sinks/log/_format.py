@@ -26,6 +26,7 @@ durable together: delivery into the log is exactly-once across crashes.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -79,18 +80,21 @@ def first_frame_time(path: Path) -> int | None:
 
 def frame_headers(path: Path) -> list[tuple[int, int, int]]:
     """(base offset, count, timestamp_ms) of each frame of a segment, from the headers alone
-    (no checksum verified; stops at an incomplete header or bad magic). Cheap: no payload read."""
+    (no checksum verified; stops at an incomplete frame or bad magic). Cheap: no payload read."""
     out = []
     with open(path, "rb") as f:
-        while True:
+        size = os.fstat(f.fileno()).st_size
+        at = 0
+        while at + HEADER_SIZE <= size:
+            f.seek(at)
             head = f.read(HEADER_SIZE)
             if len(head) < HEADER_SIZE:
                 break
             magic, _crc, length, base, count, ts = HEADER.unpack(head)
-            if magic != MAGIC:
+            if magic != MAGIC or at + HEADER_SIZE + length > size:
                 break
             out.append((base, count, ts))
-            f.seek(length, 1)
+            at += HEADER_SIZE + length
     return out
 
 
