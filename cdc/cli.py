@@ -201,7 +201,12 @@ def _cmd_log_read(args: argparse.Namespace) -> int:
     last_commit = time.monotonic()
     try:
         try:
+            since = args.since
             for fr in reader.frames(start, args.follow):
+                if since is not None:
+                    if fr.timestamp_ms < since:  # a time still ahead when following began
+                        continue
+                    since = None
                 for r in records_of(fr):
                     if r.offset < first or (args.topic is not None and r.topic != args.topic):
                         continue

@@ -377,6 +377,10 @@ class LogReader:
         start: Start = from_offset if since is None else self.offset_for_time(since)
         first = self._resolve(start) if isinstance(start, int) else 0
         for fr in self.frames(start, follow):
+            if since is not None:
+                if fr.timestamp_ms < since:  # a time still ahead when following began
+                    continue
+                since = None
             for r in records_of(fr):
                 if r.offset < first or (topic is not None and r.topic != topic):
                     continue

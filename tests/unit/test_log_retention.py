@@ -393,7 +393,10 @@ def test_cli_consumer_following_commits_on_sigterm(tmp_path: Path) -> None:
 
 
 def test_since_starts_at_the_first_frame_at_or_after_the_time(
-    tmp_path: Path, clock: Clock, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    clock: Clock,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     w = LogWriter(tmp_path, segment_bytes=MiB)
     t0 = clock.ms
@@ -409,16 +412,33 @@ def test_since_starts_at_the_first_frame_at_or_after_the_time(
     assert reader.offset_for_time(t0 - DAY_MS) == 0
     assert reader.offset_for_time(t0 + DAY_MS) == 36, "after the end: the end"
     assert [r.offset for r in reader.records(since=t0 + 11 * 60_000)] == [33, 34, 35]
+    assert list(reader.records(since=t0 + DAY_MS)) == []
+    # a time ahead: following prints what is written from then on, not what comes before it
+    w = LogWriter(tmp_path, segment_bytes=MiB)
+    clock.ms = t0 + 20 * 60_000
+    fill(w, 1)  # offsets 36..38, before the time asked for
+    clock.ms = t0 + 21 * 60_000
+    fill(w, 1)  # offsets 39..41
+    w.close()
+    # as if the start was looked up before both frames were written (the end was then 36)
+    with monkeypatch.context() as m:
+        m.setattr(reader, "offset_for_time", lambda ms: 36)
+        got = [r.offset for r in reader.records(since=t0 + 21 * 60_000 - 1)]
+    assert got == [39, 40, 41]
 
     iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((t0 + 10 * 60_000) / 1000))
     assert cli.main(["log", "read", str(tmp_path), "--since", iso]) == 0
     offsets = [json.loads(x)["offset"] for x in capsys.readouterr().out.splitlines()]
-    assert offsets == [30, 31, 32, 33, 34, 35]
+    assert offsets == list(range(30, 42))
     clock.ms = t0 + 12 * 60_000  # "now": two and a half minutes back is minute 9.5
     assert cli.main(["log", "read", str(tmp_path), "--since", "2m30s"]) == 0
     assert json.loads(capsys.readouterr().out.splitlines()[0])["offset"] == 30
     assert parse_since("2026-11-27T10:00:00+01:00") == parse_since("2026-11-27T09:00:00")
 
+    assert LogReader(tmp_path).end_offset() == 42
+    seg = sorted(tmp_path.glob("*.seg"))[-1]
+    seg.write_bytes(seg.read_bytes()[:-10])  # a torn last frame does not count
+    assert LogReader(tmp_path).end_offset() == 39
     with pytest.raises(SystemExit) as e:
         cli.main(["log", "read", str(tmp_path), "--since", "yesterday"])
     assert e.value.code == 2
