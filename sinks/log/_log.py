@@ -175,7 +175,12 @@ class LogWriter:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         if r.max_age:
             self._retention_due = now_ms + r.check_interval * 1000
-        res = _retention.apply(self.directory, r, now_ms, self._first_times)
+        try:
+            res = _retention.apply(self.directory, r, now_ms, self._first_times)
+        except OSError as e:
+            # The frame is durable already: writing goes on, and so does the next check.
+            log.warning("log %s: retention failed (%s); it is tried again later", self.directory, e)
+            return None
         if res.deleted:
             log.info(
                 "log %s: retention deleted %d segment(s) (%s..%s); the log starts at offset %d",

@@ -481,3 +481,20 @@ def test_sink_publishes_retention_metrics(tmp_path: Path) -> None:
     assert value("cdc_log_segments_deleted_total") == 2
     assert value("cdc_log_retention_held_bytes") == 0
     assert 0 < (value("cdc_log_retained_bytes") or 0) <= 2 * MiB
+
+
+def test_a_failing_deletion_does_not_fail_the_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse(path: object) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
+
+    w = LogWriter(tmp_path, segment_bytes=MiB, retention=LogRetention(max_bytes=2 * MiB))
+    with monkeypatch.context() as m, caplog.at_level(logging.WARNING):
+        m.setattr(os, "unlink", refuse)
+        fill(w, 15)
+    assert "retention failed" in caplog.text and "Permission denied" in caplog.text
+    assert seg_bases(tmp_path)[0] == 0 and w.next_offset == 45
+    fill(w, 2)  # the next roll deletes what it can
+    assert seg_bases(tmp_path)[0] > 0
+    w.close()
