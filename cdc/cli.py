@@ -337,12 +337,14 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument(
         "--from",
         dest="from_offset",
+        metavar="OFFSET",
         type=_log_start,
         help="first offset to print, or earliest (the log's start; the default) or latest "
         "(only new records); an offset retention deleted is an error naming the first one",
     )
     start.add_argument(
         "--since",
+        metavar="TIME",
         type=_log_since,
         help="start at the first frame written at or after this time: ISO-8601 "
         "(2026-11-27T10:00:00Z; UTC without an offset) or a duration back from now (10m, 2h, 7d)",
@@ -353,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--consumer",
         metavar="NAME",
         help="a named consumer: start after its committed offset (unless --from/--since moves "
-        "it) and commit what was printed, at least every second and at exit (at-least-once: "
+        "it) and commit what was printed, at most once a second and at exit (at-least-once: "
         "after a crash the last second may print again); retention keeps what it has not "
         "committed",
     )
