@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from sinks.log._format import FrameError, read_frame, records_of
-from sinks.log._log import segments
+from sinks.log import FrameError, read_frame, records_of, segments
 
 
 class Observer(Protocol):

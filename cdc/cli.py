@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Literal
 
 import cdc
 from cdc.errors import CdcError, ConfigError
@@ -141,28 +142,106 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if running else 1
 
 
+def _log_start(text: str) -> int | Literal["earliest", "latest"]:
+    if text == "earliest":
+        return "earliest"
+    if text == "latest":
+        return "latest"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"bad value {text!r}: use an offset (0 or more), earliest or latest"
+        )
+    return value
+
+
+def _log_since(text: str) -> int:
+    from sinks.log import parse_since
+
+    try:
+        return parse_since(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _cmd_log_read(args: argparse.Namespace) -> int:
+    """Print records as JSON lines. With ``--consumer``: start at its committed offset and commit
+    what was printed (after flushing stdout, at most every second and at the end): at-least-once,
+    a crash re-prints up to the last second's records."""
+    import os
+    import time
+
     from cdc._jsonout import AvroDecoder, dumps
-    from sinks.log import LogReader
+    from sinks.log import LogReader, records_of
 
     reader = LogReader(Path(args.path))
     dec = AvroDecoder(reader.schemas.get)
     out = sys.stdout
+    consumer = reader.consumer(args.consumer) if args.consumer else None
+    if consumer is not None:
+        import signal
+
+        def stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt  # commit what was printed, as on Ctrl-C
+
+        signal.signal(signal.SIGTERM, stop)
+    start: int | Literal["earliest", "latest"] = (
+        "earliest" if args.from_offset is None else args.from_offset
+    )
+    if args.since is not None:
+        start = reader.offset_for_time(args.since)
+    elif consumer is not None and args.from_offset is None:
+        committed = consumer.committed
+        start = "earliest" if committed is None else committed
+    first = start if isinstance(start, int) else 0
+    done: int | None = None  # every record before this offset is printed (and flushed: committed)
+    last_commit = time.monotonic()
     try:
-        for r in reader.records(args.from_offset, args.topic, args.follow):
-            obj = {
-                "offset": r.offset,
-                "topic": r.topic,
-                "key": dec.decode(r.key),
-                "value": dec.decode(r.value),
-                "timestamp": r.timestamp_ms,
-            }
-            out.write(dumps(obj) + "\n")
-            if args.follow:
-                out.flush()
-    except BrokenPipeError:
-        return 0
-    return 0
+        try:
+            since = args.since
+            for fr in reader.frames(start, args.follow):
+                if since is not None:
+                    if fr.timestamp_ms < since:  # a time still ahead when following began
+                        continue
+                    since = None
+                for r in records_of(fr):
+                    if r.offset < first or (args.topic is not None and r.topic != args.topic):
+                        continue
+                    obj = {
+                        "offset": r.offset,
+                        "topic": r.topic,
+                        "key": dec.decode(r.key),
+                        "value": dec.decode(r.value),
+                        "timestamp": r.timestamp_ms,
+                    }
+                    out.write(dumps(obj) + "\n")
+                end = fr.base_offset + fr.count
+                if end > first:
+                    done = end
+                if args.follow or consumer is not None:
+                    out.flush()
+                due = time.monotonic() - last_commit >= 1
+                if consumer is not None and done is not None and due:
+                    consumer.commit(done)
+                    last_commit = time.monotonic()
+            out.flush()
+            rc = 0
+        except BrokenPipeError:
+            # The reader went away: what it got past the last commit is unknown. Quiet exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            return 0
+        except KeyboardInterrupt:
+            out.flush()
+            rc = 130
+        if consumer is not None and done is not None:
+            consumer.commit(done)
+        return rc
+    finally:
+        if consumer is not None:
+            consumer.close()
 
 
 def _cmd_log_info(args: argparse.Namespace) -> int:
@@ -170,6 +249,43 @@ def _cmd_log_info(args: argparse.Namespace) -> int:
 
     info = LogReader(Path(args.path)).info()
     print(json.dumps(info, indent=2))
+    return 0
+
+
+def _cmd_log_consumers(args: argparse.Namespace) -> int:
+    """List the named consumers of a log (committed offset, lag), or delete one."""
+    from cdc.errors import SinkError
+    from sinks.log import LogReader
+
+    reader = LogReader(Path(args.path))
+    if args.delete:
+        names = [c["name"] for c in reader.consumers()]
+        if args.delete not in names:
+            raise SinkError(
+                f"log {args.path} has no consumer {args.delete!r}"
+                + (f" (it has: {', '.join(names)})" if names else " (it has none)")
+            )
+        with reader.consumer(args.delete) as gone:
+            gone.delete()
+        print(f"deleted consumer {args.delete!r}: retention no longer keeps records for it")
+        return 0
+    consumers = reader.consumers()
+    if args.json:
+        print(json.dumps(consumers, indent=2))
+        return 0
+    start, end = reader.start_offset(), reader.end_offset()
+    held = f"records at offsets {start}..{end - 1}" if end > start else "no records"
+    print(f"log {args.path}: {held}; the next record gets offset {end}")
+    if not consumers:
+        print("no named consumers")
+        return 0
+    width = max(len("consumer"), *(len(c["name"]) for c in consumers))
+    print(f"{'consumer':<{width}}  {'committed':>12}  {'lag':>12}  committed at")
+    for c in consumers:
+        committed = "unreadable" if c["committed"] is None else str(c["committed"])
+        lag = "-" if c["lag"] is None else str(c["lag"])
+        note = "  (behind the log's start: records deleted)" if c["behind_start"] else ""
+        print(f"{c['name']:<{width}}  {committed:>12}  {lag:>12}  {c['committed_at']}{note}")
     return 0
 
 
@@ -217,13 +333,49 @@ def build_parser() -> argparse.ArgumentParser:
         "read", help="print records as JSON lines: offset, topic, key, value, timestamp"
     )
     rd.add_argument("path", help="log directory (the sink's path)")
-    rd.add_argument("--from", dest="from_offset", type=int, default=0, help="first offset to print")
+    start = rd.add_mutually_exclusive_group()
+    start.add_argument(
+        "--from",
+        dest="from_offset",
+        metavar="OFFSET",
+        type=_log_start,
+        help="first offset to print, or earliest (the log's start; the default) or latest "
+        "(only new records); an offset retention deleted is an error naming the first one",
+    )
+    start.add_argument(
+        "--since",
+        metavar="TIME",
+        type=_log_since,
+        help="start at the first frame written at or after this time: ISO-8601 "
+        "(2026-11-27T10:00:00Z; UTC without an offset) or a duration back from now (10m, 2h, 7d)",
+    )
     rd.add_argument("--topic", help="only records of this topic")
     rd.add_argument("--follow", "-f", action="store_true", help="keep printing new records")
+    rd.add_argument(
+        "--consumer",
+        metavar="NAME",
+        help="a named consumer: start after its committed offset (unless --from/--since moves "
+        "it) and commit what was printed, at most once a second and at exit (at-least-once: "
+        "after a crash the last second may print again); retention keeps what it has not "
+        "committed",
+    )
     rd.set_defaults(func=_cmd_log_read)
-    inf = lsub.add_parser("info", help="segments, offsets and the last source position")
+    inf = lsub.add_parser(
+        "info", help="segments, start and end offsets, consumers and the last source position"
+    )
     inf.add_argument("path", help="log directory (the sink's path)")
     inf.set_defaults(func=_cmd_log_info)
+    cons = lsub.add_parser(
+        "consumers", help="list the named consumers with their committed offset and lag"
+    )
+    cons.add_argument("path", help="log directory (the sink's path)")
+    cons.add_argument("--json", action="store_true", help="print them as a JSON list")
+    cons.add_argument(
+        "--delete",
+        metavar="NAME",
+        help="forget this consumer (retention stops keeping its records)",
+    )
+    cons.set_defaults(func=_cmd_log_consumers)
     return p
 
 

@@ -1,15 +1,40 @@
-"""The built-in durable log: segmented, checksummed, append-only files on local disk."""
+"""The built-in durable log: segmented, checksummed, append-only files on local disk.
 
-from sinks.log._format import LogRecord
-from sinks.log._log import LogReader, LogWriter
+Public API: ``LogWriter`` and ``LogReader`` (offsets, time, follow), ``Consumer`` (named
+consumers with committed offsets), ``OffsetOutOfRange`` (records deleted by retention), and the
+low-level frame access a tool that tails the segment files itself needs: ``segments``,
+``read_frame``, ``records_of``, ``FrameInfo``, ``FrameError``.
+"""
+
+from sinks.log._consumers import Consumer
+from sinks.log._format import FrameError, FrameInfo, LogRecord, read_frame, records_of, segments
+from sinks.log._log import LogReader, LogWriter, OffsetOutOfRange
 from sinks.log._sink import LogSink
-from sinks.log.config import LogSinkConfig
+from sinks.log._units import parse_since
+from sinks.log.config import LogRetention, LogSinkConfig
 
 Config = LogSinkConfig
 
 
 def open_sink(config: LogSinkConfig, pipeline: object) -> LogSink:
-    return LogSink(config)
+    return LogSink(config, str(getattr(pipeline, "name", "")))
 
 
-__all__ = ["Config", "LogReader", "LogRecord", "LogSink", "LogSinkConfig", "LogWriter", "open_sink"]
+__all__ = [
+    "Config",
+    "Consumer",
+    "FrameError",
+    "FrameInfo",
+    "LogReader",
+    "LogRecord",
+    "LogRetention",
+    "LogSink",
+    "LogSinkConfig",
+    "LogWriter",
+    "OffsetOutOfRange",
+    "open_sink",
+    "parse_since",
+    "read_frame",
+    "records_of",
+    "segments",
+]

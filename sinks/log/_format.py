@@ -26,10 +26,12 @@ durable together: delivery into the log is exactly-once across crashes.
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cdc.model import EncodedRecord, Position
@@ -49,8 +51,57 @@ def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}{SEGMENT_SUFFIX}"
 
 
+def segments(directory: Path) -> list[tuple[int, Path]]:
+    """Segment files of a log directory as (base offset, path), in offset order."""
+    out = []
+    for p in directory.glob("*" + SEGMENT_SUFFIX):
+        try:
+            out.append((int(p.name[: -len(SEGMENT_SUFFIX)]), p))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def first_frame_time(path: Path) -> int | None:
+    """``timestamp_ms`` of a segment's first frame from its header (None: no complete header).
+
+    The header is not checksummed on its own; this is for skipping segments, not for trusting.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEADER_SIZE)
+    except FileNotFoundError:
+        return None
+    if len(head) < HEADER_SIZE:
+        return None
+    magic, _crc, _length, _base, _count, ts = HEADER.unpack(head)
+    return int(ts) if magic == MAGIC else None
+
+
+def frame_headers(path: Path) -> list[tuple[int, int, int]]:
+    """(base offset, count, timestamp_ms) of each frame of a segment, from the headers alone
+    (no checksum verified; stops at an incomplete frame or bad magic). Cheap: no payload read."""
+    out = []
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        at = 0
+        while at + HEADER_SIZE <= size:
+            f.seek(at)
+            head = f.read(HEADER_SIZE)
+            if len(head) < HEADER_SIZE:
+                break
+            magic, _crc, length, base, count, ts = HEADER.unpack(head)
+            if magic != MAGIC or at + HEADER_SIZE + length > size:
+                break
+            out.append((base, count, ts))
+            at += HEADER_SIZE + length
+    return out
+
+
 @dataclass(slots=True)
 class FrameInfo:
+    """One frame as read back (``payload`` is parsed into records by ``records_of``)."""
+
     base_offset: int
     count: int
     timestamp_ms: int
@@ -138,6 +189,7 @@ def read_frame(buf: bytes | memoryview, at: int) -> FrameInfo:
 
 
 def records_of(frame: FrameInfo) -> Iterator[LogRecord]:
+    """The records of a frame read by ``read_frame``, in offset order."""
     p = frame.payload
     (plen,) = _U32.unpack_from(p, 0)
     i = 4 + plen

@@ -6,40 +6,56 @@ import fcntl
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cdc.checkpoint import fsync_dir
 from cdc.errors import LogCorrupt, SinkError
 from cdc.model import EncodedRecord, Position
+from sinks.log import _retention
+from sinks.log._consumers import Consumer, ConsumerState, read_states
 from sinks.log._format import (
-    SEGMENT_SUFFIX,
     FrameError,
     FrameInfo,
     LogRecord,
     encode_frame,
+    first_frame_time,
+    frame_headers,
     read_frame,
     records_of,
     scan,
     segment_name,
+    segments,
 )
+from sinks.log._retention import RetentionResult
 from sinks.log._schemas import SchemaStore
+from sinks.log._units import format_ms
+from sinks.log.config import LogRetention
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".writer.lock"
+Start = int | Literal["earliest", "latest"]
 
 
-def segments(directory: Path) -> list[tuple[int, Path]]:
-    """Segment files of a log directory as (base offset, path), in offset order."""
-    out = []
-    for p in directory.glob("*" + SEGMENT_SUFFIX):
-        try:
-            out.append((int(p.name[: -len(SEGMENT_SUFFIX)]), p))
-        except ValueError:
-            continue
-    return sorted(out)
+class OffsetOutOfRange(SinkError):
+    """A reader asked for records that retention has deleted. ``start_offset``: the log's first."""
+
+    def __init__(self, message: str, offset: int, start_offset: int) -> None:
+        self.offset = offset
+        self.start_offset = start_offset
+        super().__init__(message)
+
+
+def _deleted(directory: Path, offset: int, start: int) -> OffsetOutOfRange:
+    return OffsetOutOfRange(
+        f"log {directory}: offset {offset} is no longer in the log (retention deleted it); "
+        f"the log starts at offset {start} now: read from there or from 'earliest' "
+        "(`--from earliest`), knowing that the records in between are gone",
+        offset,
+        start,
+    )
 
 
 class LogWriter:
@@ -50,7 +66,15 @@ class LogWriter:
     ``acknowledgeable``), so the source sends its changes again.
     """
 
-    def __init__(self, directory: Path, *, segment_bytes: int = 64 << 20, fsync: bool = True):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        segment_bytes: int = 64 << 20,
+        fsync: bool = True,
+        retention: LogRetention | None = None,
+        on_retention: Callable[[RetentionResult], None] | None = None,
+    ):
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.fsync = fsync
@@ -71,6 +95,13 @@ class LogWriter:
         self.truncated: str | None = None
         self._file: Any = None
         self._open_tail()
+        self.retention = retention
+        self._on_retention = on_retention
+        self._first_times: dict[int, int] = {}
+        # Appends compare their clock with this to apply an age limit on an idle, unrolled log.
+        self._retention_due = float("inf")
+        if retention is not None and (retention.max_age or retention.max_bytes):
+            self.apply_retention()
 
     def _open_tail(self) -> None:
         segs = segments(self.directory)
@@ -121,18 +152,58 @@ class LogWriter:
 
         Returns the offset the next record will get.
         """
-        if self._file.tell() >= self.segment_bytes:
+        rolled = self._file.tell() >= self.segment_bytes
+        if rolled:
             self._new_segment(self.next_offset)
-        data = encode_frame(
-            self.next_offset, records, position, self.position, int(time.time() * 1000)
-        )
+        now_ms = int(time.time() * 1000)
+        data = encode_frame(self.next_offset, records, position, self.position, now_ms)
         self._file.write(data)
         self._file.flush()
         if self.fsync:
             os.fsync(self._file.fileno())
         self.next_offset += len(records)
         self.prev, self.position = self.position, position
+        if now_ms >= self._retention_due or (rolled and self.retention is not None):
+            self.apply_retention(now_ms)
         return self.next_offset
+
+    def apply_retention(self, now_ms: int | None = None) -> RetentionResult | None:
+        """Delete the closed segments the retention settings allow (see ``_retention``)."""
+        r = self.retention
+        if r is None or not (r.max_age or r.max_bytes):
+            return None
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if r.max_age:
+            self._retention_due = now_ms + r.check_interval * 1000
+        try:
+            res = _retention.apply(self.directory, r, now_ms, self._first_times)
+        except OSError as e:
+            # The frame is durable already: writing goes on, and so does the next check.
+            log.warning("log %s: retention failed (%s); it is tried again later", self.directory, e)
+            return None
+        if res.deleted:
+            log.info(
+                "log %s: retention deleted %d segment(s) (%s..%s); the log starts at offset %d",
+                self.directory,
+                len(res.deleted),
+                res.deleted[0],
+                res.deleted[-1],
+                res.start_offset,
+            )
+        if res.held_bytes:
+            log.warning(
+                "log %s: retention keeps %d bytes past its limits because consumer(s) %s have "
+                "not committed them (total %d bytes); let them catch up, or delete a consumer "
+                "that is gone with `cdc log consumers %s --delete NAME`",
+                self.directory,
+                res.held_bytes,
+                ", ".join(res.held_by),
+                res.total_bytes,
+                self.directory,
+            )
+        if self._on_retention is not None:
+            self._on_retention(res)
+        return res
 
     def close(self) -> None:
         if self._file is not None:
@@ -144,7 +215,14 @@ class LogWriter:
 
 
 class LogReader:
-    """Reads a log directory while a writer may be appending to it. Never modifies it."""
+    """Reads a log directory while a writer may be appending to it. Never modifies the log
+    (named consumers write their own files under ``consumers/``).
+
+    Offsets: every record has a global offset, from 0, in commit order. Retention deletes whole
+    segments from the front: ``start_offset()`` is the first offset still in the log, and asking
+    for an earlier one raises ``OffsetOutOfRange`` rather than silently skipping, unless the
+    start is ``"earliest"``.
+    """
 
     def __init__(self, directory: Path) -> None:
         if not directory.is_dir():
@@ -152,48 +230,140 @@ class LogReader:
         self.directory = directory
         self.schemas = SchemaStore(directory, writable=False)
 
+    def start_offset(self) -> int:
+        """The first offset in the log (0 until retention deletes a segment)."""
+        segs = segments(self.directory)
+        return segs[0][0] if segs else 0
+
+    def end_offset(self) -> int:
+        """The offset the next record written will get (one past the last record), from the
+        newest segment's frame headers (cheap; a frame that fails its checksum still counts)."""
+        segs = segments(self.directory)
+        while segs:
+            base, path = segs[-1]
+            try:
+                heads = frame_headers(path)
+            except FileNotFoundError:  # only a deleted log loses its last segment
+                segs = segments(self.directory)
+                continue
+            # A segment is created when the previous one rolls, named by the next offset.
+            return heads[-1][0] + heads[-1][1] if heads else base
+        return 0
+
+    def offset_for_time(self, ts_ms: int) -> int:
+        """The offset of the first frame written at or after ``ts_ms`` (ms since the epoch), or
+        ``end_offset()`` if none is. Frame times are the writer's wall clock when it wrote them;
+        segments are skipped by their first frame's time, so a clock that stepped back makes the
+        answer approximate. Raises ``OffsetOutOfRange`` when retention deleted records and the
+        log's first frame is newer than ``ts_ms`` (records of that time may be gone)."""
+        segs = segments(self.directory)
+        if not segs:
+            return 0
+        times = [first_frame_time(p) for _, p in segs]
+        idx = 0
+        for i, t in enumerate(times):
+            if t is not None and t < ts_ms:
+                idx = i
+        if idx == 0 and segs[0][0] > 0 and times[0] is not None and times[0] > ts_ms:
+            raise OffsetOutOfRange(
+                f"log {self.directory}: records written before {format_ms(times[0])} (offset "
+                f"{segs[0][0]}, the log's first) were deleted by retention, so the log cannot "
+                f"start at {format_ms(ts_ms)}; read from 'earliest' (`--from earliest`) to get "
+                "what is left",
+                segs[0][0],
+                segs[0][0],
+            )
+        end = segs[idx][0]
+        for fr in self.frames(segs[idx][0]):
+            if fr.timestamp_ms >= ts_ms:
+                return fr.base_offset
+            end = fr.base_offset + fr.count
+        return end
+
+    def _resolve(self, start: Start) -> int:
+        if start == "earliest":
+            return self.start_offset()
+        if start == "latest":
+            return self.end_offset()
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise SinkError(f"bad start offset {start!r}: use an offset >= 0, earliest or latest")
+        return start
+
     def frames(
-        self, from_offset: int = 0, follow: bool = False, poll: float = 0.2
+        self, from_offset: Start = "earliest", follow: bool = False, poll: float = 0.2
     ) -> Iterator[FrameInfo]:
-        """Frames holding records at or after ``from_offset``, in order.
+        """Frames holding records at or after ``from_offset`` (and empty frames from there), in
+        order. ``from_offset``: an offset, ``"earliest"`` (the log's start) or ``"latest"`` (its
+        end: only what is written from now on).
 
         Without ``follow`` it stops at the end (an incomplete last frame, being written or torn,
         is not returned). With ``follow`` it waits for new frames until the caller stops iterating.
+        Raises ``OffsetOutOfRange`` if the records wanted are deleted by retention, before or
+        while reading (with ``"earliest"``, only once it has returned a frame).
         """
-        segs = segments(self.directory)
-        idx = 0
-        for i, (base, _) in enumerate(segs):
-            if base <= from_offset:
-                idx = i
+        earliest = from_offset == "earliest"
+        offset = self._resolve(from_offset)
+        want = offset  # the next offset the caller has not seen
+        cur: int | None = None  # base offset of the segment being read
         pos = 0
+        started = False
+        expect: int | None = None  # the base offset the next frame must have
         while True:
             segs = segments(self.directory)
-            if idx >= len(segs):
-                if not follow:
-                    return
-                time.sleep(poll)
-                continue
+            if cur is None:
+                if not segs:
+                    if not follow:
+                        return
+                    time.sleep(poll)
+                    continue
+                if want < segs[0][0]:
+                    if not (earliest and not started):
+                        raise _deleted(self.directory, want, segs[0][0])
+                    offset = want = segs[0][0]
+                cur = max(b for b, _ in segs if b <= want)
+                pos = 0
+                expect = None
+            idx = next((i for i, (b, _) in enumerate(segs) if b == cur), None)
+            data: bytes | None = None
+            if idx is not None:
+                try:
+                    with open(segs[idx][1], "rb") as f:
+                        f.seek(pos)
+                        data = f.read()
+                except FileNotFoundError:
+                    data = None
+            if idx is None or data is None:  # deleted by retention under this reader
+                if earliest and not started:
+                    cur = None
+                    continue
+                segs = segments(self.directory)
+                raise _deleted(self.directory, want, segs[0][0] if segs else want)
             path = segs[idx][1]
-            with open(path, "rb") as f:
-                f.seek(pos)
-                data = f.read()
             at = 0
             while at < len(data):
                 try:
                     fr = read_frame(data, at)
                 except FrameError as e:
-                    last_segment = idx == len(segs) - 1
-                    if not last_segment:
+                    if idx != len(segs) - 1:
                         raise LogCorrupt(
                             f"log {self.directory}: {e.reason} in {path.name} at byte {pos + at}"
                         ) from None
                     break  # an incomplete tail: being written, or torn and cut on next open
+                if expect is not None and fr.base_offset != expect:
+                    raise LogCorrupt(
+                        f"log {self.directory}: offsets {expect}..{fr.base_offset - 1} are "
+                        f"missing before {path.name} (a segment file removed by hand?); read "
+                        f"from offset {fr.base_offset} to skip them"
+                    )
+                expect = fr.base_offset + fr.count
                 at += fr.size
-                if fr.base_offset + fr.count > from_offset:
+                if fr.base_offset + fr.count > offset or fr.base_offset >= offset:
+                    started = True
+                    want = max(want, fr.base_offset + fr.count)
                     yield fr
             pos += at
             if idx < len(segs) - 1:  # listed before the read: that segment was complete
-                idx += 1
+                cur = segs[idx + 1][0]
                 pos = 0
                 continue
             if not follow:
@@ -201,47 +371,108 @@ class LogReader:
             time.sleep(poll)
 
     def records(
-        self, from_offset: int = 0, topic: str | None = None, follow: bool = False
+        self,
+        from_offset: Start = "earliest",
+        topic: str | None = None,
+        follow: bool = False,
+        since: int | None = None,
     ) -> Iterator[LogRecord]:
-        for fr in self.frames(from_offset, follow):
+        """Records at or after ``from_offset`` (see ``frames``), or, given ``since`` (ms since
+        the epoch), from the first frame written at or after that time."""
+        start: Start = from_offset if since is None else self.offset_for_time(since)
+        first = self._resolve(start) if isinstance(start, int) else 0
+        for fr in self.frames(start, follow):
+            if since is not None:
+                if fr.timestamp_ms < since:  # a time still ahead when following began
+                    continue
+                since = None
             for r in records_of(fr):
-                if r.offset < from_offset or (topic is not None and r.topic != topic):
+                if r.offset < first or (topic is not None and r.topic != topic):
                     continue
                 yield r
 
+    def consumer(self, name: str) -> Consumer:
+        """The named consumer ``name`` (created by its first ``commit``); close it when done."""
+        return Consumer(self, name)
+
+    def consumers(self) -> list[dict[str, Any]]:
+        """Every named consumer: name, committed offset, its lag in records, when it committed."""
+        end = self.end_offset()
+        start = self.start_offset()
+        out = []
+        for s in read_states(self.directory):
+            out.append(_consumer_info(s, start, end))
+        return out
+
     def info(self) -> dict[str, Any]:
+        """Segments, offsets, the last source position, consumers and schema subjects.
+
+        Closed segments are summarised from their frame headers (cheap, checksums not
+        verified: reading verifies them); the last one is verified frame by frame.
+        """
         segs = segments(self.directory)
-        seg_info = []
+        seg_info: list[dict[str, Any]] = []
         first = last = None
         frames = 0
         position = None
         last_ts = None
-        for _base, path in segs:
-            with open(path, "rb") as f:
-                fr, err = scan(f.read())
+        end = 0
+        for i, (base, path) in enumerate(segs):
+            tail_error = None
+            try:
+                size = path.stat().st_size
+                if i < len(segs) - 1:
+                    heads = frame_headers(path)
+                else:
+                    fr, err = scan(path.read_bytes())
+                    heads = [(x.base_offset, x.count, x.timestamp_ms) for x in fr]
+                    tail_error = None if err is None else str(err)
+                    if fr:
+                        position = fr[-1].position
+                    elif i > 0:  # an empty newest segment: the position is in the one before
+                        prev, _ = scan(segs[i - 1][1].read_bytes())
+                        position = prev[-1].position if prev else None
+            except FileNotFoundError:
+                continue  # deleted by retention since the listing
             seg_info.append(
                 {
                     "file": path.name,
-                    "bytes": path.stat().st_size,
-                    "frames": len(fr),
-                    **({"tail_error": str(err)} if err else {}),
+                    "bytes": size,
+                    "frames": len(heads),
+                    "first_write": format_ms(heads[0][2]) if heads else None,
+                    **({"tail_error": tail_error} if tail_error else {}),
                 }
             )
-            frames += len(fr)
-            for x in fr:
-                if x.count:
-                    first = x.base_offset if first is None else first
-                    last = x.base_offset + x.count - 1
-                position = x.position
-                last_ts = x.timestamp_ms
+            frames += len(heads)
+            end = heads[-1][0] + heads[-1][1] if heads else base
+            for fbase, count, ts in heads:
+                if count:
+                    first = fbase if first is None else first
+                    last = fbase + count - 1
+                last_ts = ts
+        start = int(seg_info[0]["file"][:20]) if seg_info else 0
         return {
             "path": str(self.directory),
             "segments": seg_info,
+            "bytes": sum(int(s["bytes"]) for s in seg_info),
             "frames": frames,
+            "start_offset": start,
+            "end_offset": end,
             "first_offset": first,
             "last_offset": last,
             "records": 0 if first is None or last is None else last - first + 1,
             "last_position": position,
             "last_write_ms": last_ts,
+            "consumers": [_consumer_info(s, start, end) for s in read_states(self.directory)],
             "subjects": self.schemas.subjects(),
         }
+
+
+def _consumer_info(s: ConsumerState, start: int, end: int) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "committed": s.offset,
+        "lag": None if s.offset is None else max(0, end - s.offset),
+        "behind_start": s.offset is not None and s.offset < start,
+        "committed_at": format_ms(s.committed_at_ms) if s.committed_at_ms else None,
+    }

@@ -3,9 +3,49 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from sinks.log._units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Bytes = Annotated[int, BeforeValidator(parse_size)]
+
+
+class LogRetention(BaseModel):
+    """When whole, closed segments of the log are deleted. Without any limit nothing is."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_age: Seconds | None = Field(
+        None,
+        gt=0,
+        description="delete a closed segment once everything in it was written longer ago than "
+        f"this; {DURATION_HELP}. Unset: no age limit",
+    )
+    max_bytes: Bytes | None = Field(
+        None,
+        gt=0,
+        description="delete the oldest closed segments while all segments together are larger "
+        f"than this; {SIZE_HELP}. The active segment is never deleted, so the log can exceed "
+        "it by up to one segment. Unset: no size limit",
+    )
+    keep_unconsumed: bool = Field(
+        True,
+        description="never delete records a named consumer (`cdc log read --consumer`) has not "
+        "committed, even past max_age or max_bytes (a warning is logged and the metric "
+        "cdc_log_retention_held_bytes shows by how much); delete a consumer that is gone with "
+        "`cdc log consumers PATH --delete NAME`. false: limits win and a lagging consumer gets "
+        "an error naming the log's first offset",
+    )
+    check_interval: Seconds = Field(
+        300,
+        gt=0,
+        description="with max_age, also apply retention at most this often while the log is "
+        "written without rolling to a new segment (it always applies at open and at each roll); "
+        f"{DURATION_HELP}",
+    )
 
 
 class LogSinkConfig(BaseModel):
@@ -26,3 +66,18 @@ class LogSinkConfig(BaseModel):
     tombstones: bool = Field(
         False, description="write a null-value record with the same key after each delete"
     )
+    retention: LogRetention = Field(
+        default_factory=LogRetention,  # type: ignore[arg-type]
+        description="which old segments to delete (by age, by size); default: keep everything",
+    )
+
+    @model_validator(mode="after")
+    def _retention_fits_segments(self) -> LogSinkConfig:
+        limit = self.retention.max_bytes
+        if limit is not None and limit < self.segment_bytes:
+            raise ValueError(
+                f"retention.max_bytes ({limit}) is smaller than segment_bytes "
+                f"({self.segment_bytes}): the log always keeps its active segment, so it would "
+                "keep only that one; raise max_bytes to a few segments or lower segment_bytes"
+            )
+        return self
