@@ -166,3 +166,84 @@ pipelines:
     wait_until(lambda: ends(log) >= 3, 60, "three transactions")
     assert d.terminate() == 0
     check_log(log, "shop", "public")
+
+
+def test_mysql_transforms_snapshot_and_stream(
+    tmp_path: Path, mariadb_server: Any, mysql_db: str, daemon: Any
+) -> None:
+    from cdc.pipeline import is_snapshot_position
+    from sinks.log import LogReader
+    from tests.servers import MYSQL_CLIENT_SERVER_ID
+
+    db, server = mysql_db, mariadb_server
+    for statement in [
+        "CREATE TABLE users (id INT PRIMARY KEY, email TEXT, ssn VARCHAR(11), secret TEXT, "
+        "bio TEXT)",
+        "CREATE TABLE orders_1 (id INT PRIMARY KEY, amount INT NOT NULL)",
+        "CREATE TABLE orders_2 (id INT PRIMARY KEY, amount INT NOT NULL)",
+        "INSERT INTO users VALUES (1, 'ann@example.com', '123-45-6789', 'pw', 'hello world'), "
+        "(2, NULL, NULL, NULL, NULL)",
+        "INSERT INTO orders_1 VALUES (1, 10)",
+        "INSERT INTO orders_2 VALUES (1, 20)",
+    ]:
+        server.sql(statement, db)
+    log = tmp_path / "log"
+    cfg = write_config(
+        tmp_path / "cdc.yaml",
+        f"""
+pipelines:
+  - name: shop
+    source:
+      type: mysql
+      host: {server.host}
+      port: {server.port}
+      user: {server.user}
+      password: "{server.password}"
+      server_id: {MYSQL_CLIENT_SERVER_ID}
+      tables: [{db}.users, {db}.orders_1, {db}.orders_2]
+    sink:
+      type: log
+      path: {log}
+{transforms(db, "shop")}
+""",
+    )
+    d = daemon(cfg).start()
+
+    def snapshot_done() -> bool:
+        if not log.exists():
+            return False
+        last = LogReader(log).info()["last_position"]
+        return last is not None and not is_snapshot_position(last)
+
+    wait_until(snapshot_done, 60, "the snapshot to complete")
+
+    for statements in [
+        [
+            "INSERT INTO users VALUES (3, 'bob@example.com', '1', 'x', 'short')",
+            "INSERT INTO orders_1 VALUES (2, 11)",
+            "DELETE FROM users WHERE id = 2",
+            "INSERT INTO orders_2 VALUES (2, 21)",
+        ],
+        [
+            "UPDATE users SET email = 'ann@new.example' WHERE id = 1",
+            "DELETE FROM orders_1 WHERE id = 1",
+        ],
+        ["DELETE FROM orders_2 WHERE id = 1", "DELETE FROM users WHERE id = 3"],
+        ["ALTER TABLE users ADD COLUMN phone TEXT"],
+        [
+            "INSERT INTO users (id, email, bio, phone, secret) "
+            "VALUES (4, 'cy@example.com', 'later', '555-0100', 'y')"
+        ],
+    ]:
+        conn = server.connect(db)
+        try:
+            cur = conn.cursor()
+            cur.execute("BEGIN")
+            for s in statements:
+                cur.execute(s)
+            cur.execute("COMMIT")
+        finally:
+            conn.close()
+    wait_until(lambda: ends(log) >= 3, 60, "three transactions")
+    assert d.terminate() == 0
+    check_log(log, "shop", db)
