@@ -170,6 +170,15 @@ class _Step:
 
 
 STRING = "string"
+# Debezium marks masked and hashed fields with the schema parameter masked=true.
+MASKED: dict[str, Any] = {"type": "string", "connect.parameters": {"masked": "true"}}
+
+
+def _plain_string(t: Any) -> bool:
+    """A string without a semantic type (text, varchar, char...): Json, Uuid, Enum... are not."""
+    return t == STRING or (
+        isinstance(t, dict) and t.get("type") == STRING and "connect.name" not in t
+    )
 
 
 class Transformer:
@@ -248,7 +257,7 @@ class Transformer:
                     fn = self._hashes[step.index]
                 else:
                     assert isinstance(cfg, TruncateColumns)
-                    if c.avro != STRING:
+                    if not _plain_string(c.avro):
                         log.warning(
                             "%s: column %s%s is not a plain string (Avro %s): not truncated",
                             self._where(step.index, "columns"),
@@ -259,7 +268,8 @@ class Transformer:
                         continue
                     fn = _truncate_function(cfg.chars)
                 fallback = None if c.fallback is None else fn(c.fallback)
-                cols[j] = replace(c, avro=STRING, fallback=fallback)
+                avro_type = c.avro if isinstance(cfg, TruncateColumns) else MASKED
+                cols[j] = replace(c, avro=avro_type, fallback=fallback)
                 fns[j] = _chain(fns[j], fn)
         topic = self._route(table.topic)
         changed_columns = sources != list(range(len(table.columns))) or any(fns)
