@@ -70,8 +70,8 @@ def _java_serialized(s: str) -> bytes:
 def hash_function(cfg: HashColumns) -> ValueFn:
     """``value -> hex digest`` of salt + value, as Debezium's MaskStrings computes it for strings.
 
-    Values that are not strings are hashed over their text (``bytes`` over themselves, v2 only;
-    others over ``str(value)``): Debezium leaves non-character columns unhashed.
+    Values that are not strings are hashed over their text (``str(value)``; ``bytes`` over
+    themselves, in both versions): Debezium leaves non-character columns unhashed.
     """
     algo = HASH_ALGORITHMS[cfg.algorithm]
     salted = hashlib.new(algo, cfg.salt.encode("utf-8"))
@@ -82,7 +82,7 @@ def hash_function(cfg: HashColumns) -> ValueFn:
         if value is None:
             return None
         if type(value) is not str:
-            if type(value) is bytes and not v1:
+            if type(value) is bytes:
                 h = salted.copy()
                 h.update(value)
                 out = h.hexdigest()

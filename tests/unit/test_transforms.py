@@ -481,3 +481,17 @@ def test_skip_without_transaction_metadata_and_snapshot_reads() -> None:
     assert [e.op for e in t.apply(ChangeBatch(events, {})).events if isinstance(e, RowChange)] == [
         "r"
     ]
+
+
+def test_hash_of_bytes_is_over_the_bytes() -> None:
+    import hashlib
+
+    from cdc.config import HashColumns
+    from cdc.transforms import hash_function
+
+    for version in ("v1", "v2"):
+        cfg = HashColumns.model_validate(
+            {"type": "hash_columns", "columns": ["x"], "salt": "s", "version": version}
+        )
+        assert hash_function(cfg)(b"\x00\xff") == hashlib.sha256(b"s\x00\xff").hexdigest()
+        assert hash_function(cfg)(None) is None
