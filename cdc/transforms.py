@@ -174,6 +174,10 @@ STRING = "string"
 MASKED: dict[str, Any] = {"type": "string", "connect.parameters": {"masked": "true"}}
 
 
+def _masked() -> dict[str, Any]:
+    return {"type": "string", "connect.parameters": {"masked": "true"}}  # one per field
+
+
 def _plain_string(t: Any) -> bool:
     """A string without a semantic type (text, varchar, char...): Json, Uuid, Enum... are not."""
     return t == STRING or (
@@ -268,7 +272,7 @@ class Transformer:
                         continue
                     fn = _truncate_function(cfg.chars)
                 fallback = None if c.fallback is None else fn(c.fallback)
-                avro_type = c.avro if isinstance(cfg, TruncateColumns) else MASKED
+                avro_type = c.avro if isinstance(cfg, TruncateColumns) else _masked()
                 cols[j] = replace(c, avro=avro_type, fallback=fallback)
                 fns[j] = _chain(fns[j], fn)
         topic = self._route(table.topic)

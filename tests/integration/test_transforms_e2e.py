@@ -247,3 +247,34 @@ pipelines:
     wait_until(lambda: ends(log) >= 3, 60, "three transactions")
     assert d.terminate() == 0
     check_log(log, "shop", db)
+
+
+def test_dropping_a_key_column_stops_the_pipeline_with_its_name(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE users (id int PRIMARY KEY, email text)")
+        c.execute("INSERT INTO users VALUES (1, 'ann@example.com')")
+    slot = "s_" + pg_db.rsplit("dbname=", 1)[1]
+    cfg = write_config(
+        tmp_path / "cdc.yaml",
+        f"""
+pipelines:
+  - name: shop
+    source: {{type: postgres, dsn: "{pg_db}", tables: [public.users], slot: {slot}}}
+    sink: {{type: log, path: {tmp_path / "log"}}}
+    transforms:
+      - {{type: mask_columns, columns: ['public\\.users\\.email'], chars: 2}}
+      - {{type: drop_columns, columns: ['public\\.users\\.(id|email)']}}
+""",
+    )
+    d = daemon(cfg).start()
+    proc = d.proc
+    assert proc is not None
+    wait_until(lambda: proc.poll() is not None, 60, "the daemon to exit")  # not restarted
+    assert proc.returncode != 0
+    assert (
+        "pipeline 'shop': transforms[1].columns: column public.users.id is part of the primary "
+        "key of public.users and cannot be dropped" in d.output()
+    )
+    assert row_events(read_log(tmp_path / "log")) == []
