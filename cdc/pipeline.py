@@ -1,4 +1,5 @@
-"""One pipeline: source -> encoder -> sink, acknowledging the source only behind the sink."""
+"""One pipeline: source -> transforms -> encoder -> sink, acknowledging the source only behind
+the sink."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from cdc.avro import Encoder
 from cdc.config import PipelineConfig
 from cdc.model import ChangeBatch, Position, RowChange, Sink, Source, TableSchema, TxBoundary
 from cdc.status import BOARD, set_current_pipeline
+from cdc.transforms import transformer
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +147,10 @@ class Pipeline:
             self._resumed_at = time.monotonic()
         batch: Any
         fallbacks = 0
+        transforms = transformer(cfg.transforms, name)  # None: no stage at all
         for batch in source.batches(start):
+            if transforms is not None:
+                batch = transforms.apply(batch)
             encoded = encoder.encode(batch)
             if encoder.fallbacks != fallbacks:
                 metrics.ENCODER_FALLBACKS.labels(pipeline=name).inc(encoder.fallbacks - fallbacks)
