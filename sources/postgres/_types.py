@@ -413,6 +413,8 @@ def parse_array(s: str) -> list[str | None]:
             i += 1
             while True:
                 q = find('"', i)
+                if q < 0:  # (the server never sends one; without this check: an endless loop)
+                    raise ValueError("unterminated quoted element in array literal")
                 b = find("\\", i, q)
                 if b < 0:
                     parts.append(s[i:q])

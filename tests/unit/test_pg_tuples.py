@@ -104,7 +104,7 @@ EXTRA: dict[str, list[str]] = {
     "point": ["(1,2", "x", "(a,b)"],
     "integer[]": ["{1,x}", "{", "x"],
     "numeric(6,2)[]": ["{NaN,Infinity,1.5}", "{x}"],
-    "text[]": ["{a,b}", '{"a\\"b"}'],
+    "text[]": ["{a,b}", '{"a\\"b"}', '{"a', '{"a\\'],
     "hstore": ['"a"=>"b"', "x"],
 }
 
