@@ -22,7 +22,7 @@ import select
 import struct
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import psycopg
@@ -33,9 +33,11 @@ import cdc
 from cdc import avro, metrics
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Column, Position, RowChange, TableSchema, TxBoundary
-from sources.postgres import _snapshot
+from sources.postgres import _snapshot, _tuples
 from sources.postgres._lsn import format_lsn, parse_lsn
 from sources.postgres._snapshot import SnapshotTable
+from sources.postgres._tuples import UNCHANGED as UNCHANGED  # re-exported: the marker, for tests
+from sources.postgres._tuples import Decoder
 from sources.postgres._types import Mapping, TypeInfo, mapping_for
 from sources.postgres.config import PostgresSourceConfig, default_name
 
@@ -71,45 +73,29 @@ _STATUS = struct.Struct(">cQQQqB")
 
 @dataclass(slots=True)
 class _Relation:
+    """A version of a relation: its schema, column mappings and TupleData decoders.
+
+    ``decode_new`` reads a complete tuple (an insert's, an update's new one), ``decode_old`` an
+    old or key tuple (absent required columns take their fallback); both specialised for this
+    version unless ``specialise`` is False (then the generic path of ``_tuples``).
+    """
+
     relid: int
     schema: TableSchema
     mappings: list[Mapping]
     names: list[str]
     key_positions: tuple[int, ...]
+    specialise: InitVar[bool] = True
+    decode_new: Decoder = field(init=False)
+    decode_old: Decoder = field(init=False)
 
-
-class _Unchanged:
-    """Marker for an unchanged TOASTed value (tuple kind 'u')."""
-
-
-UNCHANGED = _Unchanged()
+    def __post_init__(self, specialise: bool) -> None:
+        self.decode_new, self.decode_old = _tuples.decoders(self.schema, self.mappings, specialise)
 
 
 def _cstring(buf: bytes, i: int) -> tuple[str, int]:
     end = buf.index(b"\x00", i)
     return buf[i:end].decode(), end + 1
-
-
-def _tuple(buf: bytes, i: int) -> tuple[list[Any], int]:
-    (n,) = _U16.unpack_from(buf, i)
-    i += 2
-    vals: list[Any] = []
-    append = vals.append
-    for _ in range(n):
-        kind = buf[i]
-        i += 1
-        if kind == 116:  # 't'
-            (length,) = _U32.unpack_from(buf, i)
-            i += 4
-            append(buf[i : i + length].decode())
-            i += length
-        elif kind == 110:  # 'n'
-            append(None)
-        elif kind == 117:  # 'u'
-            append(UNCHANGED)
-        else:
-            raise SourceError(f"unexpected tuple column kind {chr(kind)!r} in pgoutput data")
-    return vals, i
 
 
 class PostgresSource:
@@ -126,6 +112,7 @@ class PostgresSource:
         max_events: int = 5000,
         max_wait_ms: int = 100,
         transaction_metadata: bool = True,
+        specialise: bool = True,
     ) -> None:
         self.config = config
         self.pipeline_name = pipeline_name
@@ -135,6 +122,9 @@ class PostgresSource:
         self.max_events = max_events
         self.max_wait = max_wait_ms / 1000
         self.tx_metadata = transaction_metadata
+        # False: decode tuples by the generic path of _tuples (the reference) instead of decoders
+        # generated per relation version
+        self.specialise = specialise
         self.tables = [self._split(t) for t in config.tables]
         self._stopping = False
         # stop() writes a byte here so that a select() waiting on an idle stream wakes at once
@@ -368,31 +358,14 @@ class PostgresSource:
             return old  # the same shape announced again (every new session does): keep it
         if old is not None:
             log.info("table %s changed shape: new schema version", table.qualified)
-        rel = _Relation(relid, table, mappings, [c[0] for c in cols], table.key)
+        rel = _Relation(relid, table, mappings, [c[0] for c in cols], table.key, self.specialise)
         self._relations[relid] = rel
         return rel
 
     def _row(self, rel: _Relation, raw: list[Any], complete: bool) -> tuple[Any, ...]:
-        """Convert a text tuple; ``complete`` False: absent columns take their fallback."""
-        out: list[Any] = []
-        cols = rel.schema.columns
-        for idx, (v, m) in enumerate(zip(raw, rel.mappings, strict=True)):
-            if v is None:
-                out.append(None if (complete or cols[idx].optional) else cols[idx].fallback)
-            elif v is UNCHANGED:
-                ph = m.unavailable
-                out.append(ph if ph is not None or cols[idx].optional else cols[idx].fallback)
-            elif m.convert is None:
-                out.append(v)
-            else:
-                try:
-                    out.append(m.convert(v))
-                except (ValueError, ArithmeticError) as e:
-                    raise SourceError(
-                        f"cannot convert value {v[:80]!r} of column {rel.schema.qualified}."
-                        f"{cols[idx].name} ({m.name}): {e}"
-                    ) from None
-        return tuple(out)
+        """Convert a text tuple (the snapshot's rows); ``complete`` False: absent columns take
+        their fallback."""
+        return _tuples.convert_row(rel.schema, rel.mappings, raw, complete)
 
     # --- streaming ----------------------------------------------------------------------------
 
@@ -776,20 +749,19 @@ class PostgresSource:
                 continue
             elif tag == 73:  # 'I' insert
                 rel = self._relations[_U32.unpack_from(buf, 1)[0]]
-                raw, _ = _tuple(buf, 6)
+                after, _ = rel.decode_new(buf, 6)
                 table = rel.schema
                 src = self._source_block(table, ts_us, xid, msg_lsn, last_commit_lsn)
-                change(table, "c", None, self._row(rel, raw, True), src)
+                change(table, "c", None, after, src)
             elif tag == 85:  # 'U' update
                 rel = self._relations[_U32.unpack_from(buf, 1)[0]]
                 table = rel.schema
                 before = None
                 i = 5
                 if buf[i] in (75, 79):  # 'K' key only / 'O' old row (REPLICA IDENTITY FULL)
-                    raw, i = _tuple(buf, i + 1)
-                    before = self._row(rel, raw, buf[5] == 79)
-                raw, _ = _tuple(buf, i + 1)
-                after = self._row(rel, raw, True)
+                    decode_old = rel.decode_new if buf[i] == 79 else rel.decode_old
+                    before, i = decode_old(buf, i + 1)
+                after, _ = rel.decode_new(buf, i + 1)
                 src = self._source_block(table, ts_us, xid, msg_lsn, last_commit_lsn)
                 if (
                     before is not None
@@ -804,10 +776,10 @@ class PostgresSource:
                     change(table, "u", before, after, src)
             elif tag == 68:  # 'D' delete
                 rel = self._relations[_U32.unpack_from(buf, 1)[0]]
-                raw, _ = _tuple(buf, 6)
+                before, _ = (rel.decode_new if buf[5] == 79 else rel.decode_old)(buf, 6)
                 table = rel.schema
                 src = self._source_block(table, ts_us, xid, msg_lsn, last_commit_lsn)
-                change(table, "d", self._row(rel, raw, buf[5] == 79), None, src)
+                change(table, "d", before, None, src)
             elif tag == 84:  # 'T' truncate
                 (nrel,) = _U32.unpack_from(buf, 1)
                 for k in range(nrel):

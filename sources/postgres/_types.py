@@ -15,6 +15,7 @@ in ``mapping_for``.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import struct
@@ -239,6 +240,7 @@ def _timestamptz(s: str) -> str:
     )
 
 
+@functools.cache  # one function per precision: _tuples recognises them by identity
 def _timestamptz_padded(digits: int) -> Converter:
     """The fraction padded to the column's precision, as Debezium's ZonedTimestamp does."""
 
@@ -325,6 +327,7 @@ def _money(s: str) -> Decimal:
 _WIDE = Context(prec=1100)  # numeric(p,s) has p <= 1000 digits; the default context has 28
 
 
+@functools.cache  # one function per scale: _tuples recognises them by identity
 def _fixed_decimal(scale: int) -> Converter:
     q = Decimal(1).scaleb(-scale)
 
@@ -410,6 +413,8 @@ def parse_array(s: str) -> list[str | None]:
             i += 1
             while True:
                 q = find('"', i)
+                if q < 0:  # (the server never sends one; without this check: an endless loop)
+                    raise ValueError("unterminated quoted element in array literal")
                 b = find("\\", i, q)
                 if b < 0:
                     parts.append(s[i:q])

@@ -1,0 +1,275 @@
+"""pgoutput TupleData -> a row of converted values: the generic path and specialised decoders.
+
+A decoder reads the TupleData at offset ``i`` of a pgoutput message and returns the row (a tuple,
+one value per column, converted by the column's ``Mapping``) and the offset after it.
+
+``complete`` says whether the tuple holds every column (a new tuple) or may leave some out (an old
+or key tuple, under REPLICA IDENTITY DEFAULT: columns outside the key are null there): in an
+incomplete tuple a null in a required column takes the column's fallback. An unchanged TOASTed
+value (kind 'u') takes the mapping's placeholder, or the fallback when it has none and the column
+is required.
+
+The generic path (``parse_tuple`` then ``convert_row``) is the reference. ``compile_decoder``
+generates Python source once per relation version, with the column loop unrolled, the null and
+unchanged values decided in advance and the cheapest exact conversion per type (``int`` and
+``float`` straight from the bytes, booleans compared as bytes). Contract: a specialised decoder
+returns exactly what the generic path returns for the same bytes (equal values of the same types,
+the very same fallback and placeholder objects), or raises what it raises: whenever anything in
+the specialised body raises (a value a converter rejects, bytes that are not UTF-8, a column count
+that does not match, a truncated message), the message is decoded again by the generic path,
+which raises its own error (a ``SourceError`` naming table.column and type for a value that does
+not convert) or, for a value only the shortcut rejected, returns the right row.
+
+The generated source contains only local variable names, indexes and literals of numbers and
+bytes; mappings, fallbacks and placeholders are bound constants, column names never appear in it.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Any
+
+from cdc.errors import SourceError
+from cdc.model import TableSchema
+from sources.postgres import _types
+from sources.postgres._types import Mapping
+
+Decoder = Callable[[bytes, int], tuple[tuple[Any, ...], int]]
+
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+class _Unchanged:
+    """Marker for an unchanged TOASTed value (tuple kind 'u')."""
+
+
+UNCHANGED = _Unchanged()
+
+
+# --- the generic path (the reference) -------------------------------------------------------------
+
+
+def parse_tuple(buf: bytes, i: int) -> tuple[list[Any], int]:
+    """TupleData at ``i`` -> (texts: str, None for null, UNCHANGED; the offset after it)."""
+    (n,) = _U16.unpack_from(buf, i)
+    i += 2
+    vals: list[Any] = []
+    append = vals.append
+    for _ in range(n):
+        kind = buf[i]
+        i += 1
+        if kind == 116:  # 't'
+            (length,) = _U32.unpack_from(buf, i)
+            i += 4
+            append(buf[i : i + length].decode())
+            i += length
+        elif kind == 110:  # 'n'
+            append(None)
+        elif kind == 117:  # 'u'
+            append(UNCHANGED)
+        else:
+            raise SourceError(f"unexpected tuple column kind {chr(kind)!r} in pgoutput data")
+    return vals, i
+
+
+def convert_row(
+    table: TableSchema, mappings: Sequence[Mapping], raw: Sequence[Any], complete: bool
+) -> tuple[Any, ...]:
+    """Convert a text tuple; ``complete`` False: absent columns take their fallback."""
+    out: list[Any] = []
+    cols = table.columns
+    for idx, (v, m) in enumerate(zip(raw, mappings, strict=True)):
+        if v is None:
+            out.append(None if (complete or cols[idx].optional) else cols[idx].fallback)
+        elif v is UNCHANGED:
+            ph = m.unavailable
+            out.append(ph if ph is not None or cols[idx].optional else cols[idx].fallback)
+        elif m.convert is None:
+            out.append(v)
+        else:
+            try:
+                out.append(m.convert(v))
+            except (ValueError, ArithmeticError) as e:
+                raise SourceError(
+                    f"cannot convert value {v[:80]!r} of column {table.qualified}."
+                    f"{cols[idx].name} ({m.name}): {e}"
+                ) from None
+    return tuple(out)
+
+
+def generic_decoder(table: TableSchema, mappings: Sequence[Mapping], complete: bool) -> Decoder:
+    """The reference decoder: ``parse_tuple`` then ``convert_row``."""
+
+    def decode(buf: bytes, i: int) -> tuple[tuple[Any, ...], int]:
+        raw, i = parse_tuple(buf, i)
+        return convert_row(table, mappings, raw, complete), i
+
+    return decode
+
+
+# --- specialised decoders -------------------------------------------------------------------------
+
+# Conversions done on the bytes themselves, exactly as the converter does on the decoded text:
+# int() and float() accept the same ASCII forms from bytes and str, and refuse any non-ASCII byte
+# (the generic path then decides). Booleans: the usual texts compared as bytes, others converted.
+_FROM_BYTES: dict[Any, str] = {int: "_int", _types._float: "_float"}
+_BYTES_BOOL: dict[Any, tuple[bytes, bytes]] = {
+    _types._bool: (b"t", b"f"),
+    _types._bit1: (b"1", b"0"),
+}
+# timestamptz converters -> the fraction digits they pad to (0: no padding)
+_TIMESTAMPTZ: dict[Any, int] = {_types._timestamptz_padded(d): d for d in range(1, 7)}
+_TIMESTAMPTZ[_types._timestamptz] = 0
+
+
+def _fixed_scale(m: Mapping) -> int | None:
+    """The scale of a numeric(p,s) mapping's converter, None for any other converter."""
+    scale = m.avro.get("scale") if isinstance(m.avro, dict) else None
+    if isinstance(scale, int) and 0 <= scale <= 1000 and m.convert is _types._fixed_decimal(scale):
+        return scale
+    return None
+
+
+class _Gen:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.consts: dict[str, Any] = {
+            "_u32": _U32.unpack_from,
+            "_int": int,
+            "_float": float,
+            "_Decimal": Decimal,
+        }
+
+    def const(self, value: Any) -> str:
+        if value is None:
+            return "None"
+        name = f"_c{len(self.consts)}"
+        self.consts[name] = value
+        return name
+
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+    def convert(self, m: Mapping, v: str, ind: int) -> None:
+        """Lines setting ``v`` to the value of the text at ``buf[i + 5 : j]``."""
+        text = "buf[i + 5 : j]"
+        conv = m.convert
+        if conv is None:
+            self.emit(ind, f"{v} = {text}.decode()")
+            return
+        if conv in _FROM_BYTES:
+            self.emit(ind, f"{v} = {_FROM_BYTES[conv]}({text})")
+            return
+        c = self.const(conv)
+        if conv in _BYTES_BOOL:
+            true, false = _BYTES_BOOL[conv]
+            self.emit(ind, f"{v} = {text}")
+            self.emit(
+                ind,
+                f"{v} = True if {v} == {true!r} else False if {v} == {false!r} "
+                f"else {c}({v}.decode())",
+            )
+            return
+        scale = _fixed_scale(m)
+        if conv in _TIMESTAMPTZ:
+            # _timestamptz's shortcut for UTC text ("2024-01-02 03:04:05.12+00"), then the
+            # fraction padded as _timestamptz_padded pads it; other texts by the converter.
+            digits = _TIMESTAMPTZ[conv]
+            self.emit(ind, f"t = {text}.decode()")
+            self.emit(ind, 'if t[-3:] == "+00" and t[10] == " " and t[4] == "-":')
+            if digits:
+                dot = "." + "0" * digits
+                self.emit(ind + 1, 'd = t.find(".", 17)')
+                self.emit(ind + 1, f"if d == len(t) - {digits + 4}:  # no padding needed")
+                self.emit(ind + 2, f'{v} = f"{{t[:10]}}T{{t[11:-3]}}Z"')
+                self.emit(ind + 1, "else:")
+                pad = f"{dot!r} if d < 0 else '0' * ({digits} - len(t) + d + 4)"
+                self.emit(ind + 2, f'{v} = f"{{t[:10]}}T{{t[11:-3]}}{{{pad}}}Z"')
+            else:
+                self.emit(ind + 1, f'{v} = f"{{t[:10]}}T{{t[11:-3]}}Z"')
+        elif scale is not None:
+            # Text with exactly the column's scale (as the server prints numeric(p,s)) is a
+            # Decimal of that exponent already: quantize would return it unchanged (it has fewer
+            # digits than the context's precision). NaN and infinities end in a letter.
+            self.emit(ind, f"t = {text}.decode()")
+            if scale:
+                check = f't[{-scale - 1}] == "." and t[{-scale}:].isdigit()'
+            else:
+                check = '(t.isdigit() or t[0] == "-" and t[1:].isdigit())'
+            self.emit(ind, f"if {check} and len(t) < 1000:")
+            self.emit(ind + 1, f"{v} = _Decimal(t)")
+        else:
+            self.emit(ind, f"{v} = {c}({text}.decode())")
+            return
+        self.emit(ind, "else:")
+        self.emit(ind + 1, f"{v} = {c}(t)")
+
+    def column(self, m: Mapping, null: Any, unchanged: Any, v: str) -> None:
+        """Lines reading one column at ``i`` into variable ``v`` and moving ``i`` past it."""
+        self.emit(2, "k = buf[i]")
+        self.emit(2, "if k == 116:")
+        self.emit(3, "j = i + 5 + _u32(buf, i + 1)[0]")
+        self.convert(m, v, 3)
+        self.emit(3, "i = j")
+        self.emit(2, "elif k == 110:")
+        self.emit(3, f"{v} = {self.const(null)}")
+        self.emit(3, "i += 1")
+        self.emit(2, "elif k == 117:")
+        self.emit(3, f"{v} = {self.const(unchanged)}")
+        self.emit(3, "i += 1")
+        self.emit(2, "else:")
+        self.emit(3, "raise _Mismatch")
+
+
+class _Mismatch(Exception):
+    """Something the specialised body does not handle: the generic path decides."""
+
+
+def generate(
+    table: TableSchema, mappings: Sequence[Mapping], complete: bool
+) -> tuple[str, dict[str, Any]]:
+    """The source of ``decode(buf, i)`` for this relation version, and its constants."""
+    if len(mappings) != len(table.columns):
+        raise ValueError(f"{len(mappings)} mappings for {len(table.columns)} columns")
+    gen = _Gen()
+    gen.consts["_Mismatch"] = _Mismatch
+    n = len(mappings)
+    gen.emit(0, "def decode(buf, i):")
+    gen.emit(1, "i0 = i")
+    gen.emit(1, "try:")
+    gen.emit(2, f"if buf[i : i + 2] != {_U16.pack(n)!r}:")
+    gen.emit(3, "raise _Mismatch")
+    gen.emit(2, "i += 2")
+    names = []
+    for idx, (m, col) in enumerate(zip(mappings, table.columns, strict=True)):
+        null = None if complete or col.optional else col.fallback
+        ph = m.unavailable
+        unchanged = ph if ph is not None or col.optional else col.fallback
+        v = f"v{idx}"
+        names.append(v)
+        gen.column(m, null, unchanged, v)
+    gen.emit(1, "except Exception:")
+    gen.emit(2, "return _generic(buf, i0)")
+    gen.emit(1, f"return ({', '.join(names)}{',' if n == 1 else ''}), i")
+    gen.consts["_generic"] = generic_decoder(table, mappings, complete)
+    return "\n".join(gen.lines) + "\n", gen.consts
+
+
+def compile_decoder(table: TableSchema, mappings: Sequence[Mapping], complete: bool) -> Decoder:
+    """A decoder giving exactly ``generic_decoder``'s rows and errors (see the module doc)."""
+    source, consts = generate(table, mappings, complete)
+    namespace: dict[str, Any] = dict(consts)
+    exec(compile(source, "<pgoutput decoder>", "exec"), namespace)
+    decode: Decoder = namespace["decode"]
+    return decode
+
+
+def decoders(
+    table: TableSchema, mappings: Sequence[Mapping], specialise: bool = True
+) -> tuple[Decoder, Decoder]:
+    """(decoder of complete tuples, decoder of old/key tuples) for one relation version."""
+    make = compile_decoder if specialise else generic_decoder
+    return make(table, mappings, True), make(table, mappings, False)

@@ -1,0 +1,348 @@
+"""The specialised pgoutput tuple decoders (sources/postgres/_tuples.py) give exactly what the
+generic path gives: the same values of the same types, the same exceptions with the same messages.
+
+Every check runs both decoders on the same message bytes. Values come from every type TYPES.md
+lists (its texts, plus edge cases of the shortcuts the generator takes: integers and floats read
+from bytes, booleans compared as bytes, UTC timestamptz and numeric(p,s) texts), mixed with nulls,
+unchanged TOASTed values, texts a converter rejects and bytes that are not UTF-8, in tables whose
+columns are required or optional, decoded as complete (new) and incomplete (old/key) tuples.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import struct
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from cdc.errors import SourceError
+from cdc.model import Column, TableSchema
+from sources.postgres import _tuples
+from sources.postgres._source import _Relation
+from sources.postgres._types import Mapping, mapping_for
+from tests.unit.test_pg_types import Catalog, rows_of_types_md
+
+Value = bytes | str | None  # None: null ('n'); UNCHANGED: 'u'
+
+# Texts that exercise the generator's shortcuts, and texts the converters reject, by type.
+EXTRA: dict[str, list[str]] = {
+    "smallint": ["0", "-0", "+5", " 12 ", "1_000", "\u0661\u0662", "12a", "", "99999999"],
+    "integer": ["2147483648", "-1", "007", "1e3", "0x10", "1.0", "\u0663"],
+    "bigint": ["9223372036854775807", "-9223372036854775809", "1" * 5000, "- 1"],
+    "oid": ["0", "4294967296"],
+    "real": ["1_0.5", " nan ", "infinity", "-inf", "1e500", "1.5\u00a0", "x", "\u0661.5"],
+    "double precision": ["-0", "1e-400", "4.9e-324", "1,5", "NaN", "+Infinity"],
+    "boolean": ["f", "true", "", "T", "1", "tt"],
+    "bit(1)": ["0", "", "x", "11", "10"],
+    "varbit(1)": ["0", "", "2"],
+    "numeric(12,2)": [
+        "12.50",
+        "-12.50",
+        "12.5",
+        "0.00",
+        "-0.00",
+        ".50",
+        "-.50",
+        "Infinity",
+        " 1.50",
+        "1.50 ",
+        "1_0.50",
+        "1.E5",
+        "1.2E+50",
+        "\u0661.\u0665\u0660",
+        "1.5\u00b2\u00b2",
+        "1..50",
+        "-",
+        "abc.12",
+        "9" * 1200 + ".12",
+        "9" * 990 + ".12",
+        "12.345",
+    ],
+    "numeric(5,0)": ["123", "-123", "-0", "0", "+1", "1.0", "-", "", "1e3", "\u0661\u0662", "NaN"],
+    "numeric(3,-2)": ["12300", "-100", "NaN"],
+    "numeric": ["0", "-0.000", "1e5", "x"],
+    "money": ["$0.00", "($1,000.00)", "", "x"],
+    "date": ["2024-13-01", "0001-01-01", "1-1-1 BC", "x", ""],
+    "time": ["25:00:00", "1:2", "x"],
+    "time(3)": ["13:14:15", "x"],
+    "timetz": ["13:14:15+14:59:59", "x", "13:14:15"],
+    "timestamp": ["2024-02-30 00:00:00", "x", "2024-01-01", "294277-01-01 00:00:00"],
+    "timestamp(3)": ["infinity", "x"],
+    "timestamptz": [
+        "2024-05-06 05:08:09+00",
+        "2024-05-06 05:08:09.1+00",
+        "2024-05-06 05:08:09.123456+00",
+        "2024-05-06 05:08:09.1234567+00",
+        "2024-05-06 05:08:09.5+02",
+        "2024-05-06 05:08:09.5-03:30",
+        "2024-05-06 05.08.09+00",
+        "2024-05-06 05:0.:09+00",
+        "2024-05-06 05:08:.9+00",
+        "2024-05-06T05:08:09+00",
+        "2024/05/06 05:08:09+00",
+        "1+00",
+        "+00",
+        "",
+        "x",
+        "0001-01-01 00:00:00+00 BC",
+        "infinity",
+    ],
+    "timestamptz(3)": [
+        "2024-05-06 05:08:09+00",
+        "2024-05-06 05:08:09.1234+00",
+        "2024-05-06 05:08:09.123+00",
+        "-infinity",
+        "2024-05-06 05:08:09.5+01",
+    ],
+    "timestamptz(0)": ["2024-05-06 05:08:09.5+00", "infinity", "2024-05-06 05:08:09+05"],
+    "timestamptz(6)": ["2024-05-06 05:08:09+00", "2024-05-06 05:08:09.12345+00"],
+    "interval": ["P", "PT", "x", "infinity", "P1.5Y"],
+    "bytea": ["\\x0", "\\xzz", "\\"],
+    "point": ["(1,2", "x", "(a,b)"],
+    "integer[]": ["{1,x}", "{", "x"],
+    "numeric(6,2)[]": ["{NaN,Infinity,1.5}", "{x}"],
+    "text[]": ["{a,b}", '{"a\\"b"}', '{"a', '{"a\\'],
+    "hstore": ['"a"=>"b"', "x"],
+}
+
+# Texts no type expects, tried anywhere now and then.
+ODD = ["", "x", "NULL", "\u00e9", "-", "0", "1e999", "NaN"]
+NOT_UTF8 = [b"\xff", b"\xc3", b"ab\x80", b"\xed\xa0\x80"]
+
+
+def pools() -> dict[str, tuple[Mapping, list[str]]]:
+    """Type spec -> (its mapping, the texts to try), for every type TYPES.md lists and more."""
+    catalog = Catalog()
+    out: dict[str, tuple[Mapping, list[str]]] = {}
+    for spec, _, _, text, _ in rows_of_types_md():
+        if spec not in out:
+            oid, typmod = catalog.column(spec)
+            out[spec] = (mapping_for(oid, typmod, None, catalog.resolve), [])
+        out[spec][1].append(text[1:-1])
+    for spec, texts in EXTRA.items():
+        if spec not in out:
+            oid, typmod = catalog.column(spec)
+            out[spec] = (mapping_for(oid, typmod, None, catalog.resolve), [])
+        out[spec][1].extend(texts)
+    return out
+
+
+POOLS = pools()
+
+
+def table_of(specs: list[str], required: list[bool], name: str = "t") -> TableSchema:
+    cols = []
+    for i, (spec, req) in enumerate(zip(specs, required, strict=True)):
+        m = POOLS[spec][0]
+        cols.append(Column(f"c{i}", m.avro, not req, m.name, m.fallback))
+    return TableSchema(f"p.public.{name}", "public", name, tuple(cols), ())
+
+
+def tuple_data(values: list[Any], count: int | None = None) -> bytes:
+    out = [struct.pack(">H", len(values) if count is None else count)]
+    for v in values:
+        if v is None:
+            out.append(b"n")
+        elif v is _tuples.UNCHANGED:
+            out.append(b"u")
+        elif isinstance(v, tuple):  # ("kind", b"raw"): a column kind pgoutput never sends
+            out.append(v[0])
+        else:
+            b = v if isinstance(v, bytes) else v.encode()
+            out.append(b"t" + struct.pack(">I", len(b)) + b)
+    return b"".join(out)
+
+
+def outcome(decode: _tuples.Decoder, buf: bytes, at: int) -> Any:
+    try:
+        return "ok", decode(buf, at)
+    except Exception as e:  # whatever it is, both must raise it alike
+        return "error", type(e), str(e)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down (NaN equals NaN, Decimals by digits and
+    exponent: Decimal('1.5') == Decimal('1.50') is not good enough)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if isinstance(a, Decimal):
+        return a.as_tuple() == b.as_tuple()
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+Pairs = list[tuple[_tuples.Decoder, _tuples.Decoder]]
+
+
+def pairs(table: TableSchema, maps: list[Mapping]) -> Pairs:
+    """(generic, specialised) decoders of complete tuples, then of old/key tuples."""
+    return [
+        (_tuples.generic_decoder(table, maps, c), _tuples.compile_decoder(table, maps, c))
+        for c in (True, False)
+    ]
+
+
+def check(
+    table: TableSchema, maps: list[Mapping], buf: bytes, at: int = 0, decs: Pairs | None = None
+) -> str:
+    """Both decoders, both modes, on ``buf``: the same outcome. Returns "ok" or "error"."""
+    kinds = set()
+    for complete, (generic, fast) in zip((True, False), decs or pairs(table, maps), strict=True):
+        want = outcome(generic, buf, at)
+        got = outcome(fast, buf, at)
+        assert got[0] == want[0] and same(got[1:], want[1:]), (complete, buf, want, got)
+        if want[0] == "ok":  # the very same fallback and placeholder objects
+            for g, w, col, m in zip(got[1][0], want[1][0], table.columns, maps, strict=True):
+                if isinstance(w, (list, dict)) and (w is col.fallback or w is m.unavailable):
+                    assert g is w
+        kinds.add(want[0])
+    return "ok" if kinds == {"ok"} else "error"
+
+
+def test_every_type_and_text_alone() -> None:
+    """One column of each type, each of its texts, required and optional."""
+    results = {"ok": 0, "error": 0}
+    for spec, (m, texts) in POOLS.items():
+        for required in (True, False):
+            table = table_of([spec], [required])
+            decs = pairs(table, [m])
+            for text in [*texts, None, _tuples.UNCHANGED, *NOT_UTF8]:
+                results[check(table, [m], tuple_data([text]), 0, decs)] += 1
+    assert results["ok"] > 300 and results["error"] > 100, results
+
+
+def test_random_tuples() -> None:
+    rnd = random.Random(20261127)
+    specs = sorted(POOLS)
+    results = {"ok": 0, "error": 0}
+    for _ in range(300):
+        n = rnd.randint(1, 8)
+        cols = [rnd.choice(specs) for _ in range(n)]
+        required = [rnd.random() < 0.5 for _ in range(n)]
+        table = table_of(cols, required)
+        maps = [POOLS[c][0] for c in cols]
+        decs = pairs(table, maps)
+        for _ in range(15):
+            values: list[Any] = []
+            for c in cols:
+                r = rnd.random()
+                if r < 0.15:
+                    values.append(None)
+                elif r < 0.25:
+                    values.append(_tuples.UNCHANGED)
+                elif r < 0.27:
+                    values.append(rnd.choice(ODD))
+                elif r < 0.28:
+                    values.append(rnd.choice(NOT_UTF8))
+                else:
+                    values.append(rnd.choice(POOLS[c][1]))
+            pad = rnd.choice([b"", b"N\x00\x01n"])  # more data after the tuple (an update's)
+            results[check(table, maps, b"xyz" + tuple_data(values) + pad, 3, decs)] += 1
+    assert results["ok"] > 1500 and results["error"] > 300, results
+
+
+def test_malformed_messages() -> None:
+    specs = ["bigint", "text", "numeric(12,2)", "timestamptz", "boolean"]
+    table = table_of(specs, [True, False, False, True, False])
+    maps = [POOLS[s][0] for s in specs]
+    good = ["1", "a", "1.50", "2024-05-06 05:08:09.12+00", "t"]
+    assert check(table, maps, tuple_data(good)) == "ok"
+    assert check(table, maps, tuple_data(good, count=4)) == "error"  # column count differs
+    assert check(table, maps, tuple_data([*good, "x"])) == "error"
+    assert check(table, maps, tuple_data(good[:4], count=5)) == "error"  # truncated
+    full = tuple_data(good)
+    for cut in range(len(full)):
+        check(table, maps, full[:cut])
+    bad_kind = [*good[:2], (b"x", b""), *good[3:]]
+    assert check(table, maps, tuple_data(bad_kind)) == "error"
+    with pytest.raises(SourceError, match="unexpected tuple column kind 'x'"):
+        _tuples.compile_decoder(table, maps, True)(tuple_data(bad_kind), 0)
+    # a length running past the end of the last column: sliced short, as the generic path does
+    assert check(table, maps, full[:-1]) == "ok"
+
+
+def test_conversion_error_names_table_column_and_type() -> None:
+    specs = ["integer", "numeric(12,2)", "date"]
+    m = [POOLS[s][0] for s in specs]
+    table = TableSchema(
+        "p.s.orders",
+        "s",
+        "orders",
+        (
+            Column("qty", m[0].avro, True, m[0].name),
+            Column('we"ird\n col\\', m[1].avro, True, m[1].name),
+            Column("day", m[2].avro, True, m[2].name),
+        ),
+        (),
+    )
+    decode = _tuples.compile_decoder(table, m, True)
+    with pytest.raises(SourceError) as e:
+        decode(tuple_data(["1", "1.2.3", "2024-01-01"]), 0)
+    assert str(e.value) == (
+        "cannot convert value '1.2.3' of column s.orders.we\"ird\n col\\ (numeric(12,2)): "
+        "[<class 'decimal.ConversionSyntax'>]"
+    )
+    with pytest.raises(SourceError, match=r"column s\.orders\.day \(date\): month must be in"):
+        decode(tuple_data(["1", "1.50", "2024-13-01"]), 0)
+    assert decode(tuple_data(["+7", "-.50", "2024-01-01"]), 0) == (
+        (7, Decimal("-0.50"), 19723),
+        len(tuple_data(["+7", "-.50", "2024-01-01"])),
+    )
+
+
+def test_generated_source_holds_no_column_name_or_value() -> None:
+    maps = [POOLS["text"][0], POOLS["numeric(12,2)"][0]]
+    evil = "x'''\"; import os; os._exit(1) #"
+    table = TableSchema(
+        "p.public.t",
+        "public",
+        "t",
+        tuple(
+            Column(evil + str(i), m.avro, False, m.name, "FALLBACK" + evil)
+            for i, m in enumerate(maps)
+        ),
+        (),
+    )
+    for complete in (True, False):
+        source, _ = _tuples.generate(table, maps, complete)
+        assert "import os" not in source and "FALLBACK" not in source
+        assert "__debezium" not in source  # placeholders are constants too
+        decode = _tuples.compile_decoder(table, maps, complete)
+        assert decode(tuple_data([None, None]), 0)[0] == (
+            (None, None) if complete else ("FALLBACK" + evil, "FALLBACK" + evil)
+        )
+
+
+def test_tables_of_no_and_many_columns() -> None:
+    table = TableSchema("p.public.e", "public", "e", (), ())
+    check(table, [], tuple_data([]))
+    specs = ["bigint", "text", "timestamptz", "numeric(12,2)", "boolean"] * 300
+    table = table_of(specs, [i % 2 == 0 for i in range(len(specs))])
+    maps = [POOLS[s][0] for s in specs]
+    values = ["1", "a", "2024-05-06 05:08:09+00", "1.00", "f"] * 300
+    assert check(table, maps, tuple_data(values)) == "ok"
+    values[1234] = None
+    values[77] = _tuples.UNCHANGED
+    assert check(table, maps, tuple_data(values)) == "ok"
+
+
+def test_relation_versions_decode_specialised_unless_switched_off() -> None:
+    specs = ["bigint", "text"]
+    table = table_of(specs, [True, False])
+    maps = [POOLS[s][0] for s in specs]
+    fast = _Relation(1, table, maps, ["c0", "c1"], (0,))
+    slow = _Relation(1, table, maps, ["c0", "c1"], (0,), False)
+    assert fast.decode_new.__code__.co_filename == "<pgoutput decoder>"
+    assert slow.decode_new.__code__.co_filename != "<pgoutput decoder>"
+    buf = tuple_data(["5", None])
+    for rel in (fast, slow):
+        assert rel.decode_new(buf, 0) == ((5, None), len(buf))
+        assert rel.decode_old(tuple_data([None, "a"]), 0)[0] == (0, "a")
