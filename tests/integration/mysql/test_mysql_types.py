@@ -54,12 +54,12 @@ def _expected_from_select(v: Any, avro_type: str) -> Any:
 
 
 def test_every_type_round_trips_through_snapshot_and_binlog(
-    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
 ) -> None:
     types = types_table()
     assert len(types) >= 30
     db = mysql_db
-    conn = connect(mariadb_server, db)
+    conn = connect(server, db)
     cur = conn.cursor()
     cur.execute("SET time_zone = '+00:00'")
     cols = [f"c{i}" for i in range(len(types))]
@@ -69,7 +69,7 @@ def test_every_type_round_trips_through_snapshot_and_binlog(
     nulls = ", ".join("NULL" for _ in types)
     cur.execute(f"INSERT INTO t VALUES (1, {literals}), (2, {nulls})")  # read by the snapshot
     log_dir = tmp_path / "log"
-    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.t"], log_dir)
+    cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.t"], log_dir)
     p = run_pipeline(cfg)
     topic = f"mysqltest.{db}.t"
     wait_until(lambda: len(read_log(log_dir, topic)) >= 2, 60, "the snapshot")
