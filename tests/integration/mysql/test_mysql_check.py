@@ -1,4 +1,4 @@
-"""`cdc check` against real MariaDB servers, run as a user runs it."""
+"""`cdc check` against real MariaDB and MySQL servers, run as a user runs it."""
 
 from __future__ import annotations
 
@@ -10,18 +10,28 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.mysql.conftest import CLIENT_SERVER_ID, write_config
+from tests.integration.mysql.conftest import CLIENT_SERVER_ID, FLAVOURS, is_mysql, write_config
 from tests.integration.test_postgres_check import cdc_check
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def statement_server() -> Iterator[Any]:
-    """A server logging statements, not rows: what a CDC source cannot read."""
-    from scratch.mariadb import start_mariadb
+@pytest.fixture(scope="module", params=FLAVOURS)
+def statement_server(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A server logging statements, not rows, and compressing its binlog: what a CDC source
+    cannot read. The MySQL one also has TLS off, so that a password user's caching_sha2_password
+    login takes the RSA key exchange (pymysql needs the cryptography package for it)."""
+    settings = {"binlog_format": "STATEMENT", "binlog_row_image": "MINIMAL"}
+    if request.param == "mysql":
+        from scratch.mysql import start_mysql
 
-    server = start_mariadb(settings={"binlog_format": "STATEMENT", "binlog_row_image": "MINIMAL"})
+        server = start_mysql(
+            settings={**settings, "binlog_transaction_compression": "ON", "tls_version": "''"}
+        )
+    else:
+        from scratch.mariadb import start_mariadb
+
+        server = start_mariadb(settings={**settings, "log_bin_compress": "ON"})
     try:
         yield server
     finally:
@@ -30,6 +40,7 @@ def statement_server() -> Iterator[Any]:
 
 
 def test_check_names_binlog_settings_and_privileges(tmp_path: Path, statement_server: Any) -> None:
+    mysql = is_mysql(statement_server)
     statement_server.sql("CREATE DATABASE shop")
     statement_server.sql("CREATE TABLE shop.orders (id int PRIMARY KEY)")
     statement_server.sql("CREATE USER 'app'@'%' IDENTIFIED BY 'pw'")
@@ -46,11 +57,25 @@ def test_check_names_binlog_settings_and_privileges(tmp_path: Path, statement_se
     path.write_text(yaml.safe_dump(cfg))
     rc, out = cdc_check(path)
     assert rc == 1, out
-    assert "pipeline shop (mysql source): 5 problem(s)" in out
+    assert f"pipeline shop (mysql source): {7 if mysql else 6} problem(s)" in out
     assert "binlog_format is 'STATEMENT': set binlog_format=ROW" in out
     assert "binlog_row_image is 'MINIMAL': set binlog_row_image=FULL" in out
     assert "user 'app' lacks REPLICATION SLAVE (to read the binlog): GRANT REPLICATION SLAVE" in out
-    assert "the user 'app' lacks BINLOG MONITOR" in out
+    if mysql:
+        assert "binlog_transaction_compression is ON: compressed binlog events cannot be" in out
+        assert "the user 'app' lacks REPLICATION CLIENT" in out
+        assert "the user 'app' lacks RELOAD" in out
+        # and the password login really went over plain TCP
+        conn = statement_server.connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW STATUS LIKE 'Ssl_cipher'")
+                assert cur.fetchone()[1] == ""
+        finally:
+            conn.close()
+    else:
+        assert "log_bin_compress is ON: compressed binlog events cannot be" in out
+        assert "the user 'app' lacks BINLOG MONITOR" in out
     assert "table pattern 'shop.nomatch*' matches no table the user 'app' can see" in out
 
 
