@@ -46,11 +46,13 @@ from cdc import avro
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
 from cdc.status import snapshot_progress
+from sources.mysql import _json
 from sources.mysql._schema import SchemaCache, TableVersion
 from sources.mysql._types import ColumnType, from_binlog, from_catalog
 from sources.mysql.config import MySqlSourceConfig
 
 log = logging.getLogger(__name__)
+_json.install()  # MySQL's binary JSON as the text SELECT gives, not lossy Python values
 
 SOURCE_SCHEMA = avro.source_schema(
     "io.debezium.connector.mysql",
