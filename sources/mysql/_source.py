@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
+import struct
 import time
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -48,7 +49,7 @@ from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
 from cdc.status import snapshot_progress
 from sources.mysql import _json
 from sources.mysql._schema import SchemaCache, TableVersion
-from sources.mysql._types import ColumnType, from_binlog, from_catalog
+from sources.mysql._types import UNREADABLE, ColumnType, from_binlog, from_catalog
 from sources.mysql.config import MySqlSourceConfig
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,17 @@ def parse_version(version: str) -> tuple[int, ...]:
         digits = "".join(ch for ch in part if ch.isdigit())
         out.append(int(digits) if digits else 0)
     return tuple(out)
+
+
+def _refuse_unreadable(db: str, table: str, cols: list[tuple[str, ColumnType, bool]]) -> None:
+    """MySQL 9's VECTOR has no decoder in the binlog library (nor in pymysql's results)."""
+    for name, t, _ in cols:
+        if t.kind in UNREADABLE:
+            raise SourceError(
+                f"column {db}.{table}.{name} has type {t.kind}, which this source cannot read "
+                f"(neither from the binlog nor in the snapshot): leave {db}.{table} out of "
+                "source.tables"
+            )
 
 
 def _q(name: str) -> str:
@@ -361,6 +373,7 @@ class MySqlSource:
             cols.append((str(name), t, nullable == "YES"))
             if ckey == "PRI":
                 key.append(i)
+        _refuse_unreadable(db, table, cols)
         return self._schemas.version(db, table, cols, tuple(key))
 
     def _binlog_version(self, ev: TableMapEvent, where: str) -> TableVersion:
@@ -381,6 +394,7 @@ class MySqlSource:
             cols.append((c.name, from_binlog(c, c.name in json_cols), nullable))
             if c.is_primary:
                 key.append(i)
+        _refuse_unreadable(ev.schema, ev.table, cols)
         return self._schemas.version(ev.schema, ev.table, cols, tuple(key))
 
     # --- positions ----------------------------------------------------------------------------
@@ -880,6 +894,13 @@ class MySqlSource:
                         "data aside and start over"
                     ) from None
                 raise SourceError(f"binlog stream failed: {msg}") from None
+            except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:
+                raise SourceError(
+                    f"the binlog reader cannot decode the event after {cur_file}:{end_pos} "
+                    f"({type(e).__name__}: {e}); a column type it does not know (MySQL 9's VECTOR "
+                    "is one) in any table written to on the server stops it: drop or convert "
+                    "that column, or capture from a server without it"
+                ) from None
             if ev is None:
                 raise SourceError("the server ended the binlog stream; restarting")
             packet = ev.packet

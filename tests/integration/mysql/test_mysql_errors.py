@@ -257,3 +257,25 @@ def test_an_idle_stream_records_that_the_binlog_moved_on(
     wait_until(moved, 30, "the position to pass the uncaptured transaction")
     p.stop()
     assert read_log(log_dir) == []
+
+
+@pytest.mark.parametrize("server", ["mysql"], indirect=True)
+def test_a_vector_column_is_refused_naming_it(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    """MySQL 9's VECTOR: neither the binlog library nor pymysql decodes it; say so clearly."""
+    db = mysql_db
+    cur = connect(server, db).cursor()
+    cur.execute("CREATE TABLE v (id INT PRIMARY KEY, emb VECTOR(3))")
+    cur.execute("INSERT INTO v VALUES (1, STRING_TO_VECTOR('[1, 2, 3]'))")
+    p = run_pipeline(write_config(tmp_path / "a.yaml", server, [f"{db}.v"], tmp_path / "a"))
+    wait_until(lambda: not p.thread.is_alive(), 30, "the snapshot to fail")
+    with pytest.raises(SourceError, match=f"column {db}.v.emb has type vector"):
+        p.stop()
+    cfg = write_config(tmp_path / "b.yaml", server, [f"{db}.v"], tmp_path / "b", snapshot="never")
+    p = run_pipeline(cfg)
+    wait_until(lambda: _positioned(tmp_path / "b"), 30, "the stream to start")
+    cur.execute("INSERT INTO v VALUES (2, STRING_TO_VECTOR('[4, 5, 6]'))")
+    wait_until(lambda: not p.thread.is_alive(), 30, "the stream to fail")
+    with pytest.raises(SourceError, match=r"cannot decode the event after .*VECTOR"):
+        p.stop()
