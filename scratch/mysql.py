@@ -177,6 +177,7 @@ def fetch_mysql(*, verbose: bool = False) -> Path:
                 _download(f"{MIRROR}/{fields['Filename']}", deb, fields.get("SHA256"))
             total += deb.stat().st_size
             subprocess.run([dpkg_deb, "-x", str(deb), str(staging)], check=True)
+        _prune(staging)
         (home / "packages.txt").write_text(
             "".join(f"{n} {packages[n]['Version']}\n" for n in sorted(names))
         )
@@ -192,6 +193,15 @@ def fetch_mysql(*, verbose: bool = False) -> Path:
                 file=sys.stderr,
             )
         return root
+
+
+def _prune(root: Path) -> None:
+    """Drop what a test server never uses: the other tools (80 MB), docs, man pages."""
+    for tool in (root / "usr/bin").glob("*"):
+        if tool.name != "mysqlbinlog":  # kept: handy to look at a test server's binlog
+            tool.unlink()
+    for sub in ("usr/share/doc", "usr/share/man", "usr/share/lintian"):
+        shutil.rmtree(root / sub, ignore_errors=True)
 
 
 def _loader(root: Path) -> list[str]:
