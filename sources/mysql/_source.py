@@ -268,6 +268,12 @@ class MySqlSource:
                     f"reader and their changes would be missed; set {setting}=OFF (SET GLOBAL and "
                     "in my.cnf)"
                 )
+        if self.config.position_mode == "gtid" and not (self.is_mariadb or self.mysql_gtids):
+            problems.append(
+                "source.position_mode is gtid but the server has gtid_mode=OFF: turn GTIDs on "
+                "(gtid_mode=ON, enforce_gtid_consistency=ON; on a running server step gtid_mode "
+                "through OFF_PERMISSIVE and ON_PERMISSIVE) or use position_mode: file"
+            )
         if int(variables.get("server_id", "0") or 0) == self.config.server_id:
             problems.append(
                 f"source.server_id {self.config.server_id} is the server's own server_id: choose "

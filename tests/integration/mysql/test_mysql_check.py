@@ -19,14 +19,20 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module", params=FLAVOURS)
 def statement_server(request: pytest.FixtureRequest) -> Iterator[Any]:
     """A server logging statements, not rows, and compressing its binlog: what a CDC source
-    cannot read. The MySQL one also has TLS off, so that a password user's caching_sha2_password
-    login takes the RSA key exchange (pymysql needs the cryptography package for it)."""
+    cannot read. The MySQL one also has GTIDs off, and TLS off so that a password user's
+    caching_sha2_password login takes the RSA key exchange (pymysql needs cryptography for it)."""
     settings = {"binlog_format": "STATEMENT", "binlog_row_image": "MINIMAL"}
     if request.param == "mysql":
         from scratch.mysql import start_mysql
 
         server = start_mysql(
-            settings={**settings, "binlog_transaction_compression": "ON", "tls_version": "''"}
+            settings={
+                **settings,
+                "binlog_transaction_compression": "ON",
+                "tls_version": "''",
+                "gtid_mode": "OFF",
+                "enforce_gtid_consistency": "OFF",
+            }
         )
     else:
         from scratch.mariadb import start_mariadb
@@ -53,11 +59,11 @@ def test_check_names_binlog_settings_and_privileges(tmp_path: Path, statement_se
         name="shop",
     )
     cfg = yaml.safe_load(path.read_text())
-    cfg["pipelines"][0]["source"].update(user="app", password="pw")
+    cfg["pipelines"][0]["source"].update(user="app", password="pw", position_mode="gtid")
     path.write_text(yaml.safe_dump(cfg))
     rc, out = cdc_check(path)
     assert rc == 1, out
-    assert f"pipeline shop (mysql source): {7 if mysql else 6} problem(s)" in out
+    assert f"pipeline shop (mysql source): {8 if mysql else 6} problem(s)" in out
     assert "binlog_format is 'STATEMENT': set binlog_format=ROW" in out
     assert "binlog_row_image is 'MINIMAL': set binlog_row_image=FULL" in out
     assert "user 'app' lacks REPLICATION SLAVE (to read the binlog): GRANT REPLICATION SLAVE" in out
@@ -65,6 +71,7 @@ def test_check_names_binlog_settings_and_privileges(tmp_path: Path, statement_se
         assert "binlog_transaction_compression is ON: compressed binlog events cannot be" in out
         assert "the user 'app' lacks REPLICATION CLIENT" in out
         assert "the user 'app' lacks RELOAD" in out
+        assert "source.position_mode is gtid but the server has gtid_mode=OFF" in out
         # and the password login really went over plain TCP
         conn = statement_server.connect()
         try:
