@@ -259,6 +259,29 @@ def test_an_idle_stream_records_that_the_binlog_moved_on(
     assert read_log(log_dir) == []
 
 
+def test_an_idle_stream_outlives_the_read_timeout_on_heartbeats(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, monkeypatch: Any
+) -> None:
+    """The server's heartbeats (the reader asks for them with @master_heartbeat_period, a name
+    MySQL 9 still honours) keep an idle binlog connection alive past the read timeout."""
+    import time
+
+    import sources.mysql._source as source_module
+
+    monkeypatch.setattr(source_module, "READ_TIMEOUT_S", 2)
+    db = mysql_db
+    cur = connect(server, db).cursor()
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    log_dir = tmp_path / "log"
+    p = run_pipeline(write_config(tmp_path / "c.yaml", server, [f"{db}.t"], log_dir))
+    wait_until(lambda: _positioned(log_dir), 30, "the stream to start")
+    time.sleep(5)  # the idleness under test: 2.5 read timeouts without an event
+    assert p.thread.is_alive(), "the idle stream failed"
+    cur.execute("INSERT INTO t VALUES (1)")
+    wait_until(lambda: len(read_log(log_dir, f"mysqltest.{db}.t")) == 1, 30, "the row")
+    p.stop()
+
+
 @pytest.mark.parametrize("server", ["mysql"], indirect=True)
 def test_a_vector_column_is_refused_naming_it(
     server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
