@@ -159,3 +159,48 @@ def test_snapshot_never_keeps_its_starting_point_across_a_restart(
         ("c", 2),
         ("c", 3),
     ]
+
+
+def test_mysql_without_gtids_streams_and_resumes_by_file_position(
+    tmp_path: Path, run_pipeline: Any
+) -> None:
+    """gtid_mode=OFF (MySQL's default): anonymous GTID events, file + position resumes."""
+    import shutil
+
+    from scratch.mysql import start_mysql
+
+    server = start_mysql(settings={"gtid_mode": "OFF", "enforce_gtid_consistency": "OFF"})
+    try:
+        server.sql("CREATE DATABASE g")
+        server.sql("CREATE TABLE g.t (id INT PRIMARY KEY, v INT NOT NULL)")
+        server.sql("INSERT INTO g.t VALUES (1, 1)")
+        log_dir = tmp_path / "log"
+        cfg = write_config(tmp_path / "c.yaml", server, ["g.t"], log_dir)
+        cur = connect(server, "g").cursor()
+        for n in (1, 2):  # the second run resumes from the first one's position
+            p = run_pipeline(cfg)
+            wait_until(lambda n=n: len(_rows(log_dir)) >= 3 * n - 2, 30, "the stream to start")
+            cur.execute("BEGIN")
+            cur.execute(f"INSERT INTO t VALUES ({10 + n}, 2)")
+            cur.execute("UPDATE t SET v = v + 1 WHERE id = 1")
+            cur.execute("COMMIT")
+            cur.execute(f"DELETE FROM t WHERE id = {10 + n}")
+            wait_until(lambda n=n: len(_rows(log_dir)) >= 3 * n + 1, 30, "the changes")
+            p.stop()
+        rows = _rows(log_dir)
+        got = [(r["value"]["op"], r["key"]["id"], r["value"]["source"]["gtid"]) for r in rows]
+        assert got == [
+            ("r", 1, None),
+            ("c", 11, None),
+            ("u", 1, None),
+            ("d", 11, None),
+            ("c", 12, None),
+            ("u", 1, None),
+            ("d", 12, None),
+        ]
+        from sinks.log import LogReader
+
+        assert LogReader(log_dir).info()["last_position"]["gtid"] is None
+    finally:
+        server.stop()
+        shutil.rmtree(server.base_dir, ignore_errors=True)
