@@ -8,7 +8,6 @@ double, narrows it with ``@pytest.mark.parametrize("server", ["mariadb"], indire
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -18,12 +17,14 @@ from typing import Any
 import pytest
 
 from tests.logtools import read_log as read_log  # for the mysql tests
-from tests.servers import MYSQL_CLIENT_SERVER_ID
+from tests.servers import (
+    MYSQL_CLIENT_SERVER_ID,
+    _counter,  # one counter for every database name of the session
+)
 
 # The servers (mariadb_server, mysql_server) are session fixtures of tests/servers.py.
 CLIENT_SERVER_ID = MYSQL_CLIENT_SERVER_ID
 FLAVOURS = ["mariadb", "mysql"]
-_counter = itertools.count()
 
 
 @pytest.fixture(params=FLAVOURS)
