@@ -45,3 +45,6 @@ fi
 
 "$PYTHON" -m scratch.kafka fetch >/dev/null
 "$PYTHON" -m scratch.registry fetch >/dev/null
+# Oracle MySQL: Debian sid's mysql-server-core and its libraries, unpacked into the cache (needs
+# dpkg-deb and deb.debian.org; about 10 s and 50 MB the first time, nothing later)
+"$PYTHON" -m scratch.mysql fetch >/dev/null

@@ -1,7 +1,8 @@
 """Session servers shared by every test directory (a pytest plugin, see tests/conftest.py).
 
-MariaDB, Kafka with its schema registry, and NATS: each started once per session, on first use,
-so that the source tests, the sink tests and the sink conformance suite share one of each.
+MariaDB, Oracle MySQL, Kafka with its schema registry, and NATS: each started once per session, on
+first use, so that the source tests, the sink tests and the sink conformance suite share one of
+each.
 """
 
 from __future__ import annotations
@@ -36,6 +37,20 @@ def mariadb_server() -> Iterator[Any]:
         cur.execute("SET GLOBAL binlog_row_image = 'FULL'")
         cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
         conn.close()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.base_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Iterator[Any]:
+    """Oracle MySQL (Debian sid's build, fetched into the scratch cache on first use)."""
+    from scratch.mysql import start_mysql
+
+    server = start_mysql()  # fails, never skips, when MySQL cannot be fetched or started
+    try:
+        server.sql("SET GLOBAL cte_max_recursion_depth = 1000000")  # tests' row generators
         yield server
     finally:
         server.stop()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import logging
+import struct
 import time
 from collections.abc import Generator, Iterator
 from typing import Any
@@ -28,6 +29,7 @@ from pymysqlreplication.event import (
     GtidEvent,
     HeartbeatLogEvent,
     MariadbGtidEvent,
+    NotImplementedEvent,
     QueryEvent,
     RotateEvent,
     XidEvent,
@@ -45,11 +47,13 @@ from cdc import avro
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
 from cdc.status import snapshot_progress
+from sources.mysql import _json
 from sources.mysql._schema import SchemaCache, TableVersion
-from sources.mysql._types import ColumnType, from_binlog, from_catalog
+from sources.mysql._types import UNREADABLE, ColumnType, from_binlog, from_catalog
 from sources.mysql.config import MySqlSourceConfig
 
 log = logging.getLogger(__name__)
+_json.install()  # MySQL's binary JSON as the text SELECT gives, not lossy Python values
 
 SOURCE_SCHEMA = avro.source_schema(
     "io.debezium.connector.mysql",
@@ -68,6 +72,11 @@ SOURCE_SCHEMA = avro.source_schema(
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 _FL_STANDALONE = 1  # MariaDB GTID event flag: the group is one statement without COMMIT
 _LOST_POSITION = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG
+# Compressed events the binlog reader cannot decode, by event type -> the setting that writes them:
+# MySQL's Transaction_payload, MariaDB's compressed query and rows events.
+_COMPRESSED = {0x28: "binlog_transaction_compression"} | {
+    code: "log_bin_compress" for code in range(0xA5, 0xAC)
+}
 POSITION_INTERVAL_S = 10.0  # how often an idle stream records that the binlog moved on
 READ_TIMEOUT_S = 30  # no byte (not even a heartbeat) for this long: the connection is dead
 
@@ -84,6 +93,28 @@ def parse_gtid_state(state: str | None) -> dict[int, str]:
 
 def format_gtid_state(state: dict[int, str]) -> str:
     return ",".join(state[d] for d in sorted(state))
+
+
+def parse_version(version: str) -> tuple[int, ...]:
+    """``SELECT VERSION()`` -> (major, minor, patch): "9.7.4-2" -> (9, 7, 4),
+    "10.11.6-MariaDB-0+deb12u1" -> (10, 11, 6)."""
+    head = version.split("-", 1)[0]
+    out = []
+    for part in head.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)
+
+
+def _refuse_unreadable(db: str, table: str, cols: list[tuple[str, ColumnType, bool]]) -> None:
+    """MySQL 9's VECTOR has no decoder in the binlog library (nor in pymysql's results)."""
+    for name, t, _ in cols:
+        if t.kind in UNREADABLE:
+            raise SourceError(
+                f"column {db}.{table}.{name} has type {t.kind}, which this source cannot read "
+                f"(neither from the binlog nor in the snapshot): leave {db}.{table} out of "
+                "source.tables"
+            )
 
 
 def _q(name: str) -> str:
@@ -119,6 +150,7 @@ class MySqlSource:
         self._schemas = SchemaCache(prefix)
         self._json_cache: dict[tuple[str, str], frozenset[str]] = {}
         self.is_mariadb = False
+        self.version: tuple[int, ...] = ()
         self.mysql_gtids = False  # MySQL with gtid_mode=ON
         self.server_id = 0
 
@@ -147,8 +179,9 @@ class MySqlSource:
     def _catalog(self) -> pymysql.Connection[Any]:
         if self._ctl is None or not self._ctl.open:
             self._ctl = self._connect()
-            version = self._one("SELECT VERSION()")
-            self.is_mariadb = "mariadb" in str(version).lower()
+            version = str(self._one("SELECT VERSION()"))
+            self.is_mariadb = "mariadb" in version.lower()
+            self.version = parse_version(version)
             self.server_id = int(self._one("SELECT @@server_id") or 0)
             if not self.is_mariadb:
                 self.mysql_gtids = str(self._one("SELECT @@GLOBAL.gtid_mode")).upper() == "ON"
@@ -196,7 +229,7 @@ class MySqlSource:
             for k, v in self._all(
                 "SHOW GLOBAL VARIABLES WHERE Variable_name IN "
                 "('log_bin', 'binlog_format', 'binlog_row_image', 'binlog_row_metadata', "
-                "'server_id')"
+                "'server_id', 'binlog_transaction_compression', 'log_bin_compress')"
             )
         }
         if variables.get("log_bin", "OFF").upper() not in ("ON", "1"):
@@ -228,6 +261,19 @@ class MySqlSource:
                 "binlog_row_metadata='FULL' and in my.cnf), so that every event carries the column "
                 "names and types it was written with"
             )
+        for setting in ("binlog_transaction_compression", "log_bin_compress"):
+            if variables.get(setting, "OFF").upper() in ("ON", "1"):
+                problems.append(
+                    f"{setting} is ON: compressed binlog events cannot be decoded by the binlog "
+                    f"reader and their changes would be missed; set {setting}=OFF (SET GLOBAL and "
+                    "in my.cnf)"
+                )
+        if self.config.position_mode == "gtid" and not (self.is_mariadb or self.mysql_gtids):
+            problems.append(
+                "source.position_mode is gtid but the server has gtid_mode=OFF: turn GTIDs on "
+                "(gtid_mode=ON, enforce_gtid_consistency=ON; on a running server step gtid_mode "
+                "through OFF_PERMISSIVE and ON_PERMISSIVE) or use position_mode: file"
+            )
         if int(variables.get("server_id", "0") or 0) == self.config.server_id:
             problems.append(
                 f"source.server_id {self.config.server_id} is the server's own server_id: choose "
@@ -236,20 +282,40 @@ class MySqlSource:
         problems += self._check_grants()
         return problems
 
+    def _global_privileges(self) -> set[str]:
+        """The privileges the user holds ON *.*, upper case ("ALL PRIVILEGES" as such)."""
+        privileges: set[str] = set()
+        for (line,) in self._all("SHOW GRANTS"):
+            text = str(line)
+            if not text.upper().startswith("GRANT ") or " ON *.* TO " not in text.upper():
+                continue
+            head = text[len("GRANT ") : text.upper().index(" ON *.* TO ")]
+            privileges.update(p.strip().upper() for p in head.split(",") if p.strip())
+        return privileges
+
     def _check_grants(self) -> list[str]:
-        grants = " ".join(str(r[0]) for r in self._all("SHOW GRANTS")).upper()
-        if "ALL PRIVILEGES ON *.*" in grants:
+        held = self._global_privileges()
+        if "ALL PRIVILEGES" in held or "ALL" in held:
             return []
-        problems = []
-        needed = [("REPLICATION SLAVE", "REPLICATION SLAVE")]
+        # (privilege, what else also grants it, why)
+        needed: list[tuple[str, tuple[str, ...], str]] = [
+            ("REPLICATION SLAVE", (), "to read the binlog")
+        ]
         if self.is_mariadb:
-            needed.append(("BINLOG MONITOR", "BINLOG MONITOR"))
+            needed.append(("BINLOG MONITOR", ("SUPER",), "for SHOW MASTER STATUS / BINARY LOGS"))
         else:
-            needed.append(("REPLICATION CLIENT", "REPLICATION CLIENT"))
-        for priv, grant in needed:
-            if priv not in grants and not (priv == "BINLOG MONITOR" and "SUPER" in grants):
+            needed.append(
+                ("REPLICATION CLIENT", ("SUPER",), "for SHOW BINARY LOG STATUS / BINARY LOGS")
+            )
+            if self.config.snapshot != "never":
+                needed.append(
+                    ("RELOAD", (), "for the snapshot's brief FLUSH TABLES WITH READ LOCK")
+                )
+        problems = []
+        for priv, alternatives, why in needed:
+            if priv not in held and not held.intersection(alternatives):
                 problems.append(
-                    f"the user {self.config.user!r} lacks {priv}: GRANT {grant} ON *.* TO "
+                    f"the user {self.config.user!r} lacks {priv} ({why}): GRANT {priv} ON *.* TO "
                     f"'{self.config.user}'@'<host>'"
                 )
         return problems
@@ -313,6 +379,7 @@ class MySqlSource:
             cols.append((str(name), t, nullable == "YES"))
             if ckey == "PRI":
                 key.append(i)
+        _refuse_unreadable(db, table, cols)
         return self._schemas.version(db, table, cols, tuple(key))
 
     def _binlog_version(self, ev: TableMapEvent, where: str) -> TableVersion:
@@ -333,15 +400,23 @@ class MySqlSource:
             cols.append((c.name, from_binlog(c, c.name in json_cols), nullable))
             if c.is_primary:
                 key.append(i)
+        _refuse_unreadable(ev.schema, ev.table, cols)
         return self._schemas.version(ev.schema, ev.table, cols, tuple(key))
 
     # --- positions ----------------------------------------------------------------------------
+
+    @property
+    def _status_sql(self) -> str:
+        """MySQL renamed SHOW MASTER STATUS in 8.2 and removed the old name in 8.4."""
+        if not self.is_mariadb and self.version >= (8, 2):
+            return "SHOW BINARY LOG STATUS"
+        return "SHOW MASTER STATUS"
 
     def _binlog_files(self) -> list[str]:
         return [str(r[0]) for r in self._all("SHOW BINARY LOGS")]
 
     def _current_position(self) -> Position:
-        row = self._all("SHOW MASTER STATUS")
+        row = self._all(self._status_sql)
         if not row:
             raise SourceError("the binary log is off: start the server with log_bin")
         return {"file": str(row[0][0]), "pos": int(row[0][1]), "gtid": self._executed_gtids()}
@@ -449,7 +524,7 @@ class MySqlSource:
                 cur.execute("FLUSH TABLES WITH READ LOCK")
                 try:
                     cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                    cur.execute("SHOW MASTER STATUS")
+                    cur.execute(self._status_sql)
                     row = cur.fetchone()
                     file, pos = str(row[0]), int(row[1])
                     gtid = self._executed_gtids(cur)
@@ -679,7 +754,9 @@ class MySqlSource:
                 UpdateRowsEvent,
                 DeleteRowsEvent,
                 HeartbeatLogEvent,
+                NotImplementedEvent,  # to see what it must not silently skip
             ],
+            filter_non_implemented_events=False,
             enable_logging=False,
         )
         log.info(
@@ -694,7 +771,7 @@ class MySqlSource:
         version_str = cdc.__version__
 
         commit_file, commit_pos = str(start["file"]), int(start["pos"])
-        gtid_state = parse_gtid_state(start.get("gtid"))
+        gtid_state = parse_gtid_state(start.get("gtid")) if self.is_mariadb else {}
         pending_skip = int(start.get("skip", 0))
         cur_file, end_pos = commit_file, commit_pos
         tables: dict[int, TableVersion | None] = {}
@@ -823,12 +900,32 @@ class MySqlSource:
                         "data aside and start over"
                     ) from None
                 raise SourceError(f"binlog stream failed: {msg}") from None
+            except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:
+                raise SourceError(
+                    f"the binlog reader cannot decode the event after {cur_file}:{end_pos} "
+                    f"({type(e).__name__}: {e}); a column type it does not know (MySQL 9's VECTOR "
+                    "is one) in any table written to on the server stops it: drop or convert "
+                    "that column, or capture from a server without it"
+                ) from None
             if ev is None:
                 raise SourceError("the server ended the binlog stream; restarting")
             packet = ev.packet
             ev_end = packet.log_pos
             ev_start = end_pos
             if isinstance(ev, HeartbeatLogEvent):
+                continue
+            if isinstance(ev, NotImplementedEvent):
+                setting = _COMPRESSED.get(packet.event_type)
+                if setting is not None:
+                    raise SourceError(
+                        f"the binlog holds a compressed event at {cur_file}:{end_pos} ({setting}"
+                        "=ON, set globally or by a session), which the binlog reader cannot "
+                        f"decode: its changes would be missed. Set {setting}=OFF (SET GLOBAL and "
+                        "in my.cnf); compressed events already written cannot be read: move the "
+                        "sink's data aside and start over with a new snapshot"
+                    )
+                if ev_end:
+                    end_pos = ev_end
                 continue
             if isinstance(ev, RotateEvent):
                 cur_file = ev.next_binlog

@@ -33,6 +33,8 @@ _TINY, _SHORT, _LONG, _FLOAT, _DOUBLE, _TIMESTAMP, _LONGLONG, _INT24 = 1, 2, 3, 
 _DATE, _TIME, _DATETIME, _YEAR, _VARCHAR, _BIT = 10, 11, 12, 13, 15, 16
 _TIMESTAMP2, _DATETIME2, _TIME2, _JSON, _NEWDECIMAL = 17, 18, 19, 245, 246
 _ENUM, _SET, _BLOB, _VAR_STRING, _STRING, _GEOMETRY = 247, 248, 252, 253, 254, 255
+_VECTOR = 242  # MySQL 9
+UNREADABLE = frozenset({"vector"})  # kinds the source refuses, naming the column
 
 _BY_CODE = {
     _TINY: "tinyint",
@@ -56,6 +58,7 @@ _BY_CODE = {
     _SET: "set",
     _JSON: "json",
     _GEOMETRY: "geometry",
+    _VECTOR: "vector",
 }
 
 

@@ -1,7 +1,14 @@
-"""MariaDB source test helpers: connections, configs, reading the log, pipelines in a thread."""
+"""MySQL/MariaDB source test helpers: the server of each flavour, connections, configs, reading
+the log, pipelines in a thread.
+
+Tests here take ``server`` (and ``mysql_db``, a fresh database on it): by default each runs twice,
+once on MariaDB and once on Oracle MySQL. A test that only concerns one flavour, or is too slow to
+double, narrows it with ``@pytest.mark.parametrize("server", ["mariadb"], indirect=True)``.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,10 +17,51 @@ from typing import Any
 import pytest
 
 from tests.logtools import read_log as read_log  # for the mysql tests
-from tests.servers import MYSQL_CLIENT_SERVER_ID
+from tests.servers import (
+    MYSQL_CLIENT_SERVER_ID,
+    _counter,  # one counter for every database name of the session
+)
 
-# The servers (mariadb_server, mysql_db) are session fixtures of tests/servers.py.
+# The servers (mariadb_server, mysql_server) are session fixtures of tests/servers.py.
 CLIENT_SERVER_ID = MYSQL_CLIENT_SERVER_ID
+FLAVOURS = ["mariadb", "mysql"]
+
+
+@pytest.fixture(params=FLAVOURS)
+def server(request: pytest.FixtureRequest) -> Any:
+    """The session server of one flavour: MariaDB 10.11 or Oracle MySQL 9.x."""
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture
+def mysql_db(server: Any) -> str:
+    """A fresh database on ``server``; returns its name (overrides tests/servers.py's)."""
+    name = f"t{os.getpid()}_{next(_counter)}"
+    server.create_database(name)
+    return name
+
+
+def is_mysql(server: Any) -> bool:
+    """Oracle MySQL (scratch/mysql.py), not MariaDB."""
+    return getattr(server, "flavour", "mariadb") == "mysql"
+
+
+def binlog_status(cur: Any, server: Any) -> tuple[str, int]:
+    """The server's current binlog file and position (MySQL >= 8.4 removed SHOW MASTER STATUS)."""
+    cur.execute("SHOW BINARY LOG STATUS" if is_mysql(server) else "SHOW MASTER STATUS")
+    row = cur.fetchone()
+    return str(row[0]), int(row[1])
+
+
+def seq(server: Any, n: int) -> str:
+    """A FROM item of the integers 1..n in a column ``seq`` (MariaDB's sequence engine; a
+    recursive CTE on MySQL, whose fixture raises cte_max_recursion_depth)."""
+    if is_mysql(server):
+        return (
+            f"(WITH RECURSIVE s (seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM s "
+            f"WHERE seq < {n}) SELECT seq FROM s) AS seq_1_to_{n}"
+        )
+    return f"seq_1_to_{n}"
 
 
 def connect(server: Any, db: str | None = None) -> Any:
@@ -111,12 +159,12 @@ MIXED_WORKLOAD = [
         "INSERT INTO items SELECT seq, CONCAT('item ', seq), seq * 1.25, "
         "'2024-01-01 00:00:00.123' + INTERVAL seq MINUTE, seq % 2 = 0, "
         "JSON_OBJECT('g', seq), UNHEX(LPAD(HEX(seq), 4, '0')), IF(seq % 3 = 0, NULL, 'é') "
-        "FROM seq_1_to_50"
+        "FROM {seq50}"
     ],
     # a multi-row transaction over both tables
     [
         "UPDATE items SET price = price + 1 WHERE id <= 10",
-        "INSERT INTO tags SELECT seq, CONCAT('t', seq) FROM seq_1_to_10",
+        "INSERT INTO tags SELECT seq, CONCAT('t', seq) FROM {seq10}",
         "UPDATE items SET doc = JSON_OBJECT('g', 'changed'), flag = NULL WHERE id = 3",
     ],
     ["DELETE FROM items WHERE id > 45"],
@@ -137,7 +185,7 @@ def run_mixed_workload(server: Any, db: str) -> None:
         for statements in MIXED_WORKLOAD:
             cur.execute("BEGIN")
             for s in statements:
-                cur.execute(s)
+                cur.execute(s.format(seq50=seq(server, 50), seq10=seq(server, 10)))
             cur.execute("COMMIT")
     finally:
         conn.close()

@@ -20,9 +20,9 @@ def sample(name: str, **labels: str) -> float | None:
 
 
 def test_snapshot_progress_and_counts_reach_the_metrics(
-    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
 ) -> None:
-    conn = connect(mariadb_server, mysql_db)
+    conn = connect(server, mysql_db)
     cur = conn.cursor()
     cur.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT)")
     cur.execute("CREATE TABLE b (id INT PRIMARY KEY, v INT)")
@@ -33,7 +33,7 @@ def test_snapshot_progress_and_counts_reach_the_metrics(
     name = f"m_{mysql_db}"
     cfg = write_config(
         tmp_path / "c.yaml",
-        mariadb_server,
+        server,
         [f"{mysql_db}.*"],
         tmp_path / "log",
         name=name,

@@ -27,10 +27,10 @@ def _count(log_dir: Path, topic: str) -> int:
 
 @pytest.mark.parametrize("mode", ["file", "gtid"])
 def test_kill_9_during_writes_loses_and_repeats_nothing(
-    mode: str, mariadb_server: Any, mysql_db: str, tmp_path: Path, daemon: Any
+    mode: str, server: Any, mysql_db: str, tmp_path: Path, daemon: Any
 ) -> None:
     db = mysql_db
-    conn = connect(mariadb_server, db)
+    conn = connect(server, db)
     cur = conn.cursor()
     cur.execute("CREATE TABLE t (id INT PRIMARY KEY, n INT NOT NULL)")
     log_dir = tmp_path / "log"
@@ -38,7 +38,7 @@ def test_kill_9_during_writes_loses_and_repeats_nothing(
     # batches of 500 events cut transactions of 12 events (BEGIN, 10 rows, END) in the middle
     cfg = write_config(
         tmp_path / "c.yaml",
-        mariadb_server,
+        server,
         [f"{db}.t"],
         log_dir,
         max_events=500,
@@ -55,7 +55,7 @@ def test_kill_9_during_writes_loses_and_repeats_nothing(
 
     def write() -> None:
         try:
-            w = connect(mariadb_server, db)
+            w = connect(server, db)
             wc = w.cursor()
             for start in range(0, ROWS, PER_TXN):
                 values = ", ".join(f"({i}, {i})" for i in range(start, start + PER_TXN))
@@ -101,21 +101,24 @@ def _has_position(log_dir: Path) -> bool:
 
 
 def test_a_dropped_binlog_connection_restarts_from_the_durable_position(
-    mariadb_server: Any, mysql_db: str, tmp_path: Path, daemon: Any
+    server: Any, mysql_db: str, tmp_path: Path, daemon: Any
 ) -> None:
     db = mysql_db
-    cur = connect(mariadb_server, db).cursor()
+    cur = connect(server, db).cursor()
     cur.execute("CREATE TABLE t (id INT PRIMARY KEY)")
     log_dir = tmp_path / "log"
     topic = f"mysqltest.{db}.t"
-    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.t"], log_dir)
+    cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.t"], log_dir)
     d = daemon(cfg).start()
     wait_until(lambda: log_dir.is_dir() and _has_position(log_dir), 60, "the first position")
     cur.execute("INSERT INTO t VALUES (1), (2)")
     wait_until(lambda: _count(log_dir, topic) == 2, 30, "two rows")
 
     def dump_threads() -> list[int]:
-        cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Binlog Dump'")
+        # MySQL names it 'Binlog Dump GTID' when the reader resumes by GTID
+        cur.execute(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
+        )
         return [r[0] for r in cur.fetchall()]
 
     for thread_id in wait_until(dump_threads, 30, "the binlog dump thread"):

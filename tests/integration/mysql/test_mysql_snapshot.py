@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.mysql.conftest import connect, read_log, write_config
+from tests.integration.mysql.conftest import connect, read_log, seq, write_config
 
 pytestmark = pytest.mark.integration
 
@@ -54,18 +54,18 @@ def _position(log_dir: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kill", [False, True], ids=["plain", "killed-mid-snapshot"])
 def test_snapshot_under_writes_then_stream_reproduces_the_table(
-    kill: bool, mariadb_server: Any, mysql_db: str, tmp_path: Path, daemon: Any
+    kill: bool, server: Any, mysql_db: str, tmp_path: Path, daemon: Any
 ) -> None:
     db = mysql_db
-    conn = connect(mariadb_server, db)
+    conn = connect(server, db)
     cur = conn.cursor()
     cur.execute("CREATE TABLE s (id INT PRIMARY KEY, v INT NOT NULL, pad VARCHAR(20))")
-    cur.execute(f"INSERT INTO s SELECT seq, seq, 'x' FROM seq_1_to_{ROWS}")
+    cur.execute(f"INSERT INTO s SELECT seq, seq, 'x' FROM {seq(server, ROWS)}")
     log_dir = tmp_path / "log"
     topic = f"mysqltest.{db}.s"
     cfg = write_config(
         tmp_path / "c.yaml",
-        mariadb_server,
+        server,
         [f"{db}.s"],
         log_dir,
         max_events=1000,
@@ -80,7 +80,7 @@ def test_snapshot_under_writes_then_stream_reproduces_the_table(
         rnd = random.Random(7)
         next_id = 200_000
         try:
-            w = connect(mariadb_server, db)
+            w = connect(server, db)
             wc = w.cursor()
             while not stop.is_set():
                 wc.execute("BEGIN")
@@ -141,10 +141,10 @@ def test_snapshot_under_writes_then_stream_reproduces_the_table(
 
 
 def test_snapshot_chunks_composite_keys_and_keyless_tables_initial_only(
-    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
 ) -> None:
     db = mysql_db
-    cur = connect(mariadb_server, db).cursor()
+    cur = connect(server, db).cursor()
     cur.execute("CREATE TABLE c (a INT, b VARCHAR(10), v INT, PRIMARY KEY (a, b))")
     keys = [(10, "z"), (1, "y"), (2, "c"), (1, "x"), (2, "a"), (3, "a"), (2, "b")]
     cur.executemany("INSERT INTO c VALUES (%s, %s, 0)", keys)
@@ -153,7 +153,7 @@ def test_snapshot_chunks_composite_keys_and_keyless_tables_initial_only(
     log_dir = tmp_path / "log"
     cfg = write_config(
         tmp_path / "c.yaml",
-        mariadb_server,
+        server,
         [f"{db}.*"],
         log_dir,
         snapshot="initial_only",

@@ -1,14 +1,22 @@
-"""Streaming from a real MariaDB: order, images, keys, source block, schema versions."""
+"""Streaming from a real MariaDB and MySQL: order, images, keys, source block, schema versions."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.mysql.conftest import CLIENT_SERVER_ID, connect, read_log, write_config
+from tests.integration.mysql.conftest import (
+    CLIENT_SERVER_ID,
+    binlog_status,
+    connect,
+    is_mysql,
+    read_log,
+    write_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -18,16 +26,16 @@ def _rows(log_dir: Path) -> list[dict[str, Any]]:
 
 
 def test_transactions_over_two_tables_in_commit_order_and_alter_mid_stream(
-    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
 ) -> None:
     db = mysql_db
-    conn = connect(mariadb_server, db)
+    conn = connect(server, db)
     cur = conn.cursor()
     cur.execute("CREATE TABLE a (id INT PRIMARY KEY, v VARCHAR(20))")
     cur.execute("CREATE TABLE b (id INT PRIMARY KEY, n INT NOT NULL)")
     cur.execute("CREATE TABLE other (id INT PRIMARY KEY)")
     log_dir = tmp_path / "log"
-    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.a", f"{db}.b"], log_dir)
+    cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.a", f"{db}.b"], log_dir)
     p = run_pipeline(cfg)
 
     def snapshot_done() -> bool:
@@ -62,8 +70,7 @@ def test_transactions_over_two_tables_in_commit_order_and_alter_mid_stream(
     txn("INSERT INTO a VALUES (2, 'before')")
     cur.execute("ALTER TABLE a ADD COLUMN w INT NOT NULL DEFAULT 7")
     txn("INSERT INTO a VALUES (3, 'after', 8)", "UPDATE a SET v = 'q' WHERE id = 5")
-    cur.execute("SHOW MASTER STATUS")
-    binlog_file = cur.fetchone()[0]
+    binlog_file = binlog_status(cur, server)[0]
     cur.execute("SELECT @@server_id")
     server_id = cur.fetchone()[0]
     p = run_pipeline(cfg)
@@ -97,10 +104,15 @@ def test_transactions_over_two_tables_in_commit_order_and_alter_mid_stream(
         assert s["snapshot"] == "false"
         assert s["server_id"] == server_id != CLIENT_SERVER_ID
         assert s["file"] == binlog_file
-        assert s["gtid"] is not None and s["gtid"].startswith("0-")
+        assert s["gtid"] is not None
+        if is_mysql(server):  # MySQL's GTID: server_uuid:transaction number
+            uuid, _ = s["gtid"].split(":")
+            assert uuid == server.sql("SELECT @@server_uuid")[0][0]
+        else:  # MariaDB's: domain-server_id-sequence
+            assert s["gtid"].startswith(f"0-{server_id}-")
     assert [s["table"] for s in sources[:2]] == ["a", "b"]
     # one GTID per transaction, increasing; the positions increase in commit order
-    gtids = [int(s["gtid"].split("-")[2]) for s in sources]
+    gtids = [int(re.split("[-:]", s["gtid"])[-1]) for s in sources]
     assert gtids[0] == gtids[1] < gtids[2] == gtids[3] == gtids[4] < gtids[5] == gtids[6]
     assert gtids[6] < gtids[7] < gtids[8] == gtids[9]
     positions = [(s["pos"], s["row"]) for s in sources]
@@ -120,14 +132,14 @@ def test_transactions_over_two_tables_in_commit_order_and_alter_mid_stream(
 
 
 def test_snapshot_never_keeps_its_starting_point_across_a_restart(
-    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
 ) -> None:
     db = mysql_db
-    cur = connect(mariadb_server, db).cursor()
+    cur = connect(server, db).cursor()
     cur.execute("CREATE TABLE t (id INT PRIMARY KEY)")
     cur.execute("INSERT INTO t VALUES (1)")  # before the start: neither snapshot nor stream
     log_dir = tmp_path / "log"
-    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.t"], log_dir, snapshot="never")
+    cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.t"], log_dir, snapshot="never")
     p = run_pipeline(cfg)
 
     def started() -> bool:
@@ -147,3 +159,48 @@ def test_snapshot_never_keeps_its_starting_point_across_a_restart(
         ("c", 2),
         ("c", 3),
     ]
+
+
+def test_mysql_without_gtids_streams_and_resumes_by_file_position(
+    tmp_path: Path, run_pipeline: Any
+) -> None:
+    """gtid_mode=OFF (MySQL's default): anonymous GTID events, file + position resumes."""
+    import shutil
+
+    from scratch.mysql import start_mysql
+
+    server = start_mysql(settings={"gtid_mode": "OFF", "enforce_gtid_consistency": "OFF"})
+    try:
+        server.sql("CREATE DATABASE g")
+        server.sql("CREATE TABLE g.t (id INT PRIMARY KEY, v INT NOT NULL)")
+        server.sql("INSERT INTO g.t VALUES (1, 1)")
+        log_dir = tmp_path / "log"
+        cfg = write_config(tmp_path / "c.yaml", server, ["g.t"], log_dir)
+        cur = connect(server, "g").cursor()
+        for n in (1, 2):  # the second run resumes from the first one's position
+            p = run_pipeline(cfg)
+            wait_until(lambda n=n: len(_rows(log_dir)) >= 3 * n - 2, 30, "the stream to start")
+            cur.execute("BEGIN")
+            cur.execute(f"INSERT INTO t VALUES ({10 + n}, 2)")
+            cur.execute("UPDATE t SET v = v + 1 WHERE id = 1")
+            cur.execute("COMMIT")
+            cur.execute(f"DELETE FROM t WHERE id = {10 + n}")
+            wait_until(lambda n=n: len(_rows(log_dir)) >= 3 * n + 1, 30, "the changes")
+            p.stop()
+        rows = _rows(log_dir)
+        got = [(r["value"]["op"], r["key"]["id"], r["value"]["source"]["gtid"]) for r in rows]
+        assert got == [
+            ("r", 1, None),
+            ("c", 11, None),
+            ("u", 1, None),
+            ("d", 11, None),
+            ("c", 12, None),
+            ("u", 1, None),
+            ("d", 12, None),
+        ]
+        from sinks.log import LogReader
+
+        assert LogReader(log_dir).info()["last_position"]["gtid"] is None
+    finally:
+        server.stop()
+        shutil.rmtree(server.base_dir, ignore_errors=True)

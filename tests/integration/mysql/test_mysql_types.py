@@ -54,12 +54,12 @@ def _expected_from_select(v: Any, avro_type: str) -> Any:
 
 
 def test_every_type_round_trips_through_snapshot_and_binlog(
-    mariadb_server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
 ) -> None:
     types = types_table()
     assert len(types) >= 30
     db = mysql_db
-    conn = connect(mariadb_server, db)
+    conn = connect(server, db)
     cur = conn.cursor()
     cur.execute("SET time_zone = '+00:00'")
     cols = [f"c{i}" for i in range(len(types))]
@@ -69,7 +69,7 @@ def test_every_type_round_trips_through_snapshot_and_binlog(
     nulls = ", ".join("NULL" for _ in types)
     cur.execute(f"INSERT INTO t VALUES (1, {literals}), (2, {nulls})")  # read by the snapshot
     log_dir = tmp_path / "log"
-    cfg = write_config(tmp_path / "c.yaml", mariadb_server, [f"{db}.t"], log_dir)
+    cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.t"], log_dir)
     p = run_pipeline(cfg)
     topic = f"mysqltest.{db}.t"
     wait_until(lambda: len(read_log(log_dir, topic)) >= 2, 60, "the snapshot")
@@ -115,4 +115,61 @@ def test_every_type_round_trips_through_snapshot_and_binlog(
             ok = got == exp
         if not ok:
             failures.append(f"{ctype}: event has {got!r}, SELECT gives {selected[i]!r}")
+    assert not failures, "\n".join(failures)
+
+
+# JSON documents whose text form MySQL's binary JSON must reproduce exactly: scalars at the top,
+# a JSON null (not SQL NULL), opaque SQL values inside JSON (dates, times, decimals, binary),
+# doubles in fixed and exponent notation, non-ASCII and escaped strings, key order, and documents
+# over 64 KiB (the large object/array format).
+JSON_DOCUMENTS = [
+    """'{"b": "é ü 日本", "a": {"x": [true, false, null, -3, 0.1]}, "big": 18446744073709551615,"""
+    """ "neg": -9223372036854775808}'""",
+    """'"a \\\\"quoted\\\\" string\\\\n with a tab\\\\t and a \\\\u0001"'""",
+    "'null'",
+    "'true'",
+    "'[]'",
+    "'{}'",
+    """'{"longer key": 1, "a": 2, "zz": 3}'""",
+    "'[2.0, 1e-5, 1e15, 1e16, 123456789012345680.0, -0.0, 1.5e300, 1.2345678901234567e-15]'",
+    "'[100000, 70000, -70000, 4294967295, -2147483648, -9223372036854775808]'",
+    "CAST(CAST('2024-01-02 03:04:05.123456' AS DATETIME(6)) AS JSON)",
+    "CAST(CAST('2024-01-02' AS DATE) AS JSON)",
+    "CAST(CAST('-12:00:01.5' AS TIME(1)) AS JSON)",
+    "JSON_ARRAY(CAST(12.50 AS DECIMAL(5,2)), CAST(-1.5 AS DECIMAL(4,1)), CAST(x'00ff' AS BINARY))",
+    "JSON_OBJECT('big', REPEAT('x', 70000), 'n', 70000, 'arr', JSON_ARRAY(1, 70000, 'y'))",
+    "JSON_ARRAY(REPEAT('y', 70000), 70000, -5, TRUE, NULL, JSON_OBJECT('a', 1))",
+]
+
+
+@pytest.mark.parametrize("server", ["mysql"], indirect=True)
+def test_mysql_binary_json_reads_as_select_prints_it(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    db = mysql_db
+    cur = connect(server, db).cursor()
+    cur.execute("CREATE TABLE j (id INT PRIMARY KEY, doc JSON NULL)")
+    n = len(JSON_DOCUMENTS)
+    for i, doc in enumerate(JSON_DOCUMENTS):
+        cur.execute(f"INSERT INTO j VALUES ({i}, {doc})")  # read by the snapshot
+    cur.execute(f"INSERT INTO j VALUES ({n}, NULL)")
+    log_dir = tmp_path / "log"
+    p = run_pipeline(write_config(tmp_path / "c.yaml", server, [f"{db}.j"], log_dir))
+    topic = f"mysqltest.{db}.j"
+    wait_until(lambda: len(read_log(log_dir, topic)) >= n + 1, 60, "the snapshot")
+    for i, doc in enumerate(JSON_DOCUMENTS):
+        cur.execute(f"INSERT INTO j VALUES ({100 + i}, {doc})")  # read from the binlog
+    cur.execute(f"INSERT INTO j VALUES ({100 + n}, NULL)")
+    wait_until(lambda: len(read_log(log_dir, topic)) >= 2 * (n + 1), 60, "the streamed rows")
+    p.stop()
+    got = {r["value"]["after"]["id"]: r["value"]["after"]["doc"] for r in read_log(log_dir, topic)}
+    cur.execute("SELECT id, doc FROM j WHERE id < 100 ORDER BY id")
+    selected = dict(cur.fetchall())
+    assert selected[2] == "null" and selected[n] is None
+    failures = [
+        f"{JSON_DOCUMENTS[i] if i < n else 'NULL'}: SELECT {selected[i]!r:.200}, "
+        f"snapshot {got[i]!r:.200}, binlog {got[100 + i]!r:.200}"
+        for i in range(n + 1)
+        if not (got[i] == got[100 + i] == selected[i])
+    ]
     assert not failures, "\n".join(failures)
