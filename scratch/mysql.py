@@ -32,17 +32,15 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-from scratch._common import find_binary, free_port, is_root, wait_for
+from scratch._common import find_binary, free_port, is_root, scratch_dir
 from scratch._jars import cache_root
-from scratch._proc import REAPER, kill, log_tail, popen_as, terminate
+from scratch._proc import ServerProcess, log_tail
 
 STARTUP_TIMEOUT = 120.0
 SHUTDOWN_TIMEOUT = 60.0
@@ -220,13 +218,13 @@ def mysqld_argv(root: Path) -> list[str]:
 # --- the server -----------------------------------------------------------------------------
 
 
-class _Exited(Exception):
-    pass
-
-
 @dataclass
-class MySQLServer:
-    """A running scratch server; ``connect_kwargs()`` are ready for ``pymysql.connect``."""
+class MySQLServer(ServerProcess):
+    """A running scratch server; ``connect_kwargs()`` are ready for ``pymysql.connect``.
+
+    ``stop()`` (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT s) keeps the data and the port;
+    ``kill()`` is a crash: InnoDB recovers on the next ``start()``.
+    """
 
     base_dir: Path
     port: int
@@ -236,7 +234,10 @@ class MySQLServer:
     user: str = "root"
     password: str = ""
     flavour: str = "mysql"
-    _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    process_name = "mysqld"
+    startup_timeout = STARTUP_TIMEOUT
+    shutdown_timeout = SHUTDOWN_TIMEOUT
 
     @property
     def datadir(self) -> Path:
@@ -253,10 +254,6 @@ class MySQLServer:
     @property
     def error_log(self) -> Path:
         return self.base_dir / "error.log"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def connect_kwargs(self, db: str | None = None) -> dict[str, Any]:
         """Keyword arguments for ``pymysql.connect`` (TCP to 127.0.0.1, autocommit on)."""
@@ -305,64 +302,25 @@ class MySQLServer:
         finally:
             conn.close()
 
-    def _check_ready(self) -> bool:
-        if self._proc is not None and self._proc.poll() is not None:
-            raise _Exited(
-                f"mysqld exited with {self._proc.returncode}; error log "
-                f"{self.error_log}:\n{log_tail(self.error_log)}"
-            )
+    @property
+    def _output(self) -> Path:
+        return self.base_dir / "mysqld.out"
+
+    def _argv(self) -> list[str]:
+        return [*mysqld_argv(self.root), f"--defaults-file={self.config_file}"]
+
+    def _ready(self) -> bool:
+        # the socket: root@127.0.0.1 does not exist until start_mysql has created it
         import pymysql
 
-        conn = pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=2)
-        conn.close()
+        pymysql.connect(unix_socket=str(self.socket), user="root", connect_timeout=2).close()
         return True
 
-    def start(self) -> None:
-        """Start (or restart) the server on its datadir and port; return when it takes queries."""
-        if self.running:
-            return
-        self._proc = popen_as(
-            None,
-            [*mysqld_argv(self.root), f"--defaults-file={self.config_file}"],
-            self.base_dir / "mysqld.out",
-        )
-        REAPER.add(self._proc)
-        exited: list[_Exited] = []
+    def _waiting_for(self) -> str:
+        return f"mysql on port {self.port} ({self.error_log})"
 
-        def check() -> bool:
-            try:
-                return self._check_ready()
-            except _Exited as exc:
-                exited.append(exc)
-                return True
-
-        try:
-            wait_for(check, STARTUP_TIMEOUT, f"mysql on port {self.port} ({self.error_log})")
-            if exited:
-                raise RuntimeError(str(exited[0]))
-        except BaseException:
-            self.kill()
-            raise
-
-    def stop(self) -> None:
-        """Shut down cleanly (SIGTERM; SIGKILL after SHUTDOWN_TIMEOUT seconds). Data is kept."""
-        terminate(self._proc, SHUTDOWN_TIMEOUT)
-        REAPER.discard(self._proc)
-        self._proc = None
-
-    def kill(self) -> None:
-        """SIGKILL the server, as a crash would; InnoDB recovers on the next start()."""
-        kill(self._proc)
-        REAPER.discard(self._proc)
-        self._proc = None
-
-    def __enter__(self) -> MySQLServer:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
+    def _logs(self) -> list[tuple[str, Path]]:
+        return [("error log ", self.error_log)]
 
 
 def _config(base_dir: Path, root: Path, port: int, server_id: int) -> dict[str, str]:
@@ -423,9 +381,7 @@ def start_mysql(
     ``{"binlog_row_metadata": "MINIMAL"}``.
     """
     root = fetch_mysql()
-    if base_dir is None:
-        base_dir = Path(tempfile.mkdtemp(prefix="cdc-mysql-"))
-    base_dir.mkdir(parents=True, exist_ok=True)
+    base_dir = scratch_dir(base_dir, "cdc-mysql-")
     port = port or free_port()
     conf = _config(base_dir, root, port, server_id)
     conf.update(settings or {})
@@ -467,10 +423,7 @@ def main() -> None:
     server = start_mysql()
     print(f"mysql {server.sql('SELECT VERSION()')[0][0]} on 127.0.0.1:{server.port}")
     try:
-        while server.running:
-            time.sleep(1)
-    except KeyboardInterrupt:
-        pass
+        server.wait()
     finally:
         server.stop()
         shutil.rmtree(server.base_dir, ignore_errors=True)
