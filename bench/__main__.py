@@ -67,6 +67,13 @@ def _args(argv: list[str]) -> argparse.Namespace:
         choices=["debezium"],
         help="also run Debezium Server 2.7 on W1 of postgres-kafka into the same Kafka",
     )
+    p.add_argument(
+        "--mysql-flavour",
+        choices=["mariadb", "mysql"],
+        default="mariadb",
+        help="the server of the mysql-* pipelines: MariaDB (default) or Oracle MySQL "
+        "(scratch/mysql.py; its ceiling is its own mysqlbinlog)",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help="directory of the JSON results")
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -121,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             postgres=any(p.startswith("postgres") for p in pipelines),
             mysql=any(p.startswith("mysql") for p in pipelines),
             kafka=any(p.endswith("kafka") for p in pipelines),
+            mysql_flavour=a.mysql_flavour,
         )
         header["versions"] = {**client_versions(), **_servers.versions(servers)}
         if a.peer == "debezium":

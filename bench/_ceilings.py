@@ -52,13 +52,14 @@ def pg_copy(pg: Any, db: str, table: str) -> float:
     )
 
 
-def mariadb_binlog(my: Any, file: str, pos: int) -> float:
-    """mariadb-binlog reading the binlog from the server from file:pos to its end, rows
-    decoded to text (--verbose)."""
-    tool = find_binary("mariadb-binlog", ["/usr/bin/mariadb-binlog", "/usr/bin/mysqlbinlog"])
+def mariadb_binlog(my: Any, file: str, pos: int, tool: list[str] | None = None) -> float:
+    """mariadb-binlog (or ``tool``, the server's own mysqlbinlog) reading the binlog from the
+    server from file:pos to its end, rows decoded to text (--verbose)."""
+    if tool is None:
+        tool = [find_binary("mariadb-binlog", ["/usr/bin/mariadb-binlog", "/usr/bin/mysqlbinlog"])]
     return _timed(
         [
-            tool,
+            *tool,
             "--no-defaults",
             "--read-from-remote-server",
             f"--host={my.host}",

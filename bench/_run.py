@@ -85,16 +85,14 @@ class PipelineRun:
     """Everything measured for one pipeline in one run; the servers are shared."""
 
     def __init__(self, opts: Options, servers: Any, pipeline: str, run: int) -> None:
-        from bench._sources import MariaDB, Postgres
+        from bench._sources import MySQL, Postgres
 
         self.opts = opts
         self.servers = servers
         self.pipeline = pipeline
         self.run = run
         source_kind, self.sink_kind = pipeline.split("-")
-        self.src: Any = (
-            Postgres(servers.pg) if source_kind == "postgres" else MariaDB(servers.mariadb)
-        )
+        self.src: Any = Postgres(servers.pg) if source_kind == "postgres" else MySQL(servers.mysql)
         self.sizes = wl.Sizes.at(opts.scale)
         short = f"{'pg' if source_kind == 'postgres' else 'my'}_{self.sink_kind}_r{run}"
         self.short = short

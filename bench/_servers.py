@@ -12,13 +12,18 @@ from typing import Any
 @dataclass
 class Servers:
     pg: Any = None
-    mariadb: Any = None
+    mysql: Any = None  # the mysql-* pipelines' server: MariaDB, or Oracle MySQL (mysql_flavour)
     kafka: Any = None
     registry: Any = None
 
 
-def start(stack: ExitStack, *, postgres: bool, mysql: bool, kafka: bool) -> Servers:
-    """Start the servers asked for; ``stack`` stops them (and removes their files) on exit."""
+def start(
+    stack: ExitStack, *, postgres: bool, mysql: bool, kafka: bool, mysql_flavour: str = "mariadb"
+) -> Servers:
+    """Start the servers asked for; ``stack`` stops them (and removes their files) on exit.
+
+    ``mysql_flavour`` "mysql" runs the mysql-* pipelines against Oracle MySQL (scratch/mysql.py)
+    instead of MariaDB."""
     s = Servers()
     if postgres:
         from scratch.postgres import start_postgres
@@ -34,10 +39,12 @@ def start(stack: ExitStack, *, postgres: bool, mysql: bool, kafka: bool) -> Serv
         stack.callback(s.pg.stop, "immediate")
     if mysql:
         from scratch.mariadb import start_mariadb
+        from scratch.mysql import start_mysql
 
-        s.mariadb = start_mariadb(settings={"innodb_buffer_pool_size": "256M"})
-        stack.callback(shutil.rmtree, s.mariadb.base_dir, ignore_errors=True)
-        stack.callback(s.mariadb.stop)
+        start_server = start_mysql if mysql_flavour == "mysql" else start_mariadb
+        s.mysql = start_server(settings={"innodb_buffer_pool_size": "256M"})
+        stack.callback(shutil.rmtree, s.mysql.base_dir, ignore_errors=True)
+        stack.callback(s.mysql.stop)
     if kafka:
         from scratch.kafka import start_kafka
         from scratch.registry import start_schema_registry
@@ -63,8 +70,12 @@ def versions(s: Servers) -> dict[str, str | None]:
     v: dict[str, str | None] = {}
     if s.pg is not None:
         v["postgres"] = _first_line([str(s.pg.bindir / "postgres"), "--version"])
-    if s.mariadb is not None:
-        v["mariadb"] = _first_line([s.mariadb.mariadbd, "--version"])
+    if s.mysql is not None and getattr(s.mysql, "flavour", "mariadb") == "mysql":
+        from scratch.mysql import mysqld_argv
+
+        v["mysql"] = _first_line([*mysqld_argv(s.mysql.root), "--version"])
+    elif s.mysql is not None:
+        v["mariadb"] = _first_line([s.mysql.mariadbd, "--version"])
     if s.kafka is not None:
         from scratch.kafka import KAFKA_VERSION
         from scratch.registry import REGISTRY_VERSION

@@ -1,4 +1,5 @@
-"""The two source databases as the bench drives them: set up, load, mark positions, ceilings."""
+"""The source databases as the bench drives them (PostgreSQL; MariaDB or Oracle MySQL): set up,
+load, mark positions, ceilings."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 from bench import _ceilings as ceil
 from bench import _workloads as wl
+from scratch.mysql import mysqlbinlog_argv
+from sources.mysql._source import parse_version
 
 LATENCY_BASE = 50_000_000  # ids of the latency rows: apart from W1's and W2's
 INSERT = "INSERT INTO orders (id, customer_id, amount, status, note, created_at) VALUES "
@@ -111,18 +114,33 @@ class Postgres:
         self.server.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-class MariaDB:
+class MySQL:
+    """MariaDB or Oracle MySQL, told apart as the source does: by ``SELECT VERSION()``."""
+
     kind = "mysql"
     streaming_text = "streaming the binlog"
-    ceiling_name = "mariadb-binlog"
     snapshot_ceiling_name = "SELECT to /dev/null"
 
     def __init__(self, server: Any) -> None:
         self.server = server
         self.db = ""
+        version = str(server.sql("SELECT VERSION()")[0][0])
+        self.is_mariadb = "mariadb" in version.lower()
+        # MySQL renamed SHOW MASTER STATUS in 8.2 and removed the old name in 8.4.
+        new_status = not self.is_mariadb and parse_version(version) >= (8, 2)
+        self._status_sql = "SHOW BINARY LOG STATUS" if new_status else "SHOW MASTER STATUS"
+        # MariaDB's sequence engine generates the rows; MySQL has a recursive CTE instead
+        self._seq = wl.mariadb_seq if self.is_mariadb else wl.mysql_seq
+        # the binlog reader of the server's own kind: MySQL's binlog has events mariadb-binlog
+        # does not know; scratch/mysql.py keeps the mysqlbinlog of the server's build
+        self.ceiling_name = "mariadb-binlog" if self.is_mariadb else "mysqlbinlog"
 
     def _conn(self) -> Any:
-        return self.server.connect(self.db or None)
+        conn = self.server.connect(self.db or None)
+        if not self.is_mariadb:  # mysql_seq's CTEs go as deep as a W3 chunk of rows
+            with conn.cursor() as cur:
+                cur.execute("SET SESSION cte_max_recursion_depth = 1000000")
+        return conn
 
     def _run(self, statements: list[str]) -> None:
         conn = self._conn()
@@ -155,7 +173,7 @@ class MariaDB:
         self._run(["INSERT INTO bench_marker () VALUES ()"])
 
     def _status(self) -> tuple[str, int]:
-        row = self.server.sql("SHOW MASTER STATUS")[0]
+        row = self.server.sql(self._status_sql)[0]
         return str(row[0]), int(row[1])
 
     def mark(self) -> Any:
@@ -166,15 +184,16 @@ class MariaDB:
 
     def load(self, workload: str, sizes: wl.Sizes, base: int) -> None:
         if workload == "W1":
-            self._run(wl.my_w1(sizes, base))
+            self._run(wl.my_w1(sizes, base, self._seq))
         elif workload == "W2":
             self._run(wl.my_w2(sizes.w2_txns, base))
         else:
-            self._run(wl.my_w3(sizes.w3_rows))
+            self._run(wl.my_w3(sizes.w3_rows, self._seq))
 
     def ceilings(self, start: Any, end: Any, rows: int, server_id: int) -> dict[str, float]:
         file, pos = start
-        took = ceil.mariadb_binlog(self.server, file, pos)
+        tool = None if self.is_mariadb else mysqlbinlog_argv(self.server.root)
+        took = ceil.mariadb_binlog(self.server, file, pos, tool)
         pmr_took, parsed = ceil.python_mysql_replication(self.server, file, pos, server_id)
         if parsed != rows:
             raise RuntimeError(f"python-mysql-replication parsed {parsed} rows, expected {rows}")

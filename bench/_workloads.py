@@ -1,14 +1,15 @@
-"""The standard workloads (issue 6), for PostgreSQL and MariaDB, at a scale.
+"""The standard workloads (issue 6), for PostgreSQL and MariaDB (or Oracle MySQL), at a scale.
 
 W1 bulk: transactions of 1,000 inserts, then of 1,000 updates, then of 1,000 deletes (at scale 1:
 1,000 + 100 + 100 transactions, 1.2M row changes). W2: single-row insert transactions (100,000 at
 scale 1). W3: existing rows read by the initial snapshot (2M at scale 1). The server generates
-the rows itself (generate_series, MariaDB's sequence engine, a loop committing each row) so that
-loading is quick and the client's speed does not matter.
+the rows itself (generate_series, MariaDB's sequence engine or MySQL's recursive CTE, a loop
+committing each row) so that loading is quick and the client's speed does not matter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,20 +98,37 @@ def pg_w3(n: int) -> str:
     return "\n".join(out)
 
 
+Seq = Callable[[int, int], str]
+
+
+def mariadb_seq(lo: int, hi: int) -> str:
+    """A FROM item of the integers ``lo..hi`` as column ``seq``: MariaDB's sequence engine."""
+    return f"seq_{lo}_to_{hi}"
+
+
+def mysql_seq(lo: int, hi: int) -> str:
+    """The same on Oracle MySQL (no sequence engine): a recursive CTE, which needs the session's
+    cte_max_recursion_depth above ``hi - lo``."""
+    return (
+        f"(WITH RECURSIVE s (seq) AS (SELECT {lo} UNION ALL SELECT seq + 1 FROM s "
+        f"WHERE seq < {hi}) SELECT seq FROM s) AS s"
+    )
+
+
 def my_run(conn: Any, statements: list[str]) -> None:
     with conn.cursor() as cur:
         for s in statements:
             cur.execute(s)
 
 
-def my_w1(sizes: Sizes, base: int) -> list[str]:
+def my_w1(sizes: Sizes, base: int, seq: Seq = mariadb_seq) -> list[str]:
     out = []
     for t in range(sizes.w1_inserts):
         lo = base + t * TX_ROWS
         out.append(
             "INSERT INTO orders (id, customer_id, amount, status, note, created_at) "
             f"SELECT {lo} + seq, seq % 1000, (seq % 100000) / 100, 'new', CONCAT('note ', seq),"
-            f" NOW(6) FROM seq_1_to_{TX_ROWS}"
+            f" NOW(6) FROM {seq(1, TX_ROWS)}"
         )
     for t in range(sizes.w1_updates):
         lo = base + t * TX_ROWS
@@ -142,13 +160,13 @@ def my_w2(n: int, base: int) -> list[str]:
     return [f"CALL bench_w2({n}, {base})"]
 
 
-def my_w3(n: int) -> list[str]:
+def my_w3(n: int, seq: Seq = mariadb_seq) -> list[str]:
     out = []
     for lo in range(0, n, 100_000):
         hi = min(n, lo + 100_000)
         out.append(
             "INSERT INTO orders (id, customer_id, amount, status, note, created_at) "
             "SELECT seq, seq % 1000, (seq % 100000) / 100, 'new', CONCAT('note ', seq), NOW(6) "
-            f"FROM seq_{lo + 1}_to_{hi}"
+            f"FROM {seq(lo + 1, hi)}"
         )
     return out

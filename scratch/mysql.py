@@ -215,6 +215,11 @@ def mysqld_argv(root: Path) -> list[str]:
     return [*_loader(root), str(root / "usr/sbin/mysqld")]
 
 
+def mysqlbinlog_argv(root: Path) -> list[str]:
+    """argv of the root's ``mysqlbinlog`` (the one tool _prune keeps)."""
+    return [*_loader(root), str(root / "usr/bin/mysqlbinlog")]
+
+
 # --- the server -----------------------------------------------------------------------------
 
 
