@@ -5,8 +5,9 @@ commit order, as long as the server keeps the binlog. Positions are
 ``{"file": F, "pos": P, "gtid": G}`` after a complete transaction (F:P = the end of its commit
 event; G = MariaDB's GTID state, domain-server-seq per domain, at that point) or the same plus
 ``"skip": N`` inside the next transaction (N = how many of its events, BEGIN included, were already
-yielded). While a snapshot runs, positions carry ``"snapshot": "running"`` and the F/P/G to stream
-from once it is complete.
+yielded). While a snapshot runs, positions carry ``"snapshot": "running"``, the F/P/G to stream
+from once it is complete, ``"done"`` (tables fully read) and ``"after"`` (the table under way and
+its last primary key written), from which an interrupted snapshot resumes.
 
 python-mysql-replication reconnects silently on a lost connection (from its start position in GTID
 mode, so it would repeat changes); this source refuses that reconnection and fails instead, so the
@@ -53,6 +54,8 @@ from sources.mysql._types import UNREADABLE, ColumnType, from_binlog, from_catal
 from sources.mysql.config import MySqlSourceConfig
 
 log = logging.getLogger(__name__)
+# a snapshot row: (version, row, first in its table, last in its table, key to resume after)
+SnapshotItem = tuple[TableVersion, tuple[Any, ...], bool, bool, list[Any] | None]
 _json.install()  # MySQL's binary JSON as the text SELECT gives, not lossy Python values
 
 SOURCE_SCHEMA = avro.source_schema(
@@ -476,8 +479,9 @@ class MySqlSource:
                 try:
                     self._verify_available(start)
                     log.warning(
-                        "the snapshot was interrupted: redoing it from the start; streaming will "
-                        "then resume from the first attempt's binlog position %s:%s",
+                        "the snapshot was interrupted: reading the rest (after the last key "
+                        "written); streaming will then resume from the first attempt's binlog "
+                        "position %s:%s",
                         start["file"],
                         start["pos"],
                     )
@@ -536,30 +540,56 @@ class MySqlSource:
                 if running
                 else here
             )
-            progress = {**stream_from, "snapshot": "running"}
+            # Tables done and the last key written of the one under way, from the interrupted
+            # attempt: the rest is read at this newer snapshot (changes in between are streamed
+            # from the first attempt's position).
+            done: list[str] = list(running.get("done") or []) if running else []
+            resume: dict[str, list[Any]] = dict(running.get("after") or {}) if running else {}
+            progress: Position = {**stream_from, "snapshot": "running"}
             cur.execute(
                 "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
                 "WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME"
             )
             listed = [(str(d), str(t), r) for d, t, r in cur.fetchall()]
-            tables = [(d, t) for d, t, _ in listed if self.captured(d, t)]
+            tables = [
+                (d, t) for d, t, _ in listed if self.captured(d, t) and f"{d}.{t}" not in done
+            ]
             # snapshot progress for metrics and `cdc status`: rows read per table of an estimate
             progress_rows = {f"{d}.{t}": 0 for d, t in tables}
             for d, t, r in listed:
                 if f"{d}.{t}" in progress_rows:
                     snapshot_progress(f"{d}.{t}", 0, -1 if r is None else int(r))
-            log.info("snapshot of %d tables at %s:%s started", len(tables), file, pos)
+            log.info(
+                "snapshot of %d tables at %s:%s started%s",
+                len(tables),
+                file,
+                pos,
+                " (resuming after the last key written)" if running and (done or resume) else "",
+            )
             events: list[RowChange | TxBoundary] = []
             n = 0
-            pending: tuple[TableVersion, tuple[Any, ...], bool, bool] | None = None
-            for item in self._snapshot_rows(cur, conn, tables):
+            pending: SnapshotItem | None = None
+            after: dict[str, list[Any]] = {}
+            for item in self._snapshot_rows(cur, conn, tables, resume):
                 qualified = item[0].schema.qualified
                 progress_rows[qualified] = progress_rows.get(qualified, 0) + 1
                 if pending is not None:
                     events.append(self._snapshot_event(pending, n == 1, False, here, n))
+                    name, key = pending[0].schema.qualified, pending[4]
+                    if pending[3]:
+                        done.append(name)
+                        after = {}
+                    else:  # without a resumable key the table is read again from its start
+                        after = {name: key} if key is not None else {}
                     if len(events) >= self.max_events:
                         for table_name, rows in progress_rows.items():
                             snapshot_progress(table_name, rows, None)
+                        progress = {
+                            **stream_from,
+                            "snapshot": "running",
+                            "done": list(done),
+                            "after": after,
+                        }
                         yield ChangeBatch(events, progress)
                         events = []
                         if self._stopping:
@@ -583,30 +613,35 @@ class MySqlSource:
             conn.close()
 
     def _snapshot_rows(
-        self, cur: Any, conn: pymysql.Connection[Any], tables: list[tuple[str, str]]
-    ) -> Iterator[tuple[TableVersion, tuple[Any, ...], bool, bool]]:
-        """(version, row, first in its table, last in its table) for every captured row."""
+        self,
+        cur: Any,
+        conn: pymysql.Connection[Any],
+        tables: list[tuple[str, str]],
+        resume: dict[str, list[Any]],
+    ) -> Iterator[SnapshotItem]:
+        """(version, row, first in its table, last in its table, resumable key) for every
+        captured row; a table in ``resume`` starts after the key it maps to."""
         for db, table in tables:
             version = self._catalog_version(cur, db, table)
-            prev: tuple[Any, ...] | None = None
+            prev: tuple[tuple[Any, ...], list[Any] | None] | None = None
             first = True
-            for row in self._read_table(conn, db, table, version):
+            for row in self._read_table(conn, db, table, version, resume.get(f"{db}.{table}")):
                 if prev is not None:
-                    yield version, prev, first, False
+                    yield version, prev[0], first, False, prev[1]
                     first = False
                 prev = row
             if prev is not None:
-                yield version, prev, first, True
+                yield version, prev[0], first, True, prev[1]
 
     def _snapshot_event(
         self,
-        item: tuple[TableVersion, tuple[Any, ...], bool, bool],
+        item: SnapshotItem,
         first: bool,
         last: bool,
         here: Position,
         n: int,
     ) -> RowChange:
-        version, row, first_in, last_in = item
+        version, row, first_in, last_in, _ = item
         # Debezium's markers: first/last of the whole snapshot, then of each table
         if last:  # also when it is the only row: "last" is what tells the snapshot ended
             marker = "last"
@@ -652,9 +687,17 @@ class MySqlSource:
         }
 
     def _read_table(
-        self, conn: pymysql.Connection[Any], db: str, table: str, version: TableVersion
-    ) -> Iterator[tuple[Any, ...]]:
-        """Rows of ``db.table`` in primary-key order, ``snapshot_chunk_rows`` at a time."""
+        self,
+        conn: pymysql.Connection[Any],
+        db: str,
+        table: str,
+        version: TableVersion,
+        start_after: list[Any] | None = None,
+    ) -> Iterator[tuple[tuple[Any, ...], list[Any] | None]]:
+        """(row, key) of ``db.table`` in primary-key order, ``snapshot_chunk_rows`` at a time,
+        after ``start_after`` when given. ``key`` is the row's primary key as JSON can hold it
+        (ints and strings), or None (no key, or other key types): where a resumed snapshot
+        starts again."""
         schema = version.schema
         convs = list(enumerate(version.from_select))
         cols = ", ".join(_q(c.name) for c in schema.columns)
@@ -671,7 +714,7 @@ class MySqlSource:
             try:
                 cur.execute(f"SELECT {cols} FROM {source}")
                 for raw in cur:
-                    yield convert(raw)
+                    yield convert(raw), None
             finally:
                 cur.close()
             return
@@ -687,7 +730,13 @@ class MySqlSource:
             f"SELECT {cols} FROM {source} WHERE {' OR '.join(terms)} ORDER BY {order} LIMIT {limit}"
         )
         first_sql = f"SELECT {cols} FROM {source} ORDER BY {order} LIMIT {limit}"
-        last: list[Any] | None = None
+        last: list[Any] | None = list(start_after) if start_after else None
+
+        def resumable(raw: tuple[Any, ...]) -> list[Any] | None:
+            key = [raw[i] for i in schema.key]
+            ok = all(isinstance(v, int | str) and not isinstance(v, bool) for v in key)
+            return key if ok else None
+
         cur = conn.cursor()
         try:
             while True:
@@ -700,7 +749,7 @@ class MySqlSource:
                     cur.execute(after_sql, params)
                 rows = cur.fetchall()
                 for raw in rows:
-                    yield convert(raw)
+                    yield convert(raw), resumable(raw)
                 if len(rows) < limit:
                     return
                 last = [rows[-1][i] for i in schema.key]
