@@ -31,6 +31,33 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def replace_file(path: Path, data: bytes) -> None:
+    """Make ``data`` the content of ``path``, durably and atomically: a temp file beside it
+    (``<name>.tmp``: callers hold a lock, so one writer at a time), fsync, rename, fsync of the
+    directory. After a crash ``path`` holds the old or the new content, never a torn mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def try_lock(path: Path) -> int | None:
+    """An exclusive flock on ``path`` (created if missing), taken without waiting: the open file
+    descriptor holding it (close it to release), or None when another process holds it."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class Checkpoint:
     """``position`` and the ``extra`` fields saved with it; ``owner`` names the sink in errors."""
 
@@ -41,18 +68,15 @@ class Checkpoint:
         self.extra: dict[str, Any] = {}
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(directory / LOCK, os.O_CREAT | os.O_RDWR, 0o644)
+            fd = try_lock(directory / LOCK)
         except OSError as e:
             raise SinkError(
                 f"cannot create the {owner}'s state directory {str(directory)!r}: "
                 f"{e.strerror}; check sink.path",
                 retryable=False,
             ) from None
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        self._lock_fd = -1 if fd is None else fd
+        if fd is None:
             raise SinkError(
                 f"the {owner}'s state directory {str(directory)!r} is in use by another "
                 "pipeline or process: give each pipeline its own sink.path",
@@ -85,13 +109,7 @@ class Checkpoint:
     def save(self, position: Position, extra: dict[str, Any] | None = None) -> None:
         """Make ``position`` the durable checkpoint; it is when this returns."""
         data = {"position": position, "saved_at_ms": int(time.time() * 1000), **(extra or {})}
-        tmp = self.directory / (FILE + ".tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fsync_dir(self.directory)
+        replace_file(self.path, json.dumps(data, separators=(",", ":")).encode())
         self.position = position
         self.extra = {k: v for k, v in data.items() if k != "position"}
 

@@ -9,7 +9,6 @@ it holds the previous or the new offset, never a torn mix. An open ``Consumer`` 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from cdc.checkpoint import fsync_dir
+from cdc.checkpoint import fsync_dir, replace_file, try_lock
 from cdc.errors import SinkError
 from sinks.log._format import records_of
 
@@ -77,17 +76,8 @@ def read_states(directory: Path) -> list[ConsumerState]:
 def write_offset(directory: Path, name: str, offset: int) -> None:
     cdir = directory / DIR
     cdir.mkdir(exist_ok=True)
-    path = cdir / f"{name}.json"
-    tmp = cdir / f".{name}.json.{os.getpid()}.tmp"
     data = json.dumps({"offset": offset, "committed_at_ms": int(time.time() * 1000)}).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    fsync_dir(cdir)
+    replace_file(cdir / f"{name}.json", data)
 
 
 class Consumer:
@@ -104,12 +94,9 @@ class Consumer:
         self.name = check_name(name)
         self._dir = reader.directory / DIR
         self._dir.mkdir(exist_ok=True)
-        self._lock_fd = os.open(self._dir / f".{name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
+        fd = try_lock(self._dir / f".{name}.lock")
+        self._lock_fd = -1 if fd is None else fd
+        if fd is None:
             raise SinkError(
                 f"consumer {name!r} of log {reader.directory} is in use by another reader; "
                 "stop it or use another consumer name"

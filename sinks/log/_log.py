@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import time
@@ -10,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from cdc.checkpoint import fsync_dir
+from cdc.checkpoint import fsync_dir, try_lock
 from cdc.errors import LogCorrupt, SinkError
 from cdc.model import EncodedRecord, Position
 from sinks.log import _retention
@@ -79,15 +78,13 @@ class LogWriter:
         self.segment_bytes = segment_bytes
         self.fsync = fsync
         directory.mkdir(parents=True, exist_ok=True)
-        self._lock_fd = os.open(directory / LOCK_FILE, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self._lock_fd)
+        fd = try_lock(directory / LOCK_FILE)
+        if fd is None:
             raise SinkError(
                 f"log {directory} is in use by another writer; "
                 "stop the other daemon or point this pipeline at another path"
             ) from None
+        self._lock_fd = fd
         self.schemas = SchemaStore(directory, writable=True)
         self.next_offset = 0
         self.position: Position | None = None
