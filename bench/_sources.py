@@ -9,7 +9,7 @@ from typing import Any
 from bench import _ceilings as ceil
 from bench import _workloads as wl
 from scratch.mysql import mysqlbinlog_argv
-from sources.mysql._source import parse_version
+from sources.mysql._source import binlog_status_sql, parse_version
 
 LATENCY_BASE = 50_000_000  # ids of the latency rows: apart from W1's and W2's
 INSERT = "INSERT INTO orders (id, customer_id, amount, status, note, created_at) VALUES "
@@ -126,9 +126,7 @@ class MySQL:
         self.db = ""
         version = str(server.sql("SELECT VERSION()")[0][0])
         self.is_mariadb = "mariadb" in version.lower()
-        # MySQL renamed SHOW MASTER STATUS in 8.2 and removed the old name in 8.4.
-        new_status = not self.is_mariadb and parse_version(version) >= (8, 2)
-        self._status_sql = "SHOW BINARY LOG STATUS" if new_status else "SHOW MASTER STATUS"
+        self._status_sql = binlog_status_sql(self.is_mariadb, parse_version(version))
         # MariaDB's sequence engine generates the rows; MySQL has a recursive CTE instead
         self._seq = wl.mariadb_seq if self.is_mariadb else wl.mysql_seq
         # the binlog reader of the server's own kind: MySQL's binlog has events mariadb-binlog

@@ -109,6 +109,14 @@ def parse_version(version: str) -> tuple[int, ...]:
     return tuple(out)
 
 
+def binlog_status_sql(is_mariadb: bool, version: tuple[int, ...]) -> str:
+    """The statement that shows the current binlog file and position: MySQL renamed SHOW MASTER
+    STATUS in 8.2 and removed the old name in 8.4."""
+    if not is_mariadb and version >= (8, 2):
+        return "SHOW BINARY LOG STATUS"
+    return "SHOW MASTER STATUS"
+
+
 def _refuse_unreadable(db: str, table: str, cols: list[tuple[str, ColumnType, bool]]) -> None:
     """MySQL 9's VECTOR has no decoder in the binlog library (nor in pymysql's results)."""
     for name, t, _ in cols:
@@ -410,10 +418,7 @@ class MySqlSource:
 
     @property
     def _status_sql(self) -> str:
-        """MySQL renamed SHOW MASTER STATUS in 8.2 and removed the old name in 8.4."""
-        if not self.is_mariadb and self.version >= (8, 2):
-            return "SHOW BINARY LOG STATUS"
-        return "SHOW MASTER STATUS"
+        return binlog_status_sql(self.is_mariadb, self.version)
 
     def _binlog_files(self) -> list[str]:
         return [str(r[0]) for r in self._all("SHOW BINARY LOGS")]
