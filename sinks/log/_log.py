@@ -9,15 +9,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from cdc.checkpoint import fsync_dir, try_lock
+from cdc.checkpoint import fsync_dir
 from cdc.errors import LogCorrupt, SinkError
 from cdc.model import EncodedRecord, Position
-from sinks.log import _retention
+from sinks.log import _files, _retention
 from sinks.log._consumers import Consumer, ConsumerState, read_states
 from sinks.log._format import (
+    RECOVERY,
     FrameError,
     FrameInfo,
     LogRecord,
+    check_tail,
     encode_frame,
     first_frame_time,
     frame_headers,
@@ -34,7 +36,6 @@ from sinks.log.config import LogRetention
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = ".writer.lock"
 Start = int | Literal["earliest", "latest"]
 
 
@@ -58,11 +59,17 @@ def _deleted(directory: Path, offset: int, start: int) -> OffsetOutOfRange:
 
 
 class LogWriter:
-    """Appends frames to a log directory; one writer per directory (enforced by a lock).
+    """Appends frames to a log directory; one writer per directory (an flock on the directory).
 
-    On open, the last segment is verified frame by frame and cut at the first incomplete or
-    corrupt frame: such a frame was never acknowledged to the source as durable (see
-    ``acknowledgeable``), so the source sends its changes again.
+    On open, the last segment is verified frame by frame. A torn tail (damage after the last
+    valid frame that only a crash while appending can have left, see ``check_tail``) is cut: such
+    a frame was never acknowledged to the source as durable (see ``acknowledgeable``), so the
+    source sends its changes again. Anything else (damage followed by valid frames, a file that
+    is not a segment of ours) raises LogCorrupt and nothing is changed.
+
+    Before each append the writer checks that its segment is still the file it wrote, at the
+    size it left it; if another process cut, replaced or deleted it, the append raises LogCorrupt
+    instead of writing on. Files it creates get ``file_mode`` (directories the matching mode).
     """
 
     def __init__(
@@ -73,32 +80,42 @@ class LogWriter:
         fsync: bool = True,
         retention: LogRetention | None = None,
         on_retention: Callable[[RetentionResult], None] | None = None,
+        file_mode: int = _files.DEFAULT_FILE_MODE,
     ):
         self.directory = directory
         self.segment_bytes = segment_bytes
         self.fsync = fsync
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = try_lock(directory / LOCK_FILE)
-        if fd is None:
-            raise SinkError(
-                f"log {directory} is in use by another writer; "
-                "stop the other daemon or point this pipeline at another path"
-            ) from None
-        self._lock_fd = fd
-        self.schemas = SchemaStore(directory, writable=True)
-        self.next_offset = 0
-        self.position: Position | None = None
-        self.prev: Position | None = None
-        self.truncated: str | None = None
-        self._file: Any = None
-        self._open_tail()
-        self.retention = retention
-        self._on_retention = on_retention
-        self._first_times: dict[int, int] = {}
-        # Appends compare their clock with this to apply an age limit on an idle, unrolled log.
-        self._retention_due = float("inf")
-        if retention is not None and (retention.max_age or retention.max_bytes):
-            self.apply_retention()
+        self.file_mode = file_mode
+        self._fd = -1  # the active segment, opened for appending
+        self._lock_fd = -1
+        try:
+            directory.parent.mkdir(parents=True, exist_ok=True)  # parents: the umask's mode
+            _files.make_dir(directory, file_mode)
+            self._lock_fd = _files.lock_dir(directory)
+        except OSError as e:
+            raise _files.io_error("open the log directory", directory, e) from None
+        # Everything from here on releases the lock if it fails: a daemon retrying in the same
+        # process must not find its own leaked lock and take it for another writer.
+        try:
+            self.schemas = SchemaStore(directory, writable=True, file_mode=file_mode)
+            self.next_offset = 0
+            self.position: Position | None = None
+            self.prev: Position | None = None
+            self.truncated: str | None = None
+            self._path = directory
+            self._size = 0  # bytes of the active segment, all written by this writer
+            self._ident = (0, 0)  # (st_dev, st_ino) of the active segment
+            self._open_tail()
+            self.retention = retention
+            self._on_retention = on_retention
+            self._first_times: dict[int, int] = {}
+            # Appends compare their clock with this to apply an age limit on an idle log.
+            self._retention_due = float("inf")
+            if retention is not None and (retention.max_age or retention.max_bytes):
+                self.apply_retention()
+        except BaseException:
+            self.close()
+            raise
 
     def _open_tail(self) -> None:
         segs = segments(self.directory)
@@ -109,55 +126,111 @@ class LogWriter:
         with open(path, "rb") as f:
             data = f.read()
         frames, err = scan(data)
+        last: FrameInfo | None = frames[-1] if frames else None
         if err is not None:
+            expect = last.base_offset + last.count if last is not None else base
+            check_tail(data, err, expect, path)  # raises unless it is a torn last frame
             dropped = len(data) - err.file_offset
             self.truncated = f"{err.reason} in {path.name} at byte {err.file_offset}"
             log.warning(
-                "log %s: %s; dropping the last %d bytes (changes they held were never "
-                "acknowledged to the source and will be read again)",
+                "log %s: torn last frame (%s); dropping the last %d bytes (a crash while "
+                "writing them: they were never acknowledged to the source, which sends their "
+                "changes again)",
                 self.directory,
                 self.truncated,
                 dropped,
             )
-            with open(path, "r+b") as f:
-                f.truncate(err.file_offset)
-                os.fsync(f.fileno())
-        last: FrameInfo | None = frames[-1] if frames else None
+            try:
+                with open(path, "r+b") as f:
+                    f.truncate(err.file_offset)
+                    os.fsync(f.fileno())
+            except OSError as e:
+                raise _files.io_error("cut the torn tail of", path, e) from None
         if last is None and len(segs) > 1:
             # The newest segment is empty: the tail is the previous segment's last frame.
             with open(segs[-2][1], "rb") as f:
                 prev_frames, perr = scan(f.read())
             if perr is not None:
-                raise LogCorrupt(f"log {self.directory}: {perr} in {segs[-2][1].name}")
+                raise LogCorrupt(
+                    f"log segment {segs[-2][1]}: {perr.reason} at byte {perr.file_offset} "
+                    f"(the segment before the active one); {RECOVERY}"
+                )
             last = prev_frames[-1] if prev_frames else None
         if last is not None:
             self.next_offset = last.base_offset + last.count
             self.position, self.prev = last.position, last.prev
         else:
             self.next_offset = base
-        self._file = open(path, "ab")
+        self._open_segment(path)
+
+    def _open_segment(self, path: Path) -> None:
+        try:
+            fd = _files.open_append(path, self.file_mode)
+        except OSError as e:
+            raise _files.io_error("open the log segment", path, e) from None
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = fd
+        st = os.fstat(fd)
+        self._path, self._size, self._ident = path, st.st_size, (st.st_dev, st.st_ino)
 
     def _new_segment(self, base: int) -> None:
-        if self._file is not None:
-            self._file.close()
         path = self.directory / segment_name(base)
-        self._file = open(path, "ab")
-        fsync_dir(self.directory)
+        self._open_segment(path)
+        try:
+            fsync_dir(self.directory)
+        except OSError as e:
+            raise _files.io_error("sync the log directory", self.directory, e) from None
+
+    def _check_segment(self) -> None:
+        """Raise LogCorrupt if the active segment is no longer what this writer left: another
+        process (a second daemon whose lock check was fooled, a person) cut, grew, replaced or
+        deleted it. Writing on would put frames where no reader finds them, or after a hole."""
+        st = os.fstat(self._fd)
+        problem = None
+        if st.st_nlink == 0:
+            problem = "was deleted"
+        elif st.st_size != self._size:
+            problem = f"is {st.st_size} bytes long, but this writer left it at {self._size}"
+        else:
+            try:
+                now = os.stat(self._path)
+            except FileNotFoundError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != self._ident:
+                problem = "was replaced by another file (or the directory was moved)"
+        if problem is not None:
+            raise LogCorrupt(
+                f"log segment {self._path} {problem} while this daemon was writing it: another "
+                "process changed the log; nothing more was written. Stop every other process "
+                "writing to the log, check it with `cdc log info`, then restart (see 'Faults' "
+                "in docs/log.md)"
+            )
 
     def append(self, records: list[EncodedRecord], position: Position) -> int:
         """Write one frame holding ``records`` and ``position``; durable when this returns.
 
-        Returns the offset the next record will get.
+        Returns the offset the next record will get. Raises SinkError naming the segment when
+        the write fails (a full disk: retryable); the writer is closed then, and a new one cuts
+        what was half written as a torn tail.
         """
-        rolled = self._file.tell() >= self.segment_bytes
+        if self._fd < 0:
+            raise SinkError(f"log {self.directory}: the writer is closed", retryable=True)
+        self._check_segment()
+        rolled = self._size >= self.segment_bytes
         if rolled:
             self._new_segment(self.next_offset)
         now_ms = int(time.time() * 1000)
         data = encode_frame(self.next_offset, records, position, self.position, now_ms)
-        self._file.write(data)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
+        try:
+            _files.write_all(self._fd, data)
+            if self.fsync:
+                os.fsync(self._fd)
+        except OSError as e:
+            path = self._path
+            self.close()  # half a frame may be in the file: only a reopen may go on from here
+            raise _files.io_error("write to the log segment", path, e) from None
+        self._size += len(data)
         self.next_offset += len(records)
         self.prev, self.position = self.position, position
         if now_ms >= self._retention_due or (rolled and self.retention is not None):
@@ -203,9 +276,9 @@ class LogWriter:
         return res
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
@@ -343,9 +416,14 @@ class LogReader:
                 except FrameError as e:
                     if idx != len(segs) - 1:
                         raise LogCorrupt(
-                            f"log {self.directory}: {e.reason} in {path.name} at byte {pos + at}"
+                            f"log segment {path}: {e.reason} at byte {pos + at} (a closed "
+                            f"segment, so not a torn write); {RECOVERY}"
                         ) from None
-                    break  # an incomplete tail: being written, or torn and cut on next open
+                    # The end of the log: a frame being written, or torn by a crash (the writer
+                    # cuts it on its next open) is waited for; anything else is an error.
+                    check_tail(data, e, cur if expect is None else expect, path, pos)
+                    break
+                fr.segment = str(path)
                 if expect is not None and fr.base_offset != expect:
                     raise LogCorrupt(
                         f"log {self.directory}: offsets {expect}..{fr.base_offset - 1} are "
@@ -421,9 +499,15 @@ class LogReader:
                 if i < len(segs) - 1:
                     heads = frame_headers(path)
                 else:
-                    fr, err = scan(path.read_bytes())
+                    data = path.read_bytes()
+                    fr, err = scan(data)
                     heads = [(x.base_offset, x.count, x.timestamp_ms) for x in fr]
-                    tail_error = None if err is None else str(err)
+                    if err is not None:
+                        check_tail(data, err, heads[-1][0] + heads[-1][1] if heads else base, path)
+                        tail_error = (
+                            f"{err}: an incomplete last frame (being written, or torn by a "
+                            "crash and cut when the writer next opens the log)"
+                        )
                     if fr:
                         position = fr[-1].position
                     elif i > 0:  # an empty newest segment: the position is in the one before

@@ -55,6 +55,7 @@ class LogSink:
             fsync=config.fsync,
             retention=config.retention,
             on_retention=self._retained,
+            file_mode=config.file_mode,
         )
         self.registry = self._writer.schemas
         self.tombstones = config.tombstones
