@@ -84,11 +84,16 @@ def make_consumers_dir(directory: Path) -> int:
 def write_offset(directory: Path, name: str, offset: int) -> None:
     path = directory / DIR / f"{name}.json"
     data = json.dumps({"offset": offset, "committed_at_ms": int(time.time() * 1000)}).encode()
-    mode = make_consumers_dir(directory)
-    replace_file(path, data)
-    # replace_file creates with the umask's mode; consumers/ is private already, this makes the
-    # file match too (a mode argument to replace_file would do it in one step).
-    os.chmod(path, mode)
+    try:
+        mode = make_consumers_dir(directory)
+        replace_file(path, data)
+        # replace_file creates with the umask's mode; consumers/ is private already, this makes
+        # the file match too (a mode argument to replace_file would do it in one step).
+        os.chmod(path, mode)
+    except OSError as e:
+        if e.errno in _files.FULL:  # the message of a failed os.write names no file
+            raise _files.io_error("commit the consumer offset to", path, e) from None
+        raise
 
 
 class Consumer:

@@ -1,7 +1,8 @@
 """On-disk format of the built-in log.
 
 A log directory holds segment files named by the offset of their first record
-(``00000000000000000000.seg``), a schema store (``schemas.jsonl``) and a writer lock.
+(``00000000000000000000.seg``) and a schema store (``schemas.jsonl``); the writer holds an flock
+on the directory itself.
 A segment is a sequence of frames; a frame is one durable batch:
 
     header  (32 bytes, big-endian)
@@ -35,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cdc.errors import LogCorrupt
+from cdc.errors import LogCorrupt, SinkError
 from cdc.model import EncodedRecord, Position
 
 MAGIC = b"CDCF"
@@ -73,6 +74,8 @@ def segments(directory: Path) -> list[tuple[int, Path]]:
                 out.append((int(e.name[:20]), Path(e.path)))
     except FileNotFoundError:
         return []
+    except OSError as e:
+        raise SinkError(f"cannot list the log directory {directory}: {e.strerror}") from None
     return sorted(out)
 
 
