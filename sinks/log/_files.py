@@ -87,6 +87,14 @@ def lock_dir(directory: Path) -> int:
             f"log {directory} is in use by another writer; "
             "stop the other daemon or point this pipeline at another path"
         ) from None
+    except OSError as e:
+        os.close(fd)
+        raise SinkError(
+            f"cannot lock the log directory {directory}: {e.strerror}; its file system does "
+            "not support flock on a directory (a network file system?): put the log on a local "
+            "file system",
+            retryable=False,
+        ) from None
     except BaseException:
         os.close(fd)
         raise

@@ -50,6 +50,9 @@ _U64 = struct.Struct(">Q")
 _REC = struct.Struct(">QH")
 _SEGMENT = re.compile(r"\d{20}" + re.escape(SEGMENT_SUFFIX))
 RECOVERY = "see 'Recovering a damaged log' in docs/log.md"
+# The smallest record: timestamp, topic length, key and value lengths, event id length, header
+# count (all empty); and the smallest payload holds two position lengths besides the records.
+_MIN_RECORD = _REC.size + 4 + 4 + 2 + 2
 
 
 def segment_name(base_offset: int) -> str:
@@ -339,7 +342,13 @@ def check_tail(buf: bytes, err: FrameError, expect: int, segment: Path, base_at:
             f"(nothing was cut); stop the daemon, keep a copy of the directory, {RECOVERY}"
         )
     if head == MAGIC and len(buf) - at >= HEADER_SIZE:
-        end = at + HEADER_SIZE + HEADER.unpack_from(buf, at)[2]
+        _, _, length, _, count, _ = HEADER.unpack_from(buf, at)
+        if length < 8 + _MIN_RECORD * count:
+            raise LogCorrupt(
+                f"{where}: its header is impossible ({count} records cannot fit in {length} "
+                f"bytes), so no writer of ours wrote it (nothing was cut); {RECOVERY}"
+            )
+        end = at + HEADER_SIZE + length
         extra = len(buf) - end
         if extra > 0 and buf.count(0, end) != extra:
             raise LogCorrupt(

@@ -320,6 +320,7 @@ BAD_INPUT = (
     "dir-segment",
     "lone-garbage",
     "count",
+    "impossible-header",
 )
 
 
@@ -354,6 +355,13 @@ def test_cli_bad_input_is_a_clear_error(
         for p in log.glob("*.seg"):
             p.unlink()
         (log / "00000000000000000000.seg").write_bytes(b"garbage, not a segment\n" * 3)
+        named = "00000000000000000000.seg"
+    elif case == "impossible-header":
+        for p in log.glob("*.seg"):
+            p.unlink()
+        # a million records in 64 bytes: no checksum needed to see that no writer made this
+        head = HEADER.pack(MAGIC, 0, 64, 0, 1_000_000, 0)
+        (log / "00000000000000000000.seg").write_bytes(head + b"\x01" * 64)
         named = "00000000000000000000.seg"
     else:
         seg = only_segment(log)
