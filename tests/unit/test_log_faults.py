@@ -473,3 +473,12 @@ def test_a_really_full_disk(tiny_disk: Path) -> None:
     assert sink.committed() == {"lsn": written}
     sink.close()
     assert len(list(LogReader(log).records())) == written
+
+
+def test_cli_a_value_that_is_not_avro(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    w = LogWriter(tmp_path)
+    w.schemas.register("p.s.t-value", SCHEMA)
+    w.append([rec(0), EncodedRecord("p.s.t", None, b"plain text", 0, "e1")], {"lsn": 1})
+    w.close()
+    rc, err = run_cli(["log", "read", str(tmp_path)], capsys)
+    assert rc == 1 and "record 1 (p.s.t)" in err and only_segment(tmp_path).name in err, err
