@@ -316,12 +316,20 @@ def check_tail(buf: bytes, err: FrameError, expect: int, segment: Path, base_at:
         raise LogCorrupt(f"{where}: it passed its checksum, so no crash made it; {RECOVERY}")
     j = at + 1
     while (j := buf.find(MAGIC, j)) >= 0:
-        try:
-            fr = read_frame(buf, j)
-        except FrameError:
-            j += 1
-            continue
-        if fr.base_offset >= expect:
+        fr = None
+        if j + HEADER_SIZE <= len(buf):
+            _, _, length, base, count, _ = HEADER.unpack_from(buf, j)
+            # A frame of this log after the damage starts at or after the offset where the good
+            # frames end, and no further on than the records the bytes between could hold. The
+            # checksum is computed only for such candidates.
+            if expect <= base <= expect + (j - at) // _MIN_RECORD and length >= 8 + (
+                _MIN_RECORD * count
+            ):
+                try:
+                    fr = read_frame(buf, j)
+                except FrameError:
+                    fr = None
+        if fr is not None:
             raise LogCorrupt(
                 f"{where}, but a valid frame (offset {fr.base_offset}) follows at byte "
                 f"{base_at + j}: the log is damaged in its middle (a crash only tears the last "

@@ -127,6 +127,22 @@ def test_a_torn_first_frame_of_a_new_segment_is_cut(tmp_path: Path) -> None:
     assert seg.stat().st_size > 0
 
 
+def test_a_frame_inside_a_torn_frames_record_is_not_taken_for_a_later_frame(
+    tmp_path: Path,
+) -> None:
+    starts = write_log(tmp_path, 3)
+    other = encode_frame(0, [rec(0)], {"lsn": 1}, None, 0)  # a frame of another log, as data
+    w = LogWriter(tmp_path)
+    w.append([EncodedRecord("p.s.t", None, other, 0, "x")], {"lsn": 4})
+    w.close()
+    seg = only_segment(tmp_path)
+    seg.write_bytes(seg.read_bytes()[:-5])  # torn: the embedded frame is whole, the outer is not
+    w = LogWriter(tmp_path)
+    assert w.truncated is not None and w.position == {"lsn": 3}
+    w.close()
+    assert seg.stat().st_size == starts[2] + (starts[2] - starts[1])
+
+
 @pytest.mark.parametrize("content", [b"my notes, not a log\n", b"\x7fELF\x02\x01\x01" + b"x" * 300])
 def test_a_foreign_segment_file_is_never_cut(tmp_path: Path, content: bytes) -> None:
     tmp_path.joinpath("00000000000000000000.seg").write_bytes(content)
