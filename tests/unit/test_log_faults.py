@@ -498,3 +498,11 @@ def test_cli_a_value_that_is_not_avro(tmp_path: Path, capsys: pytest.CaptureFixt
     w.close()
     rc, err = run_cli(["log", "read", str(tmp_path)], capsys)
     assert rc == 1 and "record 1 (p.s.t)" in err and only_segment(tmp_path).name in err, err
+
+
+def test_a_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
+    f = tmp_path / "log"
+    f.write_text("not a directory")
+    with pytest.raises(SinkError, match="exists and is not a directory"):
+        LogWriter(f)
+    assert f.read_text() == "not a directory"
