@@ -27,6 +27,12 @@ FILE = "schemas.jsonl"
 _LINE_START = b'{"id":'
 
 
+def _starts_like_ours(data: bytes) -> bool:
+    """True if ``data`` starts as the store's lines do, or with zeros (a page not written)."""
+    head = data[: len(_LINE_START)]
+    return _LINE_START.startswith(head) or head.count(0) == len(head)
+
+
 class SchemaNotFound(SinkError, KeyError):
     """A schema id the store does not hold (a KeyError too, as ``get`` raised before)."""
 
@@ -66,15 +72,23 @@ class SchemaStore:
                 "the log's writer keeps (move anything else out of the log directory)"
             ) from None
         good = 0
-        for line in data.splitlines(keepends=True):
+        lines = data.splitlines(keepends=True)
+        for i, line in enumerate(lines):
             if not line.endswith(b"\n"):
                 break  # the last line, not complete: torn by a crash, or being written
+            try:
+                self._add_line(line, self._lines + 1)
+            except LogCorrupt:
+                # A crash can also leave the whole last line with zeros where a page of it did
+                # not reach the disk: torn too. A line without zeros was written like that.
+                if i == len(lines) - 1 and b"\0" in line and _starts_like_ours(line):
+                    break
+                raise
             self._lines += 1
-            self._add_line(line)
             good += len(line)
         torn = data[good:]
         if torn and self._writable:
-            if not (_LINE_START.startswith(torn[:6]) or torn[:6].count(0) == len(torn[:6])):
+            if not _starts_like_ours(torn):
                 raise LogCorrupt(
                     f"schema store {self._path}: line {self._lines + 1} ({torn[:40]!r}) is not "
                     "a schema entry and not a torn one, so it was not cut; is this file ours? "
@@ -88,16 +102,17 @@ class SchemaStore:
                 os.fsync(f.fileno())
         self._size += good
 
-    def _add_line(self, line: bytes) -> None:
+    def _add_line(self, line: bytes, number: int) -> None:
         try:
             entry = json.loads(line)
             sid, subject, schema = entry["id"], entry["subject"], entry["schema"]
             if not (isinstance(sid, int) and isinstance(subject, str)):
                 raise TypeError("id must be a number and subject a string")
         except (ValueError, KeyError, TypeError) as e:
+            why = f"no {e} field" if isinstance(e, KeyError) else str(e)
             raise LogCorrupt(
-                f"schema store {self._path}: line {self._lines} is not a schema entry "
-                f'{{"id", "subject", "schema"}} ({e}): is this file ours? nothing was changed; '
+                f"schema store {self._path}: line {number} is not a schema entry "
+                f'{{"id", "subject", "schema"}} ({why}): is this file ours? nothing was changed; '
                 "see 'Recovering a damaged log' in docs/log.md"
             ) from None
         self._add(sid, subject, schema)

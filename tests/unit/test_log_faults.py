@@ -506,3 +506,22 @@ def test_a_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SinkError, match="exists and is not a directory"):
         LogWriter(f)
     assert f.read_text() == "not a directory"
+
+
+def test_schema_store_cuts_only_a_torn_last_line(tmp_path: Path) -> None:
+    from sinks.log._schemas import SchemaStore
+
+    s = SchemaStore(tmp_path, writable=True)
+    s.register("a-value", SCHEMA)
+    path = tmp_path / "schemas.jsonl"
+    good = path.read_bytes()
+    line = b'{"id":2,"subject":"b-value","schema":"long"}\n'
+    # the whole line's length reached the disk, a page of it did not: zeros inside
+    path.write_bytes(good + line[:10] + b"\0" * (len(line) - 11) + b"\n")
+    assert SchemaStore(tmp_path, writable=True).subjects() == {"a-value": [1]}
+    assert path.read_bytes() == good
+    for foreign in [b"hello, no newline", b"not ours\n"]:
+        path.write_bytes(good + foreign)
+        with pytest.raises(LogCorrupt, match=r"schemas\.jsonl: line 2"):
+            SchemaStore(tmp_path, writable=True)
+        assert path.read_bytes() == good + foreign, "a line that is not ours was cut"
