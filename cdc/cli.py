@@ -175,6 +175,7 @@ def _cmd_log_read(args: argparse.Namespace) -> int:
     import time
 
     from cdc._jsonout import AvroDecoder, dumps
+    from cdc.errors import LogCorrupt
     from sinks.log import LogReader, records_of
 
     reader = LogReader(Path(args.path))
@@ -210,11 +211,20 @@ def _cmd_log_read(args: argparse.Namespace) -> int:
                 for r in records_of(fr):
                     if r.offset < first or (args.topic is not None and r.topic != args.topic):
                         continue
+                    try:
+                        key, value = dec.decode(r.key), dec.decode(r.value)
+                    except CdcError:
+                        raise
+                    except Exception as e:  # fastavro raises many kinds on bytes it cannot read
+                        raise LogCorrupt(
+                            f"log {args.path}: record {r.offset} ({r.topic}) in {fr.segment} is "
+                            f"not Avro this log's schemas can read: {e}"
+                        ) from None
                     obj = {
                         "offset": r.offset,
                         "topic": r.topic,
-                        "key": dec.decode(r.key),
-                        "value": dec.decode(r.value),
+                        "key": key,
+                        "value": value,
                         "timestamp": r.timestamp_ms,
                     }
                     out.write(dumps(obj) + "\n")

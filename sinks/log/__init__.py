@@ -8,9 +8,10 @@ low-level frame access a tool that tails the segment files itself needs: ``segme
 
 from sinks.log._consumers import Consumer
 from sinks.log._format import FrameError, FrameInfo, LogRecord, read_frame, records_of, segments
-from sinks.log._log import LogReader, LogWriter, OffsetOutOfRange
+from sinks.log._log import LogReader, OffsetOutOfRange
 from sinks.log._sink import LogSink
 from sinks.log._units import parse_since
+from sinks.log._writer import LogWriter
 from sinks.log.config import LogRetention, LogSinkConfig
 
 Config = LogSinkConfig

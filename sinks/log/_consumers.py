@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from cdc.checkpoint import fsync_dir, replace_file, try_lock
 from cdc.errors import SinkError
+from sinks.log import _files
 from sinks.log._format import records_of
 
 if TYPE_CHECKING:
@@ -73,11 +74,26 @@ def read_states(directory: Path) -> list[ConsumerState]:
     return out
 
 
+def make_consumers_dir(directory: Path) -> int:
+    """Create ``consumers/`` if missing; return the mode its files get (the log directory's)."""
+    mode = _files.file_mode_of(directory)
+    _files.make_dir(directory / DIR, mode)
+    return mode
+
+
 def write_offset(directory: Path, name: str, offset: int) -> None:
-    cdir = directory / DIR
-    cdir.mkdir(exist_ok=True)
+    path = directory / DIR / f"{name}.json"
     data = json.dumps({"offset": offset, "committed_at_ms": int(time.time() * 1000)}).encode()
-    replace_file(cdir / f"{name}.json", data)
+    try:
+        mode = make_consumers_dir(directory)
+        replace_file(path, data)
+        # replace_file creates with the umask's mode; consumers/ is private already, this makes
+        # the file match too (a mode argument to replace_file would do it in one step).
+        os.chmod(path, mode)
+    except OSError as e:
+        if e.errno in _files.FULL:  # the message of a failed os.write names no file
+            raise _files.io_error("commit the consumer offset to", path, e) from None
+        raise
 
 
 class Consumer:
@@ -93,8 +109,18 @@ class Consumer:
         self.reader = reader
         self.name = check_name(name)
         self._dir = reader.directory / DIR
-        self._dir.mkdir(exist_ok=True)
-        fd = try_lock(self._dir / f".{name}.lock")
+        lock = self._dir / f".{name}.lock"
+        try:
+            mode = make_consumers_dir(reader.directory)
+            fd = try_lock(lock)
+            if fd is not None:
+                try:
+                    os.fchmod(fd, mode)
+                except OSError:
+                    os.close(fd)
+                    raise
+        except OSError as e:
+            raise _files.io_error("lock the consumer", lock, e) from None
         self._lock_fd = -1 if fd is None else fd
         if fd is None:
             raise SinkError(

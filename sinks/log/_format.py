@@ -1,7 +1,8 @@
 """On-disk format of the built-in log.
 
 A log directory holds segment files named by the offset of their first record
-(``00000000000000000000.seg``), a schema store (``schemas.jsonl``) and a writer lock.
+(``00000000000000000000.seg``) and a schema store (``schemas.jsonl``); the writer holds an flock
+on the directory itself.
 A segment is a sequence of frames; a frame is one durable batch:
 
     header  (32 bytes, big-endian)
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cdc.errors import LogCorrupt, SinkError
 from cdc.model import EncodedRecord, Position
 
 MAGIC = b"CDCF"
@@ -45,6 +48,11 @@ _U32 = struct.Struct(">I")
 _I32 = struct.Struct(">i")
 _U64 = struct.Struct(">Q")
 _REC = struct.Struct(">QH")
+_SEGMENT = re.compile(r"\d{20}" + re.escape(SEGMENT_SUFFIX))
+RECOVERY = "see 'Recovering a damaged log' in docs/log.md"
+# The smallest record: timestamp, topic length, key and value lengths, event id length, header
+# count (all empty); and the smallest payload holds two position lengths besides the records.
+_MIN_RECORD = _REC.size + 4 + 4 + 2 + 2
 
 
 def segment_name(base_offset: int) -> str:
@@ -52,13 +60,25 @@ def segment_name(base_offset: int) -> str:
 
 
 def segments(directory: Path) -> list[tuple[int, Path]]:
-    """Segment files of a log directory as (base offset, path), in offset order."""
+    """Segment files of a log directory as (base offset, path), in offset order (none if the
+    directory is gone). Only names the writer gives (20 digits + ``.seg``) count; raises
+    LogCorrupt for such a name that is not a file, which no reader or writer could use."""
     out = []
-    for p in directory.glob("*" + SEGMENT_SUFFIX):
-        try:
-            out.append((int(p.name[: -len(SEGMENT_SUFFIX)]), p))
-        except ValueError:
-            continue
+    try:
+        with os.scandir(directory) as it:
+            for e in it:
+                if not _SEGMENT.fullmatch(e.name):
+                    continue
+                if not e.is_file():  # d_type from the listing: no stat per segment
+                    raise LogCorrupt(
+                        f"log {directory}: {e.name} is named like a segment but is not a file "
+                        "(a directory?); move it out of the log directory"
+                    )
+                out.append((int(e.name[:20]), Path(e.path)))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise SinkError(f"cannot list the log directory {directory}: {e.strerror}") from None
     return sorted(out)
 
 
@@ -110,6 +130,7 @@ class FrameInfo:
     file_offset: int  # where the frame starts in its segment
     size: int  # header + payload bytes
     payload: bytes
+    segment: str = ""  # the segment file's path, for messages (set by readers that know it)
 
 
 @dataclass(slots=True)
@@ -160,11 +181,13 @@ def encode_frame(
 
 
 class FrameError(Exception):
-    """A frame that is incomplete or fails its checksum (``reason`` says which)."""
+    """A frame that is incomplete or fails its checksum (``reason`` says which). ``intact``: it
+    passed its checksum but cannot be parsed, so no crash made it (a crafted or foreign file)."""
 
-    def __init__(self, reason: str, file_offset: int) -> None:
+    def __init__(self, reason: str, file_offset: int, intact: bool = False) -> None:
         self.reason = reason
         self.file_offset = file_offset
+        self.intact = intact
         super().__init__(f"{reason} at byte {file_offset}")
 
 
@@ -181,16 +204,43 @@ def read_frame(buf: bytes | memoryview, at: int) -> FrameInfo:
     payload = bytes(buf[at + HEADER_SIZE : end])
     if zlib.crc32(payload, zlib.crc32(bytes(buf[at + 8 : at + HEADER_SIZE]))) != crc:
         raise FrameError("frame checksum mismatch", at)
-    (plen,) = _U32.unpack_from(payload, 0)
-    position = json.loads(payload[4 : 4 + plen])
-    (qlen,) = _U32.unpack_from(payload, 4 + plen)
-    prev = json.loads(payload[8 + plen : 8 + plen + qlen])
+    try:
+        (plen,) = _U32.unpack_from(payload, 0)
+        position = json.loads(payload[4 : 4 + plen])
+        (qlen,) = _U32.unpack_from(payload, 4 + plen)
+        prev = json.loads(payload[8 + plen : 8 + plen + qlen])
+    except (struct.error, ValueError):
+        raise FrameError("bad frame payload (positions unreadable)", at, intact=True) from None
     return FrameInfo(base, count, ts, position, prev, at, end - at, payload)
 
 
 def records_of(frame: FrameInfo) -> Iterator[LogRecord]:
-    """The records of a frame read by ``read_frame``, in offset order."""
+    """The records of a frame read by ``read_frame``, in offset order. Raises LogCorrupt naming
+    the frame if the payload does not hold exactly ``count`` records (it passed its checksum, so
+    it was written that way: a crafted or foreign file), before yielding any of them."""
+    try:
+        out, end = _parse_records(frame)
+    except (struct.error, UnicodeDecodeError) as e:
+        raise _bad_frame(frame, f"record payload unreadable ({e})") from None
+    if end != len(frame.payload):
+        raise _bad_frame(
+            frame, f"{len(frame.payload) - end} bytes left after its {frame.count} records"
+        )
+    return iter(out)
+
+
+def _bad_frame(frame: FrameInfo, why: str) -> LogCorrupt:
+    where = f"log segment {frame.segment}" if frame.segment else "log frame"
+    return LogCorrupt(
+        f"{where} at byte {frame.file_offset} (offsets from {frame.base_offset}, {frame.count} "
+        f"records): {why}; the frame passed its checksum, so it was written like this (not by "
+        f"a crash): a crafted or foreign file? {RECOVERY}"
+    )
+
+
+def _parse_records(frame: FrameInfo) -> tuple[list[LogRecord], int]:
     p = frame.payload
+    out: list[LogRecord] = []
     (plen,) = _U32.unpack_from(p, 0)
     i = 4 + plen
     (qlen,) = _U32.unpack_from(p, i)
@@ -228,7 +278,10 @@ def records_of(frame: FrameInfo) -> Iterator[LogRecord]:
             i += 4
             headers.append((hname, p[i : i + hl]))
             i += hl
-        yield LogRecord(frame.base_offset + n, topic, key, value, ts, eid, tuple(headers))
+        if i > len(p):  # a slice past the end is short, not an error: check once per record
+            raise struct.error(f"record {n} runs past the payload's end")
+        out.append(LogRecord(frame.base_offset + n, topic, key, value, ts, eid, tuple(headers)))
+    return out, i
 
 
 def scan(buf: bytes | memoryview) -> tuple[list[FrameInfo], FrameError | None]:
@@ -243,6 +296,74 @@ def scan(buf: bytes | memoryview) -> tuple[list[FrameInfo], FrameError | None]:
         frames.append(f)
         at += f.size
     return frames, None
+
+
+def check_tail(buf: bytes, err: FrameError, expect: int, segment: Path, base_at: int = 0) -> None:
+    """Raise LogCorrupt unless ``buf`` from ``err.file_offset`` to its end can be a torn last
+    frame: what a crash while appending one frame leaves behind.
+
+    The writer appends one frame at a time and fsyncs each before writing the next, so a crash
+    damages only the frame being written: a prefix of it, maybe with zeros where the file grew
+    but the data did not reach the disk. So the tail is torn only if it starts like a frame (the
+    magic or zeros), holds nothing but zeros past the end its own header declares, did not pass
+    its checksum, and no valid frame (checksum good, base offset not before ``expect``, the end
+    of the last good frame) follows it. Anything else is damage in the middle of the log or a
+    file that is not ours: nothing may be cut. ``base_at``: where ``buf`` starts in the segment.
+    """
+    at = err.file_offset
+    where = f"log segment {segment}: {err.reason} at byte {base_at + at}"
+    if err.intact:
+        raise LogCorrupt(f"{where}: it passed its checksum, so no crash made it; {RECOVERY}")
+    j = at + 1
+    while (j := buf.find(MAGIC, j)) >= 0:
+        fr = None
+        if j + HEADER_SIZE <= len(buf):
+            _, _, length, base, count, _ = HEADER.unpack_from(buf, j)
+            # A frame of this log after the damage starts at or after the offset where the good
+            # frames end, and no further on than the records the bytes between could hold. The
+            # checksum is computed only for such candidates.
+            if expect <= base <= expect + (j - at) // _MIN_RECORD and length >= 8 + (
+                _MIN_RECORD * count
+            ):
+                try:
+                    fr = read_frame(buf, j)
+                except FrameError:
+                    fr = None
+        if fr is not None:
+            raise LogCorrupt(
+                f"{where}, but a valid frame (offset {fr.base_offset}) follows at byte "
+                f"{base_at + j}: the log is damaged in its middle (a crash only tears the last "
+                f"frame), so nothing was cut; stop the daemon, keep a copy of the directory, "
+                f"{RECOVERY}"
+            )
+        j += 1
+    head = buf[at : at + 4]
+    if not MAGIC.startswith(head) and head.count(0) != len(head):
+        if at + base_at == 0:
+            raise LogCorrupt(
+                f"log segment {segment} does not start with a frame of a cdc log (it starts "
+                f"with {head!r}): a file that is not ours? nothing was changed; move it out of "
+                "the log directory"
+            )
+        raise LogCorrupt(
+            f"{where}: the bytes there ({head!r}) start no frame, so a crash did not leave them "
+            f"(nothing was cut); stop the daemon, keep a copy of the directory, {RECOVERY}"
+        )
+    if head == MAGIC and len(buf) - at >= HEADER_SIZE:
+        _, _, length, _, count, _ = HEADER.unpack_from(buf, at)
+        if length < 8 + _MIN_RECORD * count:
+            raise LogCorrupt(
+                f"{where}: its header is impossible ({count} records cannot fit in {length} "
+                f"bytes), so no writer of ours wrote it (nothing was cut); {RECOVERY}"
+            )
+        end = at + HEADER_SIZE + length
+        extra = len(buf) - end
+        if extra > 0 and buf.count(0, end) != extra:
+            raise LogCorrupt(
+                f"{where}: {extra} bytes follow past the end that frame declares, so a crash did "
+                f"not leave them (nothing was cut); stop the daemon, keep a copy of the "
+                f"directory, {RECOVERY}"
+            )
 
 
 def dumps_position(p: Any) -> str:

@@ -1,40 +1,30 @@
-"""Writer and reader of the built-in log (format in ``_format``)."""
+"""Reader of the built-in log (format in ``_format``, writer in ``_writer``)."""
 
 from __future__ import annotations
 
-import logging
-import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from cdc.checkpoint import fsync_dir, try_lock
 from cdc.errors import LogCorrupt, SinkError
-from cdc.model import EncodedRecord, Position
-from sinks.log import _retention
 from sinks.log._consumers import Consumer, ConsumerState, read_states
 from sinks.log._format import (
+    RECOVERY,
     FrameError,
     FrameInfo,
     LogRecord,
-    encode_frame,
+    check_tail,
     first_frame_time,
     frame_headers,
     read_frame,
     records_of,
     scan,
-    segment_name,
     segments,
 )
-from sinks.log._retention import RetentionResult
 from sinks.log._schemas import SchemaStore
 from sinks.log._units import format_ms
-from sinks.log.config import LogRetention
 
-log = logging.getLogger(__name__)
-
-LOCK_FILE = ".writer.lock"
 Start = int | Literal["earliest", "latest"]
 
 
@@ -55,160 +45,6 @@ def _deleted(directory: Path, offset: int, start: int) -> OffsetOutOfRange:
         offset,
         start,
     )
-
-
-class LogWriter:
-    """Appends frames to a log directory; one writer per directory (enforced by a lock).
-
-    On open, the last segment is verified frame by frame and cut at the first incomplete or
-    corrupt frame: such a frame was never acknowledged to the source as durable (see
-    ``acknowledgeable``), so the source sends its changes again.
-    """
-
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        segment_bytes: int = 64 << 20,
-        fsync: bool = True,
-        retention: LogRetention | None = None,
-        on_retention: Callable[[RetentionResult], None] | None = None,
-    ):
-        self.directory = directory
-        self.segment_bytes = segment_bytes
-        self.fsync = fsync
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = try_lock(directory / LOCK_FILE)
-        if fd is None:
-            raise SinkError(
-                f"log {directory} is in use by another writer; "
-                "stop the other daemon or point this pipeline at another path"
-            ) from None
-        self._lock_fd = fd
-        self.schemas = SchemaStore(directory, writable=True)
-        self.next_offset = 0
-        self.position: Position | None = None
-        self.prev: Position | None = None
-        self.truncated: str | None = None
-        self._file: Any = None
-        self._open_tail()
-        self.retention = retention
-        self._on_retention = on_retention
-        self._first_times: dict[int, int] = {}
-        # Appends compare their clock with this to apply an age limit on an idle, unrolled log.
-        self._retention_due = float("inf")
-        if retention is not None and (retention.max_age or retention.max_bytes):
-            self.apply_retention()
-
-    def _open_tail(self) -> None:
-        segs = segments(self.directory)
-        if not segs:
-            self._new_segment(0)
-            return
-        base, path = segs[-1]
-        with open(path, "rb") as f:
-            data = f.read()
-        frames, err = scan(data)
-        if err is not None:
-            dropped = len(data) - err.file_offset
-            self.truncated = f"{err.reason} in {path.name} at byte {err.file_offset}"
-            log.warning(
-                "log %s: %s; dropping the last %d bytes (changes they held were never "
-                "acknowledged to the source and will be read again)",
-                self.directory,
-                self.truncated,
-                dropped,
-            )
-            with open(path, "r+b") as f:
-                f.truncate(err.file_offset)
-                os.fsync(f.fileno())
-        last: FrameInfo | None = frames[-1] if frames else None
-        if last is None and len(segs) > 1:
-            # The newest segment is empty: the tail is the previous segment's last frame.
-            with open(segs[-2][1], "rb") as f:
-                prev_frames, perr = scan(f.read())
-            if perr is not None:
-                raise LogCorrupt(f"log {self.directory}: {perr} in {segs[-2][1].name}")
-            last = prev_frames[-1] if prev_frames else None
-        if last is not None:
-            self.next_offset = last.base_offset + last.count
-            self.position, self.prev = last.position, last.prev
-        else:
-            self.next_offset = base
-        self._file = open(path, "ab")
-
-    def _new_segment(self, base: int) -> None:
-        if self._file is not None:
-            self._file.close()
-        path = self.directory / segment_name(base)
-        self._file = open(path, "ab")
-        fsync_dir(self.directory)
-
-    def append(self, records: list[EncodedRecord], position: Position) -> int:
-        """Write one frame holding ``records`` and ``position``; durable when this returns.
-
-        Returns the offset the next record will get.
-        """
-        rolled = self._file.tell() >= self.segment_bytes
-        if rolled:
-            self._new_segment(self.next_offset)
-        now_ms = int(time.time() * 1000)
-        data = encode_frame(self.next_offset, records, position, self.position, now_ms)
-        self._file.write(data)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
-        self.next_offset += len(records)
-        self.prev, self.position = self.position, position
-        if now_ms >= self._retention_due or (rolled and self.retention is not None):
-            self.apply_retention(now_ms)
-        return self.next_offset
-
-    def apply_retention(self, now_ms: int | None = None) -> RetentionResult | None:
-        """Delete the closed segments the retention settings allow (see ``_retention``)."""
-        r = self.retention
-        if r is None or not (r.max_age or r.max_bytes):
-            return None
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        if r.max_age:
-            self._retention_due = now_ms + r.check_interval * 1000
-        try:
-            res = _retention.apply(self.directory, r, now_ms, self._first_times)
-        except OSError as e:
-            # The frame is durable already: writing goes on, and so does the next check.
-            log.warning("log %s: retention failed (%s); it is tried again later", self.directory, e)
-            return None
-        if res.deleted:
-            log.info(
-                "log %s: retention deleted %d segment(s) (%s..%s); the log starts at offset %d",
-                self.directory,
-                len(res.deleted),
-                res.deleted[0],
-                res.deleted[-1],
-                res.start_offset,
-            )
-        if res.held_bytes:
-            log.warning(
-                "log %s: retention keeps %d bytes past its limits because consumer(s) %s have "
-                "not committed them (total %d bytes); let them catch up, or delete a consumer "
-                "that is gone with `cdc log consumers %s --delete NAME`",
-                self.directory,
-                res.held_bytes,
-                ", ".join(res.held_by),
-                res.total_bytes,
-                self.directory,
-            )
-        if self._on_retention is not None:
-            self._on_retention(res)
-        return res
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
 
 
 class LogReader:
@@ -329,6 +165,10 @@ class LogReader:
                         data = f.read()
                 except FileNotFoundError:
                     data = None
+                except OSError as e:
+                    raise SinkError(
+                        f"cannot read log segment {segs[idx][1]}: {e.strerror}"
+                    ) from None
             if idx is None or data is None:  # deleted by retention under this reader
                 if earliest and not started:
                     cur = None
@@ -343,9 +183,14 @@ class LogReader:
                 except FrameError as e:
                     if idx != len(segs) - 1:
                         raise LogCorrupt(
-                            f"log {self.directory}: {e.reason} in {path.name} at byte {pos + at}"
+                            f"log segment {path}: {e.reason} at byte {pos + at} (a closed "
+                            f"segment, so not a torn write); {RECOVERY}"
                         ) from None
-                    break  # an incomplete tail: being written, or torn and cut on next open
+                    # The end of the log: a frame being written, or torn by a crash (the writer
+                    # cuts it on its next open) is waited for; anything else is an error.
+                    check_tail(data, e, cur if expect is None else expect, path, pos)
+                    break
+                fr.segment = str(path)
                 if expect is not None and fr.base_offset != expect:
                     raise LogCorrupt(
                         f"log {self.directory}: offsets {expect}..{fr.base_offset - 1} are "
@@ -421,9 +266,15 @@ class LogReader:
                 if i < len(segs) - 1:
                     heads = frame_headers(path)
                 else:
-                    fr, err = scan(path.read_bytes())
+                    data = path.read_bytes()
+                    fr, err = scan(data)
                     heads = [(x.base_offset, x.count, x.timestamp_ms) for x in fr]
-                    tail_error = None if err is None else str(err)
+                    if err is not None:
+                        check_tail(data, err, heads[-1][0] + heads[-1][1] if heads else base, path)
+                        tail_error = (
+                            f"{err}: an incomplete last frame (being written, or torn by a "
+                            "crash and cut when the writer next opens the log)"
+                        )
                     if fr:
                         position = fr[-1].position
                     elif i > 0:  # an empty newest segment: the position is in the one before

@@ -5,8 +5,9 @@ position after its last record and is fsynced before ``write`` returns; on resta
 resumes from the last frame's position and skips what that frame already holds.
 
 The source is acknowledged only up to the position of the frame *before* the last one, so that
-if the last frame is found torn or corrupt on open (and cut), its changes are still retained by the
-source and are read again. Retention never deletes the segment holding the last frame.
+if the last frame is found torn on open (and cut), its changes are still retained by the source
+and are read again. Damage anywhere else is never cut: opening raises LogCorrupt (docs/log.md,
+Faults). Retention never deletes the segment holding the last frame.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from prometheus_client import Counter, Gauge
 
 from cdc.metrics import REGISTRY
 from cdc.model import EncodedBatch, Position
-from sinks.log._log import LogWriter
 from sinks.log._retention import RetentionResult
+from sinks.log._writer import LogWriter
 from sinks.log.config import LogSinkConfig
 
 START_OFFSET = Gauge(
@@ -55,6 +56,7 @@ class LogSink:
             fsync=config.fsync,
             retention=config.retention,
             on_retention=self._retained,
+            file_mode=config.file_mode,
         )
         self.registry = self._writer.schemas
         self.tombstones = config.tombstones

@@ -5,12 +5,36 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from sinks.log._units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]
+
+
+def _parse_mode(value: object) -> int:
+    """A file mode: an int (YAML reads 0640 as octal) or an octal string ("0640", "0o640")."""
+    if isinstance(value, bool):
+        raise ValueError(f"bad file mode {value!r}: use an octal number such as 0600 or 0640")
+    if isinstance(value, str):
+        text = value.strip().lower().removeprefix("0o")
+        try:
+            value = int(text, 8)
+        except ValueError:
+            raise ValueError(
+                f"bad file mode {value!r}: use an octal number such as 0600 or 0640"
+            ) from None
+    if not isinstance(value, int) or not 0 <= value <= 0o777:
+        raise ValueError(f"bad file mode {value!r}: use an octal number such as 0600 or 0640")
+    if value & 0o600 != 0o600:
+        raise ValueError(
+            f"bad file mode {value:04o}: the owner (the daemon) needs read and write (0600)"
+        )
+    return value
+
+
+FileMode = Annotated[int, BeforeValidator(_parse_mode)]
 
 
 class LogRetention(BaseModel):
@@ -55,6 +79,13 @@ class LogSinkConfig(BaseModel):
 
     type: Literal["log"] = Field(description="selects the built-in log")
     path: Path = Field(description="directory of the log; created if missing")
+    file_mode: FileMode = Field(
+        0o600,
+        description="permissions of the files the log creates (segments, schemas.jsonl, "
+        "consumer offsets), as an octal number such as 0600 or 0640; directories it creates get "
+        "the matching mode (0700, 0750). Set exactly, whatever the umask; existing files keep "
+        "theirs. Must give the owner read and write",
+    )
     segment_bytes: int = Field(
         64 << 20, ge=1 << 20, description="roll to a new segment file past this size"
     )
@@ -70,6 +101,16 @@ class LogSinkConfig(BaseModel):
         default_factory=LogRetention,  # type: ignore[arg-type]
         description="which old segments to delete (by age, by size); default: keep everything",
     )
+
+    @field_validator("path", mode="before")
+    @classmethod
+    def _path_given(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError(
+                "empty path: give the log its own directory, such as /var/lib/cdc/shop (an "
+                "empty path would put the log in the config file's folder)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _retention_fits_segments(self) -> LogSinkConfig:
