@@ -1,12 +1,15 @@
 PYTHON ?= .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup test unit integration lint format demo bench clean
+.PHONY: setup setup-all test unit integration lint format demo bench clean
 
-setup:  ## install system packages and the venv (idempotent, quick when done)
+setup:  ## what the demo needs: Debian's PostgreSQL and the venv (idempotent, quick when done)
 	bash .ci/setup
 
-test: setup  ## the whole suite: unit and integration tests against real servers
+setup-all:  ## also the test servers: MariaDB, MySQL 9.7, NATS, Kafka + registry (idempotent)
+	bash .ci/setup --all
+
+test: setup-all  ## the whole suite: unit and integration tests against real servers
 	$(PYTHON) -m pytest -q tests
 
 unit:
@@ -27,7 +30,7 @@ format:
 demo: setup  ## a scratch Postgres feeding the built-in log; prints the captured events
 	$(PYTHON) -m scratch.demo
 
-bench: setup  ## throughput/latency of the four pipelines beside their ceilings (BENCH_ARGS="--scale 1")
+bench: setup-all  ## throughput/latency of the four pipelines beside their ceilings (BENCH_ARGS="--scale 1")
 	$(PYTHON) -m bench $(BENCH_ARGS)
 
 clean:
