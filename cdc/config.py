@@ -44,6 +44,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
 class BatchConfig(BaseModel):
+    """A batch is written once it is full or has waited long enough."""
+
     model_config = ConfigDict(extra="forbid")
 
     max_events: int = Field(5000, ge=1, description="write a batch once it holds this many events")
@@ -246,9 +248,16 @@ class PipelineConfig(BaseModel):
         description="emit BEGIN/END events on <prefix>.transaction and fill the envelope's "
         "transaction block",
     )
-    batch: BatchConfig = Field(default_factory=BatchConfig)  # type: ignore[arg-type]
-    source: SourceConfig  # type: ignore[valid-type]
-    sink: SinkConfig  # type: ignore[valid-type]
+    batch: BatchConfig = Field(
+        default_factory=BatchConfig,  # type: ignore[arg-type]
+        description="when the source hands a batch of events on to the sink",
+    )
+    source: SourceConfig = Field(  # type: ignore[valid-type]
+        description="where changes come from; `type:` selects one of the sources below"
+    )
+    sink: SinkConfig = Field(  # type: ignore[valid-type]
+        description="where events go; `type:` selects one of the sinks below"
+    )
     transforms: list[TransformConfig] = Field(
         default_factory=list,
         description="changes applied to every event between the source and the sink, in order "
@@ -284,10 +293,17 @@ class HttpConfig(BaseModel):
 
 
 class Config(BaseModel):
+    """The whole file: pipelines and daemon-wide settings."""
+
     model_config = ConfigDict(extra="forbid")
 
-    pipelines: list[PipelineConfig] = Field(min_length=1)
-    http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
+    pipelines: list[PipelineConfig] = Field(
+        min_length=1, description="the pipelines the daemon runs, each isolated from the others"
+    )
+    http: HttpConfig = Field(
+        default_factory=HttpConfig,  # type: ignore[arg-type]
+        description="the HTTP endpoint for /metrics, /health and /ready (off by default)",
+    )
     status_file: Path | None = Field(
         None,
         description="where the daemon publishes its state for `cdc status` (JSON, rewritten "
@@ -378,7 +394,7 @@ def _format_error(err: dict[str, Any], data: Any) -> str:
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
     elif kind == "extra_forbidden":
-        msg = "unknown field; check its spelling against the config reference in README.md"
+        msg = "unknown field; check its spelling against docs/configuration.md"
     elif kind == "missing":
         msg = "required field is missing"
     elif kind == "union_tag_invalid":

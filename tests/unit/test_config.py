@@ -57,8 +57,7 @@ pipelines:
         "pipelines[0].sink.segment_bytes: bad value: 'lots': "
         "input should be a valid integer, unable to parse string as an integer",
         "pipelines[1].source: unknown type 'oracle': use one of postgres, mysql",
-        "pipelines[1].sink.colour: unknown field; "
-        "check its spelling against the config reference in README.md",
+        "pipelines[1].sink.colour: unknown field; check its spelling against docs/configuration.md",
     ]
 
 
