@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -168,20 +169,19 @@ def _log_since(text: str) -> int:
 
 
 def _cmd_log_read(args: argparse.Namespace) -> int:
-    """Print records as JSON lines. With ``--consumer``: start at its committed offset and commit
-    what was printed (after flushing stdout, at most every second and at the end): at-least-once,
-    a crash re-prints up to the last second's records."""
+    """Print events as JSON lines, through the log's public consumer API (sinks.log.open_log).
+    With ``--consumer``: start at its committed offset and commit what was printed (after
+    flushing stdout, at most every second and at the end): at-least-once, a crash re-prints up
+    to the last second's records."""
     import os
     import time
 
-    from cdc._jsonout import AvroDecoder, dumps
-    from cdc.errors import LogCorrupt
-    from sinks.log import LogReader, records_of
+    from cdc._jsonout import dumps
+    from sinks.log import EventBatch, open_log
 
-    reader = LogReader(Path(args.path))
-    dec = AvroDecoder(reader.schemas.get)
+    log = open_log(Path(args.path))
     out = sys.stdout
-    consumer = reader.consumer(args.consumer) if args.consumer else None
+    consumer = log.consumer(args.consumer) if args.consumer else None
     if consumer is not None:
         import signal
 
@@ -189,52 +189,27 @@ def _cmd_log_read(args: argparse.Namespace) -> int:
             raise KeyboardInterrupt  # commit what was printed, as on Ctrl-C
 
         signal.signal(signal.SIGTERM, stop)
-    start: int | Literal["earliest", "latest"] = (
-        "earliest" if args.from_offset is None else args.from_offset
-    )
-    if args.since is not None:
-        start = reader.offset_for_time(args.since)
-    elif consumer is not None and args.from_offset is None:
-        committed = consumer.committed
-        start = "earliest" if committed is None else committed
-    first = start if isinstance(start, int) else 0
+    batches: Iterator[EventBatch]
+    if consumer is not None:
+        batches = consumer.batches(
+            args.from_offset, since=args.since, topic=args.topic, follow=args.follow
+        )
+    else:
+        start: int | Literal["earliest", "latest"] = (
+            "earliest" if args.from_offset is None else args.from_offset
+        )
+        batches = log.batches(start, since=args.since, topic=args.topic, follow=args.follow)
     done: int | None = None  # every record before this offset is printed (and flushed: committed)
     last_commit = time.monotonic()
     try:
         try:
-            since = args.since
-            for fr in reader.frames(start, args.follow):
-                if since is not None:
-                    if fr.timestamp_ms < since:  # a time still ahead when following began
-                        continue
-                    since = None
-                for r in records_of(fr):
-                    if r.offset < first or (args.topic is not None and r.topic != args.topic):
-                        continue
-                    try:
-                        key, value = dec.decode(r.key), dec.decode(r.value)
-                    except CdcError:
-                        raise
-                    except Exception as e:  # fastavro raises many kinds on bytes it cannot read
-                        raise LogCorrupt(
-                            f"log {args.path}: record {r.offset} ({r.topic}) in {fr.segment} is "
-                            f"not Avro this log's schemas can read: {e}"
-                        ) from None
-                    obj = {
-                        "offset": r.offset,
-                        "topic": r.topic,
-                        "key": key,
-                        "value": value,
-                        "timestamp": r.timestamp_ms,
-                    }
-                    out.write(dumps(obj) + "\n")
-                end = fr.base_offset + fr.count
-                if end > first:
-                    done = end
+            for batch in batches:
+                for ev in batch.events:
+                    out.write(dumps(ev.as_json()) + "\n")
+                done = batch.next_offset
                 if args.follow or consumer is not None:
                     out.flush()
-                due = time.monotonic() - last_commit >= 1
-                if consumer is not None and done is not None and due:
+                if consumer is not None and time.monotonic() - last_commit >= 1:
                     consumer.commit(done)
                     last_commit = time.monotonic()
             out.flush()

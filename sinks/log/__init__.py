@@ -1,12 +1,15 @@
 """The built-in durable log: segmented, checksummed, append-only files on local disk.
 
-Public API: ``LogWriter`` and ``LogReader`` (offsets, time, follow), ``Consumer`` (named
+Public API for consumers: ``open_log(path)`` -> ``EventLog`` (decoded ``Event`` objects from an
+offset, a time or a named consumer, following new data; ``EventConsumer`` commits progress).
+Lower level: ``LogWriter`` and ``LogReader`` (offsets, time, follow), ``Consumer`` (named
 consumers with committed offsets), ``OffsetOutOfRange`` (records deleted by retention), and the
 low-level frame access a tool that tails the segment files itself needs: ``segments``,
 ``read_frame``, ``records_of``, ``FrameInfo``, ``FrameError``.
 """
 
 from sinks.log._consumers import Consumer
+from sinks.log._events import Event, EventBatch, EventConsumer, EventLog, open_log
 from sinks.log._format import FrameError, FrameInfo, LogRecord, read_frame, records_of, segments
 from sinks.log._log import LogReader, OffsetOutOfRange
 from sinks.log._sink import LogSink
@@ -24,6 +27,10 @@ def open_sink(config: LogSinkConfig, pipeline: object) -> LogSink:
 __all__ = [
     "Config",
     "Consumer",
+    "Event",
+    "EventBatch",
+    "EventConsumer",
+    "EventLog",
     "FrameError",
     "FrameInfo",
     "LogReader",
@@ -33,6 +40,7 @@ __all__ = [
     "LogSinkConfig",
     "LogWriter",
     "OffsetOutOfRange",
+    "open_log",
     "open_sink",
     "parse_since",
     "read_frame",
