@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import struct
 import time
@@ -19,8 +20,11 @@ from typing import Any
 import fastavro
 
 from cdc._avrofast import Unsupported, Writer, compile_writer
+from cdc.errors import SourceError
 from cdc.model import (
+    NO_DEFAULT,
     ChangeBatch,
+    Column,
     EncodedBatch,
     EncodedRecord,
     RowChange,
@@ -155,18 +159,79 @@ def variable_scale(value: Decimal) -> dict[str, Any]:
 
 
 # --- names ----------------------------------------------------------------------------------------
+#
+# Debezium names things in two steps, and so do we:
+# - the topic: ``<prefix>.<schema>.<table>`` with every character outside ``[A-Za-z0-9._-]``
+#   replaced by ``_`` (its topic naming strategy's ``sanitizedTopicName``): Kafka accepts it;
+# - Avro names, from that topic: the record full names ``<topic>.Value``/``.Key``/``.Envelope`` and
+#   the field names, with every character Avro does not allow replaced by ``_`` and a leading digit
+#   prefixed by ``_`` (``schema.name.adjustment.mode`` and ``field.name.adjustment.mode`` set to
+#   ``avro``, the settings Debezium's documentation gives for the Avro converter).
+# Java replaces per UTF-16 unit, so a character outside the Basic Multilingual Plane becomes ``__``;
+# so does ours, to give the same names.
 
-_INVALID = re.compile(r"[^A-Za-z0-9_]")
+_TOPIC_INVALID = re.compile(r"[^A-Za-z0-9._-]+")
+_NAME_INVALID = re.compile(r"[^A-Za-z0-9_]+")
+MAX_TOPIC_LENGTH = 249  # Kafka's limit, where Debezium truncates
+
+
+def _underscores(m: re.Match[str]) -> str:
+    return "_" * sum(2 if ord(ch) > 0xFFFF else 1 for ch in m.group())
+
+
+def topic_name(*parts: str) -> str:
+    """The topic of ``parts`` joined by ``.``, as Debezium's default topic naming strategy makes it.
+
+    ``topic_name("shop", "public", "Spaced Table") == "shop.public.Spaced_Table"``. Sources name
+    every table's topic with it, so the log, Kafka and NATS all see the same, legal topic.
+    """
+    topic = _TOPIC_INVALID.sub(_underscores, ".".join(parts))
+    if len(topic) > MAX_TOPIC_LENGTH:
+        return topic[:MAX_TOPIC_LENGTH]
+    return {".": "_", "..": "__"}.get(topic, topic)
 
 
 def avro_name(part: str) -> str:
-    """Debezium's sanitising of one name part: invalid characters become ``_``."""
-    s = _INVALID.sub("_", part)
+    """One Avro name (a field, or one part of a namespace), as Debezium's ``avro`` field-name
+    adjustment makes it: characters other than ``[A-Za-z0-9_]`` become ``_``, and a leading digit
+    is kept behind an ``_`` (``"1st"`` -> ``"_1st"``, ``"a-b"`` -> ``"a_b"``)."""
+    s = _NAME_INVALID.sub(_underscores, part)
     return s if s and not s[0].isdigit() else "_" + s
 
 
 def avro_namespace(topic: str) -> str:
+    """The Avro namespace of the records of ``topic``: each dot-separated part an Avro name.
+
+    Debezium's adjuster works on the full name and so fixes a leading digit of its first part only
+    (``"1db.public.t"`` -> ``"_1db.public.t"``), leaving ``"p.public.1t"`` as it is, which is not a
+    valid Avro namespace (strict Avro libraries refuse it); ours prefixes every such part with
+    ``_`` (``"p.public._1t"``), identical wherever Debezium's name is valid Avro.
+    """
     return ".".join(avro_name(p) for p in topic.split("."))
+
+
+def field_names(table: TableSchema) -> list[str]:
+    """The Avro field name of each column of ``table``, in column order.
+
+    Raises ``SourceError`` (not retryable) naming the columns when two of them become the same
+    field (``"a b"`` and ``"a_b"`` both become ``a_b``): an Avro record cannot hold two fields of
+    one name. Debezium's ``avro`` adjustment refuses such columns as well (it stops the connector
+    with a ConnectException); it does not rename them.
+    """
+    names = [avro_name(c.name) for c in table.columns]
+    if len(set(names)) == len(names):
+        return names
+    clashes: dict[str, list[str]] = {}
+    for c, n in zip(table.columns, names, strict=True):
+        clashes.setdefault(n, []).append(c.name)
+    n, cols = next((n, cols) for n, cols in clashes.items() if len(cols) > 1)
+    listed = ", ".join(repr(c) for c in cols)
+    raise SourceError(
+        f"table {table.qualified}: columns {listed} all become the avro field name {n!r} "
+        "(characters other than letters, digits and _ become _); rename all but one of them, "
+        "or leave them out with a drop_columns transform (docs/transforms.md)",
+        retryable=False,
+    )
 
 
 # --- schemas --------------------------------------------------------------------------------------
@@ -176,6 +241,71 @@ def _field(name: str, avro_type: Any, optional: bool) -> dict[str, Any]:
     if optional:
         return {"name": name, "type": ["null", avro_type], "default": None}
     return {"name": name, "type": avro_type}
+
+
+# Properties Confluent's AvroData writes after ``connect.default`` (it writes connect.doc,
+# connect.version, connect.parameters, connect.default, connect.name, connect.type in that order;
+# ``logicalType`` comes later still).
+_AFTER_DEFAULT = ("connect.name", "connect.type", "logicalType")
+
+
+def default_json(avro_type: Any, value: Any) -> Any:
+    """The JSON form of a column default ``value`` (the value as a row holds it) for a field of
+    ``avro_type``, as Confluent's AvroData writes a Connect default; ``NO_DEFAULT`` when the
+    type takes none here (records and arrays: Debezium gives Struct defaults up; non-finite floats:
+    JSON has no literal for them).
+
+    Bytes (and decimals, as their unscaled bytes) become a string of one character per byte
+    (ISO-8859-1), as the Avro specification writes bytes defaults.
+    """
+    if value is None or value is NO_DEFAULT:
+        return NO_DEFAULT
+    base = avro_type.get("type") if isinstance(avro_type, dict) else avro_type
+    if base == "bytes":
+        if isinstance(value, Decimal):
+            if not isinstance(avro_type, dict) or avro_type.get("logicalType") != "decimal":
+                return NO_DEFAULT
+            value = decimal_bytes(value, int(avro_type.get("scale", 0)))
+        return value.decode("latin-1") if isinstance(value, bytes) else NO_DEFAULT
+    if base == "boolean":
+        return value if isinstance(value, bool) else NO_DEFAULT
+    if base in ("int", "long"):
+        return value if isinstance(value, int) and not isinstance(value, bool) else NO_DEFAULT
+    if base in ("float", "double"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok and math.isfinite(value) else NO_DEFAULT
+    if base == "string":
+        return value if isinstance(value, str) else NO_DEFAULT
+    return NO_DEFAULT
+
+
+def _with_default(avro_type: Any, value: Any) -> Any:
+    """``avro_type`` carrying ``connect.default``, where AvroData puts it among the properties."""
+    t = {"type": avro_type} if isinstance(avro_type, str) else avro_type
+    out: dict[str, Any] = {}
+    for k, v in t.items():
+        if k in _AFTER_DEFAULT and "connect.default" not in out:
+            out["connect.default"] = value
+        if k != "connect.default":
+            out[k] = v
+    out.setdefault("connect.default", value)
+    return out
+
+
+def column_field(name: str, column: Column, avro_type: Any, optional: bool) -> dict[str, Any]:
+    """The record field of ``column``, as AvroConverter writes the field Debezium makes of it.
+
+    With a default: the field's ``default`` and the type's ``connect.default`` hold it, and an
+    optional field's union puts the type first (``[T, "null"]``: an Avro default must match the
+    union's first branch). Without: ``["null", T]`` with default null when optional.
+    """
+    value = default_json(avro_type, column.default)
+    if value is NO_DEFAULT:
+        return _field(name, avro_type, optional)
+    typed = _with_default(avro_type, value)
+    if optional:
+        return {"name": name, "type": [typed, "null"], "default": value}
+    return {"name": name, "type": typed, "default": value}
 
 
 def _once(t: Any, seen: set[str]) -> Any:
@@ -199,14 +329,17 @@ def _once(t: Any, seen: set[str]) -> Any:
 
 def value_record(table: TableSchema) -> dict[str, Any]:
     seen: set[str] = set()
+    ns = avro_namespace(table.topic)
+    names = field_names(table)
     return {
         "type": "record",
         "name": "Value",
-        "namespace": avro_namespace(table.topic),
+        "namespace": ns,
         "fields": [
-            _field(avro_name(c.name), _once(c.avro, seen), c.optional) for c in table.columns
+            column_field(n, c, _once(c.avro, seen), c.optional)
+            for n, c in zip(names, table.columns, strict=True)
         ],
-        "connect.name": f"{table.topic}.Value",
+        "connect.name": f"{ns}.Value",
     }
 
 
@@ -214,15 +347,17 @@ def key_schema(table: TableSchema) -> dict[str, Any] | None:
     if not table.key:
         return None
     seen: set[str] = set()
+    ns = avro_namespace(table.topic)
+    names = field_names(table)
     return {
         "type": "record",
         "name": "Key",
-        "namespace": avro_namespace(table.topic),
+        "namespace": ns,
         "fields": [
-            _field(avro_name(table.columns[i].name), _once(table.columns[i].avro, seen), False)
+            column_field(names[i], table.columns[i], _once(table.columns[i].avro, seen), False)
             for i in table.key
         ],
-        "connect.name": f"{table.topic}.Key",
+        "connect.name": f"{ns}.Key",
     }
 
 
@@ -293,18 +428,39 @@ def envelope_schema(table: TableSchema, source_schema: dict[str, Any]) -> dict[s
             {"name": "ts_ns", "type": OPTIONAL_LONG, "default": None},
         ],
         "connect.version": 2,
-        "connect.name": f"{table.topic}.Envelope",
+        "connect.name": f"{ns}.Envelope",
     }
 
 
+TX_COLLECTION: dict[str, Any] = {
+    "type": "record",
+    "name": "collection",
+    "namespace": "event",
+    "fields": [
+        {"name": "data_collection", "type": "string"},
+        {"name": "event_count", "type": "long"},
+    ],
+    "connect.version": 1,
+    "connect.name": "event.collection",
+}
+
+
 def transaction_schemas(prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Key and value schemas of Debezium's transaction metadata topic."""
+    """Key and value schemas of Debezium's transaction metadata topic.
+
+    As AvroConverter writes the Connect schemas of Debezium's SchemaFactory
+    (``transactionKeySchema``, ``transactionValueSchema``): both version 1; ``data_collections`` an
+    optional array of optional ``event.collection`` (version 1) structs, so its items are the union
+    ``["null", event.collection]``. ``prefix`` does not enter the schemas (Debezium's names are
+    fixed), only the subjects they are registered under.
+    """
     ns = "io.debezium.connector.common"
     key = {
         "type": "record",
         "name": "TransactionMetadataKey",
         "namespace": ns,
         "fields": [{"name": "id", "type": "string"}],
+        "connect.version": 1,
         "connect.name": f"{ns}.TransactionMetadataKey",
     }
     value = {
@@ -317,25 +473,12 @@ def transaction_schemas(prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
             {"name": "event_count", "type": OPTIONAL_LONG, "default": None},
             {
                 "name": "data_collections",
-                "type": [
-                    "null",
-                    {
-                        "type": "array",
-                        "items": {
-                            "type": "record",
-                            "name": "ConnectDefault",
-                            "namespace": "io.confluent.connect.avro",
-                            "fields": [
-                                {"name": "data_collection", "type": "string"},
-                                {"name": "event_count", "type": "long"},
-                            ],
-                        },
-                    },
-                ],
+                "type": ["null", {"type": "array", "items": ["null", TX_COLLECTION]}],
                 "default": None,
             },
             {"name": "ts_ms", "type": "long"},
         ],
+        "connect.version": 1,
         "connect.name": f"{ns}.TransactionMetadataValue",
     }
     return key, value
@@ -384,7 +527,7 @@ class _TableCodec:
     ):
         env = envelope_schema(table, source_schema)
         key = key_schema(table)
-        self.names = [avro_name(c.name) for c in table.columns]
+        self.names = field_names(table)
         self.value_schema = fastavro.parse_schema(env, _write_hint=False)
         self.value_id = registry.register(f"{table.topic}-value", env)
         self.value_head = frame(self.value_id, b"")
@@ -400,7 +543,7 @@ class _TableCodec:
             self.key_schema = parsed_key = fastavro.parse_schema(key, _write_hint=False)
             self.key_id = registry.register(f"{table.topic}-key", key)
             self.key_head = frame(self.key_id, b"")
-            self.key_names = [(avro_name(table.columns[i].name), i) for i in table.key]
+            self.key_names = [(self.names[i], i) for i in table.key]
             if specialise:
                 # The key record reads the key columns straight from the row tuple.
                 self.fast_key = _specialise(
@@ -459,7 +602,7 @@ class _TxCodec:
             self.fast_key = _specialise(self.key_schema, {f"{ns}.{k['name']}": None})
             self.fast_value = _specialise(
                 self.value_schema,
-                {f"{ns}.{v['name']}": None, "io.confluent.connect.avro.ConnectDefault": None},
+                {f"{ns}.{v['name']}": None, "event.collection": None},
             )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cdc.avro import topic_name
 from cdc.model import Column, TableSchema
 from sources.mysql._types import ColumnType, Converter, mapping
 
@@ -47,7 +48,7 @@ class SchemaCache:
             )
             for i, ((name, _, optional), m) in enumerate(zip(columns, maps, strict=True))
         )
-        schema = TableSchema(f"{self.prefix}.{db}.{table}", db, table, cols, key)
+        schema = TableSchema(topic_name(self.prefix, db, table), db, table, cols, key)
         v = TableVersion(
             schema,
             [m.from_binlog for m in maps],

@@ -347,7 +347,7 @@ class PostgresSource:
             if is_key:
                 key.append(idx)
         table = TableSchema(
-            topic=f"{self.prefix}.{ns}.{name}",
+            topic=avro.topic_name(self.prefix, ns, name),
             namespace=ns,
             table=name,
             columns=tuple(columns),
