@@ -634,14 +634,36 @@ class Encoder:
         self._tombstones = tombstones
         self._codecs: dict[int, tuple[TableSchema, _TableCodec]] = {}
         self._tx: _TxCodec | None = None
+        # topic -> ((namespace, table), whether the topic is the table's own sanitised name)
+        self._topics: dict[str, tuple[tuple[str, str], bool]] = {}
 
     def _codec(self, table: TableSchema) -> _TableCodec:
         hit = self._codecs.get(id(table))
         if hit is not None and hit[0] is table:
             return hit[1]
+        self._check_topic(table)
         codec = _TableCodec(table, self._source_schema, self._registry, self._specialise)
         self._codecs[id(table)] = (table, codec)
         return codec
+
+    def _check_topic(self, table: TableSchema) -> None:
+        """Refuse two tables whose names sanitise to one topic (``"Order Lines"`` and
+        ``Order_Lines``): their events would share a topic, its schemas and its keys. Topics a
+        transform routed on purpose (RegexRouter merging shards) are not names made by
+        sanitising, and are let through."""
+        me = (table.namespace, table.table)
+        natural = table.topic.endswith("." + topic_name(*me))
+        owner = self._topics.setdefault(table.topic, (me, natural))
+        if owner[0] == me or not (natural and owner[1]):
+            return
+        (ns, name) = owner[0]
+        raise SourceError(
+            f"tables {ns}.{name!r} and {table.namespace}.{table.table!r} both have the topic "
+            f"{table.topic!r} (characters other than letters, digits, '.', '_' and '-' become "
+            "'_' in topic names, as in Debezium); capture only one of them, or give one another "
+            "topic with a route_topics transform (docs/transforms.md)",
+            retryable=False,
+        )
 
     def _tx_codec(self) -> _TxCodec:
         if self._tx is None:

@@ -400,3 +400,29 @@ def test_defaults_of_other_forms_are_left_out() -> None:
     assert avro.default_json("double", float("nan")) is NO_DEFAULT
     assert avro.default_json("int", "7") is NO_DEFAULT  # a source bug must not break the schema
     assert avro.default_json("bytes", Decimal(1)) is NO_DEFAULT
+
+
+def test_tables_that_sanitise_to_one_topic_are_refused() -> None:
+    a, b = odd_table("Order Lines"), odd_table("Order_Lines")
+    assert a.topic == b.topic == "p.public.Order_Lines"
+    enc = avro.Encoder(Registry(), SOURCE, None, False)
+    enc.encode(ChangeBatch([RowChange(a, "c", None, (1, "x", None), {"ts_us": 1}, 1, "a")], {}))
+    with pytest.raises(SourceError) as e:
+        enc.encode(ChangeBatch([RowChange(b, "c", None, (1, "x", None), {"ts_us": 1}, 1, "b")], {}))
+    assert not e.value.retryable
+    assert "public.'Order Lines' and public.'Order_Lines'" in str(e.value)
+    assert "'p.public.Order_Lines'" in str(e.value)
+
+
+def test_tables_routed_to_one_topic_on_purpose_are_let_through() -> None:
+    shards = [odd_table(f"shard_{i}") for i in (1, 2)]
+    merged = [
+        TableSchema("p.public.shards", t.namespace, t.table, t.columns, t.key) for t in shards
+    ]
+    enc = avro.Encoder(Registry(), SOURCE, None, False)
+    out = enc.encode(
+        ChangeBatch(
+            [RowChange(t, "c", None, (1, "x", None), {"ts_us": 1}, 1, "a") for t in merged], {}
+        )
+    )
+    assert [r.topic for r in out.records] == ["p.public.shards"] * 2
