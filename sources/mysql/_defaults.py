@@ -6,14 +6,17 @@ expression with ``DEFAULT_GENERATED`` in ``EXTRA``; MariaDB quotes string litera
 prints ``NULL`` for a null default and functions with parentheses (``current_timestamp()``).
 
 Carried, as Debezium's BinlogDefaultValueConverter converts them: integers (``true``/``false``
-as 1/0), decimals, float and double, char/varchar/text/enum/set strings, and
+as 1/0), decimals, float and double, char/varchar/text/enum/set strings, date, datetime, time and
+year literals (a zero date: the epoch when NOT NULL, none when nullable), and
 ``CURRENT_TIMESTAMP`` on a NOT NULL datetime or timestamp column (the epoch, Debezium's value for
-it). Not carried yet: other date and time literals, bit, binary, json and year defaults, and
-expression defaults, which get no default.
+it). Not carried yet: timestamp literals (Debezium reads them in the JVM's time zone), bit, binary
+and json defaults; expression defaults get none, in Debezium too.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -71,4 +74,34 @@ def column_default(
         return NO_DEFAULT
     if k in _STRINGS:
         return text
+    if k in ("date", "datetime", "time", "year"):
+        return _temporal(text, t, m, optional)
     return NO_DEFAULT
+
+
+_TIME = re.compile(r"(-)?(\d+):(\d\d):(\d\d)(?:\.(\d{1,6}))?")
+
+
+def _temporal(text: str, t: ColumnType, m: Mapping, optional: bool) -> Any:
+    """Date, datetime, time and year literals, as BinlogDefaultValueConverter reads them: a zero
+    date (``0000-00-00``) is no default on a nullable column and the epoch on a NOT NULL one."""
+    if t.kind == "year":
+        return int(text) if text.isdigit() else NO_DEFAULT
+    if t.kind == "time":
+        mt = _TIME.fullmatch(text)
+        if mt is None:
+            return NO_DEFAULT
+        neg, h, mi, sec, frac = mt.groups()
+        us = ((int(h) * 60 + int(mi)) * 60 + int(sec)) * 1_000_000 + int((frac or "").ljust(6, "0"))
+        return -us if neg else us
+    if text.startswith("0000-00-00") or text == "0":
+        return NO_DEFAULT if optional else m.fallback
+    try:
+        if t.kind == "date":
+            value: Any = date.fromisoformat(text[:10])
+        else:
+            value = datetime.fromisoformat(text)
+    except ValueError:
+        return NO_DEFAULT  # a zero-in-part date ('2020-00-15') and the like
+    assert m.from_select is not None
+    return m.from_select(value)

@@ -53,7 +53,25 @@ def test_current_timestamp_is_the_epoch_on_not_null_columns_only() -> None:
 
 def test_what_is_not_carried() -> None:
     assert default("rand()", "double", extra="DEFAULT_GENERATED") is NO_DEFAULT
-    assert default("2024-02-29", "date") is NO_DEFAULT
+    assert default("2024-01-02 03:04:05", "timestamp") is NO_DEFAULT
     assert default("b'1'", "bit", length=1) is NO_DEFAULT
     assert default("x", "int") is NO_DEFAULT
     assert default("TRUE", "tinyint") == 1
+
+
+@pytest.mark.parametrize("mariadb", [False, True])
+def test_date_and_time_literals(mariadb: bool) -> None:
+    q = (lambda s: f"'{s}'") if mariadb else (lambda s: s)
+    assert default(q("2024-02-29"), "date", mariadb=mariadb) == 19782
+    assert default(q("2024-01-02 03:04:05.5"), "datetime", fsp=1, mariadb=mariadb) == (
+        1704164645500
+    )
+    assert default(q("2024-01-02 03:04:05"), "datetime", fsp=6, mariadb=mariadb) == (
+        1704164645000000
+    )
+    assert default(q("-838:59:59"), "time", mariadb=mariadb) == -3020399000000
+    assert default(q("2024"), "year", mariadb=mariadb) == 2024
+    # Zero dates: none on a nullable column, the epoch on a NOT NULL one (as Debezium).
+    assert default(q("0000-00-00"), "date", mariadb=mariadb) is NO_DEFAULT
+    assert default(q("0000-00-00 00:00:00"), "datetime", optional=False, mariadb=mariadb) == 0
+    assert default(q("2020-00-15"), "date", mariadb=mariadb) is NO_DEFAULT

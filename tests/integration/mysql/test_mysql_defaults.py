@@ -24,6 +24,8 @@ DDL = (
     "label VARCHAR(20) DEFAULT 'it''s', c ENUM('a','b') NOT NULL DEFAULT 'b', "
     "flag BOOLEAN DEFAULT TRUE, "
     "seen TIMESTAMP NOT NULL DEFAULT CURRENT_TIMESTAMP, born DATE DEFAULT '2024-02-29', "
+    "tm TIME DEFAULT '-12:00:00', dt DATETIME(3) DEFAULT '2024-01-02 03:04:05.5', "
+    "y YEAR DEFAULT 2024, "
     "nul VARCHAR(5) DEFAULT NULL, `a b` TEXT)"
 )
 
@@ -73,7 +75,10 @@ def test_defaults_in_the_schema_snapshot_and_binlog_alike(
         "c": "b",
         "flag": 1,  # BOOLEAN is TINYINT(1): an int16
         "seen": "1970-01-01T00:00:00Z",  # CURRENT_TIMESTAMP on NOT NULL: the epoch
-        "born": None,  # date literals are not carried yet (TYPES.md)
+        "born": 19782,  # days since 1970
+        "tm": -43_200_000_000,
+        "dt": 1704164645500,
+        "y": 2024,
         "nul": None,
         "a_b": None,
     }
