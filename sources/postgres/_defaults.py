@@ -18,6 +18,7 @@ print constants in the form those converters read.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -102,5 +103,10 @@ def column_default(expr: str | None, type_oid: int, mapping: Mapping, resolve: R
     except (ValueError, IndexError, TypeError, ArithmeticError):
         return NO_DEFAULT  # as Debezium: a default it cannot parse is left out
     # A struct (numeric without a scale: VariableScaleDecimal) cannot be a Connect default;
-    # Debezium leaves it out.
-    return NO_DEFAULT if value is None or isinstance(value, dict) else value
+    # Debezium leaves it out. Nor can JSON hold NaN or an infinity (and NaN, unequal to itself,
+    # would make every announcement of the table look like a new version).
+    if value is None or isinstance(value, dict):
+        return NO_DEFAULT
+    if isinstance(value, float) and not math.isfinite(value):
+        return NO_DEFAULT
+    return value
