@@ -426,3 +426,23 @@ def test_tables_routed_to_one_topic_on_purpose_are_let_through() -> None:
         )
     )
     assert [r.topic for r in out.records] == ["p.public.shards"] * 2
+
+
+@pytest.mark.parametrize("prefix", ["my shop", "café", "a/b", "x" * 201, ""])
+def test_topic_prefix_must_be_a_legal_topic_name(prefix: str) -> None:
+    """Debezium validates topic.prefix: every topic starts with it, unsanitised."""
+    from cdc.config import parse
+    from cdc.errors import ConfigError
+
+    text = f"""
+pipelines:
+  - name: shop
+    topic_prefix: "{prefix}"
+    source: {{type: postgres, dsn: "host=127.0.0.1 dbname=shop", tables: ["public.t"]}}
+    sink: {{type: log, path: ./data}}
+"""
+    with pytest.raises(ConfigError, match=r"pipelines\[0\]\.topic_prefix: .*invalid topic prefix"):
+        parse(text)
+    assert parse(text.replace(f'"{prefix}"', '"my-shop.v2_x"')).pipelines[0].prefix == (
+        "my-shop.v2_x"
+    )
