@@ -2,14 +2,20 @@
 
 Schema names, ``connect.name`` annotations and field order follow what Debezium's AvroConverter
 produces, so consumers written for Debezium (Flink's debezium-avro-confluent, ksqlDB, Kafka Connect
-sinks with ExtractNewRecordState) read these events unchanged.
+sinks with ExtractNewRecordState) read these events unchanged. Topic, record and field names are
+made in ``cdc._names`` (re-exported here).
+
+Past 500 lines: the semantic types, the schema builders and the encoder are one module because
+the encoder's specialised writers are planned from the exact shapes these builders return (field
+order, union order); the next split would move the encoder (from "framing" down) to a module of
+its own.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import re
+import math
 import struct
 import time
 from collections.abc import Callable
@@ -19,8 +25,16 @@ from typing import Any
 import fastavro
 
 from cdc._avrofast import Unsupported, Writer, compile_writer
+from cdc._names import MAX_TOPIC_LENGTH as MAX_TOPIC_LENGTH
+from cdc._names import avro_name as avro_name
+from cdc._names import avro_namespace as avro_namespace
+from cdc._names import field_names as field_names
+from cdc._names import topic_name as topic_name
+from cdc.errors import SourceError
 from cdc.model import (
+    NO_DEFAULT,
     ChangeBatch,
+    Column,
     EncodedBatch,
     EncodedRecord,
     RowChange,
@@ -154,21 +168,6 @@ def variable_scale(value: Decimal) -> dict[str, Any]:
     return {"scale": -exponent, "value": unscaled_bytes(unscaled)}
 
 
-# --- names ----------------------------------------------------------------------------------------
-
-_INVALID = re.compile(r"[^A-Za-z0-9_]")
-
-
-def avro_name(part: str) -> str:
-    """Debezium's sanitising of one name part: invalid characters become ``_``."""
-    s = _INVALID.sub("_", part)
-    return s if s and not s[0].isdigit() else "_" + s
-
-
-def avro_namespace(topic: str) -> str:
-    return ".".join(avro_name(p) for p in topic.split("."))
-
-
 # --- schemas --------------------------------------------------------------------------------------
 
 
@@ -176,6 +175,71 @@ def _field(name: str, avro_type: Any, optional: bool) -> dict[str, Any]:
     if optional:
         return {"name": name, "type": ["null", avro_type], "default": None}
     return {"name": name, "type": avro_type}
+
+
+# Properties Confluent's AvroData writes after ``connect.default`` (it writes connect.doc,
+# connect.version, connect.parameters, connect.default, connect.name, connect.type in that order;
+# ``logicalType`` comes later still).
+_AFTER_DEFAULT = ("connect.name", "connect.type", "logicalType")
+
+
+def default_json(avro_type: Any, value: Any) -> Any:
+    """The JSON form of a column default ``value`` (the value as a row holds it) for a field of
+    ``avro_type``, as Confluent's AvroData writes a Connect default; ``NO_DEFAULT`` when the
+    type takes none here (records and arrays: Debezium gives Struct defaults up; non-finite floats:
+    JSON has no literal for them).
+
+    Bytes (and decimals, as their unscaled bytes) become a string of one character per byte
+    (ISO-8859-1), as the Avro specification writes bytes defaults.
+    """
+    if value is None or value is NO_DEFAULT:
+        return NO_DEFAULT
+    base = avro_type.get("type") if isinstance(avro_type, dict) else avro_type
+    if base == "bytes":
+        if isinstance(value, Decimal):
+            if not isinstance(avro_type, dict) or avro_type.get("logicalType") != "decimal":
+                return NO_DEFAULT
+            value = decimal_bytes(value, int(avro_type.get("scale", 0)))
+        return value.decode("latin-1") if isinstance(value, bytes) else NO_DEFAULT
+    if base == "boolean":
+        return value if isinstance(value, bool) else NO_DEFAULT
+    if base in ("int", "long"):
+        return value if isinstance(value, int) and not isinstance(value, bool) else NO_DEFAULT
+    if base in ("float", "double"):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok and math.isfinite(value) else NO_DEFAULT
+    if base == "string":
+        return value if isinstance(value, str) else NO_DEFAULT
+    return NO_DEFAULT
+
+
+def _with_default(avro_type: Any, value: Any) -> Any:
+    """``avro_type`` carrying ``connect.default``, where AvroData puts it among the properties."""
+    t = {"type": avro_type} if isinstance(avro_type, str) else avro_type
+    out: dict[str, Any] = {}
+    for k, v in t.items():
+        if k in _AFTER_DEFAULT and "connect.default" not in out:
+            out["connect.default"] = value
+        if k != "connect.default":
+            out[k] = v
+    out.setdefault("connect.default", value)
+    return out
+
+
+def column_field(name: str, column: Column, avro_type: Any, optional: bool) -> dict[str, Any]:
+    """The record field of ``column``, as AvroConverter writes the field Debezium makes of it.
+
+    With a default: the field's ``default`` and the type's ``connect.default`` hold it, and an
+    optional field's union puts the type first (``[T, "null"]``: an Avro default must match the
+    union's first branch). Without: ``["null", T]`` with default null when optional.
+    """
+    value = default_json(avro_type, column.default)
+    if value is NO_DEFAULT:
+        return _field(name, avro_type, optional)
+    typed = _with_default(avro_type, value)
+    if optional:
+        return {"name": name, "type": [typed, "null"], "default": value}
+    return {"name": name, "type": typed, "default": value}
 
 
 def _once(t: Any, seen: set[str]) -> Any:
@@ -199,14 +263,17 @@ def _once(t: Any, seen: set[str]) -> Any:
 
 def value_record(table: TableSchema) -> dict[str, Any]:
     seen: set[str] = set()
+    ns = avro_namespace(table.topic)
+    names = field_names(table)
     return {
         "type": "record",
         "name": "Value",
-        "namespace": avro_namespace(table.topic),
+        "namespace": ns,
         "fields": [
-            _field(avro_name(c.name), _once(c.avro, seen), c.optional) for c in table.columns
+            column_field(n, c, _once(c.avro, seen), c.optional)
+            for n, c in zip(names, table.columns, strict=True)
         ],
-        "connect.name": f"{table.topic}.Value",
+        "connect.name": f"{ns}.Value",
     }
 
 
@@ -214,15 +281,17 @@ def key_schema(table: TableSchema) -> dict[str, Any] | None:
     if not table.key:
         return None
     seen: set[str] = set()
+    ns = avro_namespace(table.topic)
+    names = field_names(table)
     return {
         "type": "record",
         "name": "Key",
-        "namespace": avro_namespace(table.topic),
+        "namespace": ns,
         "fields": [
-            _field(avro_name(table.columns[i].name), _once(table.columns[i].avro, seen), False)
+            column_field(names[i], table.columns[i], _once(table.columns[i].avro, seen), False)
             for i in table.key
         ],
-        "connect.name": f"{table.topic}.Key",
+        "connect.name": f"{ns}.Key",
     }
 
 
@@ -293,18 +362,39 @@ def envelope_schema(table: TableSchema, source_schema: dict[str, Any]) -> dict[s
             {"name": "ts_ns", "type": OPTIONAL_LONG, "default": None},
         ],
         "connect.version": 2,
-        "connect.name": f"{table.topic}.Envelope",
+        "connect.name": f"{ns}.Envelope",
     }
 
 
+TX_COLLECTION: dict[str, Any] = {
+    "type": "record",
+    "name": "collection",
+    "namespace": "event",
+    "fields": [
+        {"name": "data_collection", "type": "string"},
+        {"name": "event_count", "type": "long"},
+    ],
+    "connect.version": 1,
+    "connect.name": "event.collection",
+}
+
+
 def transaction_schemas(prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Key and value schemas of Debezium's transaction metadata topic."""
+    """Key and value schemas of Debezium's transaction metadata topic.
+
+    As AvroConverter writes the Connect schemas of Debezium's SchemaFactory
+    (``transactionKeySchema``, ``transactionValueSchema``): both version 1; ``data_collections`` an
+    optional array of optional ``event.collection`` (version 1) structs, so its items are the union
+    ``["null", event.collection]``. ``prefix`` does not enter the schemas (Debezium's names are
+    fixed), only the subjects they are registered under.
+    """
     ns = "io.debezium.connector.common"
     key = {
         "type": "record",
         "name": "TransactionMetadataKey",
         "namespace": ns,
         "fields": [{"name": "id", "type": "string"}],
+        "connect.version": 1,
         "connect.name": f"{ns}.TransactionMetadataKey",
     }
     value = {
@@ -317,25 +407,12 @@ def transaction_schemas(prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
             {"name": "event_count", "type": OPTIONAL_LONG, "default": None},
             {
                 "name": "data_collections",
-                "type": [
-                    "null",
-                    {
-                        "type": "array",
-                        "items": {
-                            "type": "record",
-                            "name": "ConnectDefault",
-                            "namespace": "io.confluent.connect.avro",
-                            "fields": [
-                                {"name": "data_collection", "type": "string"},
-                                {"name": "event_count", "type": "long"},
-                            ],
-                        },
-                    },
-                ],
+                "type": ["null", {"type": "array", "items": ["null", TX_COLLECTION]}],
                 "default": None,
             },
             {"name": "ts_ms", "type": "long"},
         ],
+        "connect.version": 1,
         "connect.name": f"{ns}.TransactionMetadataValue",
     }
     return key, value
@@ -384,7 +461,7 @@ class _TableCodec:
     ):
         env = envelope_schema(table, source_schema)
         key = key_schema(table)
-        self.names = [avro_name(c.name) for c in table.columns]
+        self.names = field_names(table)
         self.value_schema = fastavro.parse_schema(env, _write_hint=False)
         self.value_id = registry.register(f"{table.topic}-value", env)
         self.value_head = frame(self.value_id, b"")
@@ -400,7 +477,7 @@ class _TableCodec:
             self.key_schema = parsed_key = fastavro.parse_schema(key, _write_hint=False)
             self.key_id = registry.register(f"{table.topic}-key", key)
             self.key_head = frame(self.key_id, b"")
-            self.key_names = [(avro_name(table.columns[i].name), i) for i in table.key]
+            self.key_names = [(self.names[i], i) for i in table.key]
             if specialise:
                 # The key record reads the key columns straight from the row tuple.
                 self.fast_key = _specialise(
@@ -459,7 +536,7 @@ class _TxCodec:
             self.fast_key = _specialise(self.key_schema, {f"{ns}.{k['name']}": None})
             self.fast_value = _specialise(
                 self.value_schema,
-                {f"{ns}.{v['name']}": None, "io.confluent.connect.avro.ConnectDefault": None},
+                {f"{ns}.{v['name']}": None, "event.collection": None},
             )
 
 
@@ -491,14 +568,36 @@ class Encoder:
         self._tombstones = tombstones
         self._codecs: dict[int, tuple[TableSchema, _TableCodec]] = {}
         self._tx: _TxCodec | None = None
+        # topic -> ((namespace, table), whether the topic is the table's own sanitised name)
+        self._topics: dict[str, tuple[tuple[str, str], bool]] = {}
 
     def _codec(self, table: TableSchema) -> _TableCodec:
         hit = self._codecs.get(id(table))
         if hit is not None and hit[0] is table:
             return hit[1]
+        self._check_topic(table)
         codec = _TableCodec(table, self._source_schema, self._registry, self._specialise)
         self._codecs[id(table)] = (table, codec)
         return codec
+
+    def _check_topic(self, table: TableSchema) -> None:
+        """Refuse two tables whose names sanitise to one topic (``"Order Lines"`` and
+        ``Order_Lines``): their events would share a topic, its schemas and its keys. Topics a
+        transform routed on purpose (RegexRouter merging shards) are not names made by
+        sanitising, and are let through."""
+        me = (table.namespace, table.table)
+        natural = table.topic.endswith("." + topic_name(*me))
+        owner = self._topics.setdefault(table.topic, (me, natural))
+        if owner[0] == me or not (natural and owner[1]):
+            return
+        (ns, name) = owner[0]
+        raise SourceError(
+            f"tables {ns}.{name!r} and {table.namespace}.{table.table!r} both have the topic "
+            f"{table.topic!r} (characters other than letters, digits, '.', '_' and '-' become "
+            "'_' in topic names, as in Debezium); capture only one of them, or give one another "
+            "topic with a route_topics transform (docs/transforms.md)",
+            retryable=False,
+        )
 
     def _tx_codec(self) -> _TxCodec:
         if self._tx is None:

@@ -41,6 +41,7 @@ SourceConfig = Annotated[Union[tuple(_source_models)], Field(discriminator="type
 SinkConfig = Annotated[Union[tuple(_sink_models)], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_TOPIC_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 
 class BatchConfig(BaseModel):
@@ -269,6 +270,17 @@ class PipelineConfig(BaseModel):
     def _name(cls, v: str) -> str:
         if not _NAME.match(v):
             raise ValueError(f"invalid pipeline name {v!r}: use letters, digits, _ . and -")
+        return v
+
+    @field_validator("topic_prefix")
+    @classmethod
+    def _topic_prefix(cls, v: str | None) -> str | None:
+        # As Debezium validates topic.prefix: every topic starts with it, and is sanitised to
+        # these characters (cdc.avro.topic_name) while the prefix must stay as configured.
+        if v is not None and not _TOPIC_PREFIX.fullmatch(v):
+            raise ValueError(
+                f"invalid topic prefix {v!r}: use letters, digits, _ . and - (at most 200)"
+            )
         return v
 
     @property

@@ -20,6 +20,30 @@ Position = dict[str, Any]
 Op = Literal["c", "u", "d", "r", "t"]
 
 
+class _NoDefault:
+    """The type of ``NO_DEFAULT``: one instance, falsy, printed by name."""
+
+    _instance: _NoDefault | None = None
+
+    def __new__(cls) -> _NoDefault:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NO_DEFAULT"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "NO_DEFAULT"
+
+
+NO_DEFAULT: Any = _NoDefault()
+"""``Column.default`` of a column without a default (or whose default Debezium does not carry)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     """One column of a captured table as it maps to Avro.
@@ -28,6 +52,11 @@ class Column:
     ``connect.name``); ``optional`` wraps it in a union with null. ``fallback`` is the value a
     required column takes when the source did not send it (a delete under REPLICA IDENTITY DEFAULT
     carries the key columns only), as Debezium does.
+
+    ``default`` is the column's default as a row value (the form the source's converter gives,
+    e.g. an ``int`` for an integer column, a ``Decimal`` for a decimal), carried in the Avro
+    schemas as Debezium carries it (see ``cdc.avro.column_field``); ``NO_DEFAULT`` (or None) when
+    the column has none, or one that is not a constant Debezium would convert.
     """
 
     name: str
@@ -35,6 +64,7 @@ class Column:
     optional: bool
     source_type: str
     fallback: Any = None
+    default: Any = NO_DEFAULT
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -39,7 +39,7 @@ from cdc.config import (
     TruncateColumns,
 )
 from cdc.errors import ConfigError
-from cdc.model import ChangeBatch, Column, RowChange, TableSchema, TxBoundary
+from cdc.model import NO_DEFAULT, ChangeBatch, Column, RowChange, TableSchema, TxBoundary
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +273,9 @@ class Transformer:
                     fn = _truncate_function(cfg.chars)
                 fallback = None if c.fallback is None else fn(c.fallback)
                 avro_type = c.avro if isinstance(cfg, TruncateColumns) else _masked()
-                cols[j] = replace(c, avro=avro_type, fallback=fallback)
+                # The default is dropped, not transformed: a schema must not carry the clear
+                # value of a masked or hashed column.
+                cols[j] = replace(c, avro=avro_type, fallback=fallback, default=NO_DEFAULT)
                 fns[j] = _chain(fns[j], fn)
         topic = self._route(table.topic)
         changed_columns = sources != list(range(len(table.columns))) or any(fns)

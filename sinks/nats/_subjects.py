@@ -6,6 +6,10 @@ must not hold whitespace or the wildcards ``*`` and ``>``; to keep subjects easy
 filter on, each token keeps only ``A-Z a-z 0-9 _ -`` and every other character becomes ``_``
 (``"Order Lines"`` -> ``Order_Lines``, ``café`` -> ``caf_``). A dot inside a schema or table name
 splits it into two tokens. Two topics that map to the same subject are refused (see ``SubjectMap``).
+
+Topics reach this sink already sanitised as Debezium sanitises them (``cdc.avro.topic_name``: only
+``A-Z a-z 0-9 . _ -``), so a table's subject is its topic with the prefix swapped, the same name
+the log and Kafka use; the token rule still guards topics renamed by a route_topics transform.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cdc.avro import topic_name
 from cdc.model import Column, TableSchema
+from sources.mysql._defaults import column_default
 from sources.mysql._types import ColumnType, Converter, mapping
 
 
@@ -34,20 +36,31 @@ class SchemaCache:
         table: str,
         columns: list[tuple[str, ColumnType, bool]],
         key: tuple[int, ...],
+        defaults: tuple[tuple[Any, Any], ...] = (),
+        mariadb: bool = False,
     ) -> TableVersion:
-        """The version of ``db.table`` with ``columns`` (name, type, optional) and ``key``."""
-        sig = (db, table, tuple(columns), key)
+        """The version of ``db.table`` with ``columns`` (name, type, optional) and ``key``;
+        ``defaults``: each column's (COLUMN_DEFAULT, EXTRA) from information_schema, or ()."""
+        sig = (db, table, tuple(columns), key, defaults)
         hit = self._versions.get(sig)
         if hit is not None:
             return hit
         maps = [mapping(t) for _, t, _ in columns]
+        raw = defaults or ((None, None),) * len(columns)
         cols = tuple(
             Column(
-                name, m.avro, optional and i not in key, m.name, None if optional else m.fallback
+                name,
+                m.avro,
+                optional and i not in key,
+                m.name,
+                None if optional else m.fallback,
+                column_default(d, extra, t, m, optional and i not in key, mariadb),
             )
-            for i, ((name, _, optional), m) in enumerate(zip(columns, maps, strict=True))
+            for i, ((name, t, optional), m, (d, extra)) in enumerate(
+                zip(columns, maps, raw, strict=True)
+            )
         )
-        schema = TableSchema(f"{self.prefix}.{db}.{table}", db, table, cols, key)
+        schema = TableSchema(topic_name(self.prefix, db, table), db, table, cols, key)
         v = TableVersion(
             schema,
             [m.from_binlog for m in maps],

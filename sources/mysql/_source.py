@@ -160,6 +160,7 @@ class MySqlSource:
         self._reader: BinLogStreamReader | None = None
         self._schemas = SchemaCache(prefix)
         self._json_cache: dict[tuple[str, str], frozenset[str]] = {}
+        self._default_cache: dict[tuple[str, str], dict[str, tuple[Any, Any]]] = {}
         self.is_mariadb = False
         self.version: tuple[int, ...] = ()
         self.mysql_gtids = False  # MySQL with gtid_mode=ON
@@ -373,6 +374,20 @@ class MySqlSource:
             self._json_cache[key] = hit
         return hit
 
+    def _defaults(self, db: str, table: str, names: list[str]) -> tuple[tuple[Any, Any], ...]:
+        """(COLUMN_DEFAULT, EXTRA) of each of ``names``, read once per table until a DDL, the
+        same for the snapshot and the binlog so that both make one table version."""
+        key = (db, table)
+        hit = self._default_cache.get(key)
+        if hit is None:
+            rows = self._all(
+                "SELECT COLUMN_NAME, COLUMN_DEFAULT, EXTRA FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s",
+                (db, table),
+            )
+            hit = self._default_cache[key] = {str(r[0]): (r[1], r[2]) for r in rows}
+        return tuple(hit.get(n, (None, None)) for n in names)
+
     def _catalog_version(self, cur: Any, db: str, table: str) -> TableVersion:
         cur.execute(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, "
@@ -391,7 +406,8 @@ class MySqlSource:
             if ckey == "PRI":
                 key.append(i)
         _refuse_unreadable(db, table, cols)
-        return self._schemas.version(db, table, cols, tuple(key))
+        defaults = self._defaults(db, table, [c[0] for c in cols])
+        return self._schemas.version(db, table, cols, tuple(key), defaults, self.is_mariadb)
 
     def _binlog_version(self, ev: TableMapEvent, where: str) -> TableVersion:
         json_cols = self._json_columns(ev.schema, ev.table)
@@ -412,7 +428,10 @@ class MySqlSource:
             if c.is_primary:
                 key.append(i)
         _refuse_unreadable(ev.schema, ev.table, cols)
-        return self._schemas.version(ev.schema, ev.table, cols, tuple(key))
+        defaults = self._defaults(ev.schema, ev.table, [c[0] for c in cols])
+        return self._schemas.version(
+            ev.schema, ev.table, cols, tuple(key), defaults, self.is_mariadb
+        )
 
     # --- positions ----------------------------------------------------------------------------
 
@@ -1067,6 +1086,7 @@ class MySqlSource:
                     if not in_txn:
                         begin_group(None, -1, packet.server_id)
                     self._json_cache.clear()
+                    self._default_cache.clear()
                     commit(ev_end)
                 continue
 

@@ -34,6 +34,7 @@ from cdc import avro, metrics
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Column, Position, RowChange, TableSchema, TxBoundary
 from sources.postgres import _snapshot, _tuples
+from sources.postgres._defaults import column_default
 from sources.postgres._lsn import format_lsn, parse_lsn
 from sources.postgres._snapshot import SnapshotTable
 from sources.postgres._tuples import UNCHANGED as UNCHANGED  # re-exported: the marker, for tests
@@ -327,9 +328,10 @@ class PostgresSource:
         cat = self._connect_catalog()
         info = cat.execute(
             "SELECT a.attname, a.attnotnull, format_type(a.atttypid, a.atttypmod), "
-            "coalesce(a.attnum = ANY(i.indkey), false) "
+            "coalesce(a.attnum = ANY(i.indkey), false), pg_get_expr(d.adbin, d.adrelid) "
             "FROM pg_attribute a "
             "LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary "
+            "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
             "WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped",
             (relid,),
         ).fetchall()
@@ -342,12 +344,15 @@ class PostgresSource:
             m = mapping_for(type_oid, typmod, cat_row[2] if cat_row else None, self.resolve_type)
             is_key = bool(cat_row and cat_row[3])
             required = bool(cat_row and (cat_row[1] or is_key))
-            columns.append(Column(cname, m.avro, not required, m.name, m.fallback))
+            default = (
+                column_default(cat_row[4], type_oid, m, self.resolve_type) if cat_row else None
+            )
+            columns.append(Column(cname, m.avro, not required, m.name, m.fallback, default))
             mappings.append(m)
             if is_key:
                 key.append(idx)
         table = TableSchema(
-            topic=f"{self.prefix}.{ns}.{name}",
+            topic=avro.topic_name(self.prefix, ns, name),
             namespace=ns,
             table=name,
             columns=tuple(columns),

@@ -266,6 +266,20 @@ def test_decimals_of_another_exponent_or_as_bytes(monkeypatch: pytest.MonkeyPatc
     assert_encoders_agree(monkeypatch, orders(), PG_SOURCE, rows)
 
 
+def test_columns_with_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A default turns an optional column's union around (``[T, "null"]``) and puts
+    ``connect.default`` on its type: the specialised writers still write fastavro's bytes."""
+    from tests.unit.test_avro_names import DEFAULTS
+
+    rows = [
+        (1, 5, Decimal("1.50"), "x", b"\x00", 1.5, True, 19000, "n", "g", 2**40),
+        (2, None, None, "", None, None, False, None, None, None, None),
+        (-3, -(2**15), Decimal("-999.99"), "é", b"", -0.0, True, -1, "", "", -1),
+    ]
+    assert_encoders_agree(monkeypatch, DEFAULTS, PG_SOURCE, rows)
+    assert_encoders_agree(monkeypatch, DEFAULTS, MYSQL_SOURCE, rows, source=mysql_source)
+
+
 def test_encoder_falls_back_record_by_record(monkeypatch: pytest.MonkeyPatch) -> None:
     table = TableSchema(
         "p.public.f",
