@@ -36,10 +36,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """Connect to every pipeline's source and print each problem; 1 when there is any."""
-    from cdc import plugins
+    from cdc import logs, plugins
     from cdc.config import load
 
     config = load(args.config)
+    logs.add_secrets(logs.secrets_in(config))  # a driver's message may quote the DSN
     found = 0
     for p in config.pipelines:
         src: object = p.source
@@ -55,7 +56,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             + (f"{len(problems)} problem(s)" if problems else "ok")
         )
         for problem in problems:
-            print(f"  - {problem}")
+            print(f"  - {logs.redact(problem)}")
     return 1 if found else 0
 
 
