@@ -468,39 +468,44 @@ class _BoundedLoader(yaml.SafeLoader):
         return self.construct_document(node)
 
 
-def _expanded_size(node: yaml.Node, sizes: dict[int, int], path: set[int], depth: int) -> int:
-    """How many values ``node`` stands for once every alias in it is expanded (each node's size
-    computed once: linear in the file, however large the expansion)."""
-    known = sizes.get(id(node))
-    if known is not None:
-        return known
+def _expanded_size(
+    node: yaml.Node, known: dict[int, tuple[int, int]], path: set[int], depth: int
+) -> tuple[int, int]:
+    """How many values ``node`` stands for once every alias in it is expanded, and how many
+    levels deep it then is; ``depth`` is its own level. Each node's size and height are computed
+    once (linear in the file, however large the expansion) and checked on every path to it."""
     if id(node) in path:
         raise _Refused("an alias refers to the value that contains it", node.start_mark)
-    if depth > MAX_DEPTH:
+    if id(node) in known:
+        size, height = known[id(node)]
+    else:
+        size, height = 1, 1
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            path.add(id(node))
+            children = (
+                node.value
+                if isinstance(node, yaml.SequenceNode)
+                else [n for pair in node.value for n in pair]
+            )
+            for child in children:
+                child_size, child_height = _expanded_size(child, known, path, depth + 1)
+                size += child_size
+                height = max(height, child_height + 1)
+                if size > MAX_VALUES:
+                    raise _Refused(
+                        f"aliases expand this value to more than {MAX_VALUES:,} values; a "
+                        "configuration is never that large: write the repeated parts out or use "
+                        "fewer aliases",
+                        node.start_mark,
+                    )
+            path.discard(id(node))
+        known[id(node)] = (size, height)
+    if depth + height - 1 > MAX_DEPTH:
         raise _Refused(
             f"aliases expand this value to more than {MAX_DEPTH} levels of nesting",
             node.start_mark,
         )
-    size = 1
-    if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
-        path.add(id(node))
-        children = (
-            node.value
-            if isinstance(node, yaml.SequenceNode)
-            else [n for pair in node.value for n in pair]
-        )
-        for child in children:
-            size += _expanded_size(child, sizes, path, depth + 1)
-            if size > MAX_VALUES:
-                raise _Refused(
-                    f"aliases expand this value to more than {MAX_VALUES:,} values; a "
-                    "configuration is never that large: write the repeated parts out or use "
-                    "fewer aliases",
-                    node.start_mark,
-                )
-        path.discard(id(node))
-    sizes[id(node)] = size
-    return size
+    return size, height
 
 
 def _yaml(text: str, origin: str) -> Any:

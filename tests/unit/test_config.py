@@ -305,6 +305,17 @@ def test_alias_bombs_are_refused_before_they_expand(tmp_path: Path) -> None:
     [problem] = e.value.problems
     assert problem.startswith("bomb.yaml: line ")
     assert "aliases expand this value to more than 100,000 values" in problem
+    # Each anchor 30 levels deep holding the one before: few values, but 600 levels once expanded
+    # (past the stack of everything that walks the data after loading).
+    chain = "".join(
+        f"x{i}: &a{i} " + "[" * 30 + (f"*a{i - 1}" if i else "1") + "]" * 30 + "\n"
+        for i in range(20)
+    )
+    with pytest.raises(ConfigError) as e:
+        parse(chain + "pipelines: *a19\n", "chain.yaml")
+    [problem] = e.value.problems
+    assert problem.startswith("chain.yaml: line ")
+    assert problem.endswith("aliases expand this value to more than 64 levels of nesting")
     with pytest.raises(ConfigError) as e:
         parse("pipelines: &p [*p]\n", "loop.yaml")
     assert e.value.problems == [
