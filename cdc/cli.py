@@ -89,6 +89,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     path = config.status_file or default_status_file(args.config)
     try:
         doc = read_file(path)
+    except PermissionError:
+        # the daemon writes it 0600: for its own user only
+        print(
+            f"error: cannot read the status file {path}: permission denied; run `cdc status` "
+            "as the user the daemon runs as",
+            file=sys.stderr,
+        )
+        return 1
     except (OSError, ValueError) as e:
         print(f"error: cannot read the status file {path}: {e}", file=sys.stderr)
         return 1
