@@ -4,7 +4,8 @@ Used by sinks whose destination cannot hold the position itself (Kafka, NATS); t
 keeps positions inside its frames instead. One small JSON file, ``checkpoint.json``, replaced
 atomically (temp file, fsync, rename, fsync of the directory), so after a crash it holds either
 the previous or the new position, never a torn mix. A lock file (flock) keeps two processes from
-sharing one state directory.
+sharing one state directory. Files are created 0600 and missing directories 0700, whatever the
+umask: positions and snapshot progress (primary-key values) are nobody else's business.
 """
 
 from __future__ import annotations
@@ -31,13 +32,44 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def replace_file(path: Path, data: bytes) -> None:
+# Files and directories of the daemon's state: readable by its own user only (they hold source
+# positions, primary-key values of snapshot progress, row data), whatever the process's umask.
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def make_dirs(directory: Path, mode: int = DIR_MODE) -> None:
+    """Create ``directory`` and its missing parents, each with exactly ``mode`` (not subject to
+    the umask, unlike ``mkdir -p``). Directories that exist already are left as they are: the
+    operator chose their permissions."""
+    missing: list[Path] = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        if d.parent == d:
+            break
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode)
+        except FileExistsError:
+            if not d.is_dir():
+                raise
+            continue  # created meanwhile by someone else: theirs
+        os.chmod(d, mode)
+
+
+def replace_file(path: Path, data: bytes, mode: int = FILE_MODE) -> None:
     """Make ``data`` the content of ``path``, durably and atomically: a temp file beside it
     (``<name>.tmp``: callers hold a lock, so one writer at a time), fsync, rename, fsync of the
-    directory. After a crash ``path`` holds the old or the new content, never a torn mix."""
+    directory. After a crash ``path`` holds the old or the new content, never a torn mix.
+
+    The new file has exactly ``mode`` (default 0600, owner only), whatever the umask and
+    whatever mode the file it replaces had."""
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
+        os.fchmod(fd, mode)  # the umask narrowed the mode given to open; a stale tmp kept its own
         os.write(fd, data)
         os.fsync(fd)
     finally:
@@ -47,9 +79,10 @@ def replace_file(path: Path, data: bytes) -> None:
 
 
 def try_lock(path: Path) -> int | None:
-    """An exclusive flock on ``path`` (created if missing), taken without waiting: the open file
-    descriptor holding it (close it to release), or None when another process holds it."""
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
+    """An exclusive flock on ``path`` (created if missing, mode 0600), taken without waiting: the
+    open file descriptor holding it (close it to release), or None when another process holds
+    it."""
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -67,7 +100,7 @@ class Checkpoint:
         self.position: Position | None = None
         self.extra: dict[str, Any] = {}
         try:
-            directory.mkdir(parents=True, exist_ok=True)
+            make_dirs(directory)
             fd = try_lock(directory / LOCK)
         except OSError as e:
             raise SinkError(

@@ -37,10 +37,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """Connect to every pipeline's source and print each problem; 1 when there is any."""
-    from cdc import plugins
+    from cdc import logs, plugins
     from cdc.config import load
 
     config = load(args.config)
+    logs.add_secrets(logs.secrets_in(config))  # a driver's message may quote the DSN
     found = 0
     for p in config.pipelines:
         src: object = p.source
@@ -56,7 +57,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             + (f"{len(problems)} problem(s)" if problems else "ok")
         )
         for problem in problems:
-            print(f"  - {problem}")
+            print(f"  - {logs.redact(problem)}")
     return 1 if found else 0
 
 
@@ -89,6 +90,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     path = config.status_file or default_status_file(args.config)
     try:
         doc = read_file(path)
+    except PermissionError:
+        # the daemon writes it 0600: for its own user only
+        print(
+            f"error: cannot read the status file {path}: permission denied; run `cdc status` "
+            "as the user the daemon runs as",
+            file=sys.stderr,
+        )
+        return 1
     except (OSError, ValueError) as e:
         print(f"error: cannot read the status file {path}: {e}", file=sys.stderr)
         return 1

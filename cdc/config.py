@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cdc import plugins
+from cdc import plugins, secrets
 from cdc.errors import ConfigError
 
 
@@ -345,7 +345,9 @@ class Config(BaseModel):
 # --- loading --------------------------------------------------------------------------------------
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_HINTS = ("password", "secret", "dsn", "token", "credentials", "sasl", "salt")
+# Field names whose malformed values are never shown, beyond the secrets (cdc.secrets): a DSN that
+# failed validation may hold its password in a shape masking does not recognise.
+_HIDDEN = ("dsn",)
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -382,7 +384,15 @@ def _substitute(node: Any, loc: tuple[Any, ...], problems: list[str]) -> Any:
 
 
 def _is_secret(loc: tuple[Any, ...]) -> bool:
-    return any(isinstance(p, str) and any(h in p.lower() for h in _SECRET_HINTS) for p in loc)
+    """True when the value at ``loc`` may not be shown at all (any part of the path names a
+    secret: ``producer.sasl.password``, ``source.dsn``, ``basic_auth.password``)."""
+    return any(
+        isinstance(p, str) and (secrets.is_secret_name(p) or any(h in p.lower() for h in _HIDDEN))
+        for p in loc
+    )
+
+
+_SCALAR_TAGS = ("str", "int", "float", "bool")
 
 
 def _format_error(err: dict[str, Any], data: Any) -> str:
@@ -400,9 +410,13 @@ def _format_error(err: dict[str, Any], data: Any) -> str:
         if i > 1 and loc[i - 2] == "transforms" and isinstance(loc[i - 1], int):
             continue  # the transform's type tag
         clean.append(part)
-    path = _path(tuple(clean))
     kind = err["type"]
     msg = str(err["msg"])
+    if len(clean) > 1 and clean[-1] in _SCALAR_TAGS and kind.endswith(("_type", "_parsing")):
+        # One error per member of a str | int | float | bool union: say it once (parse dedups).
+        clean.pop()
+        kind, msg = "scalar", "Input should be a string, a number or true/false"
+    path = _path(tuple(clean))
     if kind == "value_error":
         msg = msg.removeprefix("Value error, ")
     elif kind == "extra_forbidden":
@@ -416,22 +430,156 @@ def _format_error(err: dict[str, Any], data: Any) -> str:
         msg = f"unknown type {err['input'].get('type')!r}: use one of {', '.join(options)}"
     elif kind == "union_tag_not_found":
         msg = "missing 'type'"
+    elif kind in ("model_type", "dict_type", "model_attributes_type"):
+        # Not shown: a string where a mapping belongs is often a whole connection string.
+        got = type(err.get("input")).__name__
+        got = {
+            "str": "a string",
+            "list": "a list",
+            "NoneType": "nothing",
+            "int": "a number",
+            "float": "a number",
+            "bool": "true/false",
+        }.get(got, got)
+        msg = f"expected a mapping of fields (name: value lines), got {got}"
     else:
         shown = "" if _is_secret(tuple(clean)) else f": {err.get('input')!r}"
         msg = f"bad value{shown}: {msg[0].lower() + msg[1:]}"
     return f"{path}: {msg}" if path else msg
 
 
-def parse(text: str, origin: str = "<config>") -> Config:
-    """Validate YAML text; raise ConfigError with every problem found."""
+# Bounds on what a configuration file may be: a real one is a few KB, a few levels deep, with at
+# most a few thousand values. Past them the file is a mistake or an attack (a "billion laughs" of
+# nested aliases expands 1 KB into billions of values; 5,000 nested brackets exhaust the stack),
+# refused before anything walks it.
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_VALUES = 100_000
+
+
+class _Refused(Exception):
+    """Valid YAML beyond the bounds above, found at ``mark``."""
+
+    def __init__(self, problem: str, mark: yaml.Mark) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.mark = mark
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader refusing documents nested deeper than ``MAX_DEPTH`` (checked while
+    composing, before the stack runs out) and documents whose aliases expand them to more than
+    ``MAX_VALUES`` values or ``MAX_DEPTH`` levels, or into themselves (checked on the composed
+    node graph, where an alias is one shared node, before anything is constructed)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _Refused(
+                    f"values nested more than {MAX_DEPTH} levels deep: check the brackets",
+                    self.peek_event().start_mark,  # type: ignore[no-untyped-call]
+                )
+            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+        finally:
+            self._depth -= 1
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, set(), 1)
+        return self.construct_document(node)
+
+
+def _expanded_size(
+    node: yaml.Node, known: dict[int, tuple[int, int]], path: set[int], depth: int
+) -> tuple[int, int]:
+    """How many values ``node`` stands for once every alias in it is expanded, and how many
+    levels deep it then is; ``depth`` is its own level. Each node's size and height are computed
+    once (linear in the file, however large the expansion) and checked on every path to it."""
+    if id(node) in path:
+        raise _Refused("an alias refers to the value that contains it", node.start_mark)
+    if id(node) in known:
+        size, height = known[id(node)]
+    else:
+        size, height = 1, 1
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            path.add(id(node))
+            children = (
+                node.value
+                if isinstance(node, yaml.SequenceNode)
+                else [n for pair in node.value for n in pair]
+            )
+            for child in children:
+                child_size, child_height = _expanded_size(child, known, path, depth + 1)
+                size += child_size
+                height = max(height, child_height + 1)
+                if size > MAX_VALUES:
+                    raise _Refused(
+                        f"aliases expand this value to more than {MAX_VALUES:,} values; a "
+                        "configuration is never that large: write the repeated parts out or use "
+                        "fewer aliases",
+                        node.start_mark,
+                    )
+            path.discard(id(node))
+        known[id(node)] = (size, height)
+    if depth + height - 1 > MAX_DEPTH:
+        raise _Refused(
+            f"aliases expand this value to more than {MAX_DEPTH} levels of nesting",
+            node.start_mark,
+        )
+    return size, height
+
+
+def _yaml(text: str, origin: str) -> Any:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader: plain data only
+    except _Refused as e:
+        at = e.mark
         raise ConfigError(
-            [f"{origin}: not valid YAML{where}: {getattr(e, 'problem', e)}"]
+            [f"{origin}: line {at.line + 1}, column {at.column + 1}: {e.problem}"]
         ) from None
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError([f"{origin}: not valid YAML{where}: {e.problem}"]) from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow
+        line = text.count("\n", 0, e.position) + 1
+        column = e.position - (text.rfind("\n", 0, e.position) + 1) + 1
+        char = e.character if isinstance(e.character, str) else chr(e.character)
+        raise ConfigError(
+            [
+                f"{origin}: not valid YAML at line {line}, column {column}: the character "
+                f"U+{ord(char):04X} is not allowed in YAML; remove it"
+            ]
+        ) from None
+    except yaml.YAMLError as e:
+        raise ConfigError([f"{origin}: not valid YAML: {e}"]) from None
+    except RecursionError:  # not expected past MAX_DEPTH; never a traceback if it happens
+        raise ConfigError(
+            [f"{origin}: nested too deeply to read: keep it under {MAX_DEPTH} levels"]
+        ) from None
+
+
+def parse(text: str, origin: str = "<config>") -> Config:
+    """Validate YAML text; raise ConfigError with every problem found.
+
+    No message shows a secret: values of secret fields are never shown, and every secret found
+    in the file (cdc.secrets: passwords in DSNs and URLs included) is masked in every message.
+    """
+    if len(text) > MAX_BYTES:
+        raise ConfigError(
+            [
+                f"{origin}: {len(text):,} characters is too large for a configuration file "
+                f"(at most {MAX_BYTES:,}): is it the right file?"
+            ]
+        )
+    data = _yaml(text, origin)
     if not isinstance(data, dict):
         raise ConfigError([f"{origin}: expected a mapping with a 'pipelines' list at the top"])
     problems: list[str] = []
@@ -439,19 +587,42 @@ def parse(text: str, origin: str = "<config>") -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
-        problems += [_format_error(dict(err), data) for err in e.errors()]
-        raise ConfigError(problems) from None
-    if problems:
-        raise ConfigError(problems)
-    return config
+        for err in e.errors():
+            problem = _format_error(dict(err), data)
+            if problem not in problems:
+                problems.append(problem)
+    else:
+        if not problems:
+            return config
+    found = secrets.secrets_in(data)
+    raise ConfigError([secrets.mask(p, found) for p in problems])
 
 
 def load(path: str | Path) -> Config:
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as f:
+            raw = f.read(MAX_BYTES + 1)
     except OSError as e:
         raise ConfigError([f"cannot read config file {str(p)!r}: {e.strerror}"]) from None
+    if len(raw) > MAX_BYTES:
+        raise ConfigError(
+            [
+                f"{p}: larger than {MAX_BYTES:,} bytes, too large for a configuration file: "
+                "is it the right file?"
+            ]
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        column = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise ConfigError(
+            [
+                f"{p}: not UTF-8 at line {line}, column {column} (byte {e.start}: "
+                f"0x{raw[e.start]:02x}): save the file as UTF-8"
+            ]
+        ) from None
     config = parse(text, str(p))
     if config.status_file is None:
         config.status_file = default_status_file(p)

@@ -9,79 +9,32 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import threading
 import time
 from typing import Any
-from urllib.parse import unquote, urlsplit
-
-from pydantic import BaseModel, SecretStr
 
 from cdc import status
+from cdc.secrets import mask
 
-MASK = "***"
-# Field names whose whole value is secret (a key like ``credentials`` names a file: not masked).
-_SECRET_KEYS = ("password", "secret", "token", "passwd")
-_DSN_KEYS = ("dsn", "url", "uri", "servers", "connection")
-_KV_PASSWORD = re.compile(r"\bpassword\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+# What is secret in a configuration, and how it is found: one rule for logs, the status file and
+# `cdc validate` (cdc.secrets).
+from cdc.secrets import secrets_in as secrets_in
 
 _lock = threading.Lock()
 _secrets: list[str] = []
-
-
-def _from_connection_string(value: str) -> list[str]:
-    """Passwords inside a libpq key=value DSN or a URL (``scheme://user:pass@host``)."""
-    out = []
-    for m in _KV_PASSWORD.finditer(value):
-        v = m.group(1)
-        if v.startswith("'") and v.endswith("'"):
-            v = v[1:-1].replace("\\'", "'").replace("\\\\", "\\")
-        out.append(v)
-    for part in value.split(","):
-        part = part.strip()
-        if "://" in part:
-            try:
-                pw = urlsplit(part).password
-            except ValueError:
-                continue
-            if pw:
-                out += [pw, unquote(pw)]
-    return out
-
-
-def secrets_in(node: Any, key: str = "") -> list[str]:
-    """Secret values in a configuration (a pydantic model, or dicts/lists of values)."""
-    if isinstance(node, BaseModel):
-        return [s for k in type(node).model_fields for s in secrets_in(getattr(node, k), k)]
-    if isinstance(node, dict):
-        return [s for k, v in node.items() for s in secrets_in(v, str(k))]
-    if isinstance(node, list | tuple):
-        return [s for v in node for s in secrets_in(v, key)]
-    if isinstance(node, SecretStr):
-        node = node.get_secret_value()
-    if not isinstance(node, str) or not node:
-        return []
-    k = key.lower()
-    found = _from_connection_string(node)
-    if any(h in k for h in _SECRET_KEYS) and not any(h in k for h in _DSN_KEYS):
-        found.append(node)
-    return found
 
 
 def add_secrets(values: list[str]) -> None:
     """Mask these values in every log line and published status from now on."""
     with _lock:
         new = {v for v in values if v} | set(_secrets)
-        # longest first, so that a secret containing another is masked whole
         _secrets[:] = sorted(new, key=len, reverse=True)
 
 
 def redact(text: str) -> str:
-    for s in _secrets:
-        if s in text:
-            text = text.replace(s, MASK)
-    return text
+    """``text`` with every secret registered by ``add_secrets`` masked."""
+    return mask(text, _secrets)
 
 
 def redact_json(node: Any) -> Any:

@@ -141,11 +141,18 @@ def snapshot_progress(table: str, done: int, total: int | None) -> None:
 # --- the status file ------------------------------------------------------------------------------
 
 
+FILE_MODE = 0o600  # positions, errors and snapshot progress: for the daemon's user only
+
+
 def write_file(path: Path, doc: dict[str, Any]) -> None:
-    """Replace ``path`` atomically: a reader sees the old or the new document, never a part."""
+    """Replace ``path`` atomically: a reader sees the old or the new document, never a part.
+    The file is created with mode 0600 whatever the umask (and whatever mode the one it
+    replaces had)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with open(fd, "w") as f:
+            os.fchmod(fd, FILE_MODE)  # the umask narrowed open's mode; a stale tmp kept its own
             f.write(json.dumps(doc, indent=1, default=str) + "\n")
         os.replace(tmp, path)
     except BaseException:

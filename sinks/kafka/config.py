@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cdc.secrets import mask_connection_string
+
 # Producer settings the sink's delivery guarantee depends on: an override may not weaken them.
 _GUARDED = {
     "bootstrap.servers": "set bootstrap_servers instead",
@@ -44,7 +46,10 @@ class SchemaRegistryConfig(BaseModel):
     @classmethod
     def _url(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")):
-            raise ValueError(f"invalid registry url {v!r}: use http://host:port or https://...")
+            raise ValueError(
+                f"invalid registry url {mask_connection_string(v)!r}: use http://host:port or "
+                "https://..."
+            )
         return v.rstrip("/")
 
 

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cdc.secrets import mask_connection_string
+
 _STREAM = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -181,7 +183,8 @@ class NatsSinkConfig(BaseModel):
             scheme = url.split("://", 1)[0] if "://" in url else "nats"
             if scheme not in ("nats", "tls", "ws", "wss") or not url.split("://")[-1]:
                 raise ValueError(
-                    f"invalid server URL {url!r}: use nats://host:port or tls://host:port"
+                    f"invalid server URL {mask_connection_string(url)!r}: use nats://host:port "
+                    "or tls://host:port"
                 )
         return v
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -149,3 +150,218 @@ def test_cli_validate_ok_and_missing_file(tmp_path: Path) -> None:
         env=env,
     )
     assert missing.returncode == 2 and "cannot read config file" in missing.stderr
+
+
+# --- secrets never echoed (issue 14, item 11) -----------------------------------------------------
+
+
+def _limit_memory() -> None:
+    # An alias bomb that is not refused grows without limit: keep it off the shared machine.
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+def validate(f: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cdc", "validate", "-c", str(f)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        timeout=timeout,
+        preexec_fn=_limit_memory,
+    )
+
+
+def test_validate_never_echoes_a_password(tmp_path: Path) -> None:
+    f = tmp_path / "leaky.yaml"
+    f.write_text(
+        """
+pipelines:
+  - "postgresql://cdc:pipeline-pw-1@db/shop"
+  - "host=db user=cdc password=pipeline-pw-2 dbname=shop"
+  - name: n
+    source: {type: postgres, dsn: "host=h", tables: [a.b]}
+    sink: {type: nats, path: ./n, servers: ["http://u:nats-pw-3@h:4222"]}
+  - name: k
+    source: {type: postgres, dsn: "host=h", tables: [a.b]}
+    sink:
+      type: kafka
+      path: ./k
+      bootstrap_servers: "h:9092"
+      schema_registry: {url: "ftp://u:registry-pw-4@h"}
+      producer:
+        sasl.password: [kafka-pw-5]
+        ssl.key.password: {kafka-pw-6: x}
+        ssl.key.pem: [kafka-pem-7]
+        sasl.oauthbearer.config: [clientSecret=kafka-oauth-8]
+        sasl.oauthbearer.client.secret: [kafka-secret-9]
+"""
+    )
+    proc = validate(f)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for n in range(1, 10):
+        assert f"-{n}" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == (
+        "error: pipelines[0]: expected a mapping of fields (name: value lines), got a string"
+    )
+    assert "invalid server URL 'http://u:***@h:4222'" in proc.stderr  # still says which one
+    assert "error: pipelines[3].sink.producer.ssl.key.pem: bad value: " in proc.stderr
+    # one message per wrong setting, not one per type it could have had
+    assert proc.stderr.count("producer.sasl.password:") == 1
+
+
+def test_every_secret_of_a_kafka_producer_is_masked_in_logs() -> None:
+    from cdc import logs
+
+    cfg = parse(
+        """
+pipelines:
+  - name: k
+    source: {type: postgres, dsn: "host=h", tables: [a.b]}
+    sink:
+      type: kafka
+      path: ./k
+      bootstrap_servers: "h:9092"
+      schema_registry: {url: "http://r:8081"}
+      producer:
+        compression.type: lz4
+        sasl.mechanism: OAUTHBEARER
+        sasl.oauthbearer.config: "clientId=me clientSecret=oauth-s3cret"
+        sasl.oauthbearer.token.endpoint.url: "https://idp.example/token"
+        sasl.password: sasl-s3cret
+        ssl.key.password: key-s3cret
+        ssl.keystore.password: store-s3cret
+        ssl.key.pem: "-----BEGIN PRIVATE KEY-----abc"
+    transforms:
+      - {type: hash_columns, columns: ['a\\.b\\.c'], salt: salt-s3cret}
+"""
+    )
+    found = set(logs.secrets_in(cfg))
+    assert found == {
+        "clientId=me clientSecret=oauth-s3cret",
+        "sasl-s3cret",
+        "key-s3cret",
+        "store-s3cret",
+        "-----BEGIN PRIVATE KEY-----abc",
+        "salt-s3cret",
+    }
+
+
+def test_one_rule_decides_what_is_secret() -> None:
+    from cdc.secrets import is_secret_name, mask, mask_connection_string
+
+    for name in ("password", "sasl.password", "ssl.key.pem", "sasl.oauthbearer.config", "token"):
+        assert is_secret_name(name), name
+    for name in ("user", "dsn", "sasl.oauthbearer.token.endpoint.url", "ssl.ca.pem", "servers"):
+        assert not is_secret_name(name), name
+    assert mask_connection_string("nats://u:p%40ss@h:4222") == "nats://u:***@h:4222"
+    assert mask("a=secret-long b=secret", ["secret", "secret-long"]) == "a=*** b=***"
+
+
+# --- hostile or broken files: a located error and exit 2, never a traceback or a hang (item 12) ---
+
+
+def test_a_file_that_is_not_utf8_is_a_located_error(tmp_path: Path) -> None:
+    f = tmp_path / "latin1.yaml"
+    f.write_bytes(GOOD.encode().replace(b"shop\n    source", b"sh\xf6p\n    source"))
+    with pytest.raises(ConfigError) as e:
+        load(f)
+    assert e.value.problems == [
+        f"{f}: not UTF-8 at line 3, column 13 (byte 24: 0xf6): save the file as UTF-8"
+    ]
+
+
+def test_deeply_nested_brackets_are_a_located_error(tmp_path: Path) -> None:
+    f = tmp_path / "deep.yaml"
+    f.write_text("pipelines: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError) as e:
+        load(f)
+    [problem] = e.value.problems
+    assert problem.startswith(f"{f}: line 1, column ")
+    assert "nested more than 64 levels deep" in problem
+
+
+BILLION_LAUGHS = """a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+pipelines: *i
+"""
+
+
+def test_alias_bombs_are_refused_before_they_expand(tmp_path: Path) -> None:
+    # Six levels (531,441 strings) rather than nine: small enough to run in-process even where
+    # it is not refused. The nine-level one is run in a memory-limited subprocess below.
+    small = BILLION_LAUGHS.split("g: ")[0] + "pipelines: *f\n"
+    with pytest.raises(ConfigError) as e:
+        parse(small, "bomb.yaml")
+    [problem] = e.value.problems
+    assert problem.startswith("bomb.yaml: line ")
+    assert "aliases expand this value to more than 100,000 values" in problem
+    # Each anchor 30 levels deep holding the one before: few values, but 600 levels once expanded
+    # (past the stack of everything that walks the data after loading).
+    chain = "".join(
+        f"x{i}: &a{i} " + "[" * 30 + (f"*a{i - 1}" if i else "1") + "]" * 30 + "\n"
+        for i in range(20)
+    )
+    with pytest.raises(ConfigError) as e:
+        parse(chain + "pipelines: *a19\n", "chain.yaml")
+    [problem] = e.value.problems
+    assert problem.startswith("chain.yaml: line ")
+    assert problem.endswith("aliases expand this value to more than 64 levels of nesting")
+    with pytest.raises(ConfigError) as e:
+        parse("pipelines: &p [*p]\n", "loop.yaml")
+    assert e.value.problems == [
+        "loop.yaml: line 1, column 12: an alias refers to the value that contains it"
+    ]
+
+
+def test_aliases_within_bounds_still_work() -> None:
+    text = "pipelines:\n" + "".join(
+        f"  - {{name: p{i}, source: {'&src ' if i == 0 else ''}"
+        + ('{type: postgres, dsn: "host=h", tables: [public.t]}' if i == 0 else "*src")
+        + f", sink: {{type: log, path: ./p{i}}}}}\n"
+        for i in range(50)
+    )
+    cfg = parse(text)
+    assert [p.source.tables for p in cfg.pipelines] == [["public.t"]] * 50
+
+
+def test_hostile_files_exit_2_without_traceback_or_hang(tmp_path: Path) -> None:
+    files = {
+        "latin1.yaml": b"pipelines: \xff\xfe\n",
+        "deep.yaml": ("pipelines: " + "[" * 5000 + "]" * 5000 + "\n").encode(),
+        "bomb.yaml": BILLION_LAUGHS.encode(),
+        "huge.yaml": b"# " + b"x" * (2 << 20) + b"\n",
+    }
+    for name, content in files.items():
+        f = tmp_path / name
+        f.write_bytes(content)
+        # The timeout is a deadline against a hang (the bomb took minutes), not a timing claim.
+        proc = validate(f, timeout=120)
+        assert proc.returncode == 2, (name, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr, name
+        assert proc.stderr.startswith(f"error: {f}"), (name, proc.stderr)
+
+
+def test_a_character_yaml_forbids_is_located() -> None:
+    with pytest.raises(ConfigError) as e:
+        parse("pipelines:\n  - name: a\x07b\n", "bell.yaml")
+    assert e.value.problems == [
+        "bell.yaml: not valid YAML at line 2, column 12: the character U+0007 is not allowed in "
+        "YAML; remove it"
+    ]
+
+
+def test_a_short_secret_does_not_garble_messages() -> None:
+    from cdc.secrets import mask
+
+    assert mask("set token; url nats://u:t@h; password=t", ["t"]) == (
+        "set token; url nats://u:***@h; password=***"
+    )

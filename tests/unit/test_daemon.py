@@ -51,9 +51,16 @@ class FakeSink:
         pass
 
 
+CONVERSION_ERROR = (
+    "cannot convert public.t.d (date) at lsn 0/16B3748: '0000-00-00' is not a date; "
+    "fix the row or drop the column with a drop_columns transform"
+)
+
+
 class FakeSource:
     """Behaviour by pipeline name: ``ok`` streams a change every 20 ms; ``bad`` fails at once;
-    ``stuck`` ignores stop(); ``snap`` snapshots 3 rows then streams."""
+    ``stuck`` ignores stop(); ``snap`` snapshots 3 rows then streams; ``fatal`` delivers one
+    batch, then fails as a source does on a value it cannot convert."""
 
     source_schema: dict[str, Any] = {}
 
@@ -69,6 +76,9 @@ class FakeSource:
             raise SourceError("cannot connect to db at 127.0.0.1:1 password=hunter2-secret")
         if self.kind == "stuck":
             time.sleep(3600)
+        if self.kind == "fatal":
+            yield ChangeBatch([RowChange(TABLE, "c", None, (1,), {}, 0, "1:0")], {"n": 1})
+            raise SourceError(CONVERSION_ERROR, retryable=False)
         n = int(start["n"]) if start else 0
         if self.kind == "snap" and start is None:
             rows = [RowChange(TABLE, "r", None, (i,), {}, 0, f"s{i}") for i in range(3)]
@@ -484,3 +494,84 @@ def test_per_batch_counts_equal_a_plain_count() -> None:
     expected = Counter((e.table, e.op) for e in events if isinstance(e, RowChange))
     assert _count_runs(events) == dict(expected)
     assert _count_runs([]) == {}
+
+
+def test_idle_connections_neither_pile_up_threads_nor_stay_open() -> None:
+    """300 clients that connect and send nothing: the endpoint serves at most its cap at once,
+    refuses the rest at once, closes the idle ones after its timeout, and still answers."""
+    import socket
+
+    from cdc.http import Endpoint
+
+    cap = 8
+    before = threading.active_count()
+    ep = Endpoint("127.0.0.1", 0, max_connections=cap, idle_timeout_s=1.0)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(300):
+            socks.append(socket.create_connection(("127.0.0.1", ep.port), timeout=10))
+            # the server thread and at most `cap` handlers, plus as many that have given back
+            # their slot and are returning: bounded by the cap, whatever the number of clients
+            assert threading.active_count() <= before + 1 + 2 * cap
+        # every connection ends: one past the cap at once (with a 503), the others once idle for
+        # the timeout (which connections get refused depends on how fast they came)
+        answers: list[bytes] = []
+        for s in socks:
+            s.settimeout(30)  # a deadline, not a claim: the timeout is 1 s
+            chunks = []
+            while chunk := s.recv(4096):
+                chunks.append(chunk)
+            answers.append(b"".join(chunks))
+        assert all(a == b"" or a.startswith(b"HTTP/1.0 503") for a in answers)
+        wait_until(lambda: threading.active_count() <= before + 1, 10, "handler threads to end")
+        assert get(f"http://127.0.0.1:{ep.port}/health")[0] == 200
+    finally:
+        for s in socks:
+            s.close()
+        ep.close()
+
+
+def test_a_fatal_source_error_stops_the_pipeline_visibly_without_restarts(
+    tmp_path: Path, store: dict[str, Any]
+) -> None:
+    """What a source raises for a value it cannot convert (SourceError, retryable=False, with a
+    located message): the pipeline stops for good, `cdc status` and the metrics show it, and the
+    other pipelines go on."""
+    errors0 = value("cdc_pipeline_errors_total", pipeline="fatal-9", error="SourceError")
+    cfg_file = tmp_path / "cdc.yaml"
+    cfg_file.write_text(
+        "pipelines:\n"
+        + "".join(
+            f"  - name: {n}\n"
+            f"    source: {{type: postgres, dsn: h, tables: [public.t]}}\n"
+            f"    sink: {{type: log, path: {tmp_path / n}}}\n"
+            for n in ("ok-9", "fatal-9")
+        )
+    )
+    from cdc.config import load
+
+    d = Daemon(load(cfg_file), max_backoff=1)
+    t, rc = start(d)
+    try:
+        wait_until(lambda: status.BOARD.get("fatal-9").state == "failed", 10, "fatal-9 failed")
+        delivered = len(store["ok-9"])
+        wait_until(lambda: len(store["ok-9"]) > delivered + 3, 10, "ok-9 still delivering")
+
+        def shows_it() -> subprocess.CompletedProcess[str] | None:
+            r = run_cli("status", "-c", str(cfg_file))
+            return r if "fatal-9: failed" in r.stdout else None
+
+        out = wait_until(shows_it, 10, "cdc status shows the failure").stdout
+        assert "last error" in out and CONVERSION_ERROR in out
+        assert status.BOARD.get("fatal-9").restarts == 0
+        assert value("cdc_pipeline_state", pipeline="fatal-9", state="failed") == 1
+        assert (
+            value("cdc_pipeline_errors_total", pipeline="fatal-9", error="SourceError") - errors0
+            == 1
+        )
+    finally:
+        d.stop()
+        t.join(10)
+    assert rc == [1]  # a pipeline stopped on a fatal error
+    assert status.BOARD.get("fatal-9").restarts == 0
+    assert len(store.get("fatal-9", [])) == 1  # what came before the bad value was delivered
