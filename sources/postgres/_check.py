@@ -12,13 +12,7 @@ from typing import Any
 import psycopg
 
 from sources.postgres.config import PostgresSourceConfig, default_name
-
-
-def _split(name: str) -> tuple[str, str]:
-    if "." in name:
-        schema, table = name.split(".", 1)
-        return schema.strip('"'), table.strip('"')
-    return "public", name.strip('"')
+from sources.postgres.config import parse_table as _split
 
 
 def check(config: PostgresSourceConfig, pipeline_name: str) -> list[str]:
