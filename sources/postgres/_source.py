@@ -597,8 +597,8 @@ class PostgresSource:
         except _tuples.ValueConversionError as e:
             raise e.located(
                 f"in the change at LSN {format_lsn(self._change_lsn)} (slot {self.slot})",
-                "restarting would read the same change again; remove its cause as said above "
-                "and restart (the pipeline resumes at this change)",
+                "a restart reads this change again, so remove its cause as said above, then "
+                "restart (the pipeline resumes at this change)",
             ) from e
 
     def _watched(self, batches: Generator[ChangeBatch]) -> Iterator[ChangeBatch]:

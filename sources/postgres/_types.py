@@ -317,7 +317,9 @@ def _interval(s: str) -> int:
     if sec is not None:
         t = int(sec) * 1_000_000 + (int((frac + "000000")[:6]) if frac else 0)
         us += -t if neg else t
-    return us
+    # Beyond ~292,000 years an interval has no int64 form: saturated, as Debezium's cast of its
+    # double to a long saturates (Postgres allows 178,000,000 years)
+    return min(max(us, INT64_MIN), INT64_MAX)
 
 
 def _float(s: str) -> float:
@@ -357,10 +359,16 @@ def _variable_decimal(s: str) -> dict[str, Any] | None:
         return None
     dot = s.find(".")
     if dot < 0:
-        return {"scale": 0, "value": avro.unscaled_bytes(int(s))}
+        return {"scale": 0, "value": avro.unscaled_bytes(_integer(s))}
     s = s.rstrip("0")  # Debezium strips trailing zeros of a variable-scale value: 1.50 -> 1.5
     scale = len(s) - dot - 1
-    return {"scale": scale, "value": avro.unscaled_bytes(int(s[:dot] + s[dot + 1 :]))}
+    return {"scale": scale, "value": avro.unscaled_bytes(_integer(s[:dot] + s[dot + 1 :]))}
+
+
+def _integer(digits: str) -> int:
+    # int() refuses texts of more than 4300 digits (sys.int_info.str_digits_check_threshold);
+    # numeric has up to 147455: through Decimal, which has no such limit
+    return int(digits) if len(digits) <= 4000 else int(Decimal(digits))
 
 
 def _bits(s: str) -> bytes:
@@ -388,8 +396,11 @@ def _enum_array(s: str) -> list[str]:
     out = parse_array(s)
     if None in out:
         raise ValueError(
-            "a NULL element in an enum array: the elements of Debezium's enum array schema "
-            "cannot be null"
+            "a NULL element in an enum array: Debezium's enum arrays have non-null elements (its "
+            "connector stops on this value too); keep NULL out of the column, e.g. with CHECK "
+            "(array_position(col, NULL) IS NULL), after correcting the row; a change already in "
+            "the slot cannot be written: take a new snapshot (drop the slot, or snapshot: "
+            "when_needed) to get past it"
         )
     return out  # type: ignore[return-value]
 
