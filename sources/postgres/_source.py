@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 SESSION_OPTIONS = (
     "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601 "
-    "-c bytea_output=hex -c lc_monetary=C"
-)
+    "-c bytea_output=hex -c lc_monetary=C -c client_encoding=UTF8"
+)  # client_encoding: the server converts a LATIN1 (etc.) database's text to UTF-8 for us
 
 SOURCE_SCHEMA = avro.source_schema(
     "io.debezium.connector.postgresql",
@@ -411,6 +411,9 @@ class PostgresSource:
 
     def _stream_error(self, msg: str) -> SourceError:
         """The error for a failed or ended stream: PositionLost when the slot lost its WAL."""
+        if "invalid byte sequence for encoding" in msg:
+            # text of a SQL_ASCII database that is not UTF-8: it fails again on every restart
+            return SourceError(f"{msg.strip()}. {_tuples.NOT_UTF8}", retryable=False)
         if any(
             s in msg
             for s in ("invalidated", "can no longer get changes", "has already been removed")

@@ -47,6 +47,13 @@ class _Unchanged:
     """Marker for an unchanged TOASTed value (tuple kind 'u')."""
 
 
+NOT_UTF8 = (
+    "The pipeline stopped: the database holds text that is not valid UTF-8 (a SQL_ASCII "
+    "database?), which cannot be written as an Avro string; correct the text, or convert the "
+    "database to UTF8, and restart"
+)
+
+
 class ValueConversionError(SourceError):
     """A column value that cannot be written: fatal (a restart would read the same value).
 
@@ -73,11 +80,17 @@ class ValueConversionError(SourceError):
 UNCHANGED = _Unchanged()
 
 
+class _NotUtf8(bytes):
+    """A column's bytes that are not UTF-8 (the server converts to UTF-8: it should not send
+    them); ``convert_row`` raises the located error for it."""
+
+
 # --- the generic path (the reference) -------------------------------------------------------------
 
 
 def parse_tuple(buf: bytes, i: int) -> tuple[list[Any], int]:
-    """TupleData at ``i`` -> (texts: str, None for null, UNCHANGED; the offset after it)."""
+    """TupleData at ``i`` -> (texts: str, None for null, UNCHANGED, bytes that are not UTF-8 as
+    a marker ``convert_row`` refuses; the offset after it)."""
     (n,) = _U16.unpack_from(buf, i)
     i += 2
     vals: list[Any] = []
@@ -88,7 +101,11 @@ def parse_tuple(buf: bytes, i: int) -> tuple[list[Any], int]:
         if kind == 116:  # 't'
             (length,) = _U32.unpack_from(buf, i)
             i += 4
-            append(buf[i : i + length].decode())
+            raw = buf[i : i + length]
+            try:
+                append(raw.decode())
+            except UnicodeDecodeError:
+                append(_NotUtf8(raw))
             i += length
         elif kind == 110:  # 'n'
             append(None)
@@ -111,6 +128,8 @@ def convert_row(
         elif v is UNCHANGED:
             ph = m.unavailable
             out.append(ph if ph is not None or cols[idx].optional else cols[idx].fallback)
+        elif type(v) is _NotUtf8:
+            raise _conversion_error(table, cols[idx].name, m.name, v, "not valid UTF-8")
         elif m.convert is None:
             out.append(v)
         else:

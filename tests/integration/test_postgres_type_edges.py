@@ -890,3 +890,80 @@ def test_nan_in_a_not_null_column_after_drop_not_null_resumes_as_null(
         (r["value"]["after"]["id"], r["value"]["after"]["v"]) for r in row_events(read_log(log))
     ]
     assert values == [(1, Decimal("2.50")), (2, None), (3, Decimal("3.50"))]
+
+
+# --- database encodings ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def encoded_db(pg_server: Any) -> Any:
+    """make(encoding) -> the DSN of a new database in that encoding; its slots dropped after."""
+    names: list[str] = []
+
+    def make(encoding: str) -> str:
+        name = f"enc_{encoding.lower()}_{len(names)}_{id(names) % 100000}"
+        names.append(name)
+        pg_server.psql(
+            f"CREATE DATABASE {name} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' "
+            "TEMPLATE template0"
+        )
+        return str(pg_server.dsn(name))
+
+    yield make
+    for name in names:
+        pg_server.psql(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+            f"WHERE database = '{name}' AND active_pid IS NOT NULL;"
+            "SELECT pg_sleep(0.3);"
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+            f"WHERE database = '{name}' AND NOT active;"
+        )
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_text_of_a_latin1_database_arrives_as_utf8(
+    tmp_path: Path, encoded_db: Any, daemon: Any, phase: str
+) -> None:
+    """Before: the snapshot decoded LATIN1 right, the stream failed on it for ever."""
+    dsn = encoded_db("LATIN1")
+    text = "café ÿ ¤"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY, v text, a varchar(5)[])")
+        if phase == "snapshot":
+            c.execute("INSERT INTO t VALUES (1, %s, ARRAY['é', NULL])", (text,))
+    d = daemon(config(tmp_path, dsn, ["public.t"], name="latin")).start()
+    wait_until(lambda: "streaming from slot" in d.output(), 60, "daemon streaming")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        if phase == "stream":
+            c.execute("INSERT INTO t VALUES (1, %s, ARRAY['é', NULL])", (text,))
+        c.execute("UPDATE t SET v = v || 'ü'")
+    log = tmp_path / "log"
+    wait_until(lambda: len(row_events(read_log(log))) >= 2, 60, "2 row events")
+    assert d.terminate() == 0, d.output()
+    rows = row_events(read_log(log))
+    assert rows[0]["value"]["after"] == {"id": 1, "v": text, "a": ["é", None]}
+    assert rows[1]["value"]["after"]["v"] == text + "ü"
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_text_that_is_not_utf8_stops_the_pipeline(
+    tmp_path: Path, encoded_db: Any, daemon: Any, phase: str
+) -> None:
+    dsn = encoded_db("SQL_ASCII")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+        if phase == "snapshot":
+            c.execute("INSERT INTO t VALUES (1, E'caf\\xe9')")
+    d = daemon(config(tmp_path, dsn, ["public.t"], name="ascii")).start()
+    if phase == "stream":
+        wait_until(lambda: "streaming from slot" in d.output(), 60, "daemon streaming")
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("INSERT INTO t VALUES (1, E'caf\\xe9')")
+    assert d.proc is not None
+    wait_until(lambda: d.proc.poll() is not None, 60, "the daemon to exit")
+    out = d.output()
+    assert d.proc.returncode == 1, out
+    assert "failed (attempt" not in out, out
+    assert "not valid UTF-8" in out and "0xe9" in out, out
+    if phase == "snapshot":
+        assert "snapshot of public.t failed" in out, out
