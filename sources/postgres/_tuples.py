@@ -152,7 +152,7 @@ def convert_row(
 
 
 def _conversion_error(
-    table: TableSchema, column: str, type_name: str, text: str, reason: str
+    table: TableSchema, column: str, type_name: str, text: str | bytes, reason: str
 ) -> ValueConversionError:
     return ValueConversionError(
         f"cannot convert value {text[:80]!r} of column {table.qualified}.{column} "
