@@ -173,10 +173,12 @@ def short(t: Any) -> str:
 
 
 def rows_of_types_md() -> list[list[str]]:
-    rows = []
+    rows: list[list[str]] = []
     for line in TYPES_MD.read_text().splitlines():
         if line.startswith("| ") and not line.startswith("| PostgreSQL type"):
             rows.append([c.strip() for c in line.strip().strip("|").split(" | ")])
+        elif rows and not line.startswith("|"):
+            break  # the end of the type table (later tables are prose)
     return rows
 
 
