@@ -44,6 +44,17 @@ def parse_table(name: str) -> tuple[str, str]:
     return schema, table
 
 
+_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*")
+
+
+def sql_table(schema: str, table: str) -> str:
+    """``schema.table`` for SQL shown to the operator: a part quoted unless it is a plain lower-case
+    identifier (``public."Spaced Table"``)."""
+    return ".".join(
+        p if _PLAIN.fullmatch(p) else '"' + p.replace('"', '""') + '"' for p in (schema, table)
+    )
+
+
 def _unquote(part: str) -> str:
     if part.startswith('"'):
         return part[1:-1].replace('""', '"')

@@ -284,3 +284,12 @@ def test_a_table_listed_twice_in_two_spellings() -> None:
     with pytest.raises(ValidationError, match="listed twice"):
         PostgresSourceConfig(type="postgres", dsn="dbname=x", tables=["t", '"public"."t"'])
     PostgresSourceConfig(type="postgres", dsn="dbname=x", tables=['"my.schema".t', "my.schema"])
+
+
+def test_sql_shown_to_the_operator_quotes_odd_names_only() -> None:
+    from sources.postgres.config import sql_table
+
+    assert sql_table("public", "audit") == "public.audit"
+    assert sql_table("my.schema", 'q"uote') == '"my.schema"."q""uote"'
+    assert sql_table("public", "Spaced Table") == 'public."Spaced Table"'
+    assert parse_table(sql_table('Sch"ema', 'dot.and"quote')) == ('Sch"ema', 'dot.and"quote')
