@@ -364,7 +364,7 @@ class PostgresSource:
         try:
             return _tuples.convert_row(rel.schema, rel.mappings, raw, complete)
         except _tuples.ValueConversionError as e:
-            key = ", ".join(f"{rel.schema.columns[k].name}={raw[k]!r}" for k in rel.schema.key)
+            key = ", ".join(f"{rel.schema.columns[k].name}={raw[k]!r:.80}" for k in rel.schema.key)
             raise e.located(
                 f"in the snapshot of {rel.schema.qualified} (row {key or 'without a key'})",
                 "correct the value in that row and restart; the snapshot resumes after the "
