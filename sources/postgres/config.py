@@ -144,11 +144,18 @@ class PostgresSourceConfig(BaseModel):
     @classmethod
     def _tables(cls, v: list[str]) -> list[str]:
         seen: dict[tuple[str, str], str] = {}
+        problems: list[str] = []  # every bad name at once
         for t in v:
-            parsed = parse_table(t)  # its ValueError names the table
+            try:
+                parsed = parse_table(t)
+            except ValueError as e:
+                problems.append(str(e))
+                continue
             if parsed in seen:
-                raise ValueError(f"table {t!r} is listed twice (also as {seen[parsed]!r})")
+                problems.append(f"table {t!r} is listed twice (also as {seen[parsed]!r})")
             seen[parsed] = t
+        if problems:
+            raise ValueError("; ".join(problems))
         return v
 
 
