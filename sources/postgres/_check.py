@@ -11,14 +11,8 @@ from typing import Any
 
 import psycopg
 
-from sources.postgres.config import PostgresSourceConfig, default_name
-
-
-def _split(name: str) -> tuple[str, str]:
-    if "." in name:
-        schema, table = name.split(".", 1)
-        return schema.strip('"'), table.strip('"')
-    return "public", name.strip('"')
+from sources.postgres.config import PostgresSourceConfig, default_name, sql_table
+from sources.postgres.config import parse_table as _split
 
 
 def check(config: PostgresSourceConfig, pipeline_name: str) -> list[str]:
@@ -144,12 +138,13 @@ def _problems(
             problems.append(
                 f"table {name} has no primary key and REPLICA IDENTITY "
                 f"{'NOTHING' if ident == 'n' else 'DEFAULT'}: its UPDATEs and DELETEs fail once "
-                f"it is published; add a primary key or ALTER TABLE {name} REPLICA IDENTITY FULL"
+                f"it is published; add a primary key or ALTER TABLE {sql_table(schema, table)} "
+                "REPLICA IDENTITY FULL"
             )
         if not can_select and config.snapshot != "never":
             problems.append(
                 f"user {user!r} cannot SELECT from {name} (the snapshot reads it): "
-                f'GRANT SELECT ON {name} TO "{user}"'
+                f'GRANT SELECT ON {sql_table(schema, table)} TO "{user}"'
             )
 
     # The publication: created or completed by the daemon when it may; a problem when not.

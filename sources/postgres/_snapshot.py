@@ -32,6 +32,7 @@ from psycopg.types.string import TextLoader
 from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Position, RowChange
 from cdc.status import snapshot_progress
+from sources.postgres._tuples import NOT_UTF8
 
 if TYPE_CHECKING:
     from sources.postgres._source import PostgresSource, _Relation
@@ -125,6 +126,7 @@ def _worker(
     out: queue.Queue[Any],
     stop: threading.Event,
 ) -> None:
+    t = None
     try:
         while not stop.is_set():
             try:
@@ -133,7 +135,7 @@ def _worker(
                 break
             _read_table(conn, t, fetch, out, stop)
     except Exception as e:
-        out.put(("error", None, e, None))
+        out.put(("error", t, e, None))
     finally:
         out.put((_DONE, None, None, None))
 
@@ -252,7 +254,13 @@ def run(
                 continue
             if kind == "error":
                 stop.set()
-                raise SourceError(f"snapshot failed: {rows}") from rows
+                # text that is not valid UTF-8 (SQL_ASCII) fails again on every restart
+                bad_text = isinstance(rows, psycopg.errors.CharacterNotInRepertoire)
+                what = f"snapshot of {t.name}" if t is not None else "snapshot"
+                raise SourceError(
+                    f"{what} failed: {str(rows).strip()}" + (f". {NOT_UTF8}" if bad_text else ""),
+                    retryable=not bad_text,
+                ) from rows
             if kind == "rows":
                 prev = held.pop(t.name, None)
                 held[t.name] = (t, rows, key)

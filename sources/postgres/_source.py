@@ -40,15 +40,15 @@ from sources.postgres._snapshot import SnapshotTable
 from sources.postgres._tuples import UNCHANGED as UNCHANGED  # re-exported: the marker, for tests
 from sources.postgres._tuples import Decoder
 from sources.postgres._types import Mapping, TypeInfo, mapping_for
-from sources.postgres.config import PostgresSourceConfig, default_name
+from sources.postgres.config import PostgresSourceConfig, default_name, parse_table
 
 log = logging.getLogger(__name__)
 
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 SESSION_OPTIONS = (
     "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601 "
-    "-c bytea_output=hex -c lc_monetary=C"
-)
+    "-c bytea_output=hex -c lc_monetary=C -c client_encoding=UTF8"
+)  # client_encoding: the server converts a LATIN1 (etc.) database's text to UTF-8 for us
 
 SOURCE_SCHEMA = avro.source_schema(
     "io.debezium.connector.postgresql",
@@ -142,16 +142,12 @@ class PostgresSource:
         self._wal_warned = False  # retained WAL is over max_retained_wal_mb, already said so
         self._health_failed = False
         self._action_failed = False
+        self._change_lsn = 0  # WAL position of the message being decoded, for errors
         self.db = ""
 
     @staticmethod
     def _split(name: str) -> tuple[str, str]:
-        parts = (
-            [p.strip('"') for p in name.split(".", 1)]
-            if "." in name
-            else ["public", name.strip('"')]
-        )
-        return parts[0], parts[1]
+        return parse_table(name)
 
     # --- connections --------------------------------------------------------------------------
 
@@ -370,7 +366,15 @@ class PostgresSource:
     def _row(self, rel: _Relation, raw: list[Any], complete: bool) -> tuple[Any, ...]:
         """Convert a text tuple (the snapshot's rows); ``complete`` False: absent columns take
         their fallback."""
-        return _tuples.convert_row(rel.schema, rel.mappings, raw, complete)
+        try:
+            return _tuples.convert_row(rel.schema, rel.mappings, raw, complete)
+        except _tuples.ValueConversionError as e:
+            key = ", ".join(f"{rel.schema.columns[k].name}={raw[k]!r:.80}" for k in rel.schema.key)
+            raise e.located(
+                f"in the snapshot of {rel.schema.qualified} (row {key or 'without a key'})",
+                "correct the value in that row and restart; the snapshot resumes after the "
+                "last row written",
+            ) from e
 
     # --- streaming ----------------------------------------------------------------------------
 
@@ -412,6 +416,9 @@ class PostgresSource:
 
     def _stream_error(self, msg: str) -> SourceError:
         """The error for a failed or ended stream: PositionLost when the slot lost its WAL."""
+        if "invalid byte sequence for encoding" in msg:
+            # text of a SQL_ASCII database that is not UTF-8: it fails again on every restart
+            return SourceError(f"{msg.strip()}. {_tuples.NOT_UTF8}", retryable=False)
         if any(
             s in msg
             for s in ("invalidated", "can no longer get changes", "has already been removed")
@@ -593,7 +600,14 @@ class PostgresSource:
             conn.finish()
             self._repl = None
             raise
-        yield from self._stream(conn, start)
+        try:
+            yield from self._stream(conn, start)
+        except _tuples.ValueConversionError as e:
+            raise e.located(
+                f"in the change at LSN {format_lsn(self._change_lsn)} (slot {self.slot})",
+                "a restart reads this change again, so remove its cause as said above, then "
+                "restart (the pipeline resumes at this change)",
+            ) from e
 
     def _watched(self, batches: Generator[ChangeBatch]) -> Iterator[ChangeBatch]:
         """``batches`` of a snapshot, with the slot's health read every slot_check_interval_s.
@@ -724,7 +738,7 @@ class PostgresSource:
                 continue
             if kind != 119:  # 'w' XLogData
                 continue
-            msg_lsn = _XLOG.unpack_from(data, 1)[0]
+            msg_lsn = self._change_lsn = _XLOG.unpack_from(data, 1)[0]
             buf = data[25:]
             tag = buf[0]
             if tag == 66:  # 'B' begin

@@ -17,8 +17,9 @@ returns exactly what the generic path returns for the same bytes (equal values o
 the very same fallback and placeholder objects), or raises what it raises: whenever anything in
 the specialised body raises (a value a converter rejects, bytes that are not UTF-8, a column count
 that does not match, a truncated message), the message is decoded again by the generic path,
-which raises its own error (a ``SourceError`` naming table.column and type for a value that does
-not convert) or, for a value only the shortcut rejected, returns the right row.
+which raises its own error (a ``ValueConversionError`` naming table.column and type for a value
+that does not convert, or that converts to None in a required column) or, for a value only the
+shortcut rejected, returns the right row.
 
 The generated source contains only local variable names, indexes and literals of numbers and
 bytes; mappings, fallbacks and placeholders are bound constants, column names never appear in it.
@@ -46,14 +47,50 @@ class _Unchanged:
     """Marker for an unchanged TOASTed value (tuple kind 'u')."""
 
 
+NOT_UTF8 = (
+    "The pipeline stopped: the database holds text that is not valid UTF-8 (a SQL_ASCII "
+    "database?), which cannot be written as an Avro string; correct the text, or convert the "
+    "database to UTF8, and restart"
+)
+
+
+class ValueConversionError(SourceError):
+    """A column value that cannot be written: fatal (a restart would read the same value).
+
+    Raised by the decoders with the table, column, type and value; the source adds where the
+    value was read (``located``): the change's LSN, or the snapshot and the row's key.
+    """
+
+    def __init__(self, message: str, table: str, column: str, type_name: str) -> None:
+        super().__init__(message, retryable=False)
+        self.table, self.column, self.type_name = table, column, type_name
+
+    def located(self, where: str, fix: str) -> ValueConversionError:
+        """The same error, saying where the value was read and what the operator can do."""
+        e = ValueConversionError(
+            f"{self}; {where}. The pipeline stopped: {fix}",
+            self.table,
+            self.column,
+            self.type_name,
+        )
+        e.__cause__ = self.__cause__
+        return e
+
+
 UNCHANGED = _Unchanged()
+
+
+class _NotUtf8(bytes):
+    """A column's bytes that are not UTF-8 (the server converts to UTF-8: it should not send
+    them); ``convert_row`` raises the located error for it."""
 
 
 # --- the generic path (the reference) -------------------------------------------------------------
 
 
 def parse_tuple(buf: bytes, i: int) -> tuple[list[Any], int]:
-    """TupleData at ``i`` -> (texts: str, None for null, UNCHANGED; the offset after it)."""
+    """TupleData at ``i`` -> (texts: str, None for null, UNCHANGED, bytes that are not UTF-8 as
+    a marker ``convert_row`` refuses; the offset after it)."""
     (n,) = _U16.unpack_from(buf, i)
     i += 2
     vals: list[Any] = []
@@ -64,7 +101,11 @@ def parse_tuple(buf: bytes, i: int) -> tuple[list[Any], int]:
         if kind == 116:  # 't'
             (length,) = _U32.unpack_from(buf, i)
             i += 4
-            append(buf[i : i + length].decode())
+            raw = buf[i : i + length]
+            try:
+                append(raw.decode())
+            except UnicodeDecodeError:
+                append(_NotUtf8(raw))
             i += length
         elif kind == 110:  # 'n'
             append(None)
@@ -87,17 +128,39 @@ def convert_row(
         elif v is UNCHANGED:
             ph = m.unavailable
             out.append(ph if ph is not None or cols[idx].optional else cols[idx].fallback)
+        elif type(v) is _NotUtf8:
+            raise _conversion_error(table, cols[idx].name, m.name, v, "not valid UTF-8")
         elif m.convert is None:
             out.append(v)
         else:
             try:
-                out.append(m.convert(v))
-            except (ValueError, ArithmeticError) as e:
-                raise SourceError(
-                    f"cannot convert value {v[:80]!r} of column {table.qualified}."
-                    f"{cols[idx].name} ({m.name}): {e}"
-                ) from None
+                value = m.convert(v)
+            except Exception as e:  # any converter failure: a located error, never a traceback
+                raise _conversion_error(table, cols[idx].name, m.name, v, str(e)) from e
+            if value is None and not cols[idx].optional:
+                raise _conversion_error(
+                    table,
+                    cols[idx].name,
+                    m.name,
+                    v,
+                    "the value has no Avro form (Debezium's type cannot carry it) and the column "
+                    "is NOT NULL: ALTER TABLE ... ALTER COLUMN ... DROP NOT NULL and restart to "
+                    "have it written as null",
+                )
+            out.append(value)
     return tuple(out)
+
+
+def _conversion_error(
+    table: TableSchema, column: str, type_name: str, text: str | bytes, reason: str
+) -> ValueConversionError:
+    return ValueConversionError(
+        f"cannot convert value {text[:80]!r} of column {table.qualified}.{column} "
+        f"({type_name}): {reason}",
+        table.qualified,
+        column,
+        type_name,
+    )
 
 
 def generic_decoder(table: TableSchema, mappings: Sequence[Mapping], complete: bool) -> Decoder:
@@ -207,12 +270,19 @@ class _Gen:
         self.emit(ind, "else:")
         self.emit(ind + 1, f"{v} = {c}(t)")
 
-    def column(self, m: Mapping, null: Any, unchanged: Any, v: str) -> None:
+    def column(self, m: Mapping, null: Any, unchanged: Any, v: str, required: bool) -> None:
         """Lines reading one column at ``i`` into variable ``v`` and moving ``i`` past it."""
         self.emit(2, "k = buf[i]")
         self.emit(2, "if k == 116:")
         self.emit(3, "j = i + 5 + _u32(buf, i + 1)[0]")
         self.convert(m, v, 3)
+        conv = m.convert
+        if required and not (
+            conv is None or conv in _FROM_BYTES or conv in _BYTES_BOOL or conv in _TIMESTAMPTZ
+        ):
+            # a converter's None (numeric NaN) in a NOT NULL column: the generic path's error
+            self.emit(3, f"if {v} is None:")
+            self.emit(4, "raise _Mismatch")
         self.emit(3, "i = j")
         self.emit(2, "elif k == 110:")
         self.emit(3, f"{v} = {self.const(null)}")
@@ -250,7 +320,7 @@ def generate(
         unchanged = ph if ph is not None or col.optional else col.fallback
         v = f"v{idx}"
         names.append(v)
-        gen.column(m, null, unchanged, v)
+        gen.column(m, null, unchanged, v, not col.optional)
     gen.emit(1, "except Exception:")
     gen.emit(2, "return _generic(buf, i0)")
     gen.emit(1, f"return ({', '.join(names)}{',' if n == 1 else ''}), i")

@@ -11,6 +11,9 @@ sessions with DateStyle=ISO, TimeZone=UTC, extra_float_digits=3 and IntervalStyl
 SESSION_OPTIONS): the converters rely on these formats. Converters run once per value on the hot
 path: everything that depends on the column only (scale, element converter, ...) is decided once
 in ``mapping_for``.
+
+One file past 500 lines on purpose: the mapping tables at the end and the converters they name
+are read together, as TYPES.md mirrors them.
 """
 
 from __future__ import annotations
@@ -37,8 +40,15 @@ UNAVAILABLE = "__debezium_unavailable_value"
 
 INT32_MAX = 2**31 - 1
 INT64_MAX, INT64_MIN = 2**63 - 1, -(2**63)
-DATE_INFINITY = 2_146_033_979  # +5877611-06-21, Debezium's date for infinity
-DATE_MINUS_INFINITY = -2_147_472_691  # -5877611-06-22, for -infinity
+# Debezium's infinities (TYPES.md says where each comes from). Timestamps: pgjdbc's
+# PGStatement.DATE_POSITIVE/NEGATIVE_INFINITY read as microseconds since 1970, whatever the
+# column's precision (in milliseconds for timestamp(0..3): the same instant).
+TS_INFINITY_US = 9_223_372_036_825_200_000
+TS_MINUS_INFINITY_US = -9_223_372_036_832_400_000
+# Dates: PostgresValueConverter.POSITIVE_INFINITY_LOCAL_DATE is -5877611-06-21 (sic: before the
+# date of -infinity, -5877611-06-22), in days since 1970-01-01.
+DATE_INFINITY = -2_147_472_692
+DATE_MINUS_INFINITY = -2_147_472_691
 DAY_US = 86_400_000_000
 MONTH_US = 2_629_800_000_000  # 30.4375 days (365.25 / 12), Debezium's average month
 
@@ -189,14 +199,10 @@ def _date(s: str) -> int:
     return _days_from_civil(1 - y if bc else y, m, d)
 
 
-def _ts_slow(s: str) -> int:
-    """Timestamps Python's datetime cannot hold (BC, past 9999) and infinities, in microseconds.
+def _ts_exact(s: str) -> int:
+    """Microseconds since 1970 of a finite timestamp text, any year (BC, past 9999), exactly.
 
-    Text may end with a UTC offset (timestamptz). Values past the int64 range saturate."""
-    if s == "infinity":
-        return INT64_MAX
-    if s == "-infinity":
-        return INT64_MIN
+    Text may end with a UTC offset (timestamptz)."""
     bc = s.endswith(" BC")
     if bc:
         s = s[:-3]
@@ -208,20 +214,30 @@ def _ts_slow(s: str) -> int:
             t = t[:i]
             break
     y, m, dd = (int(p) for p in d.split("-"))
-    us = _days_from_civil(1 - y if bc else y, m, dd) * DAY_US + _time_us(t) - off * 1_000_000
-    return min(max(us, INT64_MIN + 1), INT64_MAX - 1)
+    return _days_from_civil(1 - y if bc else y, m, dd) * DAY_US + _time_us(t) - off * 1_000_000
 
 
 def _ts_micros(s: str) -> int:
     if s[4] == "-" and s[-1] != "C":  # years 1..9999, not BC, not an infinity
         d = datetime.fromisoformat(s) - EPOCH
         return (d.days * 86400 + d.seconds) * 1_000_000 + d.microseconds
-    return _ts_slow(s)
+    if s == "infinity":
+        return TS_INFINITY_US
+    if s == "-infinity":
+        return TS_MINUS_INFINITY_US
+    # The last ~30 years before Postgres' maximum (294276 AD) do not fit in an int64: saturate
+    # one short of int64's limits (Debezium's arithmetic wraps around there).
+    return min(max(_ts_exact(s), INT64_MIN + 1), INT64_MAX - 1)
 
 
 def _ts_millis(s: str) -> int:
-    us = _ts_micros(s)
-    return us if us in (INT64_MAX, INT64_MIN) else us // 1000
+    if s[4] == "-" and s[-1] != "C":
+        return _ts_micros(s) // 1000
+    if s == "infinity":
+        return TS_INFINITY_US // 1000
+    if s == "-infinity":
+        return TS_MINUS_INFINITY_US // 1000
+    return _ts_exact(s) // 1000  # milliseconds of any timestamp fit in an int64
 
 
 def _timestamptz(s: str) -> str:
@@ -230,7 +246,7 @@ def _timestamptz(s: str) -> str:
         return s[:10] + "T" + s[11:-3] + "Z"
     if s == "infinity" or s == "-infinity":
         return s
-    us = _ts_slow(s)
+    us = _ts_exact(s)
     days, rem = divmod(us, DAY_US)
     y, m, d = _civil_from_days(days)
     secs, frac = divmod(rem, 1_000_000)
@@ -261,8 +277,7 @@ def _timestamptz_typmod(typmod: int) -> Mapping:
         return _TIMESTAMPTZ  # whole seconds: no fraction
     digits = typmod if 1 <= typmod <= 6 else 6  # no precision declared: 6
     name = "timestamptz" if typmod < 0 else f"timestamptz({typmod})"
-    zero = f"1970-01-01T00:00:00.{'0' * digits}Z"
-    return Mapping(name, avro.ZONED_TIMESTAMP, _timestamptz_padded(digits), zero)
+    return Mapping(name, avro.ZONED_TIMESTAMP, _timestamptz_padded(digits), _ZONED_ZERO)
 
 
 def _time_millis(s: str) -> int:
@@ -305,7 +320,9 @@ def _interval(s: str) -> int:
     if sec is not None:
         t = int(sec) * 1_000_000 + (int((frac + "000000")[:6]) if frac else 0)
         us += -t if neg else t
-    return us
+    # Beyond ~292,000 years an interval has no int64 form: saturated, as Debezium's cast of its
+    # double to a long saturates (Postgres allows 178,000,000 years)
+    return min(max(us, INT64_MIN), INT64_MAX)
 
 
 def _float(s: str) -> float:
@@ -345,10 +362,16 @@ def _variable_decimal(s: str) -> dict[str, Any] | None:
         return None
     dot = s.find(".")
     if dot < 0:
-        return {"scale": 0, "value": avro.unscaled_bytes(int(s))}
+        return {"scale": 0, "value": avro.unscaled_bytes(_integer(s))}
     s = s.rstrip("0")  # Debezium strips trailing zeros of a variable-scale value: 1.50 -> 1.5
     scale = len(s) - dot - 1
-    return {"scale": scale, "value": avro.unscaled_bytes(int(s[:dot] + s[dot + 1 :]))}
+    return {"scale": scale, "value": avro.unscaled_bytes(_integer(s[:dot] + s[dot + 1 :]))}
+
+
+def _integer(digits: str) -> int:
+    # int() refuses texts of more than 4300 digits (sys.int_info.str_digits_check_threshold);
+    # numeric has up to 147455: through Decimal, which has no such limit
+    return int(digits) if len(digits) <= 4000 else int(Decimal(digits))
 
 
 def _bits(s: str) -> bytes:
@@ -369,6 +392,33 @@ def _point(s: str) -> dict[str, Any]:
     x, y = s[1:-1].split(",")
     fx, fy = float(x), float(y)
     return {"x": fx, "y": fy, "wkb": _POINT.pack(1, 1, fx, fy), "srid": None}
+
+
+def _enum_array(s: str) -> list[str]:
+    """An enum array's labels; a NULL element is an error: Debezium's elements are required."""
+    out = parse_array(s)
+    if None in out:
+        raise ValueError(
+            "a NULL element in an enum array: Debezium's enum arrays have non-null elements (its "
+            "connector stops on this value too); keep NULL out of the column, e.g. with CHECK "
+            "(array_position(col, NULL) IS NULL), after correcting the row; a change already in "
+            "the slot cannot be written: take a new snapshot (drop the slot, or snapshot: "
+            "when_needed) to get past it"
+        )
+    return out  # type: ignore[return-value]
+
+
+def enum_schema(labels: list[str]) -> dict[str, Any]:
+    """Debezium's Postgres ``Enum``: ``allowed`` is the labels joined by commas, as they are.
+
+    Built here rather than by ``avro.enum`` on purpose: Debezium's Postgres connector does not
+    escape a comma inside a label (its MySQL connector's rules are its own)."""
+    return {
+        "type": "string",
+        "connect.version": 1,
+        "connect.name": "io.debezium.data.Enum",
+        "connect.parameters": {"allowed": ",".join(labels)},
+    }
 
 
 _HSTORE_PAIR = re.compile(r'"((?:[^"\\]|\\.)*)"=>(?:"((?:[^"\\]|\\.)*)"|NULL)', re.S)
@@ -510,9 +560,9 @@ _FIXED: dict[int, Mapping] = {
     23: Mapping("integer", avro.INT32, int, 0),
     25: _text("text"),
     26: Mapping("oid", avro.INT64, int, 0),
-    114: Mapping("json", avro.JSON, None, "{}"),
+    114: Mapping("json", avro.JSON, None, ""),
     142: Mapping("xml", avro.XML, None, ""),
-    600: Mapping("point", avro.POINT, _point, {"x": 0.0, "y": 0.0, "wkb": None, "srid": None}),
+    600: Mapping("point", avro.POINT, _point, _point("(0,0)")),
     650: _text("cidr"),
     700: Mapping("real", avro.FLOAT32, _float, 0.0),
     701: Mapping("double precision", avro.FLOAT64, _float, 0.0),
@@ -525,12 +575,13 @@ _FIXED: dict[int, Mapping] = {
     1082: Mapping("date", avro.DATE, _date, 0),
     1186: Mapping("interval", avro.MICRO_DURATION, _interval, 0),
     1266: Mapping("timetz", avro.ZONED_TIME, _timetz, "00:00:00Z"),
-    2950: Mapping("uuid", avro.UUID, None, "00000000-0000-0000-0000-000000000000"),
+    2950: Mapping("uuid", avro.UUID, None, ""),
     3614: Mapping("tsvector", avro.TSVECTOR, None, ""),
-    3802: Mapping("jsonb", avro.JSON, None, "{}"),
+    3802: Mapping("jsonb", avro.JSON, None, ""),
 }
 
-_TIMESTAMPTZ = Mapping("timestamptz(0)", avro.ZONED_TIMESTAMP, _timestamptz, "1970-01-01T00:00:00Z")
+_ZONED_ZERO = "1970-01-01T00:00:00Z"  # Debezium's neutral ZonedTimestamp, whatever the precision
+_TIMESTAMPTZ = Mapping("timestamptz(0)", avro.ZONED_TIMESTAMP, _timestamptz, _ZONED_ZERO)
 
 _BY_TYPMOD: dict[int, Callable[[int], Mapping]] = {
     1184: _timestamptz_typmod,
@@ -555,7 +606,9 @@ _BY_NAME: dict[str, Mapping] = {
 }
 
 
-def _array_of(elem: Mapping) -> Mapping:
+def _array_of(elem: Mapping, enum: bool = False) -> Mapping:
+    if enum:  # Debezium's enum arrays have required elements
+        return Mapping(f"{elem.name}[]", avro.array(elem.avro), _enum_array, [])
     return Mapping(f"{elem.name}[]", avro.array(["null", elem.avro]), _array(elem.convert), [])
 
 
@@ -583,9 +636,11 @@ def mapping_for(
         base_typmod = info.base_typmod if info.base_typmod >= 0 else typmod
         return replace(mapping_for(info.base, base_typmod, None, resolve), name=info.name)
     if info.typtype == "e":
-        return Mapping(info.name, avro.enum(list(info.enum_labels)), None, "")
+        return Mapping(info.name, enum_schema(list(info.enum_labels)), None, "")
     if info.category == "A" and info.element:
-        return _array_of(mapping_for(info.element, typmod, None, resolve))
+        elem = mapping_for(info.element, typmod, None, resolve)
+        elem_info = resolve(info.element) if resolve is not None else None
+        return _array_of(elem, elem_info is not None and elem_info.typtype == "e")
     ext = _BY_NAME.get(info.name.rsplit(".", 1)[-1].strip('"'))
     if ext is not None:
         return ext

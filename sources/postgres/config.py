@@ -8,8 +8,57 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
-_IDENT = r'(?:[A-Za-z_][A-Za-z0-9_$]*|"[^"]+")'
-_TABLE = re.compile(rf"^(?:{_IDENT}\.)?{_IDENT}$")
+# A name part: in double quotes (any characters, a double quote written twice), or bare (no
+# dot, no double quote, no surrounding space), as Debezium reads fully-qualified table names.
+_PART = r'"(?:[^"]|"")+"|[^."\s](?:[^."]*[^."\s])?'
+_TABLE = re.compile(rf"(?:({_PART})\.)?({_PART})")
+MAX_IDENTIFIER_BYTES = 63  # Postgres' NAMEDATALEN - 1: longer names are truncated on creation
+
+TABLE_HELP = (
+    "write schema.table (schema defaults to public); put a name part holding a dot, a double "
+    "quote or surrounding spaces in double quotes, a double quote inside written twice: "
+    '"my.schema"."my ""quoted"" table"'
+)
+
+
+def parse_table(name: str) -> tuple[str, str]:
+    """``schema.table`` as written in ``source.tables`` -> (schema, table) as Postgres names them.
+
+    Quoted parts are unquoted (``"a""b"`` -> ``a"b``); bare parts are taken as written (not
+    folded to lower case); the schema defaults to public. Raises ValueError for a name that
+    cannot be read.
+    """
+    m = _TABLE.fullmatch(name)
+    if m is None:
+        raise ValueError(f"invalid table name {name!r}: {TABLE_HELP}")
+    schema, table = (_unquote(p) if p is not None else "public" for p in m.groups())
+    for part in (schema, table):
+        if "\x00" in part:
+            raise ValueError(f"invalid table name {name!r}: a name cannot contain NUL")
+        if len(part.encode()) > MAX_IDENTIFIER_BYTES:
+            raise ValueError(
+                f"invalid table name {name!r}: {part!r} is longer than Postgres' "
+                f"{MAX_IDENTIFIER_BYTES}-byte identifiers (the server truncates longer names): "
+                "write the name as the server keeps it"
+            )
+    return schema, table
+
+
+_PLAIN = re.compile(r"[a-z_][a-z0-9_$]*")
+
+
+def sql_table(schema: str, table: str) -> str:
+    """``schema.table`` for SQL shown to the operator: a part quoted unless it is a plain lower-case
+    identifier (``public."Spaced Table"``)."""
+    return ".".join(
+        p if _PLAIN.fullmatch(p) else '"' + p.replace('"', '""') + '"' for p in (schema, table)
+    )
+
+
+def _unquote(part: str) -> str:
+    if part.startswith('"'):
+        return part[1:-1].replace('""', '"')
+    return part
 
 
 class PostgresSourceConfig(BaseModel):
@@ -25,7 +74,9 @@ class PostgresSourceConfig(BaseModel):
     )
     tables: list[str] = Field(
         min_length=1,
-        description='tables to capture, "schema.table" (schema defaults to public)',
+        description='tables to capture, "schema.table" (schema defaults to public), names as '
+        "they are (case kept); a part holding a dot, a double quote or surrounding spaces in "
+        'double quotes, a double quote inside written twice: "my.schema"."a ""b"""',
     )
     slot: str | None = Field(
         None, description="replication slot name; default cdc_<pipeline name>; created if missing"
@@ -92,11 +143,19 @@ class PostgresSourceConfig(BaseModel):
     @field_validator("tables")
     @classmethod
     def _tables(cls, v: list[str]) -> list[str]:
-        bad = [t for t in v if not _TABLE.match(t)]
-        if bad:
-            raise ValueError(f"invalid table name {bad[0]!r}: use schema.table")
-        if len(set(v)) != len(v):
-            raise ValueError("a table is listed twice")
+        seen: dict[tuple[str, str], str] = {}
+        problems: list[str] = []  # every bad name at once
+        for t in v:
+            try:
+                parsed = parse_table(t)
+            except ValueError as e:
+                problems.append(str(e))
+                continue
+            if parsed in seen:
+                problems.append(f"table {t!r} is listed twice (also as {seen[parsed]!r})")
+            seen[parsed] = t
+        if problems:
+            raise ValueError("; ".join(problems))
         return v
 
 

@@ -27,9 +27,10 @@ pytestmark = pytest.mark.integration
 
 MONTH_US = 2_629_800_000_000  # 30.4375 days
 DAY_US = 86_400_000_000
-I64_MAX, I64_MIN = 2**63 - 1, -(2**63)
-# days since 1970 of +5877611-06-21 and -5877611-06-22: Debezium's dates for +-infinity
-DATE_INF, DATE_NINF = 2_146_033_979, 2_147_472_691
+# Debezium's timestamp infinities: pgjdbc's DATE_POSITIVE/NEGATIVE_INFINITY as microseconds
+TS_INF, TS_NINF = 9_223_372_036_825_200_000, -9_223_372_036_832_400_000
+# days since 1970 of -5877611-06-21 and -5877611-06-22: Debezium's dates for +-infinity
+DATE_INF, DATE_NINF = -2_147_472_692, 2_147_472_691
 
 SETUP = """
 CREATE EXTENSION hstore;
@@ -145,9 +146,10 @@ def bit_list(col: str) -> str:
     )
 
 
-def epoch_us(col: str, per: int = 1_000_000, inf: tuple[int, int] = (I64_MAX, I64_MIN)) -> str:
+def epoch_us(col: str, per: int = 1_000_000) -> str:
+    inf, ninf = TS_INF // (1_000_000 // per), TS_NINF // (1_000_000 // per)
     return (
-        f"CASE WHEN {col} = 'infinity' THEN {inf[0]} WHEN {col} = '-infinity' THEN {inf[1]} "
+        f"CASE WHEN {col} = 'infinity' THEN {inf} WHEN {col} = '-infinity' THEN {ninf} "
         f"ELSE floor(extract(epoch FROM {col}) * {per})::numeric END"
     )
 
@@ -423,7 +425,9 @@ COLUMNS: list[Col] = [
     (
         "c_mood_arr",
         "mood[]",
-        ("'{happy,sad}'", "'{}'", "'{NULL,ok}'"),
+        # no NULL element: Debezium's enum array elements are required (a NULL one stops the
+        # pipeline, see test_postgres_type_edges.py)
+        ("'{happy,sad}'", "'{}'", "'{ok,happy}'"),
         "c_mood_arr::text[]",
         same,
         None,
@@ -665,12 +669,18 @@ def test_enum_column_added_mid_stream(tmp_path: Path, pg_db: str, daemon: Any) -
         c.execute("INSERT INTO t VALUES (1, 'before')")
         c.execute("CREATE TYPE color AS ENUM ('red', 'green')")
         c.execute("ALTER TABLE t ADD COLUMN c color, ADD COLUMN cs color[]")
-        c.execute("INSERT INTO t VALUES (2, 'after', 'green', '{red,NULL}')")
+        c.execute("INSERT INTO t VALUES (2, 'after', 'green', '{red,green}')")
         c.execute("UPDATE t SET x = 'old row, new shape' WHERE id = 1")
     log = tmp_path / "log"
     wait_until(lambda: len(row_events(read_log(log))) >= 3, 30, "3 row events")
     assert d.terminate() == 0, d.output()
     rows = row_events(read_log(log))
     assert rows[0]["value"]["after"] == {"id": 1, "x": "before"}
-    assert rows[1]["value"]["after"] == {"id": 2, "x": "after", "c": "green", "cs": ["red", None]}
+    # (a NULL element would stop the pipeline: Debezium's enum array elements are required)
+    assert rows[1]["value"]["after"] == {
+        "id": 2,
+        "x": "after",
+        "c": "green",
+        "cs": ["red", "green"],
+    }
     assert rows[2]["value"]["after"] == {"id": 1, "x": "old row, new shape", "c": None, "cs": None}

@@ -63,7 +63,7 @@ EXTRA: dict[str, list[str]] = {
     ],
     "numeric(5,0)": ["123", "-123", "-0", "0", "+1", "1.0", "-", "", "1e3", "\u0661\u0662", "NaN"],
     "numeric(3,-2)": ["12300", "-100", "NaN"],
-    "numeric": ["0", "-0.000", "1e5", "x"],
+    "numeric": ["0", "-0.000", "1e5", "x", "NaN", "Infinity"],
     "money": ["$0.00", "($1,000.00)", "", "x"],
     "date": ["2024-13-01", "0001-01-01", "1-1-1 BC", "x", ""],
     "time": ["25:00:00", "1:2", "x"],
@@ -106,6 +106,7 @@ EXTRA: dict[str, list[str]] = {
     "numeric(6,2)[]": ["{NaN,Infinity,1.5}", "{x}"],
     "text[]": ["{a,b}", '{"a\\"b"}', '{"a', '{"a\\'],
     "hstore": ['"a"=>"b"', "x"],
+    "mood[]": ["{happy,NULL}", "{NULL}", "{}", '{"sad"}'],  # a NULL element: a located error
 }
 
 # Texts no type expects, tried anywhere now and then.
