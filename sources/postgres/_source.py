@@ -32,7 +32,7 @@ from psycopg.pq.abc import PGconn
 import cdc
 from cdc import avro, metrics
 from cdc.errors import PositionLost, SourceError
-from cdc.model import ChangeBatch, Column, Position, RowChange, TableSchema, TxBoundary
+from cdc.model import NO_DEFAULT, ChangeBatch, Column, Position, RowChange, TableSchema, TxBoundary
 from sources.postgres import _snapshot, _tuples
 from sources.postgres._defaults import column_default
 from sources.postgres._lsn import format_lsn, parse_lsn
@@ -343,7 +343,10 @@ class PostgresSource:
             default = (
                 column_default(cat_row[4], type_oid, m, self.resolve_type) if cat_row else None
             )
-            columns.append(Column(cname, m.avro, not required, m.name, m.fallback, default))
+            # A required column the server did not send (a key-only old row) takes its default
+            # where the schema carries one, else the type's neutral value, as Debezium fills it.
+            fallback = m.fallback if default is NO_DEFAULT or default is None else default
+            columns.append(Column(cname, m.avro, not required, m.name, fallback, default))
             mappings.append(m)
             if is_key:
                 key.append(idx)
