@@ -46,7 +46,9 @@ def _kill_mid_snapshot(run: Run, more_than: int) -> int:
 
 
 def test_resumed_snapshot_keeps_ids_unique_and_markers_right(
-    tmp_path: Path, daemon: Any, db: Db
+    tmp_path: Path,
+    daemon: Any,
+    db: Db,  # noqa: F811 (the fixture imported above)
 ) -> None:
     db.execute(["CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)"])
     db.execute(["CREATE TABLE u (a INT, b INT)"])  # no key: read again from its start
@@ -60,7 +62,7 @@ def test_resumed_snapshot_keeps_ids_unique_and_markers_right(
     first = _kill_mid_snapshot(run, 0)
     _kill_mid_snapshot(run, first)  # a second resume, from a resumed attempt's position
     run.start()
-    rows = run.wait(lambda rows: len(ops(rows, "r")) >= N + NO_KEY, "the whole snapshot")
+    run.wait(lambda rows: len(ops(rows, "r")) >= N + NO_KEY, "the whole snapshot")
     wait_until(lambda: "snapshot" not in str(LogReader(run.log).info()["last_position"]), 60)
     time.sleep(0.3)  # nothing more may follow
     records = [r for r in run.records() if r["value"] is not None]
