@@ -8,14 +8,20 @@ when the last captured table was empty.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from sinks.log import LogReader
+from tests.conformance import test_sources
 from tests.conformance.test_sources import Db, Run, db, ops  # noqa: F401 (db: the fixture)
 from tests.conftest import wait_until
+
+# pytest imports test_sources.py by its own name as well: that copy counts database names from
+# 0 too, so this one counts from elsewhere (names are per process and server)
+test_sources._counter = itertools.count(100_000)
 
 N = 20_000
 NO_KEY = 300
