@@ -631,6 +631,11 @@ class PostgresSource:
         action = self.config.heartbeat_action_query if hb else None
         wal_end = 0
         yielded = resume_lsn  # the LSN of the last position yielded (or started from)
+        # The server asked for a reply (a keepalive with reply requested): it waits for our
+        # flush position to reach what it sent, which a shutting-down walsender must see before
+        # it can exit (else `pg_ctl stop -m fast` never completes). Answered once no
+        # transaction is open, by making its WAL end durable and acknowledgeable (see below).
+        confirm = False
         next_hb = next_action = time.monotonic() + hb
         next_health = time.monotonic()
 
@@ -685,6 +690,28 @@ class PostgresSource:
                 next_hb = time.monotonic() + hb
             if self._stopping:
                 return
+            if confirm and not in_txn:
+                confirm = False
+                if events:
+                    yield ChangeBatch(events, position())
+                    events = []
+                target = max(wal_end, resume_lsn)
+                if target > self._acked:
+                    # Every captured transaction before the keepalive's WAL end was yielded
+                    # (none is open), so {"lsn": wal_end} is a heartbeat position. A sink may
+                    # acknowledge one batch behind its last (the built-in log keeps its last
+                    # frame unacknowledged in case it is found torn), so it goes out twice: the
+                    # second makes the first acknowledgeable, and the acknowledgement that
+                    # follows lets the server's shutdown complete. Nothing is acknowledged
+                    # that is not covered by a later durable batch.
+                    resume_lsn = yielded = target
+                    yield ChangeBatch([], {"lsn": target})
+                    yield ChangeBatch([], {"lsn": target})
+                    next_hb = time.monotonic() + hb
+                    if self._stopping:
+                        return
+                    self._send_status(conn, force=True)
+                continue
             now = time.monotonic()
             if now >= next_health:
                 self._slot_health()
@@ -716,6 +743,7 @@ class PostgresSource:
                 wal_end = max(wal_end, end)
                 if reply:
                     self._send_status(conn, force=True)
+                    confirm = True
                 continue
             if kind != 119:  # 'w' XLogData
                 continue
