@@ -16,6 +16,7 @@ transactions and events that ``start`` says were already delivered are dropped h
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import select
@@ -43,6 +44,8 @@ from sources.postgres.config import PostgresSourceConfig, default_name
 
 log = logging.getLogger(__name__)
 
+# The comment on a publication a pipeline made: OWNER_TAG + {"pipeline": name, "slot": slot}.
+OWNER_TAG = "cdc:"
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 SESSION_OPTIONS = (
     "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601 "
@@ -186,7 +189,73 @@ class PostgresSource:
 
     # --- setup --------------------------------------------------------------------------------
 
-    def _ensure_publication(self) -> None:
+    # --- ownership: a slot or publication another pipeline made is never dropped or altered ----
+
+    def _claim_comment(self) -> str:
+        """The comment recording that this pipeline made (and owns) its publication and which
+        slot goes with it."""
+        return OWNER_TAG + json.dumps(
+            {"pipeline": self.pipeline_name, "slot": self.slot}, sort_keys=True
+        )
+
+    def _claims(self) -> dict[str, dict[str, Any]]:
+        """Publication name -> the owner its comment records, for every publication a pipeline
+        made (comments starting with ``OWNER_TAG``)."""
+        rows = (
+            self._connect_catalog()
+            .execute(
+                "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication "
+                "WHERE obj_description(oid, 'pg_publication') LIKE %s",
+                (OWNER_TAG + "%",),
+            )
+            .fetchall()
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for name, comment in rows:
+            with contextlib.suppress(ValueError):
+                claim = json.loads(comment[len(OWNER_TAG) :])
+                if isinstance(claim, dict):
+                    out[name] = claim
+        return out
+
+    def _not_ours(self, what: str, owner: str) -> SourceError:
+        return SourceError(
+            f"{what} belongs to pipeline {owner!r} (the publication's comment records it); "
+            f"pipeline {self.pipeline_name!r} will neither use, alter nor drop it: give this "
+            "pipeline a source.slot and source.publication of its own (cdc validate reports "
+            "pipeline names that map to the same ones)",
+            retryable=False,
+        )
+
+    def _may_drop_slot(self) -> None:
+        """Refuse to drop the slot when another pipeline's publication records it, or when a
+        connection is reading it (retryable: our own previous connection may still be ending)."""
+        for pub, claim in self._claims().items():
+            if claim.get("slot") == self.slot and claim.get("pipeline") != self.pipeline_name:
+                raise self._not_ours(
+                    f"replication slot {self.slot!r} (recorded by publication {pub!r})",
+                    str(claim.get("pipeline")),
+                )
+        row = (
+            self._connect_catalog()
+            .execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s AND active",
+                (self.slot,),
+            )
+            .fetchone()
+        )
+        if row is not None:
+            raise SourceError(
+                f"replication slot {self.slot!r} is being read by another connection (pid "
+                f"{row[0]}) while this pipeline's sink holds nothing yet: not dropping it; if "
+                "another pipeline or program uses it, give this pipeline a source.slot of its own"
+            )
+
+    def _ensure_publication(self, adopt: bool = False) -> None:
+        """Create the publication (recording this pipeline as its owner) or check that an
+        existing one is not another pipeline's, and add missing tables. ``adopt``: the sink
+        holds a position, so an existing publication without an owner is this pipeline's from
+        an earlier version: record the owner now."""
         cat = self._connect_catalog()
         oids: list[str] = []
         for schema, table in self.tables:
@@ -221,14 +290,27 @@ class PostgresSource:
             "SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,)
         ).fetchone()
         idents = sql.SQL(", ").join(sql.Identifier(s, t) for s, t in sorted(wanted))
+        comment = sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
+            sql.Identifier(self.publication), sql.Literal(self._claim_comment())
+        )
         if not exists:
-            cat.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                    sql.Identifier(self.publication), idents
+            with cat.transaction():
+                cat.execute(
+                    sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                        sql.Identifier(self.publication), idents
+                    )
                 )
-            )
+                cat.execute(comment)
             log.info("created publication %s for %d tables", self.publication, len(wanted))
             return
+        claim = self._claims().get(self.publication)
+        if claim is not None and claim.get("pipeline") != self.pipeline_name:
+            raise self._not_ours(f"publication {self.publication!r}", str(claim.get("pipeline")))
+        if (claim is None and adopt) or (claim is not None and claim.get("slot") != self.slot):
+            try:
+                cat.execute(comment)
+            except psycopg.Error as e:  # not the owner: the publication stays unclaimed
+                log.debug("cannot comment on publication %s: %s", self.publication, e)
         missing = wanted - {(s, t) for s, t in existing}
         if missing:
             cat.execute(
@@ -531,7 +613,7 @@ class PostgresSource:
         """Snapshot (as configured) and stream; see the module docstring for positions."""
         mode = self.config.snapshot
         self._connect_catalog()
-        self._ensure_publication()
+        self._ensure_publication(adopt=start is not None)
         if start is not None and start.get("snapshot_only_done"):
             log.info("snapshot: initial_only snapshot already complete; nothing to do")
             return
@@ -559,7 +641,9 @@ class PostgresSource:
         try:
             if fresh:
                 if state is not None:
-                    self._drop_slot()  # nothing in the sink depends on it: a new one replaces it
+                    # nothing in the sink depends on it: a new one replaces it, if it is ours
+                    self._may_drop_slot()
+                    self._drop_slot()
                 lsn, name = self._create_slot(conn, export=True)
                 conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, name)
                 tables = self._snapshot_tables([], {})

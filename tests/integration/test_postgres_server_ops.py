@@ -6,6 +6,7 @@ Each test that stops or changes the server runs on a private scratch server of i
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,67 @@ def test_fast_shutdown_completes_while_streaming_and_the_daemon_resumes(
     wait_until(lambda: len(ids(tmp_path / "log")) >= 80, 60, "the rows after the restart")
     assert d.terminate() == 0
     assert ids(tmp_path / "log") == list(range(80)), "each row once, in order"
+
+
+def test_pipelines_mapping_to_one_slot_never_touch_each_others(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    """``dup.a`` and ``dup-a`` both map to slot and publication ``cdc_dup_a``: run from two
+    config files (one file is refused by ``cdc validate``), the second refuses to start rather
+    than drop the first's slot or add its tables to the first's publication."""
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE a_items (id int PRIMARY KEY, note text)")
+        c.execute("CREATE TABLE b_items (id int PRIMARY KEY, note text)")
+
+    def config(name: str, table: str) -> Path:
+        d = tmp_path / table
+        d.mkdir()
+        (d / "cdc.yaml").write_text(
+            f"""
+pipelines:
+  - name: {name}
+    batch: {{max_wait_ms: 20}}
+    source: {{type: postgres, dsn: "{pg_db}", tables: [public.{table}]}}
+    sink: {{type: log, path: {d / "log"}}}
+"""
+        )
+        return d / "cdc.yaml"
+
+    def published() -> list[str]:
+        with psycopg.connect(pg_db) as c:
+            rows = c.execute(
+                "SELECT tablename FROM pg_publication_tables WHERE pubname = 'cdc_dup_a'"
+            ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def slot_active() -> Any:
+        with psycopg.connect(pg_db) as c:
+            row = c.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = 'cdc_dup_a'"
+            ).fetchone()
+        return None if row is None else row[0]
+
+    a = daemon(config("dup.a", "a_items")).start()
+    wait_until(lambda: "streaming from slot" in a.output(), 60, "dup.a streaming")
+    b = daemon(config("dup-a", "b_items")).start()
+    assert b.proc is not None
+    try:
+        rc = b.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"dup-a kept retrying instead of refusing:\n{b.output()}")
+    assert rc == 1, b.output()
+    assert "belongs to pipeline 'dup.a'" in b.output()
+    assert published() == ["a_items"], "dup-a's table was added to dup.a's publication"
+    assert slot_active() is True, "dup.a's slot is intact and in use"
+
+    insert(pg_db, 0, 5, "a_items")
+    insert(pg_db, 0, 5, "b_items")
+    wait_until(lambda: ids(tmp_path / "a_items" / "log", "a_items") == list(range(5)), 60)
+    assert a.terminate() == 0
+    assert ids(tmp_path / "a_items" / "log", "b_items") == [], "dup.a captured dup-a's table"
+
+    # with dup.a stopped its slot is idle: dup-a still leaves it alone
+    b2 = daemon(tmp_path / "b_items" / "cdc.yaml").start()
+    assert b2.proc is not None and b2.proc.wait(60) == 1, b2.output()
+    assert slot_active() is False, "dup.a's slot was dropped"
+    assert published() == ["a_items"]
