@@ -144,6 +144,7 @@ class PostgresSource:
         self._wal_warned = False  # retained WAL is over max_retained_wal_mb, already said so
         self._health_failed = False
         self._action_failed = False
+        self._published = False  # _ensure_publication ran: the publication is checked from now
         self.db = ""
 
     @staticmethod
@@ -267,10 +268,7 @@ class PostgresSource:
                 (schema, table),
             ).fetchone()
             if row is None:
-                raise SourceError(
-                    f"table {schema}.{table} does not exist in database {self.db!r}; "
-                    "create it or remove it from source.tables"
-                )
+                raise self._dropped(f"{schema}.{table}")
             if row[1] == "n" or (row[1] == "d" and not row[2]):
                 log.warning(
                     "table %s.%s has no primary key and REPLICA IDENTITY %s: its updates and "
@@ -302,6 +300,7 @@ class PostgresSource:
                 )
                 cat.execute(comment)
             log.info("created publication %s for %d tables", self.publication, len(wanted))
+            self._published = True
             return
         claim = self._claims().get(self.publication)
         if claim is not None and claim.get("pipeline") != self.pipeline_name:
@@ -320,6 +319,7 @@ class PostgresSource:
                 )
             )
             log.info("added %d tables to publication %s", len(missing), self.publication)
+        self._published = True
 
     def _slot_state(self) -> tuple[int, str | None] | None:
         row = (
@@ -400,6 +400,13 @@ class PostgresSource:
             type_oid, typmod = struct.unpack_from(">Ii", buf, i)
             i += 8
             cols.append((cname, type_oid, typmod))
+        old = self._relations.get(relid)
+        if (
+            old is not None
+            and (old.schema.namespace, old.schema.table) != (ns, name)
+            and (ns, name) not in self.tables
+        ):
+            raise self._renamed(old.schema.qualified, f"{ns}.{name}")
         self._build_table(relid, ns, name, cols)
 
     def _build_table(
@@ -436,7 +443,12 @@ class PostgresSource:
             key=tuple(key),
         )
         old = self._relations.get(relid)
-        if old is not None and old.schema.columns == table.columns and old.schema.key == table.key:
+        if (
+            old is not None
+            and old.schema.columns == table.columns
+            and old.schema.key == table.key
+            and old.schema.topic == table.topic
+        ):
             return old  # the same shape announced again (every new session does): keep it
         if old is not None:
             log.info("table %s changed shape: new schema version", table.qualified)
@@ -498,7 +510,159 @@ class PostgresSource:
                 f"replication slot {self.slot!r} can no longer be read (the server removed WAL "
                 f"it needed): {detail}. {self._ways_out()}"
             )
+        if "publication" in msg and "does not exist" in msg:
+            return self._publication_gone(" ".join(msg.split()).rstrip("."))
         return SourceError(msg)
+
+    # --- faults that cannot heal: stop, say why, the ways out, and what the slot costs ------------
+
+    def _retained_note(self) -> str:
+        """The slot's WAL cost while the pipeline is stopped (best effort: '' when unknown)."""
+        try:
+            row = (
+                self._connect_catalog()
+                .execute(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+                    "FROM pg_replication_slots WHERE slot_name = %s",
+                    (self.slot,),
+                )
+                .fetchone()
+            )
+        except (psycopg.Error, SourceError):
+            row = None
+        now = f" ({int(row[0] or 0) >> 20} MB now)" if row is not None else ""
+        return (
+            f" Meanwhile replication slot {self.slot!r} keeps every WAL file from its position"
+            f"{now}, growing with every write on the server: drop it (SELECT "
+            f"pg_drop_replication_slot('{self.slot}')) if this pipeline will not resume soon."
+        )
+
+    def _publication_gone(self, detail: str) -> SourceError:
+        return SourceError(
+            f"publication {self.publication!r} was dropped after the slot's position ({detail}): "
+            "the server decodes the changes since then with the publication as it was when "
+            "they were written, so a recreated one does not help and every restart fails the "
+            "same way. Ways out: drop the slot, move the sink's data aside and restart for a new "
+            "snapshot (or set snapshot: when_needed and drop the slot); or, accepting that the "
+            "changes in between are lost, advance the slot past the recreation with "
+            f"SELECT pg_replication_slot_advance('{self.slot}', pg_current_wal_lsn()) and "
+            f"restart.{self._retained_note()}",
+            retryable=False,
+        )
+
+    def _renamed(self, old: str, new: str) -> SourceError:
+        return SourceError(
+            f"captured table {old} was renamed to {new}: its topic would change (to "
+            f"{self.prefix}.{new}), so the pipeline stops rather than keep writing to the old "
+            f"one or drop its changes. Put {new} in source.tables in place of {old} and restart: "
+            "the pipeline resumes where it stopped, nothing lost; changes before the rename "
+            f"keep the old topic.{self._retained_note()}",
+            retryable=False,
+        )
+
+    def _dropped(self, table: str) -> SourceError:
+        return SourceError(
+            f"captured table {table} does not exist in database {self.db!r} (dropped, or renamed "
+            "while the pipeline was not running); its changes up to the drop were delivered. "
+            "Remove it from source.tables (or create it, or put its new name there) and restart."
+            f"{self._retained_note()}",
+            retryable=False,
+        )
+
+    def _publication_health(self) -> None:
+        """Check that the publication still exists, publishes every configured table and every
+        operation: a table removed from it (or an operation turned off) loses its changes
+        silently. Re-adds what is missing when the publication is this pipeline's (with a
+        warning: changes in between were not decoded); stops with the ways out otherwise.
+        Called with the slot check, every slot_check_interval_s, once ``_ensure_publication``
+        set the publication up."""
+        if not self._published:
+            return
+        try:
+            cat = self._connect_catalog()
+            pub = cat.execute(
+                "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication "
+                "WHERE pubname = %s",
+                (self.publication,),
+            ).fetchone()
+            published = {
+                (str(r[0]), str(r[1]))
+                for r in cat.execute(
+                    "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
+                    (self.publication,),
+                ).fetchall()
+            }
+        except (psycopg.Error, SourceError) as e:
+            log.debug("cannot read publication %s: %s", self.publication, e)
+            return
+        if pub is None:
+            raise self._publication_gone("it no longer exists")
+        missing = [t for t in self.tables if t not in published]
+        off = [
+            op
+            for op, on in zip(("insert", "update", "delete", "truncate"), pub, strict=True)
+            if not on
+        ]
+        if not missing and not off:
+            return
+        known = {
+            (r.schema.namespace, r.schema.table): relid for relid, r in self._relations.items()
+        }
+        for ns, name in missing:
+            exists = cat.execute(
+                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s",
+                (ns, name),
+            ).fetchone()
+            if exists:
+                continue
+            relid = known.get((ns, name))
+            now = None
+            if relid is not None:
+                now = cat.execute(
+                    "SELECT n.nspname || '.' || c.relname FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
+                    (relid,),
+                ).fetchone()
+            if now is not None:
+                raise self._renamed(f"{ns}.{name}", str(now[0]))
+            raise self._dropped(f"{ns}.{name}")
+        what = ", ".join(
+            [f"table {ns}.{name}" for ns, name in missing] + [f"{op} changes" for op in off]
+        )
+        claim = self._claims().get(self.publication)
+        if claim is None or claim.get("pipeline") != self.pipeline_name:
+            raise SourceError(
+                f"publication {self.publication!r} no longer publishes {what} (changed while "
+                "the pipeline ran; it is not this pipeline's to change back): those changes are "
+                f"not delivered. Have its owner restore it (ALTER PUBLICATION "
+                f'"{self.publication}" ADD TABLE ... / SET (publish = \'insert, update, delete, '
+                "truncate')), then restart; changes made in between were not decoded: "
+                f"re-snapshot the tables concerned to fill the gap.{self._retained_note()}",
+                retryable=False,
+            )
+        ident = sql.Identifier(self.publication)
+        if missing:
+            cat.execute(
+                sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                    ident, sql.SQL(", ").join(sql.Identifier(s, t) for s, t in missing)
+                )
+            )
+        if off:
+            cat.execute(
+                sql.SQL(
+                    "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate')"
+                ).format(ident)
+            )
+        log.warning(
+            "publication %s no longer published %s (changed while the pipeline ran): restored "
+            "it; changes made in between (since at most slot_check_interval_s %.0fs ago, or "
+            "since the pipeline started) were not decoded and are missing: re-snapshot the "
+            "tables concerned to fill the gap",
+            self.publication,
+            what,
+            self.config.slot_check_interval_s,
+        )
 
     def _start_streaming(self, conn: PGconn, start_lsn: int) -> PGconn:
         cmd = (
@@ -901,7 +1065,9 @@ class PostgresSource:
             # 'O' origin, 'Y' type, 'M' message: nothing to emit
 
     def _slot_health(self) -> None:
-        """Publish the slot's retained WAL, warn once past the limit, fail when invalidated."""
+        """Publish the slot's retained WAL, warn once past the limit, fail when invalidated;
+        check the publication (``_publication_health``)."""
+        self._publication_health()
         try:
             row = (
                 self._connect_catalog()
