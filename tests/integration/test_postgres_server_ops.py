@@ -6,7 +6,9 @@ Each test that stops or changes the server runs on a private scratch server of i
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,7 @@ import psycopg
 import pytest
 
 from scratch._common import run_as
-from tests.conftest import scratch_postgres, wait_until
+from tests.conftest import ROOT, scratch_postgres, wait_until
 from tests.logtools import read_log, row_events
 
 pytestmark = pytest.mark.integration
@@ -150,6 +152,17 @@ pipelines:
     assert b2.proc is not None and b2.proc.wait(60) == 1, b2.output()
     assert slot_active() is False, "dup.a's slot was dropped"
     assert published() == ["a_items"]
+    # cdc check says so before a start
+    r = subprocess.run(
+        [sys.executable, "-m", "cdc", "check", "-c", str(tmp_path / "b_items" / "cdc.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "publication 'cdc_dup_a' belongs to pipeline 'dup.a'" in r.stdout
+    assert "replication slot 'cdc_dup_a' belongs to pipeline 'dup.a'" in r.stdout
 
 
 def two_tables(tmp_path: Path, dsn: str, extra: str = "", tables: str = "items, other") -> Path:
