@@ -585,35 +585,37 @@ class PostgresSource:
                 "WHERE pubname = %s",
                 (self.publication,),
             ).fetchone()
-            published = {
-                (str(r[0]), str(r[1]))
-                for r in cat.execute(
-                    "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-                    (self.publication,),
-                ).fetchall()
-            }
+            # per configured table: whether it exists, and whether it (or, for a partitioned
+            # table, any partition: pg_publication_tables lists the leaves unless the
+            # publication publishes via the root) is published
+            tables = cat.execute(
+                "SELECT t.ns, t.name, c.oid IS NOT NULL, EXISTS (SELECT 1 "
+                "FROM pg_class pc JOIN pg_namespace pn ON pn.oid = pc.relnamespace "
+                "JOIN pg_publication_tables p ON p.schemaname = pn.nspname "
+                "AND p.tablename = pc.relname WHERE p.pubname = %s AND (pc.oid = c.oid "
+                "OR pc.oid IN (SELECT relid FROM pg_partition_tree(c.oid)))) "
+                "FROM unnest(%s::text[], %s::text[]) AS t(ns, name) "
+                "LEFT JOIN pg_namespace n ON n.nspname = t.ns "
+                "LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name",
+                (self.publication, [t[0] for t in self.tables], [t[1] for t in self.tables]),
+            ).fetchall()
         except (psycopg.Error, SourceError) as e:
             log.debug("cannot read publication %s: %s", self.publication, e)
             return
         if pub is None:
             raise self._publication_gone("it no longer exists")
-        missing = [t for t in self.tables if t not in published]
         off = [
             op
             for op, on in zip(("insert", "update", "delete", "truncate"), pub, strict=True)
             if not on
         ]
+        missing = [(str(ns), str(name)) for ns, name, exists, published in tables if not published]
         if not missing and not off:
             return
         known = {
             (r.schema.namespace, r.schema.table): relid for relid, r in self._relations.items()
         }
-        for ns, name in missing:
-            exists = cat.execute(
-                "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = %s AND c.relname = %s",
-                (ns, name),
-            ).fetchone()
+        for ns, name, exists, _ in tables:
             if exists:
                 continue
             relid = known.get((ns, name))
@@ -642,18 +644,27 @@ class PostgresSource:
                 retryable=False,
             )
         ident = sql.Identifier(self.publication)
-        if missing:
-            cat.execute(
-                sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                    ident, sql.SQL(", ").join(sql.Identifier(s, t) for s, t in missing)
+        try:
+            if missing:
+                cat.execute(
+                    sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                        ident, sql.SQL(", ").join(sql.Identifier(s, t) for s, t in missing)
+                    )
                 )
-            )
-        if off:
-            cat.execute(
-                sql.SQL(
-                    "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate')"
-                ).format(ident)
-            )
+            if off:
+                cat.execute(
+                    sql.SQL(
+                        "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate')"
+                    ).format(ident)
+                )
+        except psycopg.Error as e:
+            raise SourceError(
+                f"publication {self.publication!r} no longer publishes {what} (changed while "
+                f"the pipeline ran) and restoring it failed: {str(e).strip()}. Restore it as "
+                "its owner, then restart; changes made in between were not decoded: "
+                f"re-snapshot the tables concerned.{self._retained_note()}",
+                retryable=False,
+            ) from None
         log.warning(
             "publication %s no longer published %s (changed while the pipeline ran): restored "
             "it; changes made in between (since at most slot_check_interval_s %.0fs ago, or "
