@@ -66,7 +66,8 @@ class PostgresSourceConfig(BaseModel):
     slot_check_interval_s: float = Field(
         60.0,
         gt=0,
-        description="how often to read the slot's retained WAL and wal_status (a cheap query)",
+        description="how often to read the slot's retained WAL and wal_status and check that the "
+        "publication still publishes every configured table and operation (cheap queries)",
     )
     max_retained_wal_mb: int = Field(
         1024,
