@@ -280,10 +280,6 @@ class PostgresSource:
                 )
             oids.append(str(row[0]))
         wanted = {(s, t) for s, t in self.tables}
-        existing = cat.execute(
-            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-            (self.publication,),
-        ).fetchall()
         exists = cat.execute(
             "SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,)
         ).fetchone()
@@ -310,7 +306,7 @@ class PostgresSource:
                 cat.execute(comment)
             except psycopg.Error as e:  # not the owner: the publication stays unclaimed
                 log.debug("cannot comment on publication %s: %s", self.publication, e)
-        missing = wanted - {(s, t) for s, t in existing}
+        missing = {(ns, name) for ns, name, _, published in self._table_states() if not published}
         if missing:
             cat.execute(
                 sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
@@ -569,6 +565,27 @@ class PostgresSource:
             retryable=False,
         )
 
+    def _table_states(self) -> list[tuple[str, str, bool, bool]]:
+        """(schema, table, exists, published) of every configured table. A partitioned table
+        counts as published when any of its partitions is: pg_publication_tables lists the
+        leaves unless the publication publishes via the root."""
+        rows = (
+            self._connect_catalog()
+            .execute(
+                "SELECT t.ns, t.name, c.oid IS NOT NULL, EXISTS (SELECT 1 "
+                "FROM pg_class pc JOIN pg_namespace pn ON pn.oid = pc.relnamespace "
+                "JOIN pg_publication_tables p ON p.schemaname = pn.nspname "
+                "AND p.tablename = pc.relname WHERE p.pubname = %s AND (pc.oid = c.oid "
+                "OR pc.oid IN (SELECT relid FROM pg_partition_tree(c.oid)))) "
+                "FROM unnest(%s::text[], %s::text[]) AS t(ns, name) "
+                "LEFT JOIN pg_namespace n ON n.nspname = t.ns "
+                "LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name",
+                (self.publication, [t[0] for t in self.tables], [t[1] for t in self.tables]),
+            )
+            .fetchall()
+        )
+        return [(str(r[0]), str(r[1]), bool(r[2]), bool(r[3])) for r in rows]
+
     def _publication_health(self) -> None:
         """Check that the publication still exists, publishes every configured table and every
         operation: a table removed from it (or an operation turned off) loses its changes
@@ -585,20 +602,7 @@ class PostgresSource:
                 "WHERE pubname = %s",
                 (self.publication,),
             ).fetchone()
-            # per configured table: whether it exists, and whether it (or, for a partitioned
-            # table, any partition: pg_publication_tables lists the leaves unless the
-            # publication publishes via the root) is published
-            tables = cat.execute(
-                "SELECT t.ns, t.name, c.oid IS NOT NULL, EXISTS (SELECT 1 "
-                "FROM pg_class pc JOIN pg_namespace pn ON pn.oid = pc.relnamespace "
-                "JOIN pg_publication_tables p ON p.schemaname = pn.nspname "
-                "AND p.tablename = pc.relname WHERE p.pubname = %s AND (pc.oid = c.oid "
-                "OR pc.oid IN (SELECT relid FROM pg_partition_tree(c.oid)))) "
-                "FROM unnest(%s::text[], %s::text[]) AS t(ns, name) "
-                "LEFT JOIN pg_namespace n ON n.nspname = t.ns "
-                "LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name",
-                (self.publication, [t[0] for t in self.tables], [t[1] for t in self.tables]),
-            ).fetchall()
+            tables = self._table_states()
         except (psycopg.Error, SourceError) as e:
             log.debug("cannot read publication %s: %s", self.publication, e)
             return
@@ -609,7 +613,7 @@ class PostgresSource:
             for op, on in zip(("insert", "update", "delete", "truncate"), pub, strict=True)
             if not on
         ]
-        missing = [(str(ns), str(name)) for ns, name, exists, published in tables if not published]
+        missing = [(ns, name) for ns, name, _, published in tables if not published]
         if not missing and not off:
             return
         known = {

@@ -305,3 +305,22 @@ def test_a_renamed_table_stops_then_resumes_under_its_new_name(
     wait_until(lambda: ids(tmp_path / "log", "other2") == [3, 4, 5], 60, "the rows after")
     assert d2.terminate() == 0
     assert ids(tmp_path / "log", "other") == [0, 1, 2], "nothing twice"
+
+
+def test_a_partitioned_table_is_published_through_its_partitions_at_every_start(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    """pg_publication_tables lists a partitioned table's partitions, not the table itself: not
+    a table missing from the publication (neither on start nor for the publication check)."""
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE items (id int PRIMARY KEY, note text) PARTITION BY RANGE (id)")
+        c.execute("CREATE TABLE items_1 PARTITION OF items FOR VALUES FROM (0) TO (1000)")
+    cfg = two_tables(tmp_path, pg_db, tables="items")
+    for lo in (0, 3):
+        d = daemon(cfg).start()
+        wait_until(lambda d=d: "streaming from slot" in d.output(), 60, "streaming")
+        insert(pg_db, lo, lo + 3)
+        wait_until(lambda lo=lo: len(ids(tmp_path / "log", "items_1")) == lo + 3, 30, "rows")
+        assert d.terminate() == 0
+        assert "WARNING" not in d.output() and "ERROR" not in d.output(), d.output()
+    assert ids(tmp_path / "log", "items_1") == list(range(6))
