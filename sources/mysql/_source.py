@@ -46,14 +46,8 @@ from pymysqlreplication.row_event import (
 import cdc
 from cdc import avro
 from cdc.errors import PositionLost, SourceError
-from cdc.model import (
-    ChangeBatch,
-    Position,
-    RowChange,
-    TableSchema,
-    TxBoundary,
-    snapshot_event_id,
-)
+from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
+from cdc.model import snapshot_event_id as snapshot_event_id  # own line: fewer merge conflicts
 from cdc.status import snapshot_progress
 from sources.mysql import _json
 from sources.mysql._schema import SchemaCache, TableVersion
