@@ -592,10 +592,32 @@ def parse(text: str, origin: str = "<config>") -> Config:
             if problem not in problems:
                 problems.append(problem)
     else:
+        problems += _shared_objects(config)
         if not problems:
             return config
     found = secrets.secrets_in(data)
     raise ConfigError([secrets.mask(p, found) for p in problems])
+
+
+def _shared_objects(config: Config) -> list[str]:
+    """Pipelines that would share a server object (a Postgres slot or publication, as a source
+    plugin's config module ``claims`` them): each would drop or alter the other's."""
+    owners: dict[str, tuple[int, str]] = {}
+    problems: list[str] = []
+    for i, p in enumerate(config.pipelines):
+        module = plugins.config_module("source", getattr(p.source, "type", ""))
+        claims = getattr(module, "claims", None)
+        for field, what in claims(p.source, p.name) if claims else ():
+            if what in owners:
+                j, other = owners[what]
+                problems.append(
+                    f"pipelines[{i}].source.{field}: {what} is also used by pipeline "
+                    f"{other!r} (pipelines[{j}]); pipelines sharing one drop or alter each "
+                    f"other's: give {p.name!r} a source.{field} of its own"
+                )
+            else:
+                owners[what] = (i, p.name)
+    return problems
 
 
 def load(path: str | Path) -> Config:

@@ -11,6 +11,10 @@ store them verbatim next to the data they cover.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -105,6 +109,26 @@ class RowChange:
     key_override: tuple[Any, ...] | None = (
         None  # key of a truncate is null; of a pk change, old key
     )
+
+
+_PLAIN_KEY = re.compile(r"^[0-9A-Za-z_.+-]{1,40}$")
+
+
+def snapshot_event_id(scope: str, table: str, key: Sequence[Any]) -> str:
+    """The event id of a snapshot row: ``s:<scope>:<table>:<key>``.
+
+    ``scope`` names the snapshot (the position streaming starts from, the same in every attempt
+    of one snapshot), ``key`` the row within its table (its primary-key values). So a row read
+    again after a resume gets the id it had before (a de-duplicating sink drops the copy, as it
+    should) and distinct rows never share one. A single plain key is kept readable
+    (``s:23542984:public.items:42``); any other is a digest (``#`` + 24 hex digits), which also
+    keeps ids free of characters a broker header cannot carry.
+    """
+    parts = [v.hex() if isinstance(v, bytes | bytearray) else str(v) for v in key]
+    if len(parts) == 1 and _PLAIN_KEY.match(parts[0]):
+        return f"s:{scope}:{table}:{parts[0]}"
+    digest = hashlib.blake2b(json.dumps(parts).encode(), digest_size=12).hexdigest()
+    return f"s:{scope}:{table}:#{digest}"
 
 
 @dataclass(slots=True)

@@ -47,6 +47,7 @@ import cdc
 from cdc import avro
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
+from cdc.model import snapshot_event_id as snapshot_event_id  # own line: fewer merge conflicts
 from cdc.status import snapshot_progress
 from sources.mysql import _json
 from sources.mysql._schema import SchemaCache, TableVersion
@@ -569,6 +570,13 @@ class MySqlSource:
             # from the first attempt's position).
             done: list[str] = list(running.get("done") or []) if running else []
             resume: dict[str, list[Any]] = dict(running.get("after") or {}) if running else {}
+            # rows written per table, carried across resumes; a table read again from its start
+            # (no resumable key) counts from its start
+            carried = dict(running.get("rows") or {}) if running else {}
+            counts = {t: int(r) for t, r in carried.items() if t in done or t in resume}
+            resumed = bool(running and (done or resume or any(carried.values())))
+            # ids: the snapshot is named by where streaming starts, the same in every attempt
+            scope = f"{stream_from['file']}:{stream_from['pos']}"
             progress: Position = {**stream_from, "snapshot": "running"}
             cur.execute(
                 "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
@@ -579,10 +587,12 @@ class MySqlSource:
                 (d, t) for d, t, _ in listed if self.captured(d, t) and f"{d}.{t}" not in done
             ]
             # snapshot progress for metrics and `cdc status`: rows read per table of an estimate
-            progress_rows = {f"{d}.{t}": 0 for d, t in tables}
+            progress_rows = {f"{d}.{t}": counts.get(f"{d}.{t}", 0) for d, t in tables}
             for d, t, r in listed:
                 if f"{d}.{t}" in progress_rows:
-                    snapshot_progress(f"{d}.{t}", 0, -1 if r is None else int(r))
+                    snapshot_progress(
+                        f"{d}.{t}", progress_rows[f"{d}.{t}"], -1 if r is None else int(r)
+                    )
             log.info(
                 "snapshot of %d tables at %s:%s started%s",
                 len(tables),
@@ -593,13 +603,21 @@ class MySqlSource:
             events: list[RowChange | TxBoundary] = []
             n = 0
             pending: SnapshotItem | None = None
+            pending_id = ""
             after: dict[str, list[Any]] = {}
+            read_here: dict[str, int] = {}  # rows of each table read in this attempt
             for item in self._snapshot_rows(cur, conn, tables, resume):
                 qualified = item[0].schema.qualified
                 progress_rows[qualified] = progress_rows.get(qualified, 0) + 1
+                ordinal = read_here[qualified] = read_here.get(qualified, 0) + 1
                 if pending is not None:
-                    events.append(self._snapshot_event(pending, n == 1, False, here, n))
+                    events.append(
+                        self._snapshot_event(
+                            pending, n == 1 and not resumed, False, here, pending_id
+                        )
+                    )
                     name, key = pending[0].schema.qualified, pending[4]
+                    counts[name] = counts.get(name, 0) + 1
                     if pending[3]:
                         done.append(name)
                         after = {}
@@ -613,22 +631,28 @@ class MySqlSource:
                             "snapshot": "running",
                             "done": list(done),
                             "after": after,
+                            "rows": dict(counts),
                         }
                         yield ChangeBatch(events, progress)
                         events = []
                         if self._stopping:
                             return stream_from
                 pending = item
+                pending_id = self._snapshot_event_id(item, scope, here, ordinal)
                 n += 1
             if pending is not None:
-                events.append(self._snapshot_event(pending, n == 1, True, here, n))
+                events.append(
+                    self._snapshot_event(pending, n == 1 and not resumed, True, here, pending_id)
+                )
+                name = pending[0].schema.qualified
+                counts[name] = counts.get(name, 0) + 1
             cur.execute("COMMIT")
             for table_name, rows in progress_rows.items():
                 snapshot_progress(table_name, rows, rows)
             yield ChangeBatch(events, stream_from)
             log.info(
                 "snapshot finished: %d rows; streaming from %s:%s",
-                n,
+                sum(counts.values()),
                 stream_from["file"],
                 stream_from["pos"],
             )
@@ -648,7 +672,7 @@ class MySqlSource:
         for db, table in tables:
             version = self._catalog_version(cur, db, table)
             prev: tuple[tuple[Any, ...], list[Any] | None] | None = None
-            first = True
+            first = f"{db}.{table}" not in resume  # a resumed table had its first row before
             for row in self._read_table(conn, db, table, version, resume.get(f"{db}.{table}")):
                 if prev is not None:
                     yield version, prev[0], first, False, prev[1]
@@ -657,13 +681,26 @@ class MySqlSource:
             if prev is not None:
                 yield version, prev[0], first, True, prev[1]
 
+    @staticmethod
+    def _snapshot_event_id(item: SnapshotItem, scope: str, here: Position, ordinal: int) -> str:
+        """Unique in the snapshot and the same when a row is read again after a resume: from
+        the primary key; without one, from the row's place in its table at this attempt's
+        binlog position (an unchanged binlog position means unchanged rows, read in the same
+        clustered-index order; a changed one gives new ids, so no distinct row takes an id a
+        de-duplicating sink has seen)."""
+        version, row = item[0], item[1]
+        schema = version.schema
+        if schema.key:
+            return snapshot_event_id(scope, schema.qualified, [row[k] for k in schema.key])
+        return f"s:{scope}:{schema.qualified}:@{here['file']}:{here['pos']}:{ordinal}"
+
     def _snapshot_event(
         self,
         item: SnapshotItem,
         first: bool,
         last: bool,
         here: Position,
-        n: int,
+        event_id: str,
     ) -> RowChange:
         version, row, first_in, last_in, _ = item
         # Debezium's markers: first/last of the whole snapshot, then of each table
@@ -678,15 +715,7 @@ class MySqlSource:
         else:
             marker = "true"
         src = self._snapshot_source(version.schema, marker, here)
-        return RowChange(
-            version.schema,
-            "r",
-            None,
-            row,
-            src,
-            src["ts_ms"],
-            f"snapshot:{here['file']}:{here['pos']}:{n}",
-        )
+        return RowChange(version.schema, "r", None, row, src, src["ts_ms"], event_id)
 
     def _snapshot_source(self, table: TableSchema, marker: str, here: Position) -> dict[str, Any]:
         now_ms = int(time.time() * 1000)

@@ -7,6 +7,7 @@ what to change.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import psycopg
@@ -24,16 +25,49 @@ def check(config: PostgresSourceConfig, pipeline_name: str) -> list[str]:
             f"cannot connect to postgres: {str(e).strip()}: check source.dsn and that the "
             "server accepts connections from this host"
         ]
+    slot = config.slot or default_name(pipeline_name)
+    publication = config.publication or default_name(pipeline_name)
     with conn:
         try:
-            return _problems(
-                conn,
-                config,
-                config.slot or default_name(pipeline_name),
-                config.publication or default_name(pipeline_name),
+            return _problems(conn, config, slot, publication) + _owners(
+                conn, pipeline_name, slot, publication
             )
         except psycopg.Error as e:
             return [f"cannot read the server's settings and catalogs: {str(e).strip()}"]
+
+
+def _owners(
+    conn: psycopg.Connection[Any], pipeline_name: str, slot: str, publication: str
+) -> list[str]:
+    """A publication, or a slot, that another pipeline's publication records as its own: the
+    daemon would refuse to use it (see PostgresSource._ensure_publication)."""
+    from sources.postgres._source import OWNER_TAG
+
+    out = []
+    rows = conn.execute(
+        "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication "
+        "WHERE obj_description(oid, 'pg_publication') LIKE %s",
+        (OWNER_TAG + "%",),
+    ).fetchall()
+    for name, comment in rows:
+        try:
+            claim = json.loads(comment[len(OWNER_TAG) :])
+        except ValueError:
+            continue
+        owner = claim.get("pipeline") if isinstance(claim, dict) else None
+        if owner is None or owner == pipeline_name:
+            continue
+        if name == publication:
+            out.append(
+                f"publication {publication!r} belongs to pipeline {owner!r} (its comment "
+                "records it): give this pipeline a source.publication of its own"
+            )
+        if claim.get("slot") == slot:
+            out.append(
+                f"replication slot {slot!r} belongs to pipeline {owner!r} (publication {name!r} "
+                "records it): give this pipeline a source.slot of its own"
+            )
+    return out
 
 
 def _problems(

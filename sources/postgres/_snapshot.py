@@ -30,7 +30,7 @@ from psycopg import sql
 from psycopg.types.string import TextLoader
 
 from cdc.errors import SourceError
-from cdc.model import ChangeBatch, Position, RowChange
+from cdc.model import ChangeBatch, Position, RowChange, snapshot_event_id
 from cdc.status import snapshot_progress
 from sources.postgres._tuples import NOT_UTF8
 
@@ -88,6 +88,9 @@ def _read_table(
     # (a ::text cast is not: it gives 'true' for booleans, trims char(n), adds /32 to inet).
     # Qualified by an alias so ORDER BY names the key columns, whatever the select list says.
     cols = sql.SQL(", ").join(sql.Identifier("_t", c.name) for c in schema.columns)
+    if not schema.key:
+        # a row of a table without a key is named by its tuple id in the event id (see run)
+        cols = sql.SQL("{}, _t.ctid").format(cols)
     target = sql.Identifier(schema.namespace, schema.table)
     key_names = [schema.columns[k].name for k in schema.key]
     params: list[str] = []
@@ -155,6 +158,16 @@ def run(
     Positions in between record per-table progress so an interrupted snapshot resumes:
     ``{"lsn": consistent point,
     "snapshot": {"done": [...], "after": {table: last key}, "rows": {table: n}}}``.
+
+    Across resumes (``done``/``counts`` from such a position): event ids derive from the
+    consistent point (the same in every attempt), the table and the row's primary key (its tuple
+    id in a table without one), so they are unique and a row read again keeps its id; row counts
+    go on from ``counts`` (a table read again from its start counts, and is marked, from its
+    start); ``first`` is on the snapshot's first row only, ``first_in_data_collection`` on a
+    table's first row. Each batch is held until the next one exists, so that the snapshot's
+    last row, whatever table it comes from (the last table may be empty), is marked ``last``
+    and carries ``final_position``, as Debezium's buffering snapshot receiver does. A durable
+    position therefore always leaves at least one row to read, which carries the mark.
     """
     todo: queue.Queue[SnapshotTable] = queue.Queue()
     for t in tables:
@@ -170,7 +183,12 @@ def run(
     after: dict[str, list[str]] = {t.name: t.resume_after for t in tables if t.resume_after}
     ts_us = time.time_ns() // 1000
     held: dict[str, tuple[SnapshotTable, list[Any], Any]] = {}
-    first_overall = not done and not counts
+    first_overall = not done and not any(counts.values())
+    scope = str(lsn)  # as stream event ids write LSNs
+    for t in tables:
+        # a table resumed after its last key goes on counting; one read from its start restarts
+        t.rows = counts.get(t.name, 0) if t.resume_after else 0
+        counts[t.name] = t.rows
     live = len(threads)
     remaining = {t.name for t in tables}
     last_report = time.monotonic()
@@ -195,55 +213,51 @@ def run(
         nonlocal first_overall
         rel = t.rel
         schema = rel.schema
+        key = schema.key
         events: list[Any] = []
         n = len(rows)
-        overall_last = table_done and not remaining and not held
         for i, raw in enumerate(rows):
             flag = "true"
             if first_overall:
                 flag = "first"
                 first_overall = False
+            elif table_done and i == n - 1:
+                flag = "last_in_data_collection"
             elif t.rows == 0 and i == 0:
                 flag = "first_in_data_collection"
-            if table_done and i == n - 1:
-                flag = "last" if overall_last else "last_in_data_collection"
-            after_row = source._row(rel, list(raw), True)
+            values = list(raw)
+            if key:
+                eid = snapshot_event_id(scope, t.name, [values[k] for k in key])
+            else:
+                # the tuple id: unique in one snapshot, and the same when an unchanged row is
+                # read again; a changed row has a new one
+                eid = f"s:{scope}:{t.name}:ctid{values.pop()}"
+            after_row = source._row(rel, values, True)
             src = source._source_block(schema, ts_us, None, lsn, 0, snapshot=flag)
-            events.append(
-                RowChange(
-                    schema,
-                    "r",
-                    None,
-                    after_row,
-                    src,
-                    ts_us // 1000,
-                    f"s:{lsn}:{t.name}:{t.rows + i}",
-                )
-            )
+            events.append(RowChange(schema, "r", None, after_row, src, ts_us // 1000, eid))
         t.rows += n
         counts[t.name] = t.rows
         snapshot_progress(t.name, t.rows, t.rows if table_done else None)
         if last_key is not None:
             after[t.name] = [str(v) for v in last_key]
         if table_done:
-            done.append(t.name)
-            after.pop(t.name, None)
-            log.info(
-                "snapshot %s: done, %s rows in %.1fs",
-                t.name,
-                f"{t.rows:,}",
-                time.monotonic() - t.started,
-            )
-        return ChangeBatch(events, final_position if overall_last else position())
+            _table_done(t, done, after)
+        return ChangeBatch(events, position())
+
+    pending: ChangeBatch | None = None  # the newest batch, held until the next one exists
+
+    def hold(batch: ChangeBatch) -> ChangeBatch | None:
+        """Hold ``batch``; return the one it replaces, to be yielded now."""
+        nonlocal pending
+        prev, pending = pending, batch
+        return prev
 
     try:
         while live:
             if source._stopping:
+                # Nothing held is yielded: the last position yielded resumes correctly, and the
+                # rows held are read again on resume (with the same ids), one of them last.
                 stop.set()
-                # deliver what is held: positions stay resumable
-                for name in list(held):
-                    t, rows, key = held.pop(name)
-                    yield emit(t, rows, key, False)
                 return
             try:
                 kind, t, rows, key = out.get(timeout=0.2)
@@ -261,22 +275,22 @@ def run(
                     f"{what} failed: {str(rows).strip()}" + (f". {NOT_UTF8}" if bad_text else ""),
                     retryable=not bad_text,
                 ) from rows
+            ready: ChangeBatch | None = None
             if kind == "rows":
                 prev = held.pop(t.name, None)
                 held[t.name] = (t, rows, key)
                 if prev is not None:
-                    yield emit(prev[0], prev[1], prev[2], False)
+                    ready = hold(emit(prev[0], prev[1], prev[2], False))
             elif kind == "done":
                 remaining.discard(t.name)
                 prev = held.pop(t.name, None)
                 if prev is not None:
-                    yield emit(prev[0], prev[1], prev[2], True)
+                    ready = hold(emit(prev[0], prev[1], prev[2], True))
                 else:
-                    done.append(t.name)
-                    log.info("snapshot %s: done, %s rows", t.name, f"{t.rows:,}")
+                    _table_done(t, done, after)
                     snapshot_progress(t.name, t.rows, t.rows)
-                    if not remaining and not held:
-                        yield ChangeBatch([], final_position)
+            if ready is not None:
+                yield ready
             now = time.monotonic()
             if now - last_report >= PROGRESS_EVERY_S:
                 last_report = now
@@ -285,8 +299,15 @@ def run(
                         _report(x, now)
         if remaining:
             raise SourceError(f"snapshot ended early: {sorted(remaining)} not read")
-        if not tables:
+        if pending is None:
             yield ChangeBatch([], final_position)
+        else:
+            last = pending.events[-1]
+            assert isinstance(last, RowChange)
+            last.source["snapshot"] = "last"
+            pending.position = final_position
+            yield pending
+            pending = None
     finally:
         stop.set()
         for th in threads:
@@ -296,6 +317,17 @@ def run(
                 c.rollback()
             finally:
                 c.close()
+
+
+def _table_done(t: SnapshotTable, done: list[str], after: dict[str, list[str]]) -> None:
+    done.append(t.name)
+    after.pop(t.name, None)
+    log.info(
+        "snapshot %s: done, %s rows in %.1fs",
+        t.name,
+        f"{t.rows:,}",
+        time.monotonic() - t.started,
+    )
 
 
 def _report(t: SnapshotTable, now: float) -> None:

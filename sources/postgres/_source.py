@@ -16,6 +16,7 @@ transactions and events that ``start`` says were already delivered are dropped h
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import select
@@ -44,6 +45,8 @@ from sources.postgres.config import PostgresSourceConfig, default_name, parse_ta
 
 log = logging.getLogger(__name__)
 
+# The comment on a publication a pipeline made: OWNER_TAG + {"pipeline": name, "slot": slot}.
+OWNER_TAG = "cdc:"
 PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in microseconds since 1970-01-01
 SESSION_OPTIONS = (
     "-c DateStyle=ISO -c TimeZone=UTC -c extra_float_digits=3 -c IntervalStyle=iso_8601 "
@@ -143,6 +146,7 @@ class PostgresSource:
         self._health_failed = False
         self._action_failed = False
         self._change_lsn = 0  # WAL position of the message being decoded, for errors
+        self._published = False  # _ensure_publication ran: the publication is checked from now
         self.db = ""
 
     @staticmethod
@@ -183,7 +187,73 @@ class PostgresSource:
 
     # --- setup --------------------------------------------------------------------------------
 
-    def _ensure_publication(self) -> None:
+    # --- ownership: a slot or publication another pipeline made is never dropped or altered ----
+
+    def _claim_comment(self) -> str:
+        """The comment recording that this pipeline made (and owns) its publication and which
+        slot goes with it."""
+        return OWNER_TAG + json.dumps(
+            {"pipeline": self.pipeline_name, "slot": self.slot}, sort_keys=True
+        )
+
+    def _claims(self) -> dict[str, dict[str, Any]]:
+        """Publication name -> the owner its comment records, for every publication a pipeline
+        made (comments starting with ``OWNER_TAG``)."""
+        rows = (
+            self._connect_catalog()
+            .execute(
+                "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication "
+                "WHERE obj_description(oid, 'pg_publication') LIKE %s",
+                (OWNER_TAG + "%",),
+            )
+            .fetchall()
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for name, comment in rows:
+            with contextlib.suppress(ValueError):
+                claim = json.loads(comment[len(OWNER_TAG) :])
+                if isinstance(claim, dict):
+                    out[name] = claim
+        return out
+
+    def _not_ours(self, what: str, owner: str) -> SourceError:
+        return SourceError(
+            f"{what} belongs to pipeline {owner!r} (the publication's comment records it); "
+            f"pipeline {self.pipeline_name!r} will neither use, alter nor drop it: give this "
+            "pipeline a source.slot and source.publication of its own (cdc validate reports "
+            "pipeline names that map to the same ones)",
+            retryable=False,
+        )
+
+    def _may_drop_slot(self) -> None:
+        """Refuse to drop the slot when another pipeline's publication records it, or when a
+        connection is reading it (retryable: our own previous connection may still be ending)."""
+        for pub, claim in self._claims().items():
+            if claim.get("slot") == self.slot and claim.get("pipeline") != self.pipeline_name:
+                raise self._not_ours(
+                    f"replication slot {self.slot!r} (recorded by publication {pub!r})",
+                    str(claim.get("pipeline")),
+                )
+        row = (
+            self._connect_catalog()
+            .execute(
+                "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s AND active",
+                (self.slot,),
+            )
+            .fetchone()
+        )
+        if row is not None:
+            raise SourceError(
+                f"replication slot {self.slot!r} is being read by another connection (pid "
+                f"{row[0]}) while this pipeline's sink holds nothing yet: not dropping it; if "
+                "another pipeline or program uses it, give this pipeline a source.slot of its own"
+            )
+
+    def _ensure_publication(self, adopt: bool = False) -> None:
+        """Create the publication (recording this pipeline as its owner) or check that an
+        existing one is not another pipeline's, and add missing tables. ``adopt``: the sink
+        holds a position, so an existing publication without an owner is this pipeline's from
+        an earlier version: record the owner now."""
         cat = self._connect_catalog()
         oids: list[str] = []
         for schema, table in self.tables:
@@ -195,10 +265,7 @@ class PostgresSource:
                 (schema, table),
             ).fetchone()
             if row is None:
-                raise SourceError(
-                    f"table {schema}.{table} does not exist in database {self.db!r}; "
-                    "create it or remove it from source.tables"
-                )
+                raise self._dropped(f"{schema}.{table}")
             if row[1] == "n" or (row[1] == "d" and not row[2]):
                 log.warning(
                     "table %s.%s has no primary key and REPLICA IDENTITY %s: its updates and "
@@ -210,23 +277,33 @@ class PostgresSource:
                 )
             oids.append(str(row[0]))
         wanted = {(s, t) for s, t in self.tables}
-        existing = cat.execute(
-            "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = %s",
-            (self.publication,),
-        ).fetchall()
         exists = cat.execute(
             "SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,)
         ).fetchone()
         idents = sql.SQL(", ").join(sql.Identifier(s, t) for s, t in sorted(wanted))
+        comment = sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
+            sql.Identifier(self.publication), sql.Literal(self._claim_comment())
+        )
         if not exists:
-            cat.execute(
-                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                    sql.Identifier(self.publication), idents
+            with cat.transaction():
+                cat.execute(
+                    sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                        sql.Identifier(self.publication), idents
+                    )
                 )
-            )
+                cat.execute(comment)
             log.info("created publication %s for %d tables", self.publication, len(wanted))
+            self._published = True
             return
-        missing = wanted - {(s, t) for s, t in existing}
+        claim = self._claims().get(self.publication)
+        if claim is not None and claim.get("pipeline") != self.pipeline_name:
+            raise self._not_ours(f"publication {self.publication!r}", str(claim.get("pipeline")))
+        if (claim is None and adopt) or (claim is not None and claim.get("slot") != self.slot):
+            try:
+                cat.execute(comment)
+            except psycopg.Error as e:  # not the owner: the publication stays unclaimed
+                log.debug("cannot comment on publication %s: %s", self.publication, e)
+        missing = {(ns, name) for ns, name, _, published in self._table_states() if not published}
         if missing:
             cat.execute(
                 sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
@@ -235,6 +312,7 @@ class PostgresSource:
                 )
             )
             log.info("added %d tables to publication %s", len(missing), self.publication)
+        self._published = True
 
     def _slot_state(self) -> tuple[int, str | None] | None:
         row = (
@@ -315,6 +393,13 @@ class PostgresSource:
             type_oid, typmod = struct.unpack_from(">Ii", buf, i)
             i += 8
             cols.append((cname, type_oid, typmod))
+        old = self._relations.get(relid)
+        if (
+            old is not None
+            and (old.schema.namespace, old.schema.table) != (ns, name)
+            and (ns, name) not in self.tables
+        ):
+            raise self._renamed(old.schema.qualified, f"{ns}.{name}")
         self._build_table(relid, ns, name, cols)
 
     def _build_table(
@@ -358,7 +443,12 @@ class PostgresSource:
             key=tuple(key),
         )
         old = self._relations.get(relid)
-        if old is not None and old.schema.columns == table.columns and old.schema.key == table.key:
+        if (
+            old is not None
+            and old.schema.columns == table.columns
+            and old.schema.key == table.key
+            and old.schema.topic == table.topic
+        ):
             return old  # the same shape announced again (every new session does): keep it
         if old is not None:
             log.info("table %s changed shape: new schema version", table.qualified)
@@ -431,7 +521,178 @@ class PostgresSource:
                 f"replication slot {self.slot!r} can no longer be read (the server removed WAL "
                 f"it needed): {detail}. {self._ways_out()}"
             )
+        if "publication" in msg and "does not exist" in msg:
+            return self._publication_gone(" ".join(msg.split()).rstrip("."))
         return SourceError(msg)
+
+    # --- faults that cannot heal: stop, say why, the ways out, and what the slot costs ------------
+
+    def _retained_note(self) -> str:
+        """The slot's WAL cost while the pipeline is stopped (best effort: '' when unknown)."""
+        try:
+            row = (
+                self._connect_catalog()
+                .execute(
+                    "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+                    "FROM pg_replication_slots WHERE slot_name = %s",
+                    (self.slot,),
+                )
+                .fetchone()
+            )
+        except (psycopg.Error, SourceError):
+            row = None
+        now = f" ({int(row[0] or 0) >> 20} MB now)" if row is not None else ""
+        return (
+            f" Meanwhile replication slot {self.slot!r} keeps every WAL file from its position"
+            f"{now}, growing with every write on the server: drop it (SELECT "
+            f"pg_drop_replication_slot('{self.slot}')) if this pipeline will not resume soon."
+        )
+
+    def _publication_gone(self, detail: str) -> SourceError:
+        return SourceError(
+            f"publication {self.publication!r} was dropped after the slot's position ({detail}): "
+            "the server decodes the changes since then with the publication as it was when "
+            "they were written, so a recreated one does not help and every restart fails the "
+            "same way. Ways out: drop the slot, move the sink's data aside and restart for a new "
+            "snapshot (or set snapshot: when_needed and drop the slot); or, accepting that the "
+            "changes in between are lost, advance the slot past the recreation with "
+            f"SELECT pg_replication_slot_advance('{self.slot}', pg_current_wal_lsn()) and "
+            f"restart.{self._retained_note()}",
+            retryable=False,
+        )
+
+    def _renamed(self, old: str, new: str) -> SourceError:
+        return SourceError(
+            f"captured table {old} was renamed to {new}: its topic would change (to "
+            f"{self.prefix}.{new}), so the pipeline stops rather than keep writing to the old "
+            f"one or drop its changes. Put {new} in source.tables in place of {old} and restart: "
+            "the pipeline resumes where it stopped, nothing lost; changes before the rename "
+            f"keep the old topic.{self._retained_note()}",
+            retryable=False,
+        )
+
+    def _dropped(self, table: str) -> SourceError:
+        return SourceError(
+            f"captured table {table} does not exist in database {self.db!r} (dropped, or renamed "
+            "while the pipeline was not running); its changes up to the drop were delivered. "
+            "Remove it from source.tables (or create it, or put its new name there) and restart."
+            f"{self._retained_note()}",
+            retryable=False,
+        )
+
+    def _table_states(self) -> list[tuple[str, str, bool, bool]]:
+        """(schema, table, exists, published) of every configured table. A partitioned table
+        counts as published when any of its partitions is: pg_publication_tables lists the
+        leaves unless the publication publishes via the root."""
+        rows = (
+            self._connect_catalog()
+            .execute(
+                "SELECT t.ns, t.name, c.oid IS NOT NULL, EXISTS (SELECT 1 "
+                "FROM pg_class pc JOIN pg_namespace pn ON pn.oid = pc.relnamespace "
+                "JOIN pg_publication_tables p ON p.schemaname = pn.nspname "
+                "AND p.tablename = pc.relname WHERE p.pubname = %s AND (pc.oid = c.oid "
+                "OR pc.oid IN (SELECT relid FROM pg_partition_tree(c.oid)))) "
+                "FROM unnest(%s::text[], %s::text[]) AS t(ns, name) "
+                "LEFT JOIN pg_namespace n ON n.nspname = t.ns "
+                "LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.name",
+                (self.publication, [t[0] for t in self.tables], [t[1] for t in self.tables]),
+            )
+            .fetchall()
+        )
+        return [(str(r[0]), str(r[1]), bool(r[2]), bool(r[3])) for r in rows]
+
+    def _publication_health(self) -> None:
+        """Check that the publication still exists, publishes every configured table and every
+        operation: a table removed from it (or an operation turned off) loses its changes
+        silently. Re-adds what is missing when the publication is this pipeline's (with a
+        warning: changes in between were not decoded); stops with the ways out otherwise.
+        Called with the slot check, every slot_check_interval_s, once ``_ensure_publication``
+        set the publication up."""
+        if not self._published:
+            return
+        try:
+            cat = self._connect_catalog()
+            pub = cat.execute(
+                "SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication "
+                "WHERE pubname = %s",
+                (self.publication,),
+            ).fetchone()
+            tables = self._table_states()
+        except (psycopg.Error, SourceError) as e:
+            log.debug("cannot read publication %s: %s", self.publication, e)
+            return
+        if pub is None:
+            raise self._publication_gone("it no longer exists")
+        off = [
+            op
+            for op, on in zip(("insert", "update", "delete", "truncate"), pub, strict=True)
+            if not on
+        ]
+        missing = [(ns, name) for ns, name, _, published in tables if not published]
+        if not missing and not off:
+            return
+        known = {
+            (r.schema.namespace, r.schema.table): relid for relid, r in self._relations.items()
+        }
+        for ns, name, exists, _ in tables:
+            if exists:
+                continue
+            relid = known.get((ns, name))
+            now = None
+            if relid is not None:
+                now = cat.execute(
+                    "SELECT n.nspname || '.' || c.relname FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = %s",
+                    (relid,),
+                ).fetchone()
+            if now is not None:
+                raise self._renamed(f"{ns}.{name}", str(now[0]))
+            raise self._dropped(f"{ns}.{name}")
+        what = ", ".join(
+            [f"table {ns}.{name}" for ns, name in missing] + [f"{op} changes" for op in off]
+        )
+        claim = self._claims().get(self.publication)
+        if claim is None or claim.get("pipeline") != self.pipeline_name:
+            raise SourceError(
+                f"publication {self.publication!r} no longer publishes {what} (changed while "
+                "the pipeline ran; it is not this pipeline's to change back): those changes are "
+                f"not delivered. Have its owner restore it (ALTER PUBLICATION "
+                f'"{self.publication}" ADD TABLE ... / SET (publish = \'insert, update, delete, '
+                "truncate')), then restart; changes made in between were not decoded: "
+                f"re-snapshot the tables concerned to fill the gap.{self._retained_note()}",
+                retryable=False,
+            )
+        ident = sql.Identifier(self.publication)
+        try:
+            if missing:
+                cat.execute(
+                    sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+                        ident, sql.SQL(", ").join(sql.Identifier(s, t) for s, t in missing)
+                    )
+                )
+            if off:
+                cat.execute(
+                    sql.SQL(
+                        "ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate')"
+                    ).format(ident)
+                )
+        except psycopg.Error as e:
+            raise SourceError(
+                f"publication {self.publication!r} no longer publishes {what} (changed while "
+                f"the pipeline ran) and restoring it failed: {str(e).strip()}. Restore it as "
+                "its owner, then restart; changes made in between were not decoded: "
+                f"re-snapshot the tables concerned.{self._retained_note()}",
+                retryable=False,
+            ) from None
+        log.warning(
+            "publication %s no longer published %s (changed while the pipeline ran): restored "
+            "it; changes made in between (since at most slot_check_interval_s %.0fs ago, or "
+            "since the pipeline started) were not decoded and are missing: re-snapshot the "
+            "tables concerned to fill the gap",
+            self.publication,
+            what,
+            self.config.slot_check_interval_s,
+        )
 
     def _start_streaming(self, conn: PGconn, start_lsn: int) -> PGconn:
         cmd = (
@@ -546,7 +807,7 @@ class PostgresSource:
         """Snapshot (as configured) and stream; see the module docstring for positions."""
         mode = self.config.snapshot
         self._connect_catalog()
-        self._ensure_publication()
+        self._ensure_publication(adopt=start is not None)
         if start is not None and start.get("snapshot_only_done"):
             log.info("snapshot: initial_only snapshot already complete; nothing to do")
             return
@@ -574,7 +835,9 @@ class PostgresSource:
         try:
             if fresh:
                 if state is not None:
-                    self._drop_slot()  # nothing in the sink depends on it: a new one replaces it
+                    # nothing in the sink depends on it: a new one replaces it, if it is ours
+                    self._may_drop_slot()
+                    self._drop_slot()
                 lsn, name = self._create_slot(conn, export=True)
                 conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, name)
                 tables = self._snapshot_tables([], {})
@@ -653,6 +916,11 @@ class PostgresSource:
         action = self.config.heartbeat_action_query if hb else None
         wal_end = 0
         yielded = resume_lsn  # the LSN of the last position yielded (or started from)
+        # The server asked for a reply (a keepalive with reply requested): it waits for our
+        # flush position to reach what it sent, which a shutting-down walsender must see before
+        # it can exit (else `pg_ctl stop -m fast` never completes). Answered once no
+        # transaction is open, by making its WAL end durable and acknowledgeable (see below).
+        confirm = False
         next_hb = next_action = time.monotonic() + hb
         next_health = time.monotonic()
 
@@ -707,6 +975,28 @@ class PostgresSource:
                 next_hb = time.monotonic() + hb
             if self._stopping:
                 return
+            if confirm and not in_txn:
+                confirm = False
+                if events:
+                    yield ChangeBatch(events, position())
+                    events = []
+                target = max(wal_end, resume_lsn)
+                if target > self._acked:
+                    # Every captured transaction before the keepalive's WAL end was yielded
+                    # (none is open), so {"lsn": wal_end} is a heartbeat position. A sink may
+                    # acknowledge one batch behind its last (the built-in log keeps its last
+                    # frame unacknowledged in case it is found torn), so it goes out twice: the
+                    # second makes the first acknowledgeable, and the acknowledgement that
+                    # follows lets the server's shutdown complete. Nothing is acknowledged
+                    # that is not covered by a later durable batch.
+                    resume_lsn = yielded = target
+                    yield ChangeBatch([], {"lsn": target})
+                    yield ChangeBatch([], {"lsn": target})
+                    next_hb = time.monotonic() + hb
+                    if self._stopping:
+                        return
+                    self._send_status(conn, force=True)
+                continue
             now = time.monotonic()
             if now >= next_health:
                 self._slot_health()
@@ -738,6 +1028,7 @@ class PostgresSource:
                 wal_end = max(wal_end, end)
                 if reply:
                     self._send_status(conn, force=True)
+                    confirm = True
                 continue
             if kind != 119:  # 'w' XLogData
                 continue
@@ -811,7 +1102,9 @@ class PostgresSource:
             # 'O' origin, 'Y' type, 'M' message: nothing to emit
 
     def _slot_health(self) -> None:
-        """Publish the slot's retained WAL, warn once past the limit, fail when invalidated."""
+        """Publish the slot's retained WAL, warn once past the limit, fail when invalidated;
+        check the publication (``_publication_health``)."""
+        self._publication_health()
         try:
             row = (
                 self._connect_catalog()

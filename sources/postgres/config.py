@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from typing import Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -116,7 +117,8 @@ class PostgresSourceConfig(BaseModel):
     slot_check_interval_s: float = Field(
         60.0,
         gt=0,
-        description="how often to read the slot's retained WAL and wal_status (a cheap query)",
+        description="how often to read the slot's retained WAL and wal_status and check that the "
+        "publication still publishes every configured table and operation (cheap queries)",
     )
     max_retained_wal_mb: int = Field(
         1024,
@@ -162,3 +164,35 @@ class PostgresSourceConfig(BaseModel):
 def default_name(pipeline: str) -> str:
     """Slot/publication name derived from a pipeline name: cdc_<name>, lowercased, sanitised."""
     return ("cdc_" + re.sub(r"[^a-z0-9_]", "_", pipeline.lower()))[:63]
+
+
+def claims(config: PostgresSourceConfig, pipeline: str) -> list[tuple[str, str]]:
+    """The server objects this source takes that no other pipeline may share, as (config field,
+    the object and where it lives): its replication slot (per server) and its publication (per
+    database). Two pipelines sharing one drop or alter each other's (``cdc validate`` refuses).
+    The server is told by the DSN's host and port as written (not resolved; libpq's defaults
+    when absent)."""
+    params = _dsn_params(config.dsn)
+    server = f"{params.get('host') or params.get('hostaddr') or 'localhost'}:"
+    server += params.get("port") or "5432"
+    db = params.get("dbname") or params.get("user") or ""
+    slot = config.slot or default_name(pipeline)
+    publication = config.publication or default_name(pipeline)
+    return [
+        ("slot", f"replication slot {slot!r} on server {server}"),
+        ("publication", f"publication {publication!r} in database {db!r} on server {server}"),
+    ]
+
+
+_KV = re.compile(r"(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)")
+
+
+def _dsn_params(dsn: str) -> dict[str, str]:
+    """host, port, dbname, user of a libpq DSN (key=value or URI), without importing a driver."""
+    if dsn.startswith(("postgres://", "postgresql://")):
+        u = urlsplit(dsn)
+        out = {"host": u.hostname or "", "port": str(u.port or ""), "user": u.username or ""}
+        out["dbname"] = unquote(u.path.lstrip("/"))
+        out.update({k: v[-1] for k, v in parse_qs(u.query).items()})
+        return out
+    return {k: v[1:-1].replace("\\'", "'") if v[:1] == "'" else v for k, v in _KV.findall(dsn)}

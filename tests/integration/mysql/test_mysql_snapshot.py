@@ -137,7 +137,8 @@ def test_snapshot_under_writes_then_stream_reproduces_the_table(
     assert d.terminate() == 0, d.output()
     markers = _replay(log_dir, topic)[1]
     assert markers.count("last") == 1
-    assert markers.count("first") == (2 if kill else 1)
+    # a resumed snapshot goes on: its first row is not the snapshot's first (issue 14 item 1)
+    assert markers.count("first") == 1
 
 
 def test_snapshot_chunks_composite_keys_and_keyless_tables_initial_only(
