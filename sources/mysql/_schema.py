@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cdc.errors import SourceError
 from cdc.model import Column, TableSchema
-from sources.mysql._types import ColumnType, Converter, mapping
+from sources.mysql._types import ColumnType, Converter, Mapping, mapping
 
 
 @dataclass(slots=True)
@@ -21,6 +22,47 @@ class TableVersion:
     from_binlog: list[Converter | None]
     from_select: list[Converter | None]
     sets: tuple[int, ...]  # indexes of SET columns (an empty set arrives as None from the binlog)
+
+    def conversion_error(self, values: list[Any], binlog: bool, where: str) -> SourceError:
+        """The error for a row of ``values`` (as read, before conversion) that a converter
+        failed on, naming the table, the column, its type, the value and ``where`` it was read.
+
+        Fatal: the same row fails the same way after a restart, so retrying would hold the
+        pipeline back for good."""
+        convs = self.from_binlog if binlog else self.from_select
+        s = self.schema
+        for col, value, conv in zip(s.columns, values, convs, strict=True):
+            if value is None or conv is None:
+                continue
+            try:
+                conv(value)
+            except Exception as e:
+                return SourceError(
+                    f"cannot convert column {s.namespace}.{s.table}.{col.name} ({col.source_type}) "
+                    f"value {value!r:.200} read from {where}: {type(e).__name__}: {e}. The "
+                    "pipeline stops here, as every restart would fail on the same row: change or "
+                    f"delete the value, or leave {s.namespace}.{s.table} out of source.tables, "
+                    "and report the value as a bug",
+                    retryable=False,
+                )
+        return SourceError(
+            f"cannot convert a row of {s.namespace}.{s.table} read from {where}",
+            retryable=False,
+        )
+
+
+def _required(m: Mapping, conv: Converter | None) -> Converter | None:
+    """``conv`` for a NOT NULL column: where it gives None (a zero date), the column's fallback,
+    as Debezium emits (epoch day 0, epoch millis 0, 1970-01-01T00:00:00Z)."""
+    if conv is None or not m.zero_is_null:
+        return conv
+    fallback = m.fallback
+
+    def required(v: Any) -> Any:
+        r = conv(v)
+        return fallback if r is None else r
+
+    return required
 
 
 class SchemaCache:
@@ -48,10 +90,11 @@ class SchemaCache:
             for i, ((name, _, optional), m) in enumerate(zip(columns, maps, strict=True))
         )
         schema = TableSchema(f"{self.prefix}.{db}.{table}", db, table, cols, key)
+        pairs = [(m, not optional) for m, (_, _, optional) in zip(maps, columns, strict=True)]
         v = TableVersion(
             schema,
-            [m.from_binlog for m in maps],
-            [m.from_select for m in maps],
+            [_required(m, m.from_binlog) if req else m.from_binlog for m, req in pairs],
+            [_required(m, m.from_select) if req else m.from_select for m, req in pairs],
             tuple(i for i, (_, t, _) in enumerate(columns) if t.kind == "set"),
         )
         self._versions[sig] = v

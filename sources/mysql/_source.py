@@ -48,7 +48,7 @@ from cdc import avro
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
 from cdc.status import snapshot_progress
-from sources.mysql import _json
+from sources.mysql import _decoders, _json
 from sources.mysql._schema import SchemaCache, TableVersion
 from sources.mysql._types import UNREADABLE, ColumnType, from_binlog, from_catalog
 from sources.mysql.config import MySqlSourceConfig
@@ -57,6 +57,7 @@ log = logging.getLogger(__name__)
 # a snapshot row: (version, row, first in its table, last in its table, key to resume after)
 SnapshotItem = tuple[TableVersion, tuple[Any, ...], bool, bool, list[Any] | None]
 _json.install()  # MySQL's binary JSON as the text SELECT gives, not lossy Python values
+_decoders.install()  # TIME, DATE, DATETIME from the binlog as the server stores them
 
 SOURCE_SCHEMA = avro.source_schema(
     "io.debezium.connector.mysql",
@@ -82,6 +83,7 @@ _COMPRESSED = {0x28: "binlog_transaction_compression"} | {
 }
 POSITION_INTERVAL_S = 10.0  # how often an idle stream records that the binlog moved on
 READ_TIMEOUT_S = 30  # no byte (not even a heartbeat) for this long: the connection is dead
+_FLOAT_CODE = 4  # MYSQL_TYPE_FLOAT in a table map
 
 
 def parse_gtid_state(state: str | None) -> dict[int, str]:
@@ -160,6 +162,7 @@ class MySqlSource:
         self._reader: BinLogStreamReader | None = None
         self._schemas = SchemaCache(prefix)
         self._json_cache: dict[tuple[str, str], frozenset[str]] = {}
+        self._float_cache: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
         self.is_mariadb = False
         self.version: tuple[int, ...] = ()
         self.mysql_gtids = False  # MySQL with gtid_mode=ON
@@ -373,6 +376,22 @@ class MySqlSource:
             self._json_cache[key] = hit
         return hit
 
+    def _float_digits(self, db: str, table: str) -> dict[str, tuple[int, int]]:
+        """The (M, D) of each FLOAT(M,D) column of ``db.table``: the binlog's table map does not
+        carry them, and they make the column a double (as in Debezium)."""
+        key = (db, table)
+        hit = self._float_cache.get(key)
+        if hit is None:
+            rows = self._all(
+                "SELECT COLUMN_NAME, NUMERIC_PRECISION, NUMERIC_SCALE "
+                "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+                "AND DATA_TYPE = 'float' AND NUMERIC_SCALE IS NOT NULL",
+                (db, table),
+            )
+            hit = {str(n): (int(p or 0), int(sc)) for n, p, sc in rows}
+            self._float_cache[key] = hit
+        return hit
+
     def _catalog_version(self, cur: Any, db: str, table: str) -> TableVersion:
         cur.execute(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, "
@@ -395,6 +414,11 @@ class MySqlSource:
 
     def _binlog_version(self, ev: TableMapEvent, where: str) -> TableVersion:
         json_cols = self._json_columns(ev.schema, ev.table)
+        floats = (
+            self._float_digits(ev.schema, ev.table)
+            if any(c.type == _FLOAT_CODE for c in ev.columns)
+            else {}
+        )
         nulls = ev.null_bitmask
         cols: list[tuple[str, ColumnType, bool]] = []
         key: list[int] = []
@@ -408,7 +432,7 @@ class MySqlSource:
                     "over with a new snapshot"
                 )
             nullable = bool(nulls[i // 8] & (1 << (i % 8)))
-            cols.append((c.name, from_binlog(c, c.name in json_cols), nullable))
+            cols.append((c.name, from_binlog(c, c.name in json_cols, floats.get(c.name)), nullable))
             if c.is_primary:
                 key.append(i)
         _refuse_unreadable(ev.schema, ev.table, cols)
@@ -709,10 +733,14 @@ class MySqlSource:
         source = f"{_q(db)}.{_q(table)}"
 
         def convert(raw: tuple[Any, ...]) -> tuple[Any, ...]:
-            return tuple(
-                None if v is None else (v if conv is None else conv(v))
-                for v, (_, conv) in zip(raw, convs, strict=True)
-            )
+            try:
+                return tuple(
+                    None if v is None else (v if conv is None else conv(v))
+                    for v, (_, conv) in zip(raw, convs, strict=True)
+                )
+            except Exception as e:
+                where = f"the snapshot (row with key {[raw[i] for i in schema.key]!r})"
+                raise version.conversion_error(list(raw), False, where) from e
 
         if not schema.key:
             cur = conn.cursor(pymysql.cursors.SSCursor)
@@ -904,10 +932,14 @@ class MySqlSource:
         def convert(
             values: dict[str, Any], none_sources: dict[str, str], v: TableVersion
         ) -> tuple[Any, ...]:
-            row = [
-                None if x is None else (x if conv is None else conv(x))
-                for x, conv in zip(values.values(), v.from_binlog, strict=True)
-            ]
+            try:
+                row = [
+                    None if x is None else (x if conv is None else conv(x))
+                    for x, conv in zip(values.values(), v.from_binlog, strict=True)
+                ]
+            except Exception as e:
+                where = f"the binlog event at {cur_file}:{ev_start}"
+                raise v.conversion_error(list(values.values()), True, where) from e
             for i in v.sets:
                 if row[i] is None and none_sources.get(v.schema.columns[i].name) == "empty set":
                     row[i] = ""
@@ -959,7 +991,8 @@ class MySqlSource:
                     f"the binlog reader cannot decode the event after {cur_file}:{end_pos} "
                     f"({type(e).__name__}: {e}); a column type it does not know (MySQL 9's VECTOR "
                     "is one) in any table written to on the server stops it: drop or convert "
-                    "that column, or capture from a server without it"
+                    "that column, or capture from a server without it",
+                    retryable=False,  # the same event fails the same way after a restart
                 ) from None
             if ev is None:
                 raise SourceError("the server ended the binlog stream; restarting")
@@ -1067,6 +1100,7 @@ class MySqlSource:
                     if not in_txn:
                         begin_group(None, -1, packet.server_id)
                     self._json_cache.clear()
+                    self._float_cache.clear()
                     commit(ev_end)
                 continue
 

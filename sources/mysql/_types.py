@@ -82,6 +82,9 @@ class Mapping:
     from_binlog: Converter | None  # None: the decoded value is the Avro value
     from_select: Converter | None
     fallback: Any
+    # The converters may return None for a value (a zero date): a NOT NULL column then takes
+    # ``fallback`` instead, as Debezium does (``SchemaCache`` arranges it).
+    zero_is_null: bool = False
 
 
 # --- converters -----------------------------------------------------------------------------------
@@ -89,6 +92,43 @@ class Mapping:
 
 def _days(d: date) -> int:
     return d.toordinal() - EPOCH_ORDINAL
+
+
+def _unless_zero(conv: Converter) -> Converter:
+    """``conv``, except that a date that is not a calendar date (``0000-00-00``, ``2020-00-15``,
+    ``2020-02-30`` under ALLOW_INVALID_DATES) is None. pymysql gives such values as the text the
+    server prints, and so does the binlog decoder (sources/mysql/_decoders.py)."""
+
+    def unless_zero(v: Any) -> Any:
+        return None if isinstance(v, str) else conv(v)
+
+    return unless_zero
+
+
+def _zoned_binlog(conv: Converter) -> Converter:
+    """A TIMESTAMP from the binlog: seconds since the epoch, where 0 is the zero value (the type's
+    range starts at 1970-01-01 00:00:01 UTC), which SELECT prints as 0000-00-00 00:00:00."""
+
+    def zoned(dt: datetime) -> Any:
+        return None if dt == EPOCH else conv(dt)
+
+    return zoned
+
+
+def _year_binlog(v: int) -> int:
+    # The binlog stores YEAR as an offset from 1900, and the zero year 0000 as 0: the library
+    # reads that as 1900, a year the type cannot hold (its range is 1901..2155 and 0000).
+    return 0 if v == 1900 else v
+
+
+def _rounded(scale: int) -> Converter:
+    """FLOAT(M,D) from the binlog: the single-precision value the server stores, rounded to the
+    D decimals it was rounded to on the way in, so the double equals what SELECT prints."""
+
+    def conv(v: float) -> float:
+        return round(v, scale)
+
+    return conv
 
 
 def _micros_of(td: timedelta) -> int:
@@ -145,8 +185,10 @@ def _bit1_select(v: bytes) -> bool:
 
 
 def _pad(length: int) -> Converter:
-    def conv(v: bytes) -> bytes:
-        return v.ljust(length, b"\x00")
+    # The binlog drops a BINARY(n) value's trailing zero bytes; the library gives an empty value
+    # (all zero bytes) as the empty *string*.
+    def conv(v: bytes | str) -> bytes:
+        return (v if isinstance(v, bytes) else v.encode()).ljust(length, b"\x00")
 
     return conv
 
@@ -181,6 +223,13 @@ def _to_bytes(v: Any) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
 
 
+def _escape_label(label: str) -> str:
+    """An ENUM/SET label as Debezium writes it into the ``allowed`` parameter (its
+    EnumeratedValues): ``\\`` -> ``\\\\`` and ``,`` -> ``\\,``, so that a label holding a comma
+    stays one label. Quotes are not escaped."""
+    return label.replace("\\", "\\\\").replace(",", "\\,")
+
+
 _INT16: dict[str, Any] = avro.INT16
 
 
@@ -213,6 +262,11 @@ def mapping(t: ColumnType) -> Mapping:
             Decimal(0),
         )
     if k == "float":
+        if t.precision:
+            # FLOAT(M,D): a double in Debezium (only FLOAT and FLOAT(p<=24) are float32)
+            return Mapping(
+                f"float({t.precision},{t.scale})", avro.FLOAT64, _rounded(t.scale), float, 0.0
+            )
         return Mapping("float", avro.FLOAT32, None, float, 0.0)
     if k == "double":
         return Mapping("double", avro.FLOAT64, None, float, 0.0)
@@ -234,24 +288,35 @@ def mapping(t: ColumnType) -> Mapping:
     if k in ("varbinary", "blob", "geometry"):
         return Mapping(k, avro.BYTES, _to_bytes, None, b"")
     if k == "date":
-        return Mapping("date", avro.DATE, _days, _days, 0)
+        days = _unless_zero(_days)
+        return Mapping("date", avro.DATE, days, days, 0, zero_is_null=True)
     if k == "time":
         return Mapping(f"time({t.fsp})", avro.TIME_MICROS, _micros_of, _micros_of, 0)
     if k == "datetime":
         if t.fsp <= 3:
-            return Mapping(f"datetime({t.fsp})", avro.TIMESTAMP_MILLIS, _ts_millis, _ts_millis, 0)
-        return Mapping(f"datetime({t.fsp})", avro.TIMESTAMP_MICROS, _ts_micros, _ts_micros, 0)
+            ms = _unless_zero(_ts_millis)
+            a, conv = avro.TIMESTAMP_MILLIS, ms
+        else:
+            a, conv = avro.TIMESTAMP_MICROS, _unless_zero(_ts_micros)
+        return Mapping(f"datetime({t.fsp})", a, conv, conv, 0, zero_is_null=True)
     if k == "timestamp":
-        z = _zoned(t.fsp)
-        return Mapping(f"timestamp({t.fsp})", avro.ZONED_TIMESTAMP, z, z, "1970-01-01T00:00:00Z")
-    if k == "year":
-        return Mapping("year", avro.YEAR, None, None, 0)
-    if k == "enum":
+        z = _unless_zero(_zoned(t.fsp))
         return Mapping(
-            "enum", avro.enum(list(t.values)), None, None, t.values[0] if t.values else ""
+            f"timestamp({t.fsp})",
+            avro.ZONED_TIMESTAMP,
+            _zoned_binlog(z),
+            z,
+            "1970-01-01T00:00:00Z",
+            zero_is_null=True,
         )
+    if k == "year":
+        return Mapping("year", avro.YEAR, _year_binlog, None, 0)
+    if k == "enum":
+        allowed = [_escape_label(v) for v in t.values]
+        return Mapping("enum", avro.enum(allowed), None, None, t.values[0] if t.values else "")
     if k == "set":
-        return Mapping("set", avro.enum_set(list(t.values)), _set_binlog(t.values), None, "")
+        allowed = [_escape_label(v) for v in t.values]
+        return Mapping("set", avro.enum_set(allowed), _set_binlog(t.values), None, "")
     if k == "json":
         return Mapping("json", avro.JSON, _json_binlog, None, "{}")
     return Mapping(k, avro.STRING, str, str, "")
@@ -260,9 +325,16 @@ def mapping(t: ColumnType) -> Mapping:
 # --- describing columns ---------------------------------------------------------------------------
 
 
-def from_binlog(col: Any, is_json: bool = False) -> ColumnType:
-    """Describe a column of a binlog table map (python-mysql-replication's ``Column``)."""
+def from_binlog(
+    col: Any, is_json: bool = False, float_digits: tuple[int, int] | None = None
+) -> ColumnType:
+    """Describe a column of a binlog table map (python-mysql-replication's ``Column``).
+
+    The table map cannot tell a JSON column on MariaDB (``is_json``) nor the (M, D) of a
+    ``FLOAT(M,D)`` (``float_digits``): the caller learns those from the catalog."""
     code = col.type
+    if code == _FLOAT and float_digits is not None:
+        return ColumnType("float", precision=float_digits[0], scale=float_digits[1])
     binary = getattr(col, "character_set_name", None) == "binary"
     if code in (_VARCHAR, _VAR_STRING):
         return ColumnType("varbinary" if binary else "varchar")
@@ -300,12 +372,22 @@ _GEOMETRY_TYPES = {
     "multipolygon",
     "geometrycollection",
 }
-_QUOTED = re.compile(r"'((?:[^']|'')*)'")
+_QUOTED = re.compile(r"'((?:[^'\\]|''|\\.)*)'", re.DOTALL)
+_ESCAPE = re.compile(r"''|\\(.)", re.DOTALL)
+# how information_schema.COLUMNS.COLUMN_TYPE escapes a label (the server's append_unescaped)
+_UNESCAPED = {"n": "\n", "r": "\r", "0": "\0", "Z": "\x1a", "t": "\t", "b": "\b"}
+
+
+def _unescape(m: re.Match[str]) -> str:
+    c = m.group(1)
+    return "'" if c is None else _UNESCAPED.get(c, c)
 
 
 def _values(column_type: str) -> tuple[str, ...]:
+    """The labels of ``enum(...)``/``set(...)`` as the catalog prints them, unescaped: the same
+    strings the binlog's table map carries."""
     inner = column_type[column_type.index("(") + 1 : column_type.rindex(")")]
-    return tuple(m.group(1).replace("''", "'") for m in _QUOTED.finditer(inner))
+    return tuple(_ESCAPE.sub(_unescape, m.group(1)) for m in _QUOTED.finditer(inner))
 
 
 def from_catalog(
@@ -328,6 +410,8 @@ def from_catalog(
     if dt in ("double", "real"):
         return ColumnType("double")
     if dt == "float":
+        if scale is not None:  # FLOAT(M,D); FLOAT and FLOAT(p) have no scale
+            return ColumnType("float", precision=precision or 0, scale=scale)
         return ColumnType("float")
     if dt == "bit":
         return ColumnType("bit", length=precision or 1)
