@@ -66,8 +66,9 @@ def _required(m: Mapping, conv: Converter | None) -> Converter | None:
 
 
 class SchemaCache:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, adjust_years: bool = False) -> None:
         self.prefix = prefix
+        self.adjust_years = adjust_years  # source.time_adjuster
         self._versions: dict[tuple[Any, ...], TableVersion] = {}
 
     def version(
@@ -82,7 +83,7 @@ class SchemaCache:
         hit = self._versions.get(sig)
         if hit is not None:
             return hit
-        maps = [mapping(t) for _, t, _ in columns]
+        maps = [mapping(t, adjust_years=self.adjust_years) for _, t, _ in columns]
         cols = tuple(
             Column(
                 name, m.avro, optional and i not in key, m.name, None if optional else m.fallback

@@ -59,19 +59,17 @@ SnapshotItem = tuple[TableVersion, tuple[Any, ...], bool, bool, list[Any] | None
 _json.install()  # MySQL's binary JSON as the text SELECT gives, not lossy Python values
 _decoders.install()  # TIME, DATE, DATETIME from the binlog as the server stores them
 
-SOURCE_SCHEMA = avro.source_schema(
-    "io.debezium.connector.mysql",
-    [
-        {"name": "table", "type": ["null", "string"], "default": None},
-        {"name": "server_id", "type": "long"},
-        {"name": "gtid", "type": ["null", "string"], "default": None},
-        {"name": "file", "type": "string"},
-        {"name": "pos", "type": "long"},
-        {"name": "row", "type": "int"},
-        {"name": "thread", "type": ["null", "long"], "default": None},
-        {"name": "query", "type": ["null", "string"], "default": None},
-    ],
-)
+_CONNECTOR_FIELDS: list[dict[str, Any]] = [
+    {"name": "table", "type": ["null", "string"], "default": None},
+    {"name": "server_id", "type": "long"},
+    {"name": "gtid", "type": ["null", "string"], "default": None},
+    {"name": "file", "type": "string"},
+    {"name": "pos", "type": "long"},
+    {"name": "row", "type": "int"},
+    {"name": "thread", "type": ["null", "long"], "default": None},
+    {"name": "query", "type": ["null", "string"], "default": None},
+]
+SOURCE_SCHEMA = avro.source_schema("io.debezium.connector.mysql", _CONNECTOR_FIELDS)
 
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 _FL_STANDALONE = 1  # MariaDB GTID event flag: the group is one statement without COMMIT
@@ -126,7 +124,8 @@ def _refuse_unreadable(db: str, table: str, cols: list[tuple[str, ColumnType, bo
             raise SourceError(
                 f"column {db}.{table}.{name} has type {t.kind}, which this source cannot read "
                 f"(neither from the binlog nor in the snapshot): leave {db}.{table} out of "
-                "source.tables"
+                "source.tables",
+                retryable=False,  # every restart would refuse it again
             )
 
 
@@ -160,7 +159,12 @@ class MySqlSource:
         self._stopping = False
         self._ctl: pymysql.Connection[Any] | None = None
         self._reader: BinLogStreamReader | None = None
-        self._schemas = SchemaCache(prefix)
+        self._schemas = SchemaCache(prefix, adjust_years=config.time_adjuster)
+        self.connector = config.connector_name
+        if self.connector != "mysql":  # Debezium's MariaDB connector: same fields, its own name
+            self.source_schema = avro.source_schema(
+                f"io.debezium.connector.{self.connector}", _CONNECTOR_FIELDS
+            )
         self._json_cache: dict[tuple[str, str], frozenset[str]] = {}
         self._float_cache: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
         self.is_mariadb = False
@@ -697,7 +701,7 @@ class MySqlSource:
         now_ms = int(time.time() * 1000)
         return {
             "version": cdc.__version__,
-            "connector": "mysql",
+            "connector": self.connector,
             "name": self.prefix,
             "ts_ms": now_ms,
             "snapshot": marker,
@@ -1037,7 +1041,7 @@ class MySqlSource:
                 schema = v.schema
                 src_base = {
                     "version": version_str,
-                    "connector": "mysql",
+                    "connector": self.connector,
                     "name": prefix,
                     "ts_ms": ts * 1000,
                     "snapshot": "false",

@@ -105,6 +105,19 @@ def _unless_zero(conv: Converter) -> Converter:
     return unless_zero
 
 
+def _adjusted(conv: Converter) -> Converter:
+    """``conv`` after Debezium's time adjuster (enable.time.adjuster): a year 0-69 is taken as
+    2000-2069 and 70-99 as 1970-1999. A year under 100 has the same leap years as its adjusted
+    one, so the day of the month always exists."""
+
+    def adjusted(v: Any) -> Any:
+        if isinstance(v, date) and v.year < 100:
+            v = v.replace(year=v.year + (2000 if v.year < 70 else 1900))
+        return conv(v)
+
+    return adjusted
+
+
 def _zoned_binlog(conv: Converter) -> Converter:
     """A TIMESTAMP from the binlog: seconds since the epoch, where 0 is the zero value (the type's
     range starts at 1970-01-01 00:00:01 UTC), which SELECT prints as 0000-00-00 00:00:00."""
@@ -233,8 +246,9 @@ def _escape_label(label: str) -> str:
 _INT16: dict[str, Any] = avro.INT16
 
 
-def mapping(t: ColumnType) -> Mapping:
-    """The Avro type and converters of a column; unknown kinds map to strings."""
+def mapping(t: ColumnType, *, adjust_years: bool = False) -> Mapping:
+    """The Avro type and converters of a column; unknown kinds map to strings. ``adjust_years``
+    applies Debezium's time adjuster to DATE and DATETIME (source.time_adjuster)."""
     k = t.kind
     u = " unsigned" if t.unsigned else ""
     if k in ("tinyint", "smallint", "mediumint", "int"):
@@ -288,16 +302,17 @@ def mapping(t: ColumnType) -> Mapping:
     if k in ("varbinary", "blob", "geometry"):
         return Mapping(k, avro.BYTES, _to_bytes, None, b"")
     if k == "date":
-        days = _unless_zero(_days)
+        days = _unless_zero(_adjusted(_days) if adjust_years else _days)
         return Mapping("date", avro.DATE, days, days, 0, zero_is_null=True)
     if k == "time":
         return Mapping(f"time({t.fsp})", avro.TIME_MICROS, _micros_of, _micros_of, 0)
     if k == "datetime":
-        if t.fsp <= 3:
-            ms = _unless_zero(_ts_millis)
-            a, conv = avro.TIMESTAMP_MILLIS, ms
-        else:
-            a, conv = avro.TIMESTAMP_MICROS, _unless_zero(_ts_micros)
+        a, epoch = (
+            (avro.TIMESTAMP_MILLIS, _ts_millis)
+            if t.fsp <= 3
+            else (avro.TIMESTAMP_MICROS, _ts_micros)
+        )
+        conv = _unless_zero(_adjusted(epoch) if adjust_years else epoch)
         return Mapping(f"datetime({t.fsp})", a, conv, conv, 0, zero_is_null=True)
     if k == "timestamp":
         z = _unless_zero(_zoned(t.fsp))

@@ -334,6 +334,7 @@ def _run(
     ddl: list[str],
     rows: dict[str, list[str]],
     stream_rows: dict[str, list[str]],
+    **source: Any,
 ) -> tuple[Path, Any]:
     """Create ``ddl``, insert ``rows`` (table -> VALUES tuples) for the snapshot, start a
     pipeline on ``db.*``, insert ``stream_rows`` once it streams; returns (log dir, cursor)."""
@@ -346,7 +347,7 @@ def _run(
         for v in values:
             cur.execute(f"INSERT INTO {table} VALUES {v}")
     log_dir = tmp_path / "log"
-    cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.*"], log_dir)
+    cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.*"], log_dir, **source)
     p = run_pipeline(cfg)
     n_snapshot = sum(len(v) for v in rows.values())
 
@@ -565,6 +566,39 @@ def test_enum_and_set_labels_with_commas_are_escaped_as_debezium_does(
         ("a,b", "y'z"),
         ("nl\nx", ""),
     ]
+
+
+def test_time_adjuster_and_connector_name_as_configured(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    """source.time_adjuster: Debezium's two-digit-era years; source.connector_name: Debezium's
+    MariaDB connector's name and Source schema."""
+    values = "'0018-05-01', '0078-01-01 10:00:00', '1999-01-01'"
+    log_dir, _ = _run(
+        server,
+        mysql_db,
+        tmp_path,
+        run_pipeline,
+        ["CREATE TABLE y (id INT PRIMARY KEY, d DATE, dt DATETIME, keep DATE)"],
+        {"y": [f"(1, {values})"]},
+        {"y": [f"(2, {values})"]},
+        time_adjuster=True,
+        connector_name="mariadb",
+    )
+    topic = f"mysqltest.{mysql_db}.y"
+    records = read_log(log_dir, topic)
+    want = {
+        "d": (date(2018, 5, 1) - date(1970, 1, 1)).days,
+        "dt": (datetime(1978, 1, 1, 10) - EPOCH) // timedelta(milliseconds=1),
+        "keep": (date(1999, 1, 1) - date(1970, 1, 1)).days,
+    }
+    assert [r["value"]["after"] for r in records] == [{"id": 1, **want}, {"id": 2, **want}]
+    assert {r["value"]["source"]["connector"] for r in records} == {"mariadb"}
+    reader = LogReader(log_dir)
+    last = list(reader.records(0, topic))[-1]
+    envelope = reader.schemas.get(int.from_bytes(bytes(last.value)[1:5], "big"))
+    source = next(f for f in envelope["fields"] if f["name"] == "source")["type"]
+    assert source["connect.name"] == "io.debezium.connector.mariadb.Source"
 
 
 # --- conversion errors: the pipeline stops, naming what and where ------------------------------
