@@ -9,7 +9,10 @@ disagree with the snapshot (which reads the same row with SELECT):
 - zero and zero-in-part dates (``0000-00-00``, ``2020-00-15``) came out as None, so a NOT NULL
   column could not be told from a NULL one, and an invalid date allowed by ``ALLOW_INVALID_DATES``
   (``2020-02-30``) raised ``ValueError`` and stopped the stream at that event;
-- the pre-5.6 ``TIME`` type was read unsigned (negative times wrapped).
+- the pre-5.6 ``TIME`` type was read unsigned (negative times wrapped);
+- text in ``utf16``/``utf32``/``ucs2``/``utf16le``: pymysql knows none of them, so the library
+  decoded with Python's codec of the same name (``utf16`` guesses little-endian: garbled text;
+  ``utf32`` fails) or gave bytes; MySQL's are big-endian (``utf16le`` little-endian) without a BOM.
 
 ``install()`` replaces those decoders. A date or datetime that is not a calendar date arrives as
 the string the server prints (``"0000-00-00"``, ``"2020-00-15 00:00:00.500000"``), the same form
@@ -101,6 +104,26 @@ def datetime_value(v: int) -> datetime | str:
     )
 
 
+# MySQL character sets pymysql does not know -> the Python codec that decodes them
+_CODECS = {"utf16": "utf-16-be", "utf32": "utf-32-be", "ucs2": "utf-16-be", "utf16le": "utf-16-le"}
+
+
+def encoding(charset: str) -> str | None:
+    """The Python codec of a MySQL character set, or None when Python has none (swe7, keybcs2,
+    armscii8, ...): the binlog library would give that text as bytes."""
+    import codecs
+
+    from pymysql.charset import charset_by_name
+
+    known = charset_by_name(charset)
+    name = _CODECS.get(charset) or (known.encoding if known else charset)
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return None
+    return name
+
+
 _installed = False
 
 
@@ -132,10 +155,14 @@ def install() -> None:
     def read_datetime(self: Any) -> datetime | str:
         return datetime_value(self.packet.read_uint64())
 
+    def charset_to_encoding(name: str) -> str:
+        return encoding(name) or name
+
     # the library's private (name-mangled) per-type readers
     RowsEvent._RowsEvent__read_time2 = read_time2  # type: ignore[attr-defined]
     RowsEvent._RowsEvent__read_time = read_time  # type: ignore[attr-defined]
     RowsEvent._RowsEvent__read_date = read_date  # type: ignore[attr-defined]
     RowsEvent._RowsEvent__read_datetime2 = read_datetime2  # type: ignore[attr-defined]
     RowsEvent._RowsEvent__read_datetime = read_datetime  # type: ignore[attr-defined]
+    RowsEvent.charset_to_encoding = staticmethod(charset_to_encoding)  # type: ignore[method-assign,assignment]
     _installed = True

@@ -50,7 +50,14 @@ from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
 from cdc.status import snapshot_progress
 from sources.mysql import _decoders, _json
 from sources.mysql._schema import SchemaCache, TableVersion
-from sources.mysql._types import UNREADABLE, ColumnType, from_binlog, from_catalog
+from sources.mysql._types import (
+    TEXT_KINDS,
+    UNREADABLE,
+    ColumnType,
+    from_binlog,
+    from_catalog,
+    undecodable_charset,
+)
 from sources.mysql.config import MySqlSourceConfig
 
 log = logging.getLogger(__name__)
@@ -117,9 +124,24 @@ def binlog_status_sql(is_mariadb: bool, version: tuple[int, ...]) -> str:
     return "SHOW MASTER STATUS"
 
 
-def _refuse_unreadable(db: str, table: str, cols: list[tuple[str, ColumnType, bool]]) -> None:
-    """MySQL 9's VECTOR has no decoder in the binlog library (nor in pymysql's results)."""
-    for name, t, _ in cols:
+def _refuse_unreadable(
+    db: str,
+    table: str,
+    cols: list[tuple[str, ColumnType, bool]],
+    charsets: list[str | None] | None = None,
+) -> None:
+    """MySQL 9's VECTOR has no decoder in the binlog library (nor in pymysql's results); text in
+    a character set Python has no codec for (swe7, keybcs2...) comes out of the binlog as bytes.
+    ``charsets``: each column's character set (None for non-text columns)."""
+    for (name, t, _), charset in zip(cols, charsets or [None] * len(cols), strict=True):
+        if charset is not None and t.kind in TEXT_KINDS and undecodable_charset(charset):
+            raise SourceError(
+                f"column {db}.{table}.{name} ({t.kind}) has character set {charset}, which the "
+                "binlog reader cannot decode (Python has no codec for it): convert the column "
+                f"(ALTER TABLE {_q(db)}.{_q(table)} CONVERT TO CHARACTER SET utf8mb4) or leave "
+                f"{db}.{table} out of source.tables",
+                retryable=False,
+            )
         if t.kind in UNREADABLE:
             raise SourceError(
                 f"column {db}.{table}.{name} has type {t.kind}, which this source cannot read "
@@ -399,21 +421,23 @@ class MySqlSource:
     def _catalog_version(self, cur: Any, db: str, table: str) -> TableVersion:
         cur.execute(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, "
-            "DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE, COLUMN_KEY "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
-            "ORDER BY ORDINAL_POSITION",
+            "DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE, COLUMN_KEY, "
+            "CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
             (db, table),
         )
         rows = cur.fetchall()
         json_cols = self._json_columns(db, table)
         cols: list[tuple[str, ColumnType, bool]] = []
         key: list[int] = []
-        for i, (name, dt, ct, prec, scale, fsp, octets, nullable, ckey) in enumerate(rows):
+        charsets: list[str | None] = []
+        for i, (name, dt, ct, prec, scale, fsp, octets, nullable, ckey, cs) in enumerate(rows):
             t = from_catalog(str(dt), str(ct), prec, scale, fsp, octets, name in json_cols)
             cols.append((str(name), t, nullable == "YES"))
+            charsets.append(None if cs is None else str(cs))
             if ckey == "PRI":
                 key.append(i)
-        _refuse_unreadable(db, table, cols)
+        _refuse_unreadable(db, table, cols, charsets)
         return self._schemas.version(db, table, cols, tuple(key))
 
     def _binlog_version(self, ev: TableMapEvent, where: str) -> TableVersion:
@@ -439,7 +463,8 @@ class MySqlSource:
             cols.append((c.name, from_binlog(c, c.name in json_cols, floats.get(c.name)), nullable))
             if c.is_primary:
                 key.append(i)
-        _refuse_unreadable(ev.schema, ev.table, cols)
+        charsets = [getattr(c, "character_set_name", None) for c in ev.columns]
+        _refuse_unreadable(ev.schema, ev.table, cols, charsets)
         return self._schemas.version(ev.schema, ev.table, cols, tuple(key))
 
     # --- positions ----------------------------------------------------------------------------

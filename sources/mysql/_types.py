@@ -35,6 +35,7 @@ _TIMESTAMP2, _DATETIME2, _TIME2, _JSON, _NEWDECIMAL = 17, 18, 19, 245, 246
 _ENUM, _SET, _BLOB, _VAR_STRING, _STRING, _GEOMETRY = 247, 248, 252, 253, 254, 255
 _VECTOR = 242  # MySQL 9
 UNREADABLE = frozenset({"vector"})  # kinds the source refuses, naming the column
+TEXT_KINDS = frozenset({"char", "varchar", "text"})
 
 _BY_CODE = {
     _TINY: "tinyint",
@@ -338,6 +339,14 @@ def mapping(t: ColumnType, *, adjust_years: bool = False) -> Mapping:
 
 
 # --- describing columns ---------------------------------------------------------------------------
+
+
+def undecodable_charset(name: str) -> bool:
+    """True for a MySQL character set Python has no codec for (swe7, keybcs2, armscii8...):
+    the binlog library then gives that column's text as bytes."""
+    from sources.mysql._decoders import encoding
+
+    return encoding(name) is None
 
 
 def from_binlog(

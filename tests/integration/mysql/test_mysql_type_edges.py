@@ -646,3 +646,53 @@ def test_a_value_that_cannot_be_converted_stops_the_stream_naming_it(
     text = str(e.value)
     for part in (f"{mysql_db}.c.d", "(date)", "datetime.date(2024, 2, 29)", "the binlog event at"):
         assert part in text, text
+
+
+def test_text_in_a_charset_python_cannot_decode_is_refused_naming_the_column(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    """The binlog library gives swe7 (keybcs2, armscii8...) text as bytes, which the encoder then
+    rejected at every restart: refuse the table up front, fatally, naming the column."""
+    cur = connect(server, mysql_db).cursor()
+    cur.execute("CREATE TABLE s (id INT PRIMARY KEY, ok VARCHAR(5), old VARCHAR(5) CHARSET swe7)")
+    cur.execute("INSERT INTO s VALUES (1, 'a', 'b')")
+    cfg = write_config(tmp_path / "c.yaml", server, [f"{mysql_db}.s"], tmp_path / "log")
+    p = run_pipeline(cfg)
+    p.thread.join(60)
+    assert not p.thread.is_alive()
+    with pytest.raises(
+        SourceError,
+        match=rf"column {mysql_db}\.s\.old \(varchar\) has character "
+        r"set swe7, which the binlog reader cannot decode",
+    ) as e:
+        p.stop()
+    assert is_fatal(e.value)
+
+
+def test_text_in_utf16_utf32_ucs2_and_latin_charsets_streams_as_select_returns_it(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    """pymysql knows none of utf16/utf32/ucs2/utf16le: the binlog library garbled utf16 (read as
+    little-endian), failed on utf32 and gave ucs2 as bytes."""
+    charsets = ["utf16", "utf32", "utf16le", "ucs2", "latin1", "cp1250", "utf8mb3"]
+    texts = ["'abcé😀'", "'abcé😀'", "'abcé😀'", "'ščé'", "'é'", "'ščé'", "'日本'"]
+    cols = ", ".join(f"c{i} VARCHAR(8) CHARACTER SET {cs}" for i, cs in enumerate(charsets))
+    values = ", ".join(texts)
+    log_dir, cur = _run(
+        server,
+        mysql_db,
+        tmp_path,
+        run_pipeline,
+        [f"CREATE TABLE u (id INT PRIMARY KEY, {cols})"],
+        {"u": [f"(1, {values})"]},
+        {"u": [f"(2, {values})"]},
+    )
+    got = {
+        r["value"]["after"]["id"]: r["value"]["after"]
+        for r in read_log(log_dir, f"mysqltest.{mysql_db}.u")
+    }
+    cur.execute("SELECT * FROM u WHERE id = 1")
+    want = dict(zip([f"c{i}" for i in range(len(charsets))], cur.fetchone()[1:], strict=True))
+    assert want["c0"] == "abcé😀"
+    assert got[1] == {"id": 1, **want}
+    assert got[2] == {"id": 2, **want}

@@ -202,3 +202,12 @@ def test_a_failing_conversion_is_fatal_and_names_table_column_type_value_and_pla
     # a row no converter fails on still gives a located, fatal error
     err = v.conversion_error([1, date(2024, 1, 1)], False, "the snapshot (row with key [1])")
     assert is_fatal(err) and "db.t" in str(err) and "the snapshot" in str(err)
+
+
+def test_charsets_without_a_python_codec_are_known() -> None:
+    from sources.mysql._types import undecodable_charset
+
+    assert undecodable_charset("swe7") and undecodable_charset("keybcs2")
+    assert not undecodable_charset("utf8mb4") and not undecodable_charset("latin1")
+    assert not undecodable_charset("ucs2") and not undecodable_charset("gbk")
+    assert not undecodable_charset("utf16") and not undecodable_charset("utf32")
