@@ -696,3 +696,35 @@ def test_text_in_utf16_utf32_ucs2_and_latin_charsets_streams_as_select_returns_i
     assert want["c0"] == "abcé😀"
     assert got[1] == {"id": 1, **want}
     assert got[2] == {"id": 2, **want}
+
+
+def test_the_daemon_marks_a_conversion_failure_failed_without_restarting(
+    server: Any, mysql_db: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The daemon's view: no restart loop, the pipeline failed, `cdc status` shows why."""
+    import threading
+
+    from cdc import status
+    from cdc.config import load
+    from cdc.daemon import Daemon
+
+    monkeypatch.setattr("sources.mysql._types._days", _broken_days)
+    cur = connect(server, mysql_db).cursor()
+    cur.execute("CREATE TABLE c (id INT PRIMARY KEY, d DATE)")
+    cur.execute("INSERT INTO c VALUES (9, '2024-02-29')")
+    cfg = write_config(
+        tmp_path / "c.yaml", server, [f"{mysql_db}.c"], tmp_path / "log", name="conv"
+    )
+    d = Daemon(load(cfg), max_backoff=1)
+    rc: list[int] = []
+    t = threading.Thread(target=lambda: rc.append(d.run(install_signals=False)))
+    t.start()
+    try:
+        wait_until(lambda: status.BOARD.get("conv").state == "failed", 60, "the pipeline failed")
+        board = status.BOARD.get("conv")
+        assert board.restarts == 0
+        assert f"{mysql_db}.c.d (date)" in (board.last_error or "")
+    finally:
+        d.stop()
+        t.join(60)
+    assert rc == [1]
