@@ -728,3 +728,28 @@ def test_the_daemon_marks_a_conversion_failure_failed_without_restarting(
         d.stop()
         t.join(60)
     assert rc == [1]
+
+
+@pytest.mark.parametrize("server", ["mysql"], indirect=True)
+def test_a_column_or_event_the_source_cannot_read_is_fatal_not_a_restart_loop(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    """MySQL 9's VECTOR: refused in the snapshot, undecodable in the binlog (even in a table not
+    captured); both would fail again at every restart, so both are fatal."""
+    cur = connect(server, mysql_db).cursor()
+    cur.execute("CREATE TABLE v (id INT PRIMARY KEY, emb VECTOR(3))")
+    cur.execute("CREATE TABLE ok (id INT PRIMARY KEY)")
+    cur.execute("INSERT INTO v VALUES (1, STRING_TO_VECTOR('[1, 2, 3]'))")
+    p = run_pipeline(write_config(tmp_path / "a.yaml", server, [f"{mysql_db}.v"], tmp_path / "a"))
+    p.thread.join(60)
+    with pytest.raises(SourceError, match=f"column {mysql_db}.v.emb has type vector") as e:
+        p.stop()
+    assert is_fatal(e.value)
+    log_dir = tmp_path / "b"
+    p = run_pipeline(write_config(tmp_path / "b.yaml", server, [f"{mysql_db}.ok"], log_dir))
+    wait_until(lambda: LogReader(log_dir).info()["last_position"] if log_dir.exists() else None)
+    cur.execute("INSERT INTO v VALUES (2, STRING_TO_VECTOR('[4, 5, 6]'))")
+    p.thread.join(60)
+    with pytest.raises(SourceError, match=r"cannot decode the event after mysql-bin\.\d+:\d+") as e:
+        p.stop()
+    assert is_fatal(e.value)
