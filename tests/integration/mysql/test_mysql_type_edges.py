@@ -198,6 +198,12 @@ EDGES: dict[str, Edge] = {
         MICROTIME,
         _micros,
     ),
+    "time(3)": Edge(
+        "time(3)",
+        ["'-733:00:00.001'", "'-00:00:00.999'", "'838:59:58.999'", "'-838:59:58.999'"],
+        MICROTIME,
+        _micros,
+    ),
     "datetime": Edge(
         "datetime",
         [
@@ -257,6 +263,12 @@ EDGES: dict[str, Edge] = {
         "enum('a','b')",
         ["'a'", "'b'", "'nope'"],  # not a label: stored as the error value ''
         ("string", "io.debezium.data.Enum", {"allowed": "a,b"}),
+        _same,
+    ),
+    "enum('a,b','c')": Edge(
+        "enum('a,b','c')",
+        ["'a,b'", "'c'", "''"],
+        ("string", "io.debezium.data.Enum", {"allowed": "a\\,b,c"}),
         _same,
     ),
     "set('x','y','z')": Edge(
