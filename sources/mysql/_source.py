@@ -768,7 +768,8 @@ class MySqlSource:
                     for v, (_, conv) in zip(raw, convs, strict=True)
                 )
             except Exception as e:
-                where = f"the snapshot (row with key {[raw[i] for i in schema.key]!r})"
+                key = [raw[i] for i in schema.key]
+                where = f"the snapshot (row with key {key!r})" if key else "the snapshot"
                 raise version.conversion_error(list(raw), False, where) from e
 
         if not schema.key:
