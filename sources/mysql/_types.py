@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from cdc import avro
@@ -167,11 +167,15 @@ def _zoned(fsp: int) -> Converter:
     return conv
 
 
+# DECIMAL holds up to 65 digits; the default context's 28 made quantize() fail on wider values
+_WIDE = Context(prec=100)
+
+
 def _decimal(scale: int) -> Converter:
     q = Decimal(1).scaleb(-scale)
 
     def conv(v: Decimal) -> Decimal:
-        return Decimal(v).quantize(q)
+        return Decimal(v).quantize(q, context=_WIDE)
 
     return conv
 

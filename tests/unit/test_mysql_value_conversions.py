@@ -4,6 +4,7 @@ zero dates, enum label escaping, FLOAT(M,D), and the located error of a failing 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -211,3 +212,10 @@ def test_charsets_without_a_python_codec_are_known() -> None:
     assert not undecodable_charset("utf8mb4") and not undecodable_charset("latin1")
     assert not undecodable_charset("ucs2") and not undecodable_charset("gbk")
     assert not undecodable_charset("utf16") and not undecodable_charset("utf32")
+
+
+def test_the_widest_decimal_converts() -> None:
+    conv = mapping(ColumnType("decimal", precision=65, scale=30)).from_select
+    assert conv is not None
+    wide = Decimal("-" + "9" * 35 + "." + "9" * 30)
+    assert conv(wide) == wide

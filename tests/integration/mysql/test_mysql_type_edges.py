@@ -306,6 +306,24 @@ EDGES: dict[str, Edge] = {
         ("string", "io.debezium.data.EnumSet", {"allowed": "it's,dq\",b\\\\s"}),
         _same,
     ),
+    "decimal(65,30)": Edge(  # the widest DECIMAL: more digits than Python's default context
+        "decimal(65,30)",
+        ["-" + "9" * 35 + "." + "9" * 30, "9" * 35 + "." + "9" * 30, "0." + "0" * 29 + "1"],
+        ("bytes", DECIMAL, {"scale": "30", "connect.decimal.precision": "65"}),
+        _same,
+    ),
+    "decimal(65,0)": Edge(
+        "decimal(65,0)",
+        ["9" * 65, "-" + "9" * 65],
+        ("bytes", DECIMAL, {"scale": "0", "connect.decimal.precision": "65"}),
+        _same,
+    ),
+    "bit(64)": Edge(
+        "bit(64)",
+        ["b'" + "1" * 64 + "'", "b'1'", "b'0'"],
+        ("bytes", "io.debezium.data.Bits", {"length": "64"}),
+        _bits_le,
+    ),
     "binary(16)": Edge(
         "binary(16)",
         ["unhex('00')", "x''", "unhex(repeat('ff', 16))", "x'0000000000000000000000000000ff'"],
