@@ -124,24 +124,25 @@ def binlog_status_sql(is_mariadb: bool, version: tuple[int, ...]) -> str:
     return "SHOW MASTER STATUS"
 
 
-def _refuse_unreadable(
-    db: str,
-    table: str,
-    cols: list[tuple[str, ColumnType, bool]],
-    charsets: list[str | None] | None = None,
+def _refuse_undecodable(
+    db: str, table: str, cols: list[tuple[str, ColumnType, bool]], charsets: list[str | None]
 ) -> None:
-    """MySQL 9's VECTOR has no decoder in the binlog library (nor in pymysql's results); text in
-    a character set Python has no codec for (swe7, keybcs2...) comes out of the binlog as bytes.
-    ``charsets``: each column's character set (None for non-text columns)."""
-    for (name, t, _), charset in zip(cols, charsets or [None] * len(cols), strict=True):
+    """Text in a character set Python has no codec for (swe7, keybcs2...) comes out of the
+    binlog as bytes, which no string schema takes. ``charsets``: each column's (None: no text)."""
+    for (name, t, _), charset in zip(cols, charsets, strict=True):
         if charset is not None and t.kind in TEXT_KINDS and undecodable_charset(charset):
             raise SourceError(
                 f"column {db}.{table}.{name} ({t.kind}) has character set {charset}, which the "
                 "binlog reader cannot decode (Python has no codec for it): convert the column "
                 f"(ALTER TABLE {_q(db)}.{_q(table)} CONVERT TO CHARACTER SET utf8mb4) or leave "
                 f"{db}.{table} out of source.tables",
-                retryable=False,
+                retryable=False,  # every restart would refuse it again
             )
+
+
+def _refuse_unreadable(db: str, table: str, cols: list[tuple[str, ColumnType, bool]]) -> None:
+    """MySQL 9's VECTOR has no decoder in the binlog library (nor in pymysql's results)."""
+    for name, t, _ in cols:
         if t.kind in UNREADABLE:
             raise SourceError(
                 f"column {db}.{table}.{name} has type {t.kind}, which this source cannot read "
@@ -187,8 +188,8 @@ class MySqlSource:
             self.source_schema = avro.source_schema(
                 f"io.debezium.connector.{self.connector}", _CONNECTOR_FIELDS
             )
-        self._json_cache: dict[tuple[str, str], frozenset[str]] = {}
         self._float_cache: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
+        self._json_cache: dict[tuple[str, str], frozenset[str]] = {}
         self.is_mariadb = False
         self.version: tuple[int, ...] = ()
         self.mysql_gtids = False  # MySQL with gtid_mode=ON
@@ -437,7 +438,8 @@ class MySqlSource:
             charsets.append(None if cs is None else str(cs))
             if ckey == "PRI":
                 key.append(i)
-        _refuse_unreadable(db, table, cols, charsets)
+        _refuse_undecodable(db, table, cols, charsets)
+        _refuse_unreadable(db, table, cols)
         return self._schemas.version(db, table, cols, tuple(key))
 
     def _binlog_version(self, ev: TableMapEvent, where: str) -> TableVersion:
@@ -464,7 +466,8 @@ class MySqlSource:
             if c.is_primary:
                 key.append(i)
         charsets = [getattr(c, "character_set_name", None) for c in ev.columns]
-        _refuse_unreadable(ev.schema, ev.table, cols, charsets)
+        _refuse_undecodable(ev.schema, ev.table, cols, charsets)
+        _refuse_unreadable(ev.schema, ev.table, cols)
         return self._schemas.version(ev.schema, ev.table, cols, tuple(key))
 
     # --- positions ----------------------------------------------------------------------------
@@ -1129,8 +1132,8 @@ class MySqlSource:
                     # DDL (or another statement logged on its own): a group of its own
                     if not in_txn:
                         begin_group(None, -1, packet.server_id)
-                    self._json_cache.clear()
                     self._float_cache.clear()
+                    self._json_cache.clear()
                     commit(ev_end)
                 continue
 
