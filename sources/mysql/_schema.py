@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cdc.errors import SourceError
 from cdc.model import Column, TableSchema
-from sources.mysql._types import ColumnType, Converter, Mapping, mapping
+from sources.mysql._types import ColumnType, Converter, mapping
 
 
 @dataclass(slots=True)
@@ -23,12 +22,11 @@ class TableVersion:
     from_select: list[Converter | None]
     sets: tuple[int, ...]  # indexes of SET columns (an empty set arrives as None from the binlog)
 
-    def conversion_error(self, values: list[Any], binlog: bool, where: str) -> SourceError:
-        """The error for a row of ``values`` (as read, before conversion) that a converter
+    def conversion_failure(self, values: list[Any], binlog: bool, where: str) -> str:
+        """The message for a row of ``values`` (as read, before conversion) that a converter
         failed on, naming the table, the column, its type, the value and ``where`` it was read.
-
-        Fatal: the same row fails the same way after a restart, so retrying would hold the
-        pipeline back for good."""
+        The source raises it as a fatal error: the same row fails the same way after a restart,
+        so retrying would hold the pipeline back for good."""
         convs = self.from_binlog if binlog else self.from_select
         s = self.schema
         for col, value, conv in zip(s.columns, values, convs, strict=True):
@@ -37,32 +35,14 @@ class TableVersion:
             try:
                 conv(value)
             except Exception as e:
-                return SourceError(
+                return (
                     f"cannot convert column {s.namespace}.{s.table}.{col.name} ({col.source_type}) "
                     f"value {value!r:.200} read from {where}: {type(e).__name__}: {e}. The "
                     "pipeline stops here, as every restart would fail on the same row: change or "
                     f"delete the value, or leave {s.namespace}.{s.table} out of source.tables, "
-                    "and report the value as a bug",
-                    retryable=False,
+                    "and report the value as a bug"
                 )
-        return SourceError(
-            f"cannot convert a row of {s.namespace}.{s.table} read from {where}",
-            retryable=False,
-        )
-
-
-def _required(m: Mapping, conv: Converter | None) -> Converter | None:
-    """``conv`` for a NOT NULL column: where it gives None (a zero date), the column's fallback,
-    as Debezium emits (epoch day 0, epoch millis 0, 1970-01-01T00:00:00Z)."""
-    if conv is None or not m.zero_is_null:
-        return conv
-    fallback = m.fallback
-
-    def required(v: Any) -> Any:
-        r = conv(v)
-        return fallback if r is None else r
-
-    return required
+        return f"cannot convert a row of {s.namespace}.{s.table} read from {where}"
 
 
 class SchemaCache:
@@ -83,7 +63,7 @@ class SchemaCache:
         hit = self._versions.get(sig)
         if hit is not None:
             return hit
-        maps = [mapping(t, adjust_years=self.adjust_years) for _, t, _ in columns]
+        maps = [mapping(t) for _, t, _ in columns]
         cols = tuple(
             Column(
                 name, m.avro, optional and i not in key, m.name, None if optional else m.fallback
@@ -91,11 +71,16 @@ class SchemaCache:
             for i, ((name, _, optional), m) in enumerate(zip(columns, maps, strict=True))
         )
         schema = TableSchema(f"{self.prefix}.{db}.{table}", db, table, cols, key)
-        pairs = [(m, not optional) for m, (_, _, optional) in zip(maps, columns, strict=True)]
         v = TableVersion(
             schema,
-            [_required(m, m.from_binlog) if req else m.from_binlog for m, req in pairs],
-            [_required(m, m.from_select) if req else m.from_select for m, req in pairs],
+            [
+                m.converters(not c[2], self.adjust_years)[0]
+                for m, c in zip(maps, columns, strict=True)
+            ],
+            [
+                m.converters(not c[2], self.adjust_years)[1]
+                for m, c in zip(maps, columns, strict=True)
+            ],
             tuple(i for i, (_, t, _) in enumerate(columns) if t.kind == "set"),
         )
         self._versions[sig] = v

@@ -773,7 +773,8 @@ class MySqlSource:
             except Exception as e:
                 key = [raw[i] for i in schema.key]
                 where = f"the snapshot (row with key {key!r})" if key else "the snapshot"
-                raise version.conversion_error(list(raw), False, where) from e
+                failure = version.conversion_failure(list(raw), False, where)
+                raise SourceError(failure, retryable=False) from e
 
         if not schema.key:
             cur = conn.cursor(pymysql.cursors.SSCursor)
@@ -972,7 +973,8 @@ class MySqlSource:
                 ]
             except Exception as e:
                 where = f"the binlog event at {cur_file}:{ev_start}"
-                raise v.conversion_error(list(values.values()), True, where) from e
+                failure = v.conversion_failure(list(values.values()), True, where)
+                raise SourceError(failure, retryable=False) from e
             for i in v.sets:
                 if row[i] is None and none_sources.get(v.schema.columns[i].name) == "empty set":
                     row[i] = ""

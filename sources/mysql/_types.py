@@ -84,8 +84,35 @@ class Mapping:
     from_select: Converter | None
     fallback: Any
     # The converters may return None for a value (a zero date): a NOT NULL column then takes
-    # ``fallback`` instead, as Debezium does (``SchemaCache`` arranges it).
+    # ``fallback`` instead, as Debezium does (``converters`` arranges it).
     zero_is_null: bool = False
+    # (from_binlog, from_select) after Debezium's time adjuster, for DATE and DATETIME
+    adjusted: tuple[Converter, Converter] | None = None
+
+    def converters(self, required: bool, adjust_years: bool) -> tuple[Converter | None, ...]:
+        """(from_binlog, from_select) for a column that is ``required`` (NOT NULL), with the
+        time adjuster when ``adjust_years`` (source.time_adjuster)."""
+        pair = (
+            self.adjusted
+            if adjust_years and self.adjusted
+            else (self.from_binlog, self.from_select)
+        )
+        if not (required and self.zero_is_null):
+            return pair
+        return tuple(_or_fallback(conv, self.fallback) for conv in pair)
+
+
+def _or_fallback(conv: Converter | None, fallback: Any) -> Converter | None:
+    """``conv`` for a NOT NULL column: where it gives None (a zero date), ``fallback``, as
+    Debezium emits (epoch day 0, epoch millis 0, 1970-01-01T00:00:00Z)."""
+    if conv is None:
+        return None
+
+    def required(v: Any) -> Any:
+        r = conv(v)
+        return fallback if r is None else r
+
+    return required
 
 
 # --- converters -----------------------------------------------------------------------------------
@@ -251,9 +278,8 @@ def _escape_label(label: str) -> str:
 _INT16: dict[str, Any] = avro.INT16
 
 
-def mapping(t: ColumnType, *, adjust_years: bool = False) -> Mapping:
-    """The Avro type and converters of a column; unknown kinds map to strings. ``adjust_years``
-    applies Debezium's time adjuster to DATE and DATETIME (source.time_adjuster)."""
+def mapping(t: ColumnType) -> Mapping:
+    """The Avro type and converters of a column; unknown kinds map to strings."""
     k = t.kind
     u = " unsigned" if t.unsigned else ""
     if k in ("tinyint", "smallint", "mediumint", "int"):
@@ -307,8 +333,10 @@ def mapping(t: ColumnType, *, adjust_years: bool = False) -> Mapping:
     if k in ("varbinary", "blob", "geometry"):
         return Mapping(k, avro.BYTES, _to_bytes, None, b"")
     if k == "date":
-        days = _unless_zero(_adjusted(_days) if adjust_years else _days)
-        return Mapping("date", avro.DATE, days, days, 0, zero_is_null=True)
+        days, adjusted = _unless_zero(_days), _unless_zero(_adjusted(_days))
+        return Mapping(
+            "date", avro.DATE, days, days, 0, zero_is_null=True, adjusted=(adjusted, adjusted)
+        )
     if k == "time":
         return Mapping(f"time({t.fsp})", avro.TIME_MICROS, _micros_of, _micros_of, 0)
     if k == "datetime":
@@ -317,8 +345,10 @@ def mapping(t: ColumnType, *, adjust_years: bool = False) -> Mapping:
             if t.fsp <= 3
             else (avro.TIMESTAMP_MICROS, _ts_micros)
         )
-        conv = _unless_zero(_adjusted(epoch) if adjust_years else epoch)
-        return Mapping(f"datetime({t.fsp})", a, conv, conv, 0, zero_is_null=True)
+        conv, adjusted = _unless_zero(epoch), _unless_zero(_adjusted(epoch))
+        return Mapping(
+            f"datetime({t.fsp})", a, conv, conv, 0, zero_is_null=True, adjusted=(adjusted, adjusted)
+        )
     if k == "timestamp":
         z = _unless_zero(_zoned(t.fsp))
         return Mapping(
