@@ -381,6 +381,22 @@ class MySqlSource:
             self._match_cache[key] = hit
         return hit
 
+    def _float_digits(self, db: str, table: str) -> dict[str, tuple[int, int]]:
+        """The (M, D) of each FLOAT(M,D) column of ``db.table``: the binlog's table map does not
+        carry them, and they make the column a double (as in Debezium)."""
+        key = (db, table)
+        hit = self._float_cache.get(key)
+        if hit is None:
+            rows = self._all(
+                "SELECT COLUMN_NAME, NUMERIC_PRECISION, NUMERIC_SCALE "
+                "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+                "AND DATA_TYPE = 'float' AND NUMERIC_SCALE IS NOT NULL",
+                (db, table),
+            )
+            hit = {str(n): (int(p or 0), int(sc)) for n, p, sc in rows}
+            self._float_cache[key] = hit
+        return hit
+
     def _json_columns(self, db: str, table: str) -> frozenset[str]:
         """MariaDB's JSON is LONGTEXT with a json_valid() check: find those columns."""
         key = (db, table)
@@ -401,22 +417,6 @@ class MySqlSource:
             else:
                 hit = frozenset()
             self._json_cache[key] = hit
-        return hit
-
-    def _float_digits(self, db: str, table: str) -> dict[str, tuple[int, int]]:
-        """The (M, D) of each FLOAT(M,D) column of ``db.table``: the binlog's table map does not
-        carry them, and they make the column a double (as in Debezium)."""
-        key = (db, table)
-        hit = self._float_cache.get(key)
-        if hit is None:
-            rows = self._all(
-                "SELECT COLUMN_NAME, NUMERIC_PRECISION, NUMERIC_SCALE "
-                "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
-                "AND DATA_TYPE = 'float' AND NUMERIC_SCALE IS NOT NULL",
-                (db, table),
-            )
-            hit = {str(n): (int(p or 0), int(sc)) for n, p, sc in rows}
-            self._float_cache[key] = hit
         return hit
 
     def _catalog_version(self, cur: Any, db: str, table: str) -> TableVersion:
