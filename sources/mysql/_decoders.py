@@ -12,7 +12,9 @@ disagree with the snapshot (which reads the same row with SELECT):
 - the pre-5.6 ``TIME`` type was read unsigned (negative times wrapped);
 - text in ``utf16``/``utf32``/``ucs2``/``utf16le``: pymysql knows none of them, so the library
   decoded with Python's codec of the same name (``utf16`` guesses little-endian: garbled text;
-  ``utf32`` fails) or gave bytes; MySQL's are big-endian (``utf16le`` little-endian) without a BOM.
+  ``utf32`` fails) or gave bytes; MySQL's are big-endian (``utf16le`` little-endian) without a BOM;
+- ``latin1`` text: MySQL's latin1 is cp1252 with its five unassigned bytes (0x81, 0x8D, 0x8F,
+  0x90, 0x9D) as the C1 controls U+0081..., which Python's cp1252 refuses (UnicodeDecodeError).
 
 ``install()`` replaces those decoders. A date or datetime that is not a calendar date arrives as
 the string the server prints (``"0000-00-00"``, ``"2020-00-15 00:00:00.500000"``), the same form
@@ -22,6 +24,7 @@ Format: MySQL's sql-common/my_time.cc (``my_time_packed_from_binary``, ``TIME_to
 
 from __future__ import annotations
 
+import codecs
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -104,15 +107,44 @@ def datetime_value(v: int) -> datetime | str:
     )
 
 
-# MySQL character sets pymysql does not know -> the Python codec that decodes them
-_CODECS = {"utf16": "utf-16-be", "utf32": "utf-32-be", "ucs2": "utf-16-be", "utf16le": "utf-16-le"}
+_LATIN1 = "cdc-mysql-latin1"
+# MySQL character sets pymysql does not know, or decodes differently -> the codec that decodes them
+_CODECS = {
+    "utf16": "utf-16-be",
+    "utf32": "utf-32-be",
+    "ucs2": "utf-16-be",
+    "utf16le": "utf-16-le",
+    "latin1": _LATIN1,
+    "cp1252": _LATIN1,  # the library names a column's charset by pymysql's codec: latin1's
+}
+
+
+def _latin1_decode(data: Any, errors: str = "strict") -> tuple[str, int]:
+    # cp1252, and each byte cp1252 leaves unassigned as the code point of the same number
+    return bytes(data).decode("cp1252", "cdc-c1-controls"), len(data)
+
+
+def _c1_controls(e: UnicodeError) -> tuple[str, int]:
+    if not isinstance(e, UnicodeDecodeError):
+        raise e
+    return "".join(chr(b) for b in e.object[e.start : e.end]), e.end
+
+
+def _search(name: str) -> codecs.CodecInfo | None:
+    if name.replace("_", "-") != _LATIN1:
+        return None
+    latin1 = codecs.lookup("cp1252")
+    return codecs.CodecInfo(latin1.encode, _latin1_decode, name=_LATIN1)
+
+
+codecs.register_error("cdc-c1-controls", _c1_controls)
+codecs.register(_search)
 
 
 def encoding(charset: str) -> str | None:
-    """The Python codec of a MySQL character set, or None when Python has none (swe7, keybcs2,
-    armscii8, ...): the binlog library would give that text as bytes."""
-    import codecs
-
+    """The Python codec of a MySQL character set (or of the codec name pymysql gives it), or None
+    when Python has none (swe7, keybcs2, armscii8, ...): the binlog library would give that text
+    as bytes."""
     from pymysql.charset import charset_by_name
 
     known = charset_by_name(charset)

@@ -89,6 +89,8 @@ _COMPRESSED = {0x28: "binlog_transaction_compression"} | {
 POSITION_INTERVAL_S = 10.0  # how often an idle stream records that the binlog moved on
 READ_TIMEOUT_S = 30  # no byte (not even a heartbeat) for this long: the connection is dead
 _FLOAT_CODE = 4  # MYSQL_TYPE_FLOAT in a table map
+# what the binlog library raises on bytes it cannot decode (UnicodeDecodeError is a ValueError)
+_UNDECODABLE = (ValueError, KeyError, IndexError, NotImplementedError, struct.error)
 
 
 def parse_gtid_state(state: str | None) -> dict[int, str]:
@@ -1021,7 +1023,7 @@ class MySqlSource:
                         "data aside and start over"
                     ) from None
                 raise SourceError(f"binlog stream failed: {msg}") from None
-            except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:
+            except _UNDECODABLE as e:
                 raise SourceError(
                     f"the binlog reader cannot decode the event after {cur_file}:{end_pos} "
                     f"({type(e).__name__}: {e}); a column type it does not know (MySQL 9's VECTOR "
@@ -1089,7 +1091,17 @@ class MySqlSource:
                     "thread": None,
                     "query": None,
                 }
-                for i, r in enumerate(ev.rows):
+                try:
+                    rows = ev.rows  # the library decodes the row images here, on first access
+                except _UNDECODABLE as e:
+                    raise SourceError(
+                        f"the binlog reader cannot decode the rows of {schema.namespace}."
+                        f"{schema.table} in the event at {cur_file}:{ev_start} "
+                        f"({type(e).__name__}: {e}); every restart would fail on it: change the "
+                        "column's type or character set, or leave the table out of source.tables",
+                        retryable=False,
+                    ) from None
+                for i, r in enumerate(rows):
                     src = dict(src_base, row=i) if i else src_base
                     eid = f"{cur_file}:{ev_start}:{i}"
                     if isinstance(ev, WriteRowsEvent):

@@ -216,3 +216,17 @@ def test_the_widest_decimal_converts() -> None:
     assert conv is not None
     wide = Decimal("-" + "9" * 35 + "." + "9" * 30)
     assert conv(wide) == wide
+
+
+def test_latin1_decodes_as_mysql_does_and_known_codecs_are_named() -> None:
+    from sources.mysql._decoders import encoding
+
+    # the binlog library names latin1 by pymysql's codec for it, cp1252
+    for name in ("latin1", "cp1252"):
+        codec = encoding(name)
+        assert codec is not None
+        assert bytes([0x61, 0x80, 0x81, 0x8D, 0x8F, 0x90, 0x9D, 0xE9]).decode(codec) == (
+            "a€\x81\x8d\x8f\x90\x9dé"
+        )
+    assert encoding("utf16") == "utf-16-be" and encoding("utf32") == "utf-32-be"
+    assert encoding("swe7") is None

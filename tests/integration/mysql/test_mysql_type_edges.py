@@ -703,9 +703,12 @@ def test_text_in_utf16_utf32_ucs2_and_latin_charsets_streams_as_select_returns_i
     server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
 ) -> None:
     """pymysql knows none of utf16/utf32/ucs2/utf16le: the binlog library garbled utf16 (read as
-    little-endian), failed on utf32 and gave ucs2 as bytes."""
+    little-endian), failed on utf32 and gave ucs2 as bytes; and it failed on latin1 text holding
+    a byte Python's cp1252 leaves unassigned."""
     charsets = ["utf16", "utf32", "utf16le", "ucs2", "latin1", "cp1250", "utf8mb3"]
-    texts = ["'abcé😀'", "'abcé😀'", "'abcé😀'", "'ščé'", "'é'", "'ščé'", "'日本'"]
+    # latin1 0x81: cp1252 leaves it unassigned, MySQL's latin1 has it as U+0081
+    latin1 = "CONCAT('é€', CONVERT(x'81' USING latin1), CONVERT(x'9d' USING latin1))"
+    texts = ["'abcé😀'", "'abcé😀'", "'abcé😀'", "'ščé'", latin1, "'ščé'", "'日本'"]
     cols = ", ".join(f"c{i} VARCHAR(8) CHARACTER SET {cs}" for i, cs in enumerate(charsets))
     values = ", ".join(texts)
     log_dir, cur = _run(
@@ -723,7 +726,7 @@ def test_text_in_utf16_utf32_ucs2_and_latin_charsets_streams_as_select_returns_i
     }
     cur.execute("SELECT * FROM u WHERE id = 1")
     want = dict(zip([f"c{i}" for i in range(len(charsets))], cur.fetchone()[1:], strict=True))
-    assert want["c0"] == "abcé😀"
+    assert want["c0"] == "abcé😀" and want["c4"] == "é€\x81\x9d"
     assert got[1] == {"id": 1, **want}
     assert got[2] == {"id": 2, **want}
 
@@ -783,3 +786,24 @@ def test_a_column_or_event_the_source_cannot_read_is_fatal_not_a_restart_loop(
     with pytest.raises(SourceError, match=r"cannot decode the event after mysql-bin\.\d+:\d+") as e:
         p.stop()
     assert is_fatal(e.value)
+
+
+def test_a_row_the_binlog_reader_cannot_decode_stops_the_stream_naming_it(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    """cp1250 byte 0x81 is unassigned (the server itself prints '?'): the library's decoding of
+    the row raised UnicodeDecodeError outside any handler, and the pipeline restarted forever."""
+    cur = connect(server, mysql_db).cursor()
+    cur.execute("CREATE TABLE w (id INT PRIMARY KEY, t VARCHAR(5) CHARACTER SET cp1250)")
+    log_dir = tmp_path / "log"
+    p = run_pipeline(write_config(tmp_path / "c.yaml", server, [f"{mysql_db}.w"], log_dir))
+    wait_until(lambda: LogReader(log_dir).info()["last_position"] if log_dir.exists() else None)
+    cur.execute("INSERT INTO w VALUES (1, CONVERT(x'81' USING cp1250))")
+    p.thread.join(60)
+    assert not p.thread.is_alive()
+    with pytest.raises(SourceError) as e:
+        p.stop()
+    assert is_fatal(e.value)
+    text = str(e.value)
+    assert f"cannot decode the rows of {mysql_db}.w in the event at " in text, text
+    assert "UnicodeDecodeError" in text, text
