@@ -66,7 +66,7 @@ class MySqlSourceConfig(BaseModel):
     time_adjuster: bool = Field(
         False,
         description="as Debezium's enable.time.adjuster: a DATE or DATETIME year 0001-0069 "
-        "becomes 2000-2069 and 0070-0099 becomes 1970-1999; off: the year as stored, as SELECT "
+        "becomes 2001-2069 and 0070-0099 becomes 1970-1999; off: the year as stored, as SELECT "
         "returns it",
     )
 
