@@ -24,10 +24,33 @@ class TableVersion:
     from_select: list[Converter | None]
     sets: tuple[int, ...]  # indexes of SET columns (an empty set arrives as None from the binlog)
 
+    def conversion_failure(self, values: list[Any], binlog: bool, where: str) -> str:
+        """The message for a row of ``values`` (as read, before conversion) that a converter
+        failed on, naming the table, the column, its type, the value and ``where`` it was read.
+        The source raises it as a fatal error: the same row fails the same way after a restart,
+        so retrying would hold the pipeline back for good."""
+        convs = self.from_binlog if binlog else self.from_select
+        s = self.schema
+        for col, value, conv in zip(s.columns, values, convs, strict=True):
+            if value is None or conv is None:
+                continue
+            try:
+                conv(value)
+            except Exception as e:
+                return (
+                    f"cannot convert column {s.namespace}.{s.table}.{col.name} ({col.source_type}) "
+                    f"value {value!r:.200} read from {where}: {type(e).__name__}: {e}. The "
+                    "pipeline stops here, as every restart would fail on the same row: change or "
+                    f"delete the value, or leave {s.namespace}.{s.table} out of source.tables, "
+                    "and report the value as a bug"
+                )
+        return f"cannot convert a row of {s.namespace}.{s.table} read from {where}"
+
 
 class SchemaCache:
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, adjust_years: bool = False) -> None:
         self.prefix = prefix
+        self.adjust_years = adjust_years  # source.time_adjuster
         self._versions: dict[tuple[Any, ...], TableVersion] = {}
 
     def version(
@@ -63,8 +86,14 @@ class SchemaCache:
         schema = TableSchema(topic_name(self.prefix, db, table), db, table, cols, key)
         v = TableVersion(
             schema,
-            [m.from_binlog for m in maps],
-            [m.from_select for m in maps],
+            [
+                m.converters(not c[2], self.adjust_years)[0]
+                for m, c in zip(maps, columns, strict=True)
+            ],
+            [
+                m.converters(not c[2], self.adjust_years)[1]
+                for m, c in zip(maps, columns, strict=True)
+            ],
             tuple(i for i, (_, t, _) in enumerate(columns) if t.kind == "set"),
         )
         self._versions[sig] = v

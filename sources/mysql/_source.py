@@ -49,29 +49,35 @@ from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
 from cdc.model import snapshot_event_id as snapshot_event_id  # own line: fewer merge conflicts
 from cdc.status import snapshot_progress
-from sources.mysql import _json
+from sources.mysql import _decoders, _json
 from sources.mysql._schema import SchemaCache, TableVersion
-from sources.mysql._types import UNREADABLE, ColumnType, from_binlog, from_catalog
+from sources.mysql._types import (
+    TEXT_KINDS,
+    UNREADABLE,
+    ColumnType,
+    from_binlog,
+    from_catalog,
+    undecodable_charset,
+)
 from sources.mysql.config import MySqlSourceConfig
 
 log = logging.getLogger(__name__)
 # a snapshot row: (version, row, first in its table, last in its table, key to resume after)
 SnapshotItem = tuple[TableVersion, tuple[Any, ...], bool, bool, list[Any] | None]
 _json.install()  # MySQL's binary JSON as the text SELECT gives, not lossy Python values
+_decoders.install()  # TIME, DATE, DATETIME from the binlog as the server stores them
 
-SOURCE_SCHEMA = avro.source_schema(
-    "io.debezium.connector.mysql",
-    [
-        {"name": "table", "type": ["null", "string"], "default": None},
-        {"name": "server_id", "type": "long"},
-        {"name": "gtid", "type": ["null", "string"], "default": None},
-        {"name": "file", "type": "string"},
-        {"name": "pos", "type": "long"},
-        {"name": "row", "type": "int"},
-        {"name": "thread", "type": ["null", "long"], "default": None},
-        {"name": "query", "type": ["null", "string"], "default": None},
-    ],
-)
+_CONNECTOR_FIELDS: list[dict[str, Any]] = [
+    {"name": "table", "type": ["null", "string"], "default": None},
+    {"name": "server_id", "type": "long"},
+    {"name": "gtid", "type": ["null", "string"], "default": None},
+    {"name": "file", "type": "string"},
+    {"name": "pos", "type": "long"},
+    {"name": "row", "type": "int"},
+    {"name": "thread", "type": ["null", "long"], "default": None},
+    {"name": "query", "type": ["null", "string"], "default": None},
+]
+SOURCE_SCHEMA = avro.source_schema("io.debezium.connector.mysql", _CONNECTOR_FIELDS)
 
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 _FL_STANDALONE = 1  # MariaDB GTID event flag: the group is one statement without COMMIT
@@ -83,6 +89,9 @@ _COMPRESSED = {0x28: "binlog_transaction_compression"} | {
 }
 POSITION_INTERVAL_S = 10.0  # how often an idle stream records that the binlog moved on
 READ_TIMEOUT_S = 30  # no byte (not even a heartbeat) for this long: the connection is dead
+_FLOAT_CODE = 4  # MYSQL_TYPE_FLOAT in a table map
+# what the binlog library raises on bytes it cannot decode (UnicodeDecodeError is a ValueError)
+_UNDECODABLE = (ValueError, KeyError, IndexError, NotImplementedError, struct.error)
 
 
 def parse_gtid_state(state: str | None) -> dict[int, str]:
@@ -118,6 +127,22 @@ def binlog_status_sql(is_mariadb: bool, version: tuple[int, ...]) -> str:
     return "SHOW MASTER STATUS"
 
 
+def _refuse_undecodable(
+    db: str, table: str, cols: list[tuple[str, ColumnType, bool]], charsets: list[str | None]
+) -> None:
+    """Text in a character set Python has no codec for (swe7, keybcs2...) comes out of the
+    binlog as bytes, which no string schema takes. ``charsets``: each column's (None: no text)."""
+    for (name, t, _), charset in zip(cols, charsets, strict=True):
+        if charset is not None and t.kind in TEXT_KINDS and undecodable_charset(charset):
+            raise SourceError(
+                f"column {db}.{table}.{name} ({t.kind}) has character set {charset}, which the "
+                "binlog reader cannot decode (Python has no codec for it): convert the column "
+                f"(ALTER TABLE {_q(db)}.{_q(table)} CONVERT TO CHARACTER SET utf8mb4) or leave "
+                f"{db}.{table} out of source.tables",
+                retryable=False,  # every restart would refuse it again
+            )
+
+
 def _refuse_unreadable(db: str, table: str, cols: list[tuple[str, ColumnType, bool]]) -> None:
     """MySQL 9's VECTOR has no decoder in the binlog library (nor in pymysql's results)."""
     for name, t, _ in cols:
@@ -125,7 +150,8 @@ def _refuse_unreadable(db: str, table: str, cols: list[tuple[str, ColumnType, bo
             raise SourceError(
                 f"column {db}.{table}.{name} has type {t.kind}, which this source cannot read "
                 f"(neither from the binlog nor in the snapshot): leave {db}.{table} out of "
-                "source.tables"
+                "source.tables",
+                retryable=False,  # every restart would refuse it again
             )
 
 
@@ -159,7 +185,13 @@ class MySqlSource:
         self._stopping = False
         self._ctl: pymysql.Connection[Any] | None = None
         self._reader: BinLogStreamReader | None = None
-        self._schemas = SchemaCache(prefix)
+        self._schemas = SchemaCache(prefix, adjust_years=config.time_adjuster)
+        self.connector = config.connector_name
+        if self.connector != "mysql":  # Debezium's MariaDB connector: same fields, its own name
+            self.source_schema = avro.source_schema(
+                f"io.debezium.connector.{self.connector}", _CONNECTOR_FIELDS
+            )
+        self._float_cache: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
         self._json_cache: dict[tuple[str, str], frozenset[str]] = {}
         self._default_cache: dict[tuple[str, str], dict[str, tuple[Any, Any]]] = {}
         self.is_mariadb = False
@@ -353,6 +385,22 @@ class MySqlSource:
             self._match_cache[key] = hit
         return hit
 
+    def _float_digits(self, db: str, table: str) -> dict[str, tuple[int, int]]:
+        """The (M, D) of each FLOAT(M,D) column of ``db.table``: the binlog's table map does not
+        carry them, and they make the column a double (as in Debezium)."""
+        key = (db, table)
+        hit = self._float_cache.get(key)
+        if hit is None:
+            rows = self._all(
+                "SELECT COLUMN_NAME, NUMERIC_PRECISION, NUMERIC_SCALE "
+                "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+                "AND DATA_TYPE = 'float' AND NUMERIC_SCALE IS NOT NULL",
+                (db, table),
+            )
+            hit = {str(n): (int(p or 0), int(sc)) for n, p, sc in rows}
+            self._float_cache[key] = hit
+        return hit
+
     def _json_columns(self, db: str, table: str) -> frozenset[str]:
         """MariaDB's JSON is LONGTEXT with a json_valid() check: find those columns."""
         key = (db, table)
@@ -392,26 +440,34 @@ class MySqlSource:
     def _catalog_version(self, cur: Any, db: str, table: str) -> TableVersion:
         cur.execute(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, "
-            "DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE, COLUMN_KEY "
-            "FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
-            "ORDER BY ORDINAL_POSITION",
+            "DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE, COLUMN_KEY, "
+            "CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
             (db, table),
         )
         rows = cur.fetchall()
         json_cols = self._json_columns(db, table)
         cols: list[tuple[str, ColumnType, bool]] = []
         key: list[int] = []
-        for i, (name, dt, ct, prec, scale, fsp, octets, nullable, ckey) in enumerate(rows):
+        charsets: list[str | None] = []
+        for i, (name, dt, ct, prec, scale, fsp, octets, nullable, ckey, cs) in enumerate(rows):
             t = from_catalog(str(dt), str(ct), prec, scale, fsp, octets, name in json_cols)
             cols.append((str(name), t, nullable == "YES"))
+            charsets.append(None if cs is None else str(cs))
             if ckey == "PRI":
                 key.append(i)
+        _refuse_undecodable(db, table, cols, charsets)
         _refuse_unreadable(db, table, cols)
         defaults = self._defaults(db, table, [c[0] for c in cols])
         return self._schemas.version(db, table, cols, tuple(key), defaults, self.is_mariadb)
 
     def _binlog_version(self, ev: TableMapEvent, where: str) -> TableVersion:
         json_cols = self._json_columns(ev.schema, ev.table)
+        floats = (
+            self._float_digits(ev.schema, ev.table)
+            if any(c.type == _FLOAT_CODE for c in ev.columns)
+            else {}
+        )
         nulls = ev.null_bitmask
         cols: list[tuple[str, ColumnType, bool]] = []
         key: list[int] = []
@@ -425,9 +481,11 @@ class MySqlSource:
                     "over with a new snapshot"
                 )
             nullable = bool(nulls[i // 8] & (1 << (i % 8)))
-            cols.append((c.name, from_binlog(c, c.name in json_cols), nullable))
+            cols.append((c.name, from_binlog(c, c.name in json_cols, floats.get(c.name)), nullable))
             if c.is_primary:
                 key.append(i)
+        charsets = [getattr(c, "character_set_name", None) for c in ev.columns]
+        _refuse_undecodable(ev.schema, ev.table, cols, charsets)
         _refuse_unreadable(ev.schema, ev.table, cols)
         defaults = self._defaults(ev.schema, ev.table, [c[0] for c in cols])
         return self._schemas.version(
@@ -721,7 +779,7 @@ class MySqlSource:
         now_ms = int(time.time() * 1000)
         return {
             "version": cdc.__version__,
-            "connector": "mysql",
+            "connector": self.connector,
             "name": self.prefix,
             "ts_ms": now_ms,
             "snapshot": marker,
@@ -757,10 +815,16 @@ class MySqlSource:
         source = f"{_q(db)}.{_q(table)}"
 
         def convert(raw: tuple[Any, ...]) -> tuple[Any, ...]:
-            return tuple(
-                None if v is None else (v if conv is None else conv(v))
-                for v, (_, conv) in zip(raw, convs, strict=True)
-            )
+            try:
+                return tuple(
+                    None if v is None else (v if conv is None else conv(v))
+                    for v, (_, conv) in zip(raw, convs, strict=True)
+                )
+            except Exception as e:
+                key = [raw[i] for i in schema.key]
+                where = f"the snapshot (row with key {key!r})" if key else "the snapshot"
+                failure = version.conversion_failure(list(raw), False, where)
+                raise SourceError(failure, retryable=False) from e
 
         if not schema.key:
             cur = conn.cursor(pymysql.cursors.SSCursor)
@@ -952,10 +1016,15 @@ class MySqlSource:
         def convert(
             values: dict[str, Any], none_sources: dict[str, str], v: TableVersion
         ) -> tuple[Any, ...]:
-            row = [
-                None if x is None else (x if conv is None else conv(x))
-                for x, conv in zip(values.values(), v.from_binlog, strict=True)
-            ]
+            try:
+                row = [
+                    None if x is None else (x if conv is None else conv(x))
+                    for x, conv in zip(values.values(), v.from_binlog, strict=True)
+                ]
+            except Exception as e:
+                where = f"the binlog event at {cur_file}:{ev_start}"
+                failure = v.conversion_failure(list(values.values()), True, where)
+                raise SourceError(failure, retryable=False) from e
             for i in v.sets:
                 if row[i] is None and none_sources.get(v.schema.columns[i].name) == "empty set":
                     row[i] = ""
@@ -1002,12 +1071,13 @@ class MySqlSource:
                         "data aside and start over"
                     ) from None
                 raise SourceError(f"binlog stream failed: {msg}") from None
-            except (ValueError, KeyError, IndexError, NotImplementedError, struct.error) as e:
+            except _UNDECODABLE as e:
                 raise SourceError(
                     f"the binlog reader cannot decode the event after {cur_file}:{end_pos} "
                     f"({type(e).__name__}: {e}); a column type it does not know (MySQL 9's VECTOR "
                     "is one) in any table written to on the server stops it: drop or convert "
-                    "that column, or capture from a server without it"
+                    "that column, or capture from a server without it",
+                    retryable=False,  # the same event fails the same way after a restart
                 ) from None
             if ev is None:
                 raise SourceError("the server ended the binlog stream; restarting")
@@ -1052,7 +1122,7 @@ class MySqlSource:
                 schema = v.schema
                 src_base = {
                     "version": version_str,
-                    "connector": "mysql",
+                    "connector": self.connector,
                     "name": prefix,
                     "ts_ms": ts * 1000,
                     "snapshot": "false",
@@ -1069,7 +1139,17 @@ class MySqlSource:
                     "thread": None,
                     "query": None,
                 }
-                for i, r in enumerate(ev.rows):
+                try:
+                    rows = ev.rows  # the library decodes the row images here, on first access
+                except _UNDECODABLE as e:
+                    raise SourceError(
+                        f"the binlog reader cannot decode the rows of {schema.namespace}."
+                        f"{schema.table} in the event at {cur_file}:{ev_start} "
+                        f"({type(e).__name__}: {e}); every restart would fail on it: change the "
+                        "column's type or character set, or leave the table out of source.tables",
+                        retryable=False,
+                    ) from None
+                for i, r in enumerate(rows):
                     src = dict(src_base, row=i) if i else src_base
                     eid = f"{cur_file}:{ev_start}:{i}"
                     if isinstance(ev, WriteRowsEvent):
@@ -1114,6 +1194,7 @@ class MySqlSource:
                     # DDL (or another statement logged on its own): a group of its own
                     if not in_txn:
                         begin_group(None, -1, packet.server_id)
+                    self._float_cache.clear()
                     self._json_cache.clear()
                     self._default_cache.clear()
                     commit(ev_end)

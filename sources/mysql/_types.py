@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 from cdc import avro
@@ -35,6 +35,7 @@ _TIMESTAMP2, _DATETIME2, _TIME2, _JSON, _NEWDECIMAL = 17, 18, 19, 245, 246
 _ENUM, _SET, _BLOB, _VAR_STRING, _STRING, _GEOMETRY = 247, 248, 252, 253, 254, 255
 _VECTOR = 242  # MySQL 9
 UNREADABLE = frozenset({"vector"})  # kinds the source refuses, naming the column
+TEXT_KINDS = frozenset({"char", "varchar", "text"})
 
 _BY_CODE = {
     _TINY: "tinyint",
@@ -82,6 +83,36 @@ class Mapping:
     from_binlog: Converter | None  # None: the decoded value is the Avro value
     from_select: Converter | None
     fallback: Any
+    # The converters may return None for a value (a zero date): a NOT NULL column then takes
+    # ``fallback`` instead, as Debezium does (``converters`` arranges it).
+    zero_is_null: bool = False
+    # (from_binlog, from_select) after Debezium's time adjuster, for DATE and DATETIME
+    adjusted: tuple[Converter, Converter] | None = None
+
+    def converters(self, required: bool, adjust_years: bool) -> tuple[Converter | None, ...]:
+        """(from_binlog, from_select) for a column that is ``required`` (NOT NULL), with the
+        time adjuster when ``adjust_years`` (source.time_adjuster)."""
+        pair = (
+            self.adjusted
+            if adjust_years and self.adjusted
+            else (self.from_binlog, self.from_select)
+        )
+        if not (required and self.zero_is_null):
+            return pair
+        return tuple(_or_fallback(conv, self.fallback) for conv in pair)
+
+
+def _or_fallback(conv: Converter | None, fallback: Any) -> Converter | None:
+    """``conv`` for a NOT NULL column: where it gives None (a zero date), ``fallback``, as
+    Debezium emits (epoch day 0, epoch millis 0, 1970-01-01T00:00:00Z)."""
+    if conv is None:
+        return None
+
+    def required(v: Any) -> Any:
+        r = conv(v)
+        return fallback if r is None else r
+
+    return required
 
 
 # --- converters -----------------------------------------------------------------------------------
@@ -89,6 +120,56 @@ class Mapping:
 
 def _days(d: date) -> int:
     return d.toordinal() - EPOCH_ORDINAL
+
+
+def _unless_zero(conv: Converter) -> Converter:
+    """``conv``, except that a date that is not a calendar date (``0000-00-00``, ``2020-00-15``,
+    ``2020-02-30`` under ALLOW_INVALID_DATES) is None. pymysql gives such values as the text the
+    server prints, and so does the binlog decoder (sources/mysql/_decoders.py)."""
+
+    def unless_zero(v: Any) -> Any:
+        return None if isinstance(v, str) else conv(v)
+
+    return unless_zero
+
+
+def _adjusted(conv: Converter) -> Converter:
+    """``conv`` after Debezium's time adjuster (enable.time.adjuster): a year 0-69 is taken as
+    2000-2069 and 70-99 as 1970-1999. A year under 100 has the same leap years as its adjusted
+    one, so the day of the month always exists."""
+
+    def adjusted(v: Any) -> Any:
+        if isinstance(v, date) and v.year < 100:
+            v = v.replace(year=v.year + (2000 if v.year < 70 else 1900))
+        return conv(v)
+
+    return adjusted
+
+
+def _zoned_binlog(conv: Converter) -> Converter:
+    """A TIMESTAMP from the binlog: seconds since the epoch, where 0 is the zero value (the type's
+    range starts at 1970-01-01 00:00:01 UTC), which SELECT prints as 0000-00-00 00:00:00."""
+
+    def zoned(dt: datetime) -> Any:
+        return None if dt == EPOCH else conv(dt)
+
+    return zoned
+
+
+def _year_binlog(v: int) -> int:
+    # The binlog stores YEAR as an offset from 1900, and the zero year 0000 as 0: the library
+    # reads that as 1900, a year the type cannot hold (its range is 1901..2155 and 0000).
+    return 0 if v == 1900 else v
+
+
+def _rounded(scale: int) -> Converter:
+    """FLOAT(M,D) from the binlog: the single-precision value the server stores, rounded to the
+    D decimals it was rounded to on the way in, so the double equals what SELECT prints."""
+
+    def conv(v: float) -> float:
+        return round(v, scale)
+
+    return conv
 
 
 def _micros_of(td: timedelta) -> int:
@@ -113,11 +194,15 @@ def _zoned(fsp: int) -> Converter:
     return conv
 
 
+# DECIMAL holds up to 65 digits; the default context's 28 made quantize() fail on wider values
+_WIDE = Context(prec=100)
+
+
 def _decimal(scale: int) -> Converter:
     q = Decimal(1).scaleb(-scale)
 
     def conv(v: Decimal) -> Decimal:
-        return Decimal(v).quantize(q)
+        return Decimal(v).quantize(q, context=_WIDE)
 
     return conv
 
@@ -145,8 +230,10 @@ def _bit1_select(v: bytes) -> bool:
 
 
 def _pad(length: int) -> Converter:
-    def conv(v: bytes) -> bytes:
-        return v.ljust(length, b"\x00")
+    # The binlog drops a BINARY(n) value's trailing zero bytes; the library gives an empty value
+    # (all zero bytes) as the empty *string*.
+    def conv(v: bytes | str) -> bytes:
+        return (v if isinstance(v, bytes) else v.encode()).ljust(length, b"\x00")
 
     return conv
 
@@ -181,6 +268,13 @@ def _to_bytes(v: Any) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode()
 
 
+def _escape_label(label: str) -> str:
+    """An ENUM/SET label as Debezium writes it into the ``allowed`` parameter (its
+    EnumeratedValues): ``\\`` -> ``\\\\`` and ``,`` -> ``\\,``, so that a label holding a comma
+    stays one label. Quotes are not escaped."""
+    return label.replace("\\", "\\\\").replace(",", "\\,")
+
+
 _INT16: dict[str, Any] = avro.INT16
 
 
@@ -213,6 +307,11 @@ def mapping(t: ColumnType) -> Mapping:
             Decimal(0),
         )
     if k == "float":
+        if t.precision:
+            # FLOAT(M,D): a double in Debezium (only FLOAT and FLOAT(p<=24) are float32)
+            return Mapping(
+                f"float({t.precision},{t.scale})", avro.FLOAT64, _rounded(t.scale), float, 0.0
+            )
         return Mapping("float", avro.FLOAT32, None, float, 0.0)
     if k == "double":
         return Mapping("double", avro.FLOAT64, None, float, 0.0)
@@ -234,24 +333,40 @@ def mapping(t: ColumnType) -> Mapping:
     if k in ("varbinary", "blob", "geometry"):
         return Mapping(k, avro.BYTES, _to_bytes, None, b"")
     if k == "date":
-        return Mapping("date", avro.DATE, _days, _days, 0)
+        days, adjusted = _unless_zero(_days), _unless_zero(_adjusted(_days))
+        return Mapping(
+            "date", avro.DATE, days, days, 0, zero_is_null=True, adjusted=(adjusted, adjusted)
+        )
     if k == "time":
         return Mapping(f"time({t.fsp})", avro.TIME_MICROS, _micros_of, _micros_of, 0)
     if k == "datetime":
-        if t.fsp <= 3:
-            return Mapping(f"datetime({t.fsp})", avro.TIMESTAMP_MILLIS, _ts_millis, _ts_millis, 0)
-        return Mapping(f"datetime({t.fsp})", avro.TIMESTAMP_MICROS, _ts_micros, _ts_micros, 0)
-    if k == "timestamp":
-        z = _zoned(t.fsp)
-        return Mapping(f"timestamp({t.fsp})", avro.ZONED_TIMESTAMP, z, z, "1970-01-01T00:00:00Z")
-    if k == "year":
-        return Mapping("year", avro.YEAR, None, None, 0)
-    if k == "enum":
-        return Mapping(
-            "enum", avro.enum(list(t.values)), None, None, t.values[0] if t.values else ""
+        a, epoch = (
+            (avro.TIMESTAMP_MILLIS, _ts_millis)
+            if t.fsp <= 3
+            else (avro.TIMESTAMP_MICROS, _ts_micros)
         )
+        conv, adjusted = _unless_zero(epoch), _unless_zero(_adjusted(epoch))
+        return Mapping(
+            f"datetime({t.fsp})", a, conv, conv, 0, zero_is_null=True, adjusted=(adjusted, adjusted)
+        )
+    if k == "timestamp":
+        z = _unless_zero(_zoned(t.fsp))
+        return Mapping(
+            f"timestamp({t.fsp})",
+            avro.ZONED_TIMESTAMP,
+            _zoned_binlog(z),
+            z,
+            "1970-01-01T00:00:00Z",
+            zero_is_null=True,
+        )
+    if k == "year":
+        return Mapping("year", avro.YEAR, _year_binlog, None, 0)
+    if k == "enum":
+        allowed = [_escape_label(v) for v in t.values]
+        return Mapping("enum", avro.enum(allowed), None, None, t.values[0] if t.values else "")
     if k == "set":
-        return Mapping("set", avro.enum_set(list(t.values)), _set_binlog(t.values), None, "")
+        allowed = [_escape_label(v) for v in t.values]
+        return Mapping("set", avro.enum_set(allowed), _set_binlog(t.values), None, "")
     if k == "json":
         return Mapping("json", avro.JSON, _json_binlog, None, "{}")
     return Mapping(k, avro.STRING, str, str, "")
@@ -260,9 +375,24 @@ def mapping(t: ColumnType) -> Mapping:
 # --- describing columns ---------------------------------------------------------------------------
 
 
-def from_binlog(col: Any, is_json: bool = False) -> ColumnType:
-    """Describe a column of a binlog table map (python-mysql-replication's ``Column``)."""
+def undecodable_charset(name: str) -> bool:
+    """True for a MySQL character set Python has no codec for (swe7, keybcs2, armscii8...):
+    the binlog library then gives that column's text as bytes."""
+    from sources.mysql._decoders import encoding
+
+    return encoding(name) is None
+
+
+def from_binlog(
+    col: Any, is_json: bool = False, float_digits: tuple[int, int] | None = None
+) -> ColumnType:
+    """Describe a column of a binlog table map (python-mysql-replication's ``Column``).
+
+    The table map cannot tell a JSON column on MariaDB (``is_json``) nor the (M, D) of a
+    ``FLOAT(M,D)`` (``float_digits``): the caller learns those from the catalog."""
     code = col.type
+    if code == _FLOAT and float_digits is not None:
+        return ColumnType("float", precision=float_digits[0], scale=float_digits[1])
     binary = getattr(col, "character_set_name", None) == "binary"
     if code in (_VARCHAR, _VAR_STRING):
         return ColumnType("varbinary" if binary else "varchar")
@@ -300,12 +430,22 @@ _GEOMETRY_TYPES = {
     "multipolygon",
     "geometrycollection",
 }
-_QUOTED = re.compile(r"'((?:[^']|'')*)'")
+_QUOTED = re.compile(r"'((?:[^'\\]|''|\\.)*)'", re.DOTALL)
+_ESCAPE = re.compile(r"''|\\(.)", re.DOTALL)
+# how information_schema.COLUMNS.COLUMN_TYPE escapes a label (the server's append_unescaped)
+_UNESCAPED = {"n": "\n", "r": "\r", "0": "\0", "Z": "\x1a", "t": "\t", "b": "\b"}
+
+
+def _unescape(m: re.Match[str]) -> str:
+    c = m.group(1)
+    return "'" if c is None else _UNESCAPED.get(c, c)
 
 
 def _values(column_type: str) -> tuple[str, ...]:
+    """The labels of ``enum(...)``/``set(...)`` as the catalog prints them, unescaped: the same
+    strings the binlog's table map carries."""
     inner = column_type[column_type.index("(") + 1 : column_type.rindex(")")]
-    return tuple(m.group(1).replace("''", "'") for m in _QUOTED.finditer(inner))
+    return tuple(_ESCAPE.sub(_unescape, m.group(1)) for m in _QUOTED.finditer(inner))
 
 
 def from_catalog(
@@ -328,6 +468,8 @@ def from_catalog(
     if dt in ("double", "real"):
         return ColumnType("double")
     if dt == "float":
+        if scale is not None:  # FLOAT(M,D); FLOAT and FLOAT(p) have no scale
+            return ColumnType("float", precision=precision or 0, scale=scale)
         return ColumnType("float")
     if dt == "bit":
         return ColumnType("bit", length=precision or 1)

@@ -57,6 +57,18 @@ class MySqlSourceConfig(BaseModel):
     snapshot_chunk_rows: int = Field(
         10000, ge=1, description="rows per primary-key-ordered chunk read during the snapshot"
     )
+    connector_name: Literal["mysql", "mariadb"] = Field(
+        "mysql",
+        description="the connector named in each event's source block and in its schema "
+        "(io.debezium.connector.<name>.Source): mysql, as Debezium's MySQL connector writes on "
+        "MySQL and MariaDB alike; mariadb, as Debezium's MariaDB connector (2.7+) writes",
+    )
+    time_adjuster: bool = Field(
+        False,
+        description="as Debezium's enable.time.adjuster: a DATE or DATETIME year 0001-0069 "
+        "becomes 2001-2069 and 0070-0099 becomes 1970-1999; off: the year as stored, as SELECT "
+        "returns it",
+    )
 
     @field_validator("tables")
     @classmethod

@@ -133,7 +133,7 @@ def test_types_md_avro_column_is_what_the_mapping_gives() -> None:
         t = from_catalog(
             data_type,
             ct,
-            nums[0] if nums and name in ("decimal", "bit") else None,
+            nums[0] if nums and name in ("decimal", "bit", "float") else None,
             nums[1] if len(nums) > 1 else None,
             nums[0] if nums and name in ("time", "datetime", "timestamp") else None,
             nums[0] if nums and name == "binary" else None,
