@@ -31,8 +31,9 @@ from pymysqlreplication.row_event import (
 )
 
 import cdc
+from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost, SourceError
-from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
+from cdc.model import ChangeBatch, Position
 from sources.mysql import _decoders, _json
 from sources.mysql._schema import TableVersion
 from sources.mysql._server import Server, format_gtid_state, parse_gtid_state
@@ -144,88 +145,48 @@ class BinlogStream:
             f"GTID {start.get('gtid')}" if by_gtid else f"{start['file']}:{start['pos']}",
             f"server {self.server.config.host}:{self.server.config.port}",
         )
-        tx_meta = self.tx_metadata
-        max_events = self.max_events
-        max_wait = self.max_wait
         prefix = self.prefix
         version_str = cdc.__version__
+        asm = TransactionAssembler(
+            tx_metadata=self.tx_metadata, max_events=self.max_events, max_wait_s=self.max_wait
+        )
 
         commit_file, commit_pos = str(start["file"]), int(start["pos"])
         gtid_state = parse_gtid_state(start.get("gtid")) if self.server.is_mariadb else {}
-        pending_skip = int(start.get("skip", 0))
+        pending_skip = int(start.get("skip", 0))  # for the first transaction only
         cur_file, end_pos = commit_file, commit_pos
         tables: dict[int, TableVersion | None] = {}
 
-        events: list[RowChange | TxBoundary] = []
-        first_at = 0.0
-        in_txn = began = standalone = False
-        seq = skip_n = total = 0
+        # the open group (what the position and the GTID state need beyond the assembler's)
+        standalone = False
         tx_id = ""
         txn_gtid: str | None = None
         txn_domain = -1
-        txn_server = 0
-        ts = 0
-        per_table: dict[str, int] = {}
 
         def position() -> Position:
             gtid = format_gtid_state(gtid_state) if mysql_set is None else str(mysql_set)
             p: Position = {"file": commit_file, "pos": commit_pos, "gtid": gtid or None}
-            if in_txn and seq > 0:
-                p["skip"] = seq
+            if asm.in_txn and asm.seq > 0:
+                p["skip"] = asm.seq
             return p
 
-        def add(ev: RowChange | TxBoundary) -> None:
-            nonlocal seq, first_at
-            if seq >= skip_n:
-                if not events:
-                    first_at = time.monotonic()
-                events.append(ev)
-            seq += 1
-
-        def begin_group(gtid: str | None, domain: int, server: int) -> None:
-            nonlocal in_txn, began, seq, skip_n, pending_skip, total, per_table, tx_id
-            nonlocal txn_gtid, txn_domain, txn_server
-            in_txn, began = True, False
-            seq = total = 0
-            skip_n, pending_skip = pending_skip, 0
-            per_table = {}
-            txn_gtid, txn_domain, txn_server = gtid, domain, server
+        def begin_group(gtid: str | None, domain: int) -> None:
+            nonlocal pending_skip, tx_id, txn_gtid, txn_domain
+            txn_gtid, txn_domain = gtid, domain
             tx_id = gtid or f"{cur_file}:{end_pos}"
+            asm.begin(tx_id, begin_event_id=f"{tx_id}:begin", skip=pending_skip)
+            pending_skip = 0
 
         def commit(end: int) -> None:
-            nonlocal in_txn, commit_file, commit_pos, standalone
-            if in_txn and began and tx_meta:
-                add(TxBoundary("END", tx_id, ts * 1000, f"{tx_id}:end", total, per_table))
+            # The position and GTID state move on even for a commit outside a group (as before)
+            nonlocal commit_file, commit_pos, standalone
+            asm.commit(f"{tx_id}:end")
             commit_file, commit_pos = cur_file, end
             if txn_gtid is not None and txn_domain >= 0:
                 gtid_state[txn_domain] = txn_gtid
             elif txn_gtid is not None and mysql_set is not None:
                 mysql_set.merge_gtid(Gtid(txn_gtid))
-            in_txn = standalone = False
-
-        def change(
-            table: TableSchema, op: Any, before: Any, after: Any, src: dict[str, Any], eid: str
-        ) -> None:
-            nonlocal began, total
-            if not began:
-                began = True
-                if tx_meta:
-                    add(TxBoundary("BEGIN", tx_id, ts * 1000, f"{tx_id}:begin"))
-            total += 1
-            n = per_table.get(table.qualified, 0) + 1
-            per_table[table.qualified] = n
-            add(
-                RowChange(
-                    table,
-                    op,
-                    before,
-                    after,
-                    src,
-                    ts * 1000,
-                    eid,
-                    (tx_id, total, n) if tx_meta else None,
-                )
-            )
+            standalone = False
 
         def convert(
             values: dict[str, Any], none_sources: dict[str, str], v: TableVersion
@@ -248,23 +209,18 @@ class BinlogStream:
         last_yield = time.monotonic()
         yielded_at = (commit_file, commit_pos)
         while True:
-            if events and (
-                len(events) >= max_events
-                or self.stopping()
-                or (not in_txn and time.monotonic() - first_at >= max_wait)
-            ):
-                yield ChangeBatch(events, position())
-                events = []
+            if asm.due(more_buffered=True, stopping=self.stopping()):
+                yield asm.take(position())
                 last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
             elif (
-                not events
-                and not in_txn
+                not asm.events
+                and not asm.in_txn
                 and (commit_file, commit_pos) != yielded_at
                 and time.monotonic() - last_yield >= POSITION_INTERVAL_S
             ):
                 # Nothing captured for a while, but the binlog moved on (other tables): record
                 # the position so a restart does not re-read, or lose to purging, what was passed.
-                yield ChangeBatch([], position())
+                yield asm.heartbeat(position())
                 last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
             if self.stopping():
                 return
@@ -316,7 +272,7 @@ class BinlogStream:
             if isinstance(ev, RotateEvent):
                 cur_file = ev.next_binlog
                 end_pos = ev.position
-                if not in_txn and (not by_gtid or ev.timestamp != 0):
+                if not asm.in_txn and (not by_gtid or ev.timestamp != 0):
                     commit_file, commit_pos = cur_file, ev.position
                 tables.clear()
                 continue
@@ -330,15 +286,16 @@ class BinlogStream:
                 continue
             if isinstance(ev, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
                 v = tables.get(ev.table_id)
-                if v is None or not in_txn:
+                if v is None or not asm.in_txn:
                     continue
                 ts = ev.timestamp
+                ts_ms = ts * 1000
                 schema = v.schema
                 src_base = {
                     "version": version_str,
                     "connector": self.connector,
                     "name": prefix,
-                    "ts_ms": ts * 1000,
+                    "ts_ms": ts_ms,
                     "snapshot": "false",
                     "db": schema.namespace,
                     "sequence": None,
@@ -367,30 +324,26 @@ class BinlogStream:
                     src = dict(src_base, row=i) if i else src_base
                     eid = f"{cur_file}:{ev_start}:{i}"
                     if isinstance(ev, WriteRowsEvent):
-                        change(
-                            schema, "c", None, convert(r["values"], r["none_sources"], v), src, eid
-                        )
+                        after = convert(r["values"], r["none_sources"], v)
+                        asm.change(schema, "c", None, after, src, ts_ms, eid)
                     elif isinstance(ev, DeleteRowsEvent):
-                        change(
-                            schema, "d", convert(r["values"], r["none_sources"], v), None, src, eid
-                        )
+                        before = convert(r["values"], r["none_sources"], v)
+                        asm.change(schema, "d", before, None, src, ts_ms, eid)
                     else:
                         before = convert(r["before_values"], r["before_none_sources"], v)
                         after = convert(r["after_values"], r["after_none_sources"], v)
                         if schema.key and any(before[k] != after[k] for k in schema.key):
-                            change(schema, "d", before, None, src, eid + ":d")
-                            change(schema, "c", None, after, src, eid + ":c")
+                            asm.change(schema, "d", before, None, src, ts_ms, eid + ":d")
+                            asm.change(schema, "c", None, after, src, ts_ms, eid + ":c")
                         else:
-                            change(schema, "u", before, after, src, eid)
+                            asm.change(schema, "u", before, after, src, ts_ms, eid)
                 continue
             if isinstance(ev, MariadbGtidEvent):
-                ts = ev.timestamp
-                begin_group(ev.gtid, ev.domain_id, ev.server_id)
+                begin_group(ev.gtid, ev.domain_id)
                 standalone = bool(ev.flags & _FL_STANDALONE)
                 continue
             if isinstance(ev, GtidEvent):
-                ts = ev.timestamp
-                begin_group(ev.gtid, -1, packet.server_id)
+                begin_group(ev.gtid, -1)
                 standalone = True  # until a BEGIN query says it is a transaction
                 continue
             if isinstance(ev, XidEvent):
@@ -399,15 +352,15 @@ class BinlogStream:
             if isinstance(ev, QueryEvent):
                 q = ev.query.strip().upper() if isinstance(ev.query, str) else ""
                 if q == "BEGIN":
-                    if not in_txn:
-                        begin_group(None, -1, packet.server_id)
+                    if not asm.in_txn:
+                        begin_group(None, -1)
                     standalone = False
                 elif q == "COMMIT":
                     commit(ev_end)
-                elif not in_txn or standalone:
+                elif not asm.in_txn or standalone:
                     # DDL (or another statement logged on its own): a group of its own
-                    if not in_txn:
-                        begin_group(None, -1, packet.server_id)
+                    if not asm.in_txn:
+                        begin_group(None, -1)
                     self.tables.forget()
                     commit(ev_end)
                 continue
