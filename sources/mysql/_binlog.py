@@ -56,6 +56,25 @@ READ_TIMEOUT_S = 30  # no byte (not even a heartbeat) for this long: the connect
 _UNDECODABLE = (ValueError, KeyError, IndexError, NotImplementedError, struct.error)
 
 
+def unread(conn: Any) -> bool:
+    """Whether the pymysql connection ``conn`` holds bytes not read yet, in its buffered reader
+    or in the socket, found without waiting: the binlog has more to give right now. The latency
+    rule asks this (a batch is written as soon as nothing more is buffered); pymysql has no
+    public way to tell, hence its reader and socket."""
+    sock, rfile = getattr(conn, "_sock", None), getattr(conn, "_rfile", None)
+    if sock is None or rfile is None:
+        return False
+    try:
+        timeout = sock.gettimeout()
+        sock.settimeout(0)  # peek gives what is buffered, else reads the socket without waiting
+        try:
+            return bool(rfile.peek(1))
+        finally:
+            sock.settimeout(timeout)  # the same value: pymysql's cached timeout stays true
+    except (OSError, ValueError):  # ValueError: its reader was closed
+        return False  # the next read meets the same error and reports it
+
+
 class BinlogStream:
     """One connection to the binlog as a replica: ``run`` yields its batches until stopped or
     failed. ``reader`` is the library's reader while connected (None before)."""
@@ -97,18 +116,21 @@ class BinlogStream:
         # until a transaction has a GTID here, resume from file + position.
         by_gtid = gtid_mode and bool(start.get("gtid"))
         connects = 0
+        stream: Any = None  # the binlog connection (the library also opens a catalog one)
 
         def connect(**kw: Any) -> Any:
-            nonlocal connects
+            nonlocal connects, stream
             if "db" in kw:  # the library still uses pymysql's deprecated name
                 kw["database"] = kw.pop("db")
-            if kw.get("database") != "information_schema":
-                if connects:
-                    raise SourceError(
-                        "the binlog connection was lost; restarting from the last durable position"
-                    )
-                connects += 1
-            return pymysql.connect(**kw)
+            if kw.get("database") == "information_schema":
+                return pymysql.connect(**kw)
+            if connects:
+                raise SourceError(
+                    "the binlog connection was lost; restarting from the last durable position"
+                )
+            connects += 1
+            stream = pymysql.connect(**kw)
+            return stream
 
         heartbeat = max(0.05, min(self.max_wait, 1.0))
         # The server sends heartbeats when idle, so a silent socket means a dead connection.
@@ -209,7 +231,9 @@ class BinlogStream:
         last_yield = time.monotonic()
         yielded_at = (commit_file, commit_pos)
         while True:
-            if asm.due(more_buffered=True, stopping=self.stopping()):
+            # the latency rule: outside a transaction, write as soon as the binlog pauses
+            more = bool(asm.events) and not asm.in_txn and unread(stream)
+            if asm.due(more_buffered=more, stopping=self.stopping()):
                 yield asm.take(position())
                 last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
             elif (
