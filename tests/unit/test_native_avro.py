@@ -9,9 +9,12 @@ testing the compiled path.
 from __future__ import annotations
 
 import decimal
+import logging
 import os
 import random
 import string
+import subprocess
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -529,3 +532,56 @@ def test_the_encoder_falls_back_to_fastavro_on_native_refusals(
     enc = Encoder(Registry(), PG_SOURCE, None, False, native=True)
     assert [r.value for r in enc.encode(batch).records] == [r.value for r in want.records]
     assert enc.fallbacks == 1
+
+
+# --- the choice, shown ----------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_cdc(code: list[str], native_env: str | None) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "CDC_NATIVE"}
+    env["PYTHONPATH"] = ROOT
+    if native_env is not None:
+        env["CDC_NATIVE"] = native_env
+    done = subprocess.run(
+        [sys.executable, *code], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    return done.stdout
+
+
+@pytest.mark.parametrize(("env", "path"), [(None, "native"), ("1", "native"), ("0", "python")])
+def test_version_and_metric_name_the_path(env: str | None, path: str) -> None:
+    out = run_cdc(["-m", "cdc", "--version"], env)
+    assert out.startswith("cdc ") and f"avro writers: {path} (" in out, out
+    if env == "0":
+        assert "CDC_NATIVE=0" in out
+    code = (
+        "from prometheus_client import generate_latest\n"
+        "from cdc import metrics, _native_avro\n"
+        "from cdc.avro import _TableCodec\n"
+        "print(_native_avro.PATH)\n"
+        "print(generate_latest(metrics.REGISTRY).decode())\n"
+    )
+    out = run_cdc(["-c", code], env)
+    assert out.splitlines()[0] == path
+    assert f'cdc_encoder_info{{path="{path}"}} 1.0' in out
+
+
+def test_the_choice_is_logged_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(_native_avro, "_logged", False)
+    with caplog.at_level(logging.INFO, logger="cdc._native_avro"):
+        Encoder(Registry(), PG_SOURCE, None, False)
+        Encoder(Registry(), PG_SOURCE, None, False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "cdc._native_avro"]
+    assert lines == [_native_avro.describe()]
+
+
+def test_native_true_without_the_extension_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_native_avro, "_native", None)
+    monkeypatch.setattr(_native_avro, "PATH", "python")
+    with pytest.raises(RuntimeError, match=r"cdc\._native is not built"):
+        _native_avro.compile_writer(single("long"), native=True)
+    assert _native_avro.compile_writer(single("long"), native=None)({"v": 1, "o": None})
