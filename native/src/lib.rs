@@ -10,10 +10,12 @@
 //! them, and schema features outside `_avrofast`'s subset raise `Unsupported` at compile time.
 //!
 //! Safe Rust only: Python objects are reached through PyO3's checked API, so a datum of any
-//! shape can make a call raise, never crash. The schema's nesting depth is bounded at compile
-//! time, which bounds the writer's recursion too.
+//! shape can make a call raise, never crash. A named record is compiled once and shared by its
+//! references (no blow-up for schemas that reuse records); the schema's nesting depth and the
+//! compiled writer's height are bounded at compile time, which bounds the writer's recursion.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
@@ -28,8 +30,11 @@ create_exception!(
 );
 
 /// Nesting (records, unions, arrays, maps) past this is refused at compile time: it bounds the
-/// writer's recursion, far below what a thread's stack holds.
+/// compiler's recursion, far below what a thread's stack holds.
 const MAX_DEPTH: usize = 64;
+/// The longest path through the compiled writer (shared records counted at each use): bounds
+/// the writer's recursion.
+const MAX_HEIGHT: usize = 256;
 
 const INT_MIN: i64 = -(1 << 31);
 const INT_MAX: i64 = (1 << 31) - 1;
@@ -38,7 +43,10 @@ enum Layout {
     /// Read from a `dict` by field name (without a `-type` key, as fastavro's union check).
     Dict,
     /// Read from a `tuple` by index; `exact` also requires the tuple's length.
-    Tuple { indexes: Vec<usize>, exact: Option<usize> },
+    Tuple {
+        indexes: Vec<usize>,
+        exact: Option<usize>,
+    },
 }
 
 struct Field {
@@ -50,6 +58,8 @@ struct Record {
     name: String,
     layout: Layout,
     fields: Vec<Field>,
+    /// 1 + the largest height of a field's node.
+    height: usize,
 }
 
 struct DecimalType {
@@ -75,11 +85,14 @@ enum Node {
     /// Symbol -> its index's varint.
     Enum(HashMap<String, Vec<u8>>),
     Fixed(usize),
-    Record(Box<Record>),
+    Record(Arc<Record>),
     Array(Box<Node>),
     Map(Box<Node>),
     /// `[null, T]` (`null_at` 0) or `[T, null]` (1).
-    Optional { null_at: u8, other: Box<Node> },
+    Optional {
+        null_at: u8,
+        other: Box<Node>,
+    },
     /// `[T]`: branch 0, then T.
     Single(Box<Node>),
 }
@@ -98,6 +111,8 @@ struct Compiler<'py> {
     named: HashMap<String, Bound<'py, PyAny>>,
     /// Records being compiled: a reference to one of them is recursion, refused.
     active: Vec<String>,
+    /// Records compiled, by full name: a reference shares the compiled record.
+    records: HashMap<String, Arc<Record>>,
     decimal: Py<PyType>,
     slow_decimal: Py<PyAny>,
 }
@@ -112,7 +127,9 @@ fn repr(x: &Bound<'_, PyAny>) -> String {
 impl<'py> Compiler<'py> {
     fn node(&mut self, schema: &Bound<'py, PyAny>, depth: usize) -> PyResult<Node> {
         if depth > MAX_DEPTH {
-            return Err(unsupported(format!("schema nested deeper than {MAX_DEPTH}")));
+            return Err(unsupported(format!(
+                "schema nested deeper than {MAX_DEPTH}"
+            )));
         }
         if let Ok(branches) = schema.cast_exact::<PyList>() {
             return self.union(branches, depth);
@@ -127,6 +144,9 @@ impl<'py> Compiler<'py> {
             };
             if self.active.contains(&name) {
                 return Err(unsupported(format!("recursive type {name:?}")));
+            }
+            if let Some(r) = self.records.get(&name) {
+                return Ok(Node::Record(Arc::clone(r)));
             }
             return self.node(&def, depth + 1);
         }
@@ -145,12 +165,17 @@ impl<'py> Compiler<'py> {
         };
         let t = t.to_str()?.to_owned();
         if let Some(logical) = dict.get_item("logicalType")? {
-            let is_decimal = logical.cast::<PyString>().is_ok_and(|s| s.to_str().ok() == Some("decimal"));
+            let is_decimal = logical
+                .cast::<PyString>()
+                .is_ok_and(|s| s.to_str().ok() == Some("decimal"));
             if t == "bytes" && is_decimal {
                 return self.decimal(dict);
             }
             // Which logical types fastavro converts depends on its version: leave them to it.
-            return Err(unsupported(format!("logical type {} on {t:?}", repr(&logical))));
+            return Err(unsupported(format!(
+                "logical type {} on {t:?}",
+                repr(&logical)
+            )));
         }
         if let Some(p) = primitive(&t) {
             return Ok(p);
@@ -159,10 +184,14 @@ impl<'py> Compiler<'py> {
             "enum" => {
                 self.define(dict)?;
                 let mut symbols = HashMap::new();
-                let listed = dict.get_item("symbols")?.ok_or_else(|| unsupported("enum without symbols".into()))?;
+                let listed = dict
+                    .get_item("symbols")?
+                    .ok_or_else(|| unsupported("enum without symbols".into()))?;
                 for (i, s) in listed.try_iter()?.enumerate() {
                     let s = s?;
-                    let s = s.cast::<PyString>().map_err(|_| unsupported(format!("enum symbol {}", repr(&s))))?;
+                    let s = s
+                        .cast::<PyString>()
+                        .map_err(|_| unsupported(format!("enum symbol {}", repr(&s))))?;
                     let mut bytes = Vec::new();
                     write_long(&mut bytes, i as i64);
                     symbols.entry(s.to_str()?.to_owned()).or_insert(bytes);
@@ -171,16 +200,24 @@ impl<'py> Compiler<'py> {
             }
             "fixed" => {
                 self.define(dict)?;
-                let size = dict.get_item("size")?.ok_or_else(|| unsupported("fixed without size".into()))?;
-                Ok(Node::Fixed(size.extract::<usize>().map_err(|_| unsupported(format!("fixed size {}", repr(&size))))?))
+                let size = dict
+                    .get_item("size")?
+                    .ok_or_else(|| unsupported("fixed without size".into()))?;
+                Ok(Node::Fixed(size.extract::<usize>().map_err(|_| {
+                    unsupported(format!("fixed size {}", repr(&size)))
+                })?))
             }
             "record" => self.record(dict, depth),
             "array" => {
-                let items = dict.get_item("items")?.ok_or_else(|| unsupported("array without items".into()))?;
+                let items = dict
+                    .get_item("items")?
+                    .ok_or_else(|| unsupported("array without items".into()))?;
                 Ok(Node::Array(Box::new(self.node(&items, depth + 1)?)))
             }
             "map" => {
-                let values = dict.get_item("values")?.ok_or_else(|| unsupported("map without values".into()))?;
+                let values = dict
+                    .get_item("values")?
+                    .ok_or_else(|| unsupported("map without values".into()))?;
                 Ok(Node::Map(Box::new(self.node(&values, depth + 1)?)))
             }
             _ => Err(unsupported(format!("type {t:?}"))),
@@ -188,8 +225,12 @@ impl<'py> Compiler<'py> {
     }
 
     fn define(&mut self, dict: &Bound<'py, PyDict>) -> PyResult<String> {
-        let name = dict.get_item("name")?.ok_or_else(|| unsupported("named type without a name".into()))?;
-        let name = name.cast::<PyString>().map_err(|_| unsupported(format!("name {}", repr(&name))))?;
+        let name = dict
+            .get_item("name")?
+            .ok_or_else(|| unsupported("named type without a name".into()))?;
+        let name = name
+            .cast::<PyString>()
+            .map_err(|_| unsupported(format!("name {}", repr(&name))))?;
         let name = name.to_str()?.to_owned();
         self.named.insert(name.clone(), dict.clone().into_any());
         Ok(name)
@@ -203,7 +244,8 @@ impl<'py> Compiler<'py> {
         // As _avrofast: int(schema["precision"]), int(schema.get("scale", 0)).
         let as_int = |v: &Bound<'py, PyAny>| -> PyResult<u32> {
             let n = self.py.get_type::<PyInt>().call1((v,))?;
-            n.extract::<u32>().map_err(|_| unsupported(format!("decimal precision or scale {}", repr(v))))
+            n.extract::<u32>()
+                .map_err(|_| unsupported(format!("decimal precision or scale {}", repr(v))))
         };
         let precision = as_int(&precision)?;
         let scale = match scale {
@@ -227,7 +269,9 @@ impl<'py> Compiler<'py> {
             }
             if let Ok(d) = b.cast_exact::<PyDict>() {
                 if let Ok(Some(t)) = d.get_item("type") {
-                    return t.cast::<PyString>().is_ok_and(|s| s.to_str().ok() == Some("null"));
+                    return t
+                        .cast::<PyString>()
+                        .is_ok_and(|s| s.to_str().ok() == Some("null"));
                 }
             }
             false
@@ -241,25 +285,44 @@ impl<'py> Compiler<'py> {
         }
         let null_at: u8 = if kinds[0] { 0 } else { 1 };
         let other = self.node(&items[1 - null_at as usize], depth + 1)?;
-        Ok(Node::Optional { null_at, other: Box::new(other) })
+        Ok(Node::Optional {
+            null_at,
+            other: Box::new(other),
+        })
     }
 
     fn record(&mut self, dict: &Bound<'py, PyDict>, depth: usize) -> PyResult<Node> {
         let name = self.define(dict)?;
         self.active.push(name.clone());
-        let fields = dict.get_item("fields")?.ok_or_else(|| unsupported(format!("record {name} without fields")))?;
+        let fields = dict
+            .get_item("fields")?
+            .ok_or_else(|| unsupported(format!("record {name} without fields")))?;
         let mut compiled = Vec::new();
         for f in fields.try_iter()? {
             let f = f?;
             let fname = f.get_item("name")?;
-            let fname = fname.cast::<PyString>().map_err(|_| unsupported(format!("field name {}", repr(&fname))))?;
+            let fname = fname
+                .cast::<PyString>()
+                .map_err(|_| unsupported(format!("field name {}", repr(&fname))))?;
             let node = self.node(&f.get_item("type")?, depth + 1)?;
-            compiled.push(Field { name: fname.clone().unbind(), node });
+            compiled.push(Field {
+                name: fname.clone().unbind(),
+                node,
+            });
         }
         self.active.retain(|n| *n != name);
+        let height = 1 + compiled.iter().map(|f| height(&f.node)).max().unwrap_or(0);
+        if height > MAX_HEIGHT {
+            return Err(unsupported(format!(
+                "record {name} nested deeper than {MAX_HEIGHT}"
+            )));
+        }
         let layout = match self.positional.get(&name) {
             None => Layout::Dict,
-            Some(None) => Layout::Tuple { indexes: (0..compiled.len()).collect(), exact: Some(compiled.len()) },
+            Some(None) => Layout::Tuple {
+                indexes: (0..compiled.len()).collect(),
+                exact: Some(compiled.len()),
+            },
             Some(Some(indexes)) => {
                 if indexes.len() != compiled.len() {
                     return Err(unsupported(format!(
@@ -268,10 +331,30 @@ impl<'py> Compiler<'py> {
                         compiled.len()
                     )));
                 }
-                Layout::Tuple { indexes: indexes.clone(), exact: None }
+                Layout::Tuple {
+                    indexes: indexes.clone(),
+                    exact: None,
+                }
             }
         };
-        Ok(Node::Record(Box::new(Record { name, layout, fields: compiled })))
+        let record = Arc::new(Record {
+            name: name.clone(),
+            layout,
+            fields: compiled,
+            height,
+        });
+        self.records.insert(name, Arc::clone(&record));
+        Ok(Node::Record(record))
+    }
+}
+
+/// The longest path from `node` down (records by their stored height: linear, not a walk).
+fn height(node: &Node) -> usize {
+    match node {
+        Node::Record(r) => r.height,
+        Node::Array(n) | Node::Map(n) | Node::Single(n) => 1 + height(n),
+        Node::Optional { other, .. } => 1 + height(other),
+        _ => 1,
     }
 }
 
@@ -303,7 +386,11 @@ fn write_long(out: &mut Vec<u8>, n: i64) {
 }
 
 fn mismatch(expected: &str, x: &Bound<'_, PyAny>) -> PyErr {
-    let got = x.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".to_string());
+    let got = x
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".to_string());
     PyTypeError::new_err(format!("expected {expected}, got a value of type {got}"))
 }
 
@@ -316,7 +403,10 @@ fn write_str(out: &mut Vec<u8>, x: &Bound<'_, PyAny>) -> PyResult<()> {
 }
 
 fn write_bytes(out: &mut Vec<u8>, x: &Bound<'_, PyAny>) -> PyResult<()> {
-    let b = x.cast_exact::<PyBytes>().map_err(|_| mismatch("bytes", x))?.as_bytes();
+    let b = x
+        .cast_exact::<PyBytes>()
+        .map_err(|_| mismatch("bytes", x))?
+        .as_bytes();
     write_long(out, b.len() as i64);
     out.extend_from_slice(b);
     Ok(())
@@ -326,8 +416,9 @@ fn exact_int(x: &Bound<'_, PyAny>, expected: &str) -> PyResult<i64> {
     if !x.is_exact_instance_of::<PyInt>() {
         return Err(mismatch(expected, x));
     }
-    x.extract::<i64>()
-        .map_err(|_| PyOverflowError::new_err(format!("{} is out of the avro {expected} range", repr(x))))
+    x.extract::<i64>().map_err(|_| {
+        PyOverflowError::new_err(format!("{} is out of the avro {expected} range", repr(x)))
+    })
 }
 
 /// The unscaled value of the decimal written as `text` (`str(Decimal)`), when its exponent is
@@ -351,14 +442,21 @@ fn unscaled(text: &str, scale: u32, precision: u32) -> Option<i128> {
         return None;
     }
     // NaN, sNaN and Infinity have letters here and fail this.
-    if !int_part.bytes().chain(frac.bytes()).all(|c| c.is_ascii_digit()) {
+    if !int_part
+        .bytes()
+        .chain(frac.bytes())
+        .all(|c| c.is_ascii_digit())
+    {
         return None;
     }
     let exponent = exp.checked_sub(frac.len() as i64)?;
     if exponent != -(scale as i64) {
         return None;
     }
-    let digits = int_part.bytes().chain(frac.bytes()).skip_while(|c| *c == b'0');
+    let digits = int_part
+        .bytes()
+        .chain(frac.bytes())
+        .skip_while(|c| *c == b'0');
     let mut n: usize = 0;
     let mut value: i128 = 0;
     for c in digits {
@@ -396,9 +494,14 @@ fn write_decimal(out: &mut Vec<u8>, d: &DecimalType, x: &Bound<'_, PyAny>) -> Py
 fn write_record(out: &mut Vec<u8>, r: &Record, x: &Bound<'_, PyAny>) -> PyResult<()> {
     match &r.layout {
         Layout::Dict => {
-            let d = x.cast_exact::<PyDict>().map_err(|_| mismatch(&format!("a dict for record {}", r.name), x))?;
+            let d = x
+                .cast_exact::<PyDict>()
+                .map_err(|_| mismatch(&format!("a dict for record {}", r.name), x))?;
             if d.contains("-type")? {
-                return Err(PyValueError::new_err(format!("record {}: a dict with a '-type' key", r.name)));
+                return Err(PyValueError::new_err(format!(
+                    "record {}: a dict with a '-type' key",
+                    r.name
+                )));
             }
             for f in &r.fields {
                 let name = f.name.bind(x.py());
@@ -409,7 +512,9 @@ fn write_record(out: &mut Vec<u8>, r: &Record, x: &Bound<'_, PyAny>) -> PyResult
             }
         }
         Layout::Tuple { indexes, exact } => {
-            let t = x.cast_exact::<PyTuple>().map_err(|_| mismatch(&format!("a tuple for record {}", r.name), x))?;
+            let t = x
+                .cast_exact::<PyTuple>()
+                .map_err(|_| mismatch(&format!("a tuple for record {}", r.name), x))?;
             if let Some(n) = exact {
                 if t.len() != *n {
                     return Err(PyValueError::new_err(format!(
@@ -441,38 +546,61 @@ fn write(out: &mut Vec<u8>, node: &Node, x: &Bound<'_, PyAny>) -> PyResult<()> {
         Node::Int => {
             let n = exact_int(x, "int")?;
             if !(INT_MIN..=INT_MAX).contains(&n) {
-                return Err(PyOverflowError::new_err(format!("{n} is out of the avro int range")));
+                return Err(PyOverflowError::new_err(format!(
+                    "{n} is out of the avro int range"
+                )));
             }
             write_long(out, n);
         }
         Node::Long => write_long(out, exact_int(x, "long")?),
         Node::Float => {
-            let v = x.cast_exact::<PyFloat>().map_err(|_| mismatch("float", x))?.value();
+            let v = x
+                .cast_exact::<PyFloat>()
+                .map_err(|_| mismatch("float", x))?
+                .value();
             let f = v as f32;
             // As struct.pack("<f"): a finite double too large for a float is an error.
             if f.is_infinite() && !v.is_infinite() {
-                return Err(PyOverflowError::new_err(format!("{v} is out of the avro float range")));
+                return Err(PyOverflowError::new_err(format!(
+                    "{v} is out of the avro float range"
+                )));
             }
             out.extend_from_slice(&f.to_le_bytes());
         }
         Node::Double => {
-            let v = x.cast_exact::<PyFloat>().map_err(|_| mismatch("float", x))?.value();
+            let v = x
+                .cast_exact::<PyFloat>()
+                .map_err(|_| mismatch("float", x))?
+                .value();
             out.extend_from_slice(&v.to_le_bytes());
         }
         Node::Bytes => write_bytes(out, x)?,
         Node::Str => write_str(out, x)?,
         Node::Decimal(d) => write_decimal(out, d, x)?,
         Node::Enum(symbols) => {
-            let s = x.cast::<PyString>().map_err(|_| mismatch("str (an enum symbol)", x))?;
+            let s = x
+                .cast::<PyString>()
+                .map_err(|_| mismatch("str (an enum symbol)", x))?;
             match symbols.get(s.to_str()?) {
                 Some(b) => out.extend_from_slice(b),
-                None => return Err(PyValueError::new_err(format!("{} is not a symbol of the enum", repr(x)))),
+                None => {
+                    return Err(PyValueError::new_err(format!(
+                        "{} is not a symbol of the enum",
+                        repr(x)
+                    )))
+                }
             }
         }
         Node::Fixed(size) => {
-            let b = x.cast_exact::<PyBytes>().map_err(|_| mismatch("bytes", x))?.as_bytes();
+            let b = x
+                .cast_exact::<PyBytes>()
+                .map_err(|_| mismatch("bytes", x))?
+                .as_bytes();
             if b.len() != *size {
-                return Err(PyValueError::new_err(format!("{} bytes for a fixed of {size}", b.len())));
+                return Err(PyValueError::new_err(format!(
+                    "{} bytes for a fixed of {size}",
+                    b.len()
+                )));
             }
             out.extend_from_slice(b);
         }
@@ -490,8 +618,13 @@ fn write(out: &mut Vec<u8>, node: &Node, x: &Bound<'_, PyAny>) -> PyResult<()> {
         Node::Map(values) => {
             let d = x.cast_exact::<PyDict>().map_err(|_| mismatch("dict", x))?;
             if !d.is_empty() {
-                write_long(out, d.len() as i64);
-                for (k, v) in d.iter() {
+                // A snapshot of the items: the dict cannot change under the loop.
+                let items = d.items();
+                write_long(out, items.len() as i64);
+                for kv in items.iter() {
+                    let (k, v) = kv
+                        .cast_into::<PyTuple>()?
+                        .extract::<(Bound<'_, PyAny>, Bound<'_, PyAny>)>()?;
                     write_str(out, &k)?;
                     write(out, values, &v)?;
                 }
@@ -543,20 +676,44 @@ impl Writer {
                 let p = p.cast::<PyDict>()?;
                 for (k, v) in p.iter() {
                     let k: String = k.extract()?;
-                    let v: Option<Vec<usize>> = if v.is_none() { None } else { Some(v.extract()?) };
+                    let v: Option<Vec<usize>> = if v.is_none() {
+                        None
+                    } else {
+                        Some(v.extract()?)
+                    };
                     pos.insert(k, v);
                 }
             }
         }
-        let decimal = py.import("decimal")?.getattr("Decimal")?.cast_into::<PyType>()?.unbind();
+        let decimal = py
+            .import("decimal")?
+            .getattr("Decimal")?
+            .cast_into::<PyType>()?
+            .unbind();
         let slow_decimal = py
             .import("fastavro.logical_writers")?
             .getattr("LOGICAL_WRITERS")?
             .get_item("bytes-decimal")?
             .unbind();
-        let mut c = Compiler { py, positional: pos, named: HashMap::new(), active: Vec::new(), decimal, slow_decimal };
+        let mut c = Compiler {
+            py,
+            positional: pos,
+            named: HashMap::new(),
+            active: Vec::new(),
+            records: HashMap::new(),
+            decimal,
+            slow_decimal,
+        };
         let root = c.node(schema, 0)?;
-        Ok(Writer { root, hint: std::sync::atomic::AtomicUsize::new(64) })
+        if height(&root) > MAX_HEIGHT {
+            return Err(unsupported(format!(
+                "schema nested deeper than {MAX_HEIGHT}"
+            )));
+        }
+        Ok(Writer {
+            root,
+            hint: std::sync::atomic::AtomicUsize::new(64),
+        })
     }
 
     /// The Avro binary encoding of `datum`: fastavro's bytes, or an exception.
@@ -572,7 +729,11 @@ impl Writer {
 
     /// `[write(d) for d in datums]`, except that a datum `write` raises on gives the exception
     /// object in its place (the caller falls back for that one): one call per batch.
-    fn write_many<'py>(&self, py: Python<'py>, datums: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    fn write_many<'py>(
+        &self,
+        py: Python<'py>,
+        datums: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
         for d in datums.try_iter()? {
             match self.write(&d?) {

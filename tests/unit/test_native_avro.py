@@ -301,6 +301,50 @@ def test_nesting_past_the_limit_is_refused_not_overflowed() -> None:
     assert write(datum) == fastavro_bytes(parsed, datum)
 
 
+def test_named_records_are_compiled_once() -> None:
+    """Each record referenced twice by the next: 2**40 paths, compiled in linear time."""
+    fields: list[Any] = [{"name": "a", "type": "long"}]
+    schema: Any = {"type": "record", "name": "R0", "fields": fields}
+    for i in range(1, 41):
+        inner = schema if i == 1 else f"R{i - 1}"
+        first = {"name": "x", "type": schema} if i > 1 else {"name": "x", "type": inner}
+        schema = {
+            "type": "record",
+            "name": f"R{i}",
+            "fields": [first, {"name": "y", "type": ["null", f"R{i - 1}"]}],
+        }
+    parsed = fastavro.parse_schema(schema, _write_hint=False)
+    w = _native.Writer(parsed)
+    datum: Any = {"a": 7}
+    for _ in range(40):
+        datum = {"x": datum, "y": None}
+    assert w.write(datum) == fastavro_bytes(parsed, datum)
+
+
+def test_height_through_shared_records_is_bounded() -> None:
+    """Records referenced at the bottom of deep arrays add up; past the limit the schema is
+    refused rather than written by a deeper recursion."""
+
+    def arrays(t: Any, n: int) -> Any:
+        for _ in range(n):
+            t = {"type": "array", "items": t}
+        return t
+
+    fields = [{"name": "f0", "type": {"type": "record", "name": "R0", "fields": [
+        {"name": "v", "type": arrays("long", 60)}]}}]  # fmt: skip
+    for i in range(1, 6):
+        inner = {"name": "v", "type": arrays(f"R{i - 1}", 60)}
+        fields.append(
+            {"name": f"f{i}", "type": {"type": "record", "name": f"R{i}", "fields": [inner]}}
+        )
+    parsed = fastavro.parse_schema({"type": "record", "name": "Top", "fields": fields})
+    with pytest.raises(_native.Unsupported, match="deeper than 256"):
+        _native.Writer(parsed)
+    fewer = fastavro.parse_schema({"type": "record", "name": "Top", "fields": fields[:3]})
+    datum = {"f0": {"v": []}, "f1": {"v": [[]]}, "f2": {"v": []}}
+    assert _native.Writer(fewer).write(datum) == fastavro_bytes(fewer, datum)
+
+
 def test_write_many() -> None:
     parsed = single("long")
     w = _native.Writer(parsed)
