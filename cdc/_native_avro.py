@@ -90,7 +90,11 @@ def compile_writer(
             write: Writer = _native.Writer(schema, positional, tuple(memo)).write
             return write
         except _native.Unsupported as e:
-            log.debug("compiled writer refused a schema (%s): the Python writer takes it", e)
+            log.debug("native writer refused a schema (%s): the python writer takes it", e)
+        except Exception as e:  # a schema shape the compiler did not expect: still correct
+            log.warning(
+                "native writer failed to compile a schema (%r): the python writer takes it", e
+            )
     return _avrofast.compile_writer(schema, positional, memo)
 
 

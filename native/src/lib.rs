@@ -131,7 +131,7 @@ impl<'py> Compiler<'py> {
                 "schema nested deeper than {MAX_DEPTH}"
             )));
         }
-        if let Ok(branches) = schema.cast_exact::<PyList>() {
+        if let Ok(branches) = schema.cast::<PyList>() {
             return self.union(branches, depth);
         }
         if let Ok(name) = schema.cast::<PyString>() {
@@ -150,21 +150,21 @@ impl<'py> Compiler<'py> {
             }
             return self.node(&def, depth + 1);
         }
-        let Ok(dict) = schema.cast_exact::<PyDict>() else {
+        let Ok(dict) = schema.cast::<PyDict>() else {
             return Err(unsupported(format!("schema {}", repr(schema))));
         };
         let t = dict.get_item("type")?;
         let Some(t) = t else {
             return Err(unsupported("schema without a type".to_string()));
         };
-        if t.is_exact_instance_of::<PyDict>() || t.is_exact_instance_of::<PyList>() {
+        if t.is_instance_of::<PyDict>() || t.is_instance_of::<PyList>() {
             return self.node(&t, depth + 1); // {"type": {...}}: a wrapped schema
         }
         let Ok(t) = t.cast::<PyString>() else {
             return Err(unsupported(format!("type {}", repr(&t))));
         };
         let t = t.to_str()?.to_owned();
-        if let Some(logical) = dict.get_item("logicalType")? {
+        if let Some(logical) = dict.get_item("logicalType")?.filter(|l| !l.is_none()) {
             let is_decimal = logical
                 .cast::<PyString>()
                 .is_ok_and(|s| s.to_str().ok() == Some("decimal"));
@@ -267,7 +267,7 @@ impl<'py> Compiler<'py> {
             if let Ok(s) = b.cast::<PyString>() {
                 return s.to_str().ok() == Some("null");
             }
-            if let Ok(d) = b.cast_exact::<PyDict>() {
+            if let Ok(d) = b.cast::<PyDict>() {
                 if let Ok(Some(t)) = d.get_item("type") {
                     return t
                         .cast::<PyString>()
@@ -671,18 +671,22 @@ impl Writer {
     ) -> PyResult<Self> {
         let _ = memo;
         let mut pos = HashMap::new();
-        if let Some(p) = positional {
-            if !p.is_none() {
-                let p = p.cast::<PyDict>()?;
-                for (k, v) in p.iter() {
-                    let k: String = k.extract()?;
-                    let v: Option<Vec<usize>> = if v.is_none() {
-                        None
-                    } else {
-                        Some(v.extract()?)
-                    };
-                    pos.insert(k, v);
-                }
+        if let Some(p) = positional.filter(|p| !p.is_none()) {
+            // Any mapping of record name -> None or a sequence of non-negative indexes.
+            let bad = |e: PyErr| unsupported(format!("positional {}: {e}", repr(p)));
+            for kv in p
+                .call_method0("items")
+                .map_err(bad)?
+                .try_iter()
+                .map_err(bad)?
+            {
+                let (k, v) = kv?.extract::<(String, Bound<'_, PyAny>)>().map_err(bad)?;
+                let v = if v.is_none() {
+                    None
+                } else {
+                    Some(v.extract::<Vec<usize>>().map_err(bad)?)
+                };
+                pos.insert(k, v);
             }
         }
         let decimal = py

@@ -15,6 +15,7 @@ import random
 import string
 import subprocess
 import sys
+import types
 from decimal import Decimal
 from typing import Any
 
@@ -629,3 +630,18 @@ def test_native_true_without_the_extension_says_so(monkeypatch: pytest.MonkeyPat
     with pytest.raises(RuntimeError, match=r"cdc\._native is not built"):
         _native_avro.compile_writer(single("long"), native=True)
     assert _native_avro.compile_writer(single("long"), native=None)({"v": 1, "o": None})
+
+
+def test_odd_positional_arguments_are_unsupported_not_errors() -> None:
+    parsed = single("long")
+    for positional in ({"t.R": (-1, 0)}, {"t.R": "ab"}, {1: None}, ["t.R"]):
+        with pytest.raises(_native.Unsupported):
+            _native.Writer(parsed, positional)
+    # Any mapping; a logicalType of None is no logical type (as in _avrofast).
+    nat = _native.Writer(parsed, types.MappingProxyType({"t.R": [1, 0]})).write
+    assert nat((None, 5)) == fastavro_bytes(parsed, {"v": 5, "o": None})
+    t = {"type": "long", "logicalType": None}
+    parsed = fastavro.parse_schema(
+        {"type": "record", "name": "R", "fields": [{"name": "v", "type": t}]}
+    )
+    assert _native.Writer(parsed).write({"v": 3}) == _avrofast.compile_writer(parsed)({"v": 3})
