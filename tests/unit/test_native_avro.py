@@ -396,24 +396,24 @@ def test_the_encoder_uses_the_chosen_path() -> None:
 
 
 def test_types_md_tables_compile_natively() -> None:
-    """No TYPES.md column makes the native compiler refuse the envelope (a silent fall back to
-    the Python writers would pass the byte comparisons above)."""
-    tables = []
-    for fn in (fast.test_every_postgres_type_in_types_md, fast.test_every_mysql_type):
-        seen: list[TableSchema] = []
+    """No TYPES.md column (nor a default) makes the native compiler refuse a key or an envelope:
+    a silent fall back to the Python writers would pass the byte comparisons above."""
+    seen: list[tuple[TableSchema, dict[str, Any]]] = []
 
-        def grab(mp: Any, table: TableSchema, *args: Any, **kw: Any) -> int:
-            seen.append(table)  # noqa: B023 - used within this loop iteration
-            return 0
+    def grab(mp: Any, table: TableSchema, source_schema: dict[str, Any], *a: Any, **k: Any) -> int:
+        seen.append((table, source_schema))
+        return 0
 
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(fast, "assert_encoders_agree", grab)
-            fn(mp)
-        tables += seen
-    assert len(tables) == 2
-    for table in tables:
-        parsed = fastavro.parse_schema(envelope_schema(table, PG_SOURCE), _write_hint=False)
-        _native.Writer(parsed, {parsed["name"]: None})  # raises Unsupported if refused
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fast, "assert_encoders_agree", grab)
+        fast.test_every_postgres_type_in_types_md(mp)
+        fast.test_every_mysql_type(mp)
+        fast.test_columns_with_defaults(mp)
+    assert len(seen) == 4
+    for table, source_schema in seen:
+        codec = _TableCodec(table, source_schema, Registry(), True, native=True)
+        assert isinstance(getattr(codec.fast_value, "__self__", None), _native.Writer), table
+        assert isinstance(getattr(codec.fast_key, "__self__", None), _native.Writer), table
 
 
 # --- fuzz -----------------------------------------------------------------------------------------
