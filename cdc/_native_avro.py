@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -98,4 +98,38 @@ def compile_writer(
     return _avrofast.compile_writer(schema, positional, memo)
 
 
-__all__ = ["NATIVE", "PATH", "PYTHON", "REASON", "Unsupported", "Writer", "compile_writer"]
+RowEncoder = Callable[[Any, int, int, int], tuple[bytes | None, bytes]]
+
+
+def row_encoder(
+    key: Writer | None, value: Writer | None, keyed: bool, key_head: bytes, value_head: bytes
+) -> RowEncoder | None:
+    """``encode(ev, ts_ms, ts_us, ts_ns) -> (key, value)``, both framed, for a table whose key
+    (when ``keyed``) and envelope writers are native: one call per row change
+    (``cdc._native.RowEncoder``); None when they are not native. It raises where either writer
+    would, and the encoder then writes that event part by part."""
+    if _native is None or value is None:
+        return None
+    vw, kw = getattr(value, "__self__", None), getattr(key, "__self__", None)
+    if not isinstance(vw, _native.Writer) or (keyed and not isinstance(kw, _native.Writer)):
+        return None
+    try:
+        encode: RowEncoder = _native.RowEncoder(
+            kw if keyed else None, vw, key_head, value_head
+        ).encode
+        return encode
+    except _native.Unsupported:
+        return None
+
+
+__all__ = [
+    "NATIVE",
+    "PATH",
+    "PYTHON",
+    "REASON",
+    "RowEncoder",
+    "Unsupported",
+    "Writer",
+    "compile_writer",
+    "row_encoder",
+]

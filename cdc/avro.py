@@ -441,6 +441,7 @@ def unframe(data: bytes) -> tuple[int, bytes]:
 class _TableCodec:
     __slots__ = (
         "fast_key",
+        "fast_row",
         "fast_value",
         "fell_back",
         "key_head",
@@ -485,6 +486,10 @@ class _TableCodec:
                 self.fast_key = _specialise(
                     parsed_key, {f"{key['namespace']}.{key['name']}": tuple(table.key)}, (), native
                 )
+        # Native key and envelope writers: both in one call per row change.
+        self.fast_row = _native_avro.row_encoder(
+            self.fast_key, self.fast_value, key is not None, self.key_head, self.value_head
+        )
 
 
 def _specialise(
@@ -656,6 +661,42 @@ class Encoder:
         }
         return body(c.value_schema, value)
 
+    def _encode_row(
+        self,
+        c: _TableCodec,
+        ev: RowChange,
+        now: tuple[int, int, int],
+        body: Callable[[Any, Any], bytes],
+    ) -> tuple[bytes | None, bytes]:
+        """Key and value of ``ev``, each with its writer, or fastavro where that one refuses;
+        ``now``: the envelope's (ts_ms, ts_us, ts_ns)."""
+        now_ms, now_us, now_ns = now
+        key: bytes | None = None
+        if c.key_schema is not None and ev.op != "t":
+            row = ev.key_override or ev.after or ev.before
+            assert row is not None
+            kbody = None
+            if c.fast_key is not None:
+                try:
+                    kbody = c.fast_key(row)
+                except Exception as e:
+                    self._fell_back(c, ev, "key", e)  # fastavro writes it or raises
+            if kbody is None:
+                kbody = body(c.key_schema, {n: row[i] for n, i in c.key_names})
+            key = c.key_head + kbody
+        vbody = None
+        if c.fast_value is not None:
+            try:
+                vbody = c.fast_value(
+                    (ev.before, ev.after, ev.source, ev.tx, ev.op, now_ms, now_us, now_ns)
+                )
+            except Exception as e:
+                self._fell_back(c, ev, "value", e)
+        if vbody is None:
+            vbody = self._slow_value(c, ev, now_us, body)
+        vbytes = c.value_head + vbody
+        return key, vbytes
+
     def encode(self, batch: ChangeBatch) -> EncodedBatch:
         out: list[EncodedRecord] = []
         buf = io.BytesIO()
@@ -677,30 +718,16 @@ class Encoder:
                 if ev.table is not last_table:  # runs of one table are the common case
                     last_table, c = ev.table, self._codec(ev.table)
                 assert c is not None
-                key: bytes | None = None
-                if c.key_schema is not None and ev.op != "t":
-                    row = ev.key_override or ev.after or ev.before
-                    assert row is not None
-                    kbody = None
-                    if c.fast_key is not None:
-                        try:
-                            kbody = c.fast_key(row)
-                        except Exception as e:
-                            self._fell_back(c, ev, "key", e)  # fastavro writes it or raises
-                    if kbody is None:
-                        kbody = body(c.key_schema, {n: row[i] for n, i in c.key_names})
-                    key = c.key_head + kbody
-                vbody = None
-                if c.fast_value is not None:
+                kv = None
+                if c.fast_row is not None:
                     try:
-                        vbody = c.fast_value(
-                            (ev.before, ev.after, ev.source, ev.tx, ev.op, now_ms, now_us, now_ns)
-                        )
-                    except Exception as e:
-                        self._fell_back(c, ev, "value", e)
-                if vbody is None:
-                    vbody = self._slow_value(c, ev, now_us, body)
-                vbytes = c.value_head + vbody
+                        kv = c.fast_row(ev, now_ms, now_us, now_ns)
+                    except Exception:
+                        kv = None  # written below part by part, by fastavro where one refuses
+                if kv is not None:
+                    key, vbytes = kv
+                else:
+                    key, vbytes = self._encode_row(c, ev, (now_ms, now_us, now_ns), body)
                 out.append(EncodedRecord(ev.table.topic, key, vbytes, ev.ts_ms, ev.event_id))
                 if ev.op == "d" and self._tombstones and key is not None:
                     out.append(

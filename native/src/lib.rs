@@ -15,10 +15,12 @@
 //! compiled writer's height are bounded at compile time, which bounds the writer's recursion.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyError, PyOverflowError, PyTypeError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 
@@ -655,6 +657,14 @@ struct Writer {
     hint: std::sync::atomic::AtomicUsize,
 }
 
+impl Writer {
+    fn grow(&self, len: usize) {
+        if len > self.hint.load(Relaxed) {
+            self.hint.store(len, Relaxed);
+        }
+    }
+}
+
 #[pymethods]
 impl Writer {
     /// `schema` as `fastavro.parse_schema` returns it; `positional` maps record full names to the
@@ -722,12 +732,9 @@ impl Writer {
 
     /// The Avro binary encoding of `datum`: fastavro's bytes, or an exception.
     fn write<'py>(&self, datum: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut out = Vec::with_capacity(self.hint.load(Relaxed));
         write(&mut out, &self.root, datum)?;
-        if out.len() > self.hint.load(Relaxed) {
-            self.hint.store(out.len(), Relaxed);
-        }
+        self.grow(out.len());
         Ok(PyBytes::new(datum.py(), &out))
     }
 
@@ -749,9 +756,115 @@ impl Writer {
     }
 }
 
+/// The key and the value of one row change, each framed, in one call: what the encoder does per
+/// `RowChange` with its key and envelope writers, without building the envelope tuple in Python
+/// or joining the frame heads to the bodies there.
+#[pyclass(frozen, module = "cdc._native")]
+struct RowEncoder {
+    /// None: the table has no key.
+    key: Option<Py<Writer>>,
+    /// The envelope, a record read from the 8 values (before, after, source, transaction, op,
+    /// ts_ms, ts_us, ts_ns).
+    value: Py<Writer>,
+    key_head: Vec<u8>,
+    value_head: Vec<u8>,
+}
+
+const ENVELOPE_FIELDS: usize = 8;
+
+#[pymethods]
+impl RowEncoder {
+    #[new]
+    fn new(
+        key: Option<Py<Writer>>,
+        value: Py<Writer>,
+        key_head: &[u8],
+        value_head: &[u8],
+    ) -> PyResult<Self> {
+        let ok = match &value.get().root {
+            Node::Record(r) => {
+                r.fields.len() == ENVELOPE_FIELDS
+                    && matches!(r.layout, Layout::Tuple { exact: Some(n), .. } if n == ENVELOPE_FIELDS)
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(unsupported(
+                "the value writer is not an envelope read from a tuple of 8".to_string(),
+            ));
+        }
+        Ok(RowEncoder {
+            key,
+            value,
+            key_head: key_head.to_vec(),
+            value_head: value_head.to_vec(),
+        })
+    }
+
+    /// `(key, value)` of the row change `ev` (a `cdc.model.RowChange`), Confluent-framed, as
+    /// `Encoder.encode` makes them with the two writers: the key (None without a key, or for a
+    /// truncate) from `ev.key_override or ev.after or ev.before`, the value from the envelope
+    /// `(ev.before, ev.after, ev.source, ev.tx, ev.op, ts_ms, ts_us, ts_ns)`. Raises where
+    /// either writer would; the caller then encodes the event part by part.
+    fn encode<'py>(
+        &self,
+        ev: &Bound<'py, PyAny>,
+        ts_ms: &Bound<'py, PyAny>,
+        ts_us: &Bound<'py, PyAny>,
+        ts_ns: &Bound<'py, PyAny>,
+    ) -> PyResult<(Option<Bound<'py, PyBytes>>, Bound<'py, PyBytes>)> {
+        let py = ev.py();
+        let op = ev.getattr(intern!(py, "op"))?;
+        let before = ev.getattr(intern!(py, "before"))?;
+        let after = ev.getattr(intern!(py, "after"))?;
+        let key = match &self.key {
+            Some(k) if op.ne(intern!(py, "t"))? => {
+                // Python's `ev.key_override or ev.after or ev.before`.
+                let mut row = ev.getattr(intern!(py, "key_override"))?;
+                if !row.is_truthy()? {
+                    row = if after.is_truthy()? {
+                        after.clone()
+                    } else {
+                        before.clone()
+                    };
+                }
+                let k = k.get();
+                let mut out = Vec::with_capacity(k.hint.load(Relaxed));
+                out.extend_from_slice(&self.key_head);
+                write(&mut out, &k.root, &row)?;
+                k.grow(out.len());
+                Some(PyBytes::new(py, &out))
+            }
+            _ => None,
+        };
+        let v = self.value.get();
+        let Node::Record(r) = &v.root else {
+            return Err(PyTypeError::new_err("not an envelope writer")); // checked in new()
+        };
+        let values = [
+            before,
+            after,
+            ev.getattr(intern!(py, "source"))?,
+            ev.getattr(intern!(py, "tx"))?,
+            op,
+            ts_ms.clone(),
+            ts_us.clone(),
+            ts_ns.clone(),
+        ];
+        let mut out = Vec::with_capacity(v.hint.load(Relaxed));
+        out.extend_from_slice(&self.value_head);
+        for (f, x) in r.fields.iter().zip(values.iter()) {
+            write(&mut out, &f.node, x)?;
+        }
+        v.grow(out.len());
+        Ok((key, PyBytes::new(py, &out)))
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Writer>()?;
+    m.add_class::<RowEncoder>()?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

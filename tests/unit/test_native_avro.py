@@ -390,6 +390,9 @@ def test_the_encoder_uses_the_chosen_path() -> None:
     assert isinstance(getattr(nat.fast_key, "__self__", None), _native.Writer)
     assert getattr(py.fast_value, "__name__", None) == "write"  # the generated function
     assert not isinstance(getattr(py.fast_value, "__self__", None), _native.Writer)
+    # Key and value in one native call per row change on the native path only.
+    assert isinstance(getattr(nat.fast_row, "__self__", None), _native.RowEncoder)
+    assert py.fast_row is None
     # The transaction topic's writers too.
     enc = Encoder(Registry(), PG_SOURCE, "p.transaction", True, native=True)
     assert isinstance(getattr(enc._tx_codec().fast_value, "__self__", None), _native.Writer)
@@ -645,3 +648,58 @@ def test_odd_positional_arguments_are_unsupported_not_errors() -> None:
         {"type": "record", "name": "R", "fields": [{"name": "v", "type": t}]}
     )
     assert _native.Writer(parsed).write({"v": 3}) == _avrofast.compile_writer(parsed)({"v": 3})
+
+
+def test_row_encoder_takes_only_an_envelope_writer() -> None:
+    parsed = single("long")
+    w = _native.Writer(parsed, {"t.R": None})
+    with pytest.raises(_native.Unsupported):
+        _native.RowEncoder(None, w, b"", b"\x00")
+    with pytest.raises(TypeError):
+        _native.RowEncoder(None, object(), b"", b"")
+
+
+def encode_or_error(enc: Encoder, batch: ChangeBatch) -> Any:
+    try:
+        return [(r.topic, r.key, r.value, r.event_id) for r in enc.encode(batch).records]
+    except Exception:
+        return "error"
+
+
+def test_fuzz_row_changes_through_the_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Row changes with garbage in any attribute the native row encoder reads: the native
+    encoder's records (or its error) are the Python path's and fastavro's alone."""
+    monkeypatch.setattr(avro.time, "time_ns", lambda: fast.NOW_NS)
+    rnd = random.Random(7)
+    table = fast.orders()
+    row = (7, 8, Decimal("1.00"), "new", "n", "2024-05-06T05:08:09Z")
+    attrs = ["op", "before", "after", "source", "tx", "key_override"]
+    counts = {"same": 0, "error": 0}
+    for i in range(400):
+        good = {
+            "op": rnd.choice(["c", "u", "d", "t", "r"]),
+            "before": row,
+            "after": row,
+            "source": pg_source(i),
+            "tx": ("7:1", 1, 0),
+            "key_override": None,
+        }
+        bad = dict(good)
+        # Valid variations (no image, no transaction, an old key), then garbage half the time.
+        for name in ("before", "after", "tx", "key_override"):
+            if rnd.random() < 0.25:
+                bad[name] = (9, *row[1:]) if name == "key_override" else None
+        if rnd.random() < 0.5:
+            name = rnd.choice(attrs)
+            bad[name] = mutate(rnd, good[name]) if good[name] is not None else garbage(rnd)
+        ev = RowChange(
+            table, bad["op"], bad["before"], bad["after"], bad["source"], 1, f"e{i}",
+            bad["tx"], key_override=bad["key_override"],
+        )  # fmt: skip
+        batch = ChangeBatch([ev], {})
+        want = encode_or_error(Encoder(Registry(), PG_SOURCE, None, True, specialise=False), batch)
+        py = encode_or_error(Encoder(Registry(), PG_SOURCE, None, True, native=False), batch)
+        nat = encode_or_error(Encoder(Registry(), PG_SOURCE, None, True, native=True), batch)
+        assert nat == py == want, bad
+        counts["error" if nat == "error" else "same"] += 1
+    assert counts["error"] > 50 and counts["same"] > 100
