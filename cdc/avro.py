@@ -564,7 +564,8 @@ class Encoder:
     output and errors are fastavro's either way; ``fallbacks`` counts the records fastavro wrote
     that way. ``specialise=False`` writes everything with fastavro (the reference the specialised
     writers are tested against); ``native`` True or False forces that path (None: the process's,
-    ``cdc._native_avro.PATH``).
+    ``cdc._native_avro.PATH``). On the native path a row change's framed key and value come from
+    one call (``cdc._native.RowEncoder``); an event it raises on is encoded part by part.
     """
 
     def __init__(

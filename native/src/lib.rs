@@ -9,6 +9,10 @@
 //! `bytes`, `Decimal`, `list`, `dict`, `tuple`, `True`/`False`, `None`), as `_avrofast` checks
 //! them, and schema features outside `_avrofast`'s subset raise `Unsupported` at compile time.
 //!
+//! `RowEncoder(key_writer, envelope_writer, key_head, value_head).encode(ev, ts_ms, ts_us, ts_ns)`
+//! writes a row change's Confluent-framed key and value in one call, reading the event's
+//! attributes itself: the encoder's per-row work on the native path.
+//!
 //! Safe Rust only: Python objects are reached through PyO3's checked API, so a datum of any
 //! shape can make a call raise, never crash. A named record is compiled once and shared by its
 //! references (no blow-up for schemas that reuse records); the schema's nesting depth and the
