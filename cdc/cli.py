@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import cdc
+from cdc import _native_avro
 from cdc.errors import CdcError, ConfigError
 
 log = logging.getLogger("cdc")
@@ -285,7 +286,11 @@ def _cmd_log_consumers(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdc", description=cdc.__doc__)
-    p.add_argument("--version", action="version", version=f"cdc {cdc.__version__}")
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"cdc {cdc.__version__}, {_native_avro.describe()}",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = p.add_subparsers(dest="command", required=True)
 
