@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cdc.model import PipelineContext
 from sinks.kafka.config import KafkaSinkConfig
 
 if TYPE_CHECKING:
@@ -12,11 +13,11 @@ if TYPE_CHECKING:
 Config = KafkaSinkConfig
 
 
-def open_sink(config: KafkaSinkConfig, pipeline: object) -> KafkaSink:
+def open_sink(config: KafkaSinkConfig, context: PipelineContext) -> KafkaSink:
     """Create the sink (imports confluent-kafka only now, so validating a config never needs it)."""
     from sinks.kafka._sink import KafkaSink
 
-    return KafkaSink(config, str(getattr(pipeline, "name", "")))
+    return KafkaSink(config, context.name)
 
 
 __all__ = ["Config", "KafkaSinkConfig", "open_sink"]
