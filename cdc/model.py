@@ -272,8 +272,10 @@ class Source(Protocol):
     on one thread; ``stop`` from any thread or a signal handler; ``close`` last.
     """
 
-    source_schema: dict[str, Any]
-    """The Avro record of the envelope's ``source`` field (fixed once the source is opened)."""
+    @property
+    def source_schema(self) -> dict[str, Any]:
+        """The Avro record of the envelope's ``source`` field (fixed once the source is opened)."""
+        ...
 
     @property
     def streaming(self) -> bool:
@@ -342,11 +344,15 @@ class Sink(SinkBase, Protocol):
     tests/conformance/test_sinks.py checks every sink.
     """
 
-    registry: SchemaRegistry
-    """Where the encoder registers the schemas this sink's records carry the ids of."""
+    @property
+    def registry(self) -> SchemaRegistry:
+        """Where the encoder registers the schemas this sink's records carry the ids of."""
+        ...
 
-    tombstones: bool
-    """True: the encoder follows each delete with a tombstone (key, null value)."""
+    @property
+    def tombstones(self) -> bool:
+        """True: the encoder follows each delete with a tombstone (key, null value)."""
+        ...
 
     def write(self, batch: EncodedBatch) -> None:
         """Make ``batch`` durable, then return; raises ``SinkError`` (retryable or not)."""
@@ -371,8 +377,11 @@ class RowSink(SinkBase, Protocol):
 class BatchEncoder(Protocol):
     """Turns change batches into records for a ``Sink`` (``cdc.avro.Encoder``)."""
 
-    fallbacks: int
-    """Records encoded by the reference path because the compiled one could not (a counter)."""
+    @property
+    def fallbacks(self) -> int:
+        """Records encoded by the reference path because the compiled one could not (a counter
+        that only grows)."""
+        ...
 
     def encode(self, batch: ChangeBatch) -> EncodedBatch:
         """The batch's records, registering new schemas with the sink's registry first."""

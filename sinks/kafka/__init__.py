@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from cdc.model import PipelineContext
+from cdc.model import PipelineContext, Sink
 from sinks.kafka.config import KafkaSinkConfig
-
-if TYPE_CHECKING:
-    from sinks.kafka._sink import KafkaSink
 
 Config = KafkaSinkConfig
 
 
-def open_sink(config: KafkaSinkConfig, context: PipelineContext) -> KafkaSink:
+def open_sink(config: KafkaSinkConfig, context: PipelineContext) -> Sink:
     """Create the sink (imports confluent-kafka only now, so validating a config never needs it)."""
     from sinks.kafka._sink import KafkaSink
 

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from cdc.model import PipelineContext
+from cdc.model import PipelineContext, Sink
 from sinks.nats.config import NatsSinkConfig, NatsTlsConfig
-
-if TYPE_CHECKING:
-    from sinks.nats._sink import NatsSink
 
 Config = NatsSinkConfig
 
 
-def open_sink(config: NatsSinkConfig, context: PipelineContext) -> NatsSink:
+def open_sink(config: NatsSinkConfig, context: PipelineContext) -> Sink:
     """Connect and check the stream; nats-py is imported only now, never to validate a config."""
     from sinks.nats._sink import NatsSink
 
