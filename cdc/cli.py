@@ -40,25 +40,25 @@ def _cmd_check(args: argparse.Namespace) -> int:
     """Connect to every pipeline's source and print each problem; 1 when there is any."""
     from cdc import logs, plugins
     from cdc.config import load
+    from cdc.model import Problem
 
     config = load(args.config)
     logs.add_secrets(logs.secrets_in(config))  # a driver's message may quote the DSN
     found = 0
     for p in config.pipelines:
-        src: object = p.source
-        kind = str(getattr(src, "type", "?"))
-        check = getattr(plugins.plugin("source", kind), "check_source", None)
+        src: plugins.PluginConfig = p.source
+        kind = src.type
         try:
-            problems: list[str] = check(src, p) if check is not None else []
+            problems = [Problem.from_text(x) for x in plugins.check_source(kind, src, p)]
         except CdcError as e:
-            problems = [str(e)]
+            problems = [Problem.from_text(str(e))]
         found += len(problems)
         print(
             f"pipeline {p.name} ({kind} source): "
             + (f"{len(problems)} problem(s)" if problems else "ok")
         )
         for problem in problems:
-            print(f"  - {logs.redact(problem)}")
+            print(f"  - {logs.redact(str(problem))}")
     return 1 if found else 0
 
 

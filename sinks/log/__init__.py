@@ -8,6 +8,7 @@ low-level frame access a tool that tails the segment files itself needs: ``segme
 ``read_frame``, ``records_of``, ``FrameInfo``, ``FrameError``.
 """
 
+from cdc.model import PipelineContext, Sink
 from sinks.log._consumers import Consumer
 from sinks.log._events import Event, EventBatch, EventConsumer, EventLog, open_log
 from sinks.log._format import FrameError, FrameInfo, LogRecord, read_frame, records_of, segments
@@ -20,8 +21,9 @@ from sinks.log.config import LogRetention, LogSinkConfig
 Config = LogSinkConfig
 
 
-def open_sink(config: LogSinkConfig, pipeline: object) -> LogSink:
-    return LogSink(config, str(getattr(pipeline, "name", "")))
+def open_sink(config: LogSinkConfig, context: PipelineContext) -> Sink:
+    """Open (create) the log in ``config.path``; ``SinkError`` if another writer has it."""
+    return LogSink(config, context.name)
 
 
 __all__ = [

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cdc.errors import LogCorrupt, SinkError
-from sinks.log._consumers import Consumer, ConsumerState, read_states
+from sinks.log._consumers import Consumer
 from sinks.log._format import (
     RECOVERY,
     FrameError,
@@ -22,6 +22,7 @@ from sinks.log._format import (
     scan,
     segments,
 )
+from sinks.log._offsets import ConsumerState, read_states
 from sinks.log._schemas import SchemaStore
 from sinks.log._units import format_ms
 

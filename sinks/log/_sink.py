@@ -78,5 +78,8 @@ class LogSink:
     def acknowledgeable(self) -> Position | None:
         return self._writer.prev
 
+    def interrupt(self) -> None:
+        """Nothing to do: a write waits only on the local disk."""
+
     def close(self) -> None:
         self._writer.close()

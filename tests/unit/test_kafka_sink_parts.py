@@ -175,7 +175,7 @@ def test_example_config_loads() -> None:
 
 @pytest.mark.parametrize("create", [True, False])
 def test_delivery_timeout_gives_up_on_unreachable_brokers(tmp_path: Path, create: bool) -> None:
-    from cdc.model import EncodedBatch, EncodedRecord
+    from cdc.model import EncodedBatch, EncodedRecord, PipelineContext
     from scratch._common import free_port
     from sinks.kafka import Config, open_sink
 
@@ -189,7 +189,7 @@ def test_delivery_timeout_gives_up_on_unreachable_brokers(tmp_path: Path, create
             "topics": {"create": create},
         }
     )
-    sink = open_sink(cfg, None)
+    sink = open_sink(cfg, PipelineContext("t", "t"))
     try:
         with pytest.raises(SinkError) as e:
             sink.write(EncodedBatch([EncodedRecord("t.public.x", b"k", b"v", 0, "1")], {"lsn": 1}))
