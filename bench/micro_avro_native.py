@@ -35,7 +35,7 @@ from bench.micro_encoder import ORDERS, _Registry, batch
 from cdc import _avrofast, _native_avro, avro
 from cdc.avro import Encoder, _specialise_envelope, envelope_schema
 from cdc.model import ChangeBatch, RowChange
-from sources.postgres._source import SOURCE_SCHEMA
+from cdc.sources.postgres._source import SOURCE_SCHEMA
 
 NOW_US = 1_795_000_000_123_456
 

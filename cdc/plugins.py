@@ -17,13 +17,13 @@ from typing import Any, Protocol, cast
 from cdc.model import PipelineContext, Problem, RowSink, Sink, Source
 
 SOURCES: dict[str, str] = {
-    "postgres": "sources.postgres",
-    "mysql": "sources.mysql",
+    "postgres": "cdc.sources.postgres",
+    "mysql": "cdc.sources.mysql",
 }
 SINKS: dict[str, str] = {
-    "log": "sinks.log",
-    "kafka": "sinks.kafka",
-    "nats": "sinks.nats",
+    "log": "cdc.sinks.log",
+    "kafka": "cdc.sinks.kafka",
+    "nats": "cdc.sinks.nats",
 }
 
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from cdc.model import PipelineContext, Sink
-from sinks.kafka.config import KafkaSinkConfig
+from cdc.sinks.kafka.config import KafkaSinkConfig
 
 Config = KafkaSinkConfig
 
 
 def open_sink(config: KafkaSinkConfig, context: PipelineContext) -> Sink:
     """Create the sink (imports confluent-kafka only now, so validating a config never needs it)."""
-    from sinks.kafka._sink import KafkaSink
+    from cdc.sinks.kafka._sink import KafkaSink
 
     return KafkaSink(config, context.name)
 

@@ -12,9 +12,9 @@ from typing import Literal, Protocol
 
 from cdc.checkpoint import fsync_dir, try_lock
 from cdc.errors import SinkError
-from sinks.log import _files
-from sinks.log._format import FrameInfo, LogRecord, records_of
-from sinks.log._offsets import DIR, check_name, make_consumers_dir, read_states, write_offset
+from cdc.sinks.log import _files
+from cdc.sinks.log._format import FrameInfo, LogRecord, records_of
+from cdc.sinks.log._offsets import DIR, check_name, make_consumers_dir, read_states, write_offset
 
 
 class Reader(Protocol):

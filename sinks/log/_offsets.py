@@ -22,7 +22,7 @@ from typing import Any
 
 from cdc.checkpoint import replace_file
 from cdc.errors import SinkError
-from sinks.log import _files
+from cdc.sinks.log import _files
 
 log = logging.getLogger(__name__)
 

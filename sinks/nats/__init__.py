@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from cdc.model import PipelineContext, Sink
-from sinks.nats.config import NatsSinkConfig, NatsTlsConfig
+from cdc.sinks.nats.config import NatsSinkConfig, NatsTlsConfig
 
 Config = NatsSinkConfig
 
 
 def open_sink(config: NatsSinkConfig, context: PipelineContext) -> Sink:
     """Connect and check the stream; nats-py is imported only now, never to validate a config."""
-    from sinks.nats._sink import NatsSink
+    from cdc.sinks.nats._sink import NatsSink
 
     return NatsSink(config, context.name, context.prefix)
 

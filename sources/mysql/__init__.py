@@ -1,14 +1,14 @@
 """MySQL/MariaDB source: the binlog in row format, with a consistent initial snapshot."""
 
 from cdc.model import PipelineContext, Source
-from sources.mysql.config import MySqlSourceConfig
+from cdc.sources.mysql.config import MySqlSourceConfig
 
 Config = MySqlSourceConfig
 
 
 def open_source(config: MySqlSourceConfig, context: PipelineContext) -> Source:
     """Create the source (imports pymysql only now, so validating a config never needs it)."""
-    from sources.mysql._source import MySqlSource
+    from cdc.sources.mysql._source import MySqlSource
 
     return MySqlSource(
         config,
@@ -22,7 +22,7 @@ def open_source(config: MySqlSourceConfig, context: PipelineContext) -> Source:
 
 def check_source(config: MySqlSourceConfig, pipeline: object) -> list[str]:
     """Preflight problems: binlog settings, privileges, table patterns (``cdc check``)."""
-    from sources.mysql._check import check
+    from cdc.sources.mysql._check import check
 
     return check(config, pipeline.name)  # type: ignore[attr-defined]
 

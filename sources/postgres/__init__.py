@@ -1,12 +1,12 @@
 from cdc.model import PipelineContext, Source
-from sources.postgres.config import PostgresSourceConfig
+from cdc.sources.postgres.config import PostgresSourceConfig
 
 Config = PostgresSourceConfig
 
 
 def open_source(config: PostgresSourceConfig, context: PipelineContext) -> Source:
     """Create the source (imports psycopg only now, so validating a config never needs it)."""
-    from sources.postgres._source import PostgresSource
+    from cdc.sources.postgres._source import PostgresSource
 
     return PostgresSource(
         config,
@@ -20,7 +20,7 @@ def open_source(config: PostgresSourceConfig, context: PipelineContext) -> Sourc
 
 def check_source(config: PostgresSourceConfig, pipeline: object) -> list[str]:
     """Preflight problems of this pipeline's server and tables (``cdc check``); [] when none."""
-    from sources.postgres._check import check
+    from cdc.sources.postgres._check import check
 
     return check(config, pipeline.name)  # type: ignore[attr-defined]
 

@@ -380,9 +380,9 @@ def test_every_contract_member_has_a_docstring() -> None:
 @pytest.mark.parametrize(
     ("module", "cls"),
     [
-        ("sinks.log._sink", "LogSink"),
-        ("sinks.kafka._sink", "KafkaSink"),
-        ("sinks.nats._sink", "NatsSink"),
+        ("cdc.sinks.log._sink", "LogSink"),
+        ("cdc.sinks.kafka._sink", "KafkaSink"),
+        ("cdc.sinks.nats._sink", "NatsSink"),
     ],
 )
 def test_each_sink_has_every_method_of_the_sink_contract(module: str, cls: str) -> None:

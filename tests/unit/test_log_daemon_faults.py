@@ -16,8 +16,8 @@ from cdc.daemon import Daemon
 from cdc.errors import SinkError
 from cdc.model import ChangeBatch, EncodedBatch, EncodedRecord
 from cdc.pipeline import Parts
-from sinks.log import LogReader
-from sinks.log._schemas import SchemaStore
+from cdc.sinks.log import LogReader
+from cdc.sinks.log._schemas import SchemaStore
 from tests.conftest import wait_until
 
 

@@ -25,7 +25,7 @@ import pytest
 from cdc import _avrofast, _native_avro, avro
 from cdc.avro import Encoder, _TableCodec, envelope_schema
 from cdc.model import ChangeBatch, Column, RowChange, TableSchema
-from sources.postgres._source import SOURCE_SCHEMA as PG_SOURCE
+from cdc.sources.postgres._source import SOURCE_SCHEMA as PG_SOURCE
 from tests.unit import test_avro_fast as fast
 from tests.unit.test_avro_fast import (
     EDGES,

@@ -1,5 +1,5 @@
 """The plugin's config is the Postgres source's (the test's config file says ``type: postgres``)."""
 
-from sources.postgres.config import PostgresSourceConfig as Config
+from cdc.sources.postgres.config import PostgresSourceConfig as Config
 
 __all__ = ["Config"]
