@@ -34,10 +34,10 @@ import cdc
 from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position
-from sources.mysql import _decoders, _json
-from sources.mysql._schema import TableVersion
-from sources.mysql._server import Server, format_gtid_state, parse_gtid_state
-from sources.mysql._tables import Tables
+from cdc.sources.mysql import _decoders, _json
+from cdc.sources.mysql._schema import TableVersion
+from cdc.sources.mysql._server import Server, format_gtid_state, parse_gtid_state
+from cdc.sources.mysql._tables import Tables
 
 log = logging.getLogger(__name__)
 _json.install()  # MySQL's binary JSON as the text SELECT gives, not lossy Python values

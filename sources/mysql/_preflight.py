@@ -4,7 +4,7 @@ before streaming and by ``cdc check``."""
 from __future__ import annotations
 
 from cdc.errors import SourceError
-from sources.mysql._server import Server
+from cdc.sources.mysql._server import Server
 
 
 def check(server: Server) -> list[str]:

@@ -10,7 +10,7 @@ import pymysql
 
 from cdc.errors import PositionLost, SourceError
 from cdc.model import Position
-from sources.mysql.config import MySqlSourceConfig
+from cdc.sources.mysql.config import MySqlSourceConfig
 
 SYSTEM_DATABASES = ("mysql", "information_schema", "performance_schema", "sys")
 

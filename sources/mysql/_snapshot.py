@@ -15,10 +15,10 @@ import cdc
 from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
 from cdc.model import snapshot_event_id as snapshot_event_id  # own line: fewer merge conflicts
+from cdc.sources.mysql._schema import TableVersion
+from cdc.sources.mysql._server import Server, quote
+from cdc.sources.mysql._tables import Tables
 from cdc.status import snapshot_progress
-from sources.mysql._schema import TableVersion
-from sources.mysql._server import Server, quote
-from sources.mysql._tables import Tables
 
 log = logging.getLogger(__name__)
 # a snapshot row: (version, row, first in its table, last in its table, key to resume after)

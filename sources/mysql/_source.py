@@ -27,13 +27,13 @@ from typing import Any
 from cdc import avro
 from cdc.errors import PositionLost
 from cdc.model import ChangeBatch, Position
-from sources.mysql._binlog import BinlogStream
-from sources.mysql._preflight import check, require_settings
-from sources.mysql._schema import SchemaCache
-from sources.mysql._server import Server
-from sources.mysql._snapshot import Snapshot
-from sources.mysql._tables import Tables
-from sources.mysql.config import MySqlSourceConfig
+from cdc.sources.mysql._binlog import BinlogStream
+from cdc.sources.mysql._preflight import check, require_settings
+from cdc.sources.mysql._schema import SchemaCache
+from cdc.sources.mysql._server import Server
+from cdc.sources.mysql._snapshot import Snapshot
+from cdc.sources.mysql._tables import Tables
+from cdc.sources.mysql.config import MySqlSourceConfig
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Any
 from pymysqlreplication.row_event import TableMapEvent
 
 from cdc.errors import SourceError
-from sources.mysql._schema import SchemaCache, TableVersion
-from sources.mysql._server import SYSTEM_DATABASES, Server, quote
-from sources.mysql._types import (
+from cdc.sources.mysql._schema import SchemaCache, TableVersion
+from cdc.sources.mysql._server import SYSTEM_DATABASES, Server, quote
+from cdc.sources.mysql._types import (
     TEXT_KINDS,
     UNREADABLE,
     ColumnType,

@@ -31,11 +31,11 @@ from psycopg.types.string import TextLoader
 
 from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Position, RowChange, snapshot_event_id
+from cdc.sources.postgres._tuples import NOT_UTF8
 from cdc.status import snapshot_progress
-from sources.postgres._tuples import NOT_UTF8
 
 if TYPE_CHECKING:
-    from sources.postgres._source import PostgresSource, _Relation
+    from cdc.sources.postgres._source import PostgresSource, _Relation
 
 log = logging.getLogger(__name__)
 

@@ -34,14 +34,16 @@ import cdc
 from cdc import avro, metrics
 from cdc.errors import PositionLost, SourceError
 from cdc.model import NO_DEFAULT, ChangeBatch, Column, Position, RowChange, TableSchema, TxBoundary
-from sources.postgres import _snapshot, _tuples
-from sources.postgres._defaults import column_default
-from sources.postgres._lsn import format_lsn, parse_lsn
-from sources.postgres._snapshot import SnapshotTable
-from sources.postgres._tuples import UNCHANGED as UNCHANGED  # re-exported: the marker, for tests
-from sources.postgres._tuples import Decoder
-from sources.postgres._types import Mapping, TypeInfo, mapping_for
-from sources.postgres.config import PostgresSourceConfig, default_name, parse_table
+from cdc.sources.postgres import _snapshot, _tuples
+from cdc.sources.postgres._defaults import column_default
+from cdc.sources.postgres._lsn import format_lsn, parse_lsn
+from cdc.sources.postgres._snapshot import SnapshotTable
+from cdc.sources.postgres._tuples import (
+    UNCHANGED as UNCHANGED,
+)  # re-exported: the marker, for tests
+from cdc.sources.postgres._tuples import Decoder
+from cdc.sources.postgres._types import Mapping, TypeInfo, mapping_for
+from cdc.sources.postgres.config import PostgresSourceConfig, default_name, parse_table
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +183,7 @@ class PostgresSource:
         return conn
 
     def check(self) -> list[str]:
-        from sources.postgres._check import check
+        from cdc.sources.postgres._check import check
 
         return check(self.config, self.pipeline_name)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
-from sources.mysql._binlog import unread
+from cdc.sources.mysql._binlog import unread
 
 
 class Conn:

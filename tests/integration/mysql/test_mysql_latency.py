@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def _positioned(log_dir: Path) -> bool:
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     return log_dir.is_dir() and LogReader(log_dir).info()["last_position"] is not None
 
