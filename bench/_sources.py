@@ -8,7 +8,7 @@ from typing import Any
 
 from bench import _ceilings as ceil
 from bench import _workloads as wl
-from cdc.sources.mysql._source import binlog_status_sql, parse_version
+from cdc.sources.mysql._server import binlog_status_sql, parse_version
 from scratch.mysql import mysqlbinlog_argv
 
 LATENCY_BASE = 50_000_000  # ids of the latency rows: apart from W1's and W2's

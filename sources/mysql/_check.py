@@ -21,7 +21,7 @@ def check(config: MySqlSourceConfig, pipeline_name: str) -> list[str]:
     source = MySqlSource(config, pipeline_name, pipeline_name)
     try:
         problems = source.check()
-        tables = source._all(
+        tables = source.server.all(
             "SELECT table_schema, table_name FROM information_schema.tables "
             "WHERE table_type = 'BASE TABLE'"
         )

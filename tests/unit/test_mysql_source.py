@@ -11,7 +11,7 @@ import pytest
 
 from cdc.config import parse
 from cdc.errors import ConfigError
-from cdc.sources.mysql._source import format_gtid_state, parse_gtid_state, parse_version
+from cdc.sources.mysql._server import format_gtid_state, parse_gtid_state, parse_version
 from cdc.sources.mysql._types import ColumnType, from_binlog, from_catalog, mapping
 
 TYPES_MD = Path(__file__).resolve().parents[2] / "sources" / "mysql" / "TYPES.md"
@@ -156,13 +156,13 @@ def test_mysql_gtid_set_grows_by_merging_each_transaction() -> None:
 
 
 def test_server_versions_parse_and_pick_the_binlog_status_statement() -> None:
-    from cdc.sources.mysql._source import MySqlSource
+    from cdc.sources.mysql._server import Server
 
     assert parse_version("9.7.4-2") == (9, 7, 4)
     assert parse_version("8.4.3") == (8, 4, 3)
     assert parse_version("10.11.6-MariaDB-0+deb12u1") == (10, 11, 6)
     assert parse_version("8.0.36-log") == (8, 0, 36)
-    src = MySqlSource.__new__(MySqlSource)
+    src = Server.__new__(Server)
     for mariadb, version, statement in [
         (False, (9, 7, 4), "SHOW BINARY LOG STATUS"),
         (False, (8, 4, 0), "SHOW BINARY LOG STATUS"),
@@ -170,4 +170,4 @@ def test_server_versions_parse_and_pick_the_binlog_status_statement() -> None:
         (True, (10, 11, 6), "SHOW MASTER STATUS"),
     ]:
         src.is_mariadb, src.version = mariadb, version
-        assert src._status_sql == statement
+        assert src.status_sql == statement

@@ -233,7 +233,7 @@ def _positioned(log_dir: Path) -> bool:
 def test_an_idle_stream_records_that_the_binlog_moved_on(
     server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, monkeypatch: Any
 ) -> None:
-    import cdc.sources.mysql._source as source_module
+    import cdc.sources.mysql._binlog as source_module
 
     monkeypatch.setattr(source_module, "POSITION_INTERVAL_S", 0.2)
     db = mysql_db
@@ -266,7 +266,7 @@ def test_an_idle_stream_outlives_the_read_timeout_on_heartbeats(
     MySQL 9 still honours) keep an idle binlog connection alive past the read timeout."""
     import time
 
-    import cdc.sources.mysql._source as source_module
+    import cdc.sources.mysql._binlog as source_module
 
     monkeypatch.setattr(source_module, "READ_TIMEOUT_S", 2)
     db = mysql_db
