@@ -30,8 +30,9 @@ from typing import Any
 from psycopg import pq
 from psycopg.pq.abc import PGconn
 
+from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost
-from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
+from cdc.model import ChangeBatch, Op, Position, TableSchema
 from sources.postgres import _pgoutput as pgo
 from sources.postgres import _snapshot, _tuples
 from sources.postgres._connections import SESSION_OPTIONS, Catalog, connect_replication
@@ -319,15 +320,15 @@ class PostgresSource:
         partial_txn = int(start["txn"]) if start and start.get("txn") is not None else None
         partial_skip = int(start.get("skip", 0)) if start else 0
 
-        events: list[RowChange | TxBoundary] = []
-        first_at = 0.0
-        # the transaction being read
-        in_txn = skip_txn = began = False
-        skip_n = seq = txn_lsn = xid = ts_us = total = 0
-        tx_id = ""
-        per_table: dict[str, int] = {}
+        asm = TransactionAssembler(
+            tx_metadata=self.tx_metadata, max_events=self.max_events, max_wait_s=self.max_wait
+        )
+        # The transaction on the wire. The assembler sees only those not already delivered
+        # (skip_txn: its begin is not called); in_txn covers both, because a heartbeat or a
+        # confirmation must not go out in the middle of a skipped one either.
+        in_txn = skip_txn = False
+        txn_lsn = xid = ts_us = ts_ms = 0
         last_commit_lsn = 0  # commit LSN of the last transaction seen in this session
-        tx_meta = self.tx_metadata
         relations = self.relations.by_id  # the same dict for the whole stream
         relid = pgo.relid
         prefix, db = self.prefix, self.db
@@ -349,61 +350,27 @@ class PostgresSource:
         next_health = time.monotonic()
 
         def position() -> Position:
-            if in_txn and seq > 0 and not skip_txn:
-                return {"lsn": resume_lsn, "txn": txn_lsn, "skip": seq}
+            if asm.in_txn and asm.seq > 0:
+                return {"lsn": resume_lsn, "txn": txn_lsn, "skip": asm.seq}
             return {"lsn": resume_lsn}
 
-        def add(ev: RowChange | TxBoundary) -> None:
-            nonlocal seq, first_at
-            if seq >= skip_n:
-                if not events:
-                    first_at = time.monotonic()
-                events.append(ev)
-            seq += 1
-
         def change(
-            table: TableSchema, op: Any, before: Any, after: Any, src: dict[str, Any]
+            table: TableSchema, op: Op, before: Any, after: Any, src: dict[str, Any]
         ) -> None:
-            nonlocal began, total
-            if not began:
-                # BEGIN is emitted with the first captured change: transactions that touch no
-                # captured table produce nothing.
-                began = True
-                if tx_meta:
-                    add(TxBoundary("BEGIN", tx_id, ts_us // 1000, f"{txn_lsn}:{seq}"))
-            total += 1
-            n = per_table.get(table.qualified, 0) + 1
-            per_table[table.qualified] = n
-            add(
-                RowChange(
-                    table,
-                    op,
-                    before,
-                    after,
-                    src,
-                    ts_us // 1000,
-                    f"{txn_lsn}:{seq}",
-                    (tx_id, total, n) if tx_meta else None,
-                )
-            )
+            # event ids: the transaction's commit LSN and the event's seq in it (BEGIN is 0)
+            asm.change(table, op, before, after, src, ts_ms, f"{txn_lsn}:{asm.row_seq}")
 
         while True:
-            if events and (
-                len(events) >= self.max_events
-                or self._stopping
-                or (not in_txn and time.monotonic() - first_at >= self.max_wait)
-            ):
-                yield ChangeBatch(events, position())
-                events = []
+            if asm.due(more_buffered=True, stopping=self._stopping):
+                yield asm.take(position())
                 yielded = resume_lsn
                 next_hb = time.monotonic() + hb
             if self._stopping:
                 return
             if confirm and not in_txn:
                 confirm = False
-                if events:
-                    yield ChangeBatch(events, position())
-                    events = []
+                if asm.events:
+                    yield asm.take(position())
                 target = max(wal_end, resume_lsn)
                 if target > self._acked:
                     # Every captured transaction before the keepalive's WAL end was yielded
@@ -414,8 +381,8 @@ class PostgresSource:
                     # follows lets the server's shutdown complete. Nothing is acknowledged
                     # that is not covered by a later durable batch.
                     resume_lsn = yielded = target
-                    yield ChangeBatch([], {"lsn": target})
-                    yield ChangeBatch([], {"lsn": target})
+                    yield asm.heartbeat({"lsn": target})
+                    yield asm.heartbeat({"lsn": target})
                     next_hb = time.monotonic() + hb
                     if self._stopping:
                         return
@@ -428,14 +395,15 @@ class PostgresSource:
             if action and now >= next_action:
                 self.slot_ctl.heartbeat_action(action)
                 next_action = now + hb
-            beat = hb > 0 and not events and not in_txn and max(wal_end, resume_lsn) > yielded
+            beat = hb > 0 and not asm.events and not in_txn and max(wal_end, resume_lsn) > yielded
             if beat and now >= next_hb:
                 resume_lsn = yielded = max(wal_end, resume_lsn)
                 next_hb = now + hb
-                yield ChangeBatch([], {"lsn": resume_lsn})
+                yield asm.heartbeat({"lsn": resume_lsn})
                 continue
-            if events:
-                wait = max(0.0, first_at + self.max_wait - now)
+            wait_s = asm.wait_s()
+            if wait_s is not None:
+                wait = wait_s
             else:
                 wait = min(self.config.status_interval_s, next_health - now)
                 if beat:
@@ -461,21 +429,19 @@ class PostgresSource:
             tag = buf[0]
             if tag == BEGIN:
                 txn_lsn, ts_us, xid = pgo.begin(buf)
-                in_txn, began = True, False
+                ts_ms = ts_us // 1000
+                in_txn = True
                 skip_txn = txn_lsn < resume_lsn  # already delivered before the restart
-                seq = total = 0
-                skip_n = partial_skip if partial_txn == txn_lsn else 0
-                tx_id = f"{xid}:{txn_lsn}"
-                per_table = {}
+                if not skip_txn:
+                    asm.begin(
+                        f"{xid}:{txn_lsn}",
+                        begin_event_id=f"{txn_lsn}:0",
+                        skip=partial_skip if partial_txn == txn_lsn else 0,
+                    )
             elif tag == COMMIT:
                 commit_lsn, end_lsn = pgo.commit(buf)
                 if not skip_txn:
-                    if began and tx_meta:
-                        add(
-                            TxBoundary(
-                                "END", tx_id, ts_us // 1000, f"{txn_lsn}:{seq}", total, per_table
-                            )
-                        )
+                    asm.commit(f"{txn_lsn}:{asm.seq}")
                     last_commit_lsn = commit_lsn
                     resume_lsn = end_lsn
                 in_txn = False
