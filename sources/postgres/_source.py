@@ -111,6 +111,7 @@ class PostgresSource:
         self._sent_ack = -1
         self._last_status = 0.0
         self._change_lsn = 0  # WAL position of the message being decoded, for errors
+        self._peeked: tuple[int, Any] | None = None  # get_copy_data's read by _more_buffered
 
     @property
     def db(self) -> str:
@@ -145,6 +146,7 @@ class PostgresSource:
         # Never report a flush position behind the slot's: some server versions move it back.
         self._acked = max(self._acked, state[0] if state else 0)
         self._repl = conn
+        self._peeked = None  # (a read-ahead belongs to the connection it came from)
         return conn
 
     def _snapshot_tables(
@@ -175,8 +177,25 @@ class PostgresSource:
             stopping=lambda: self._stopping,
         )
 
-    def _recv(self, conn: PGconn, timeout: float) -> bytes | None:
+    def _more_buffered(self, conn: PGconn) -> bool:
+        """Whether more of the stream is here right now: a complete message in libpq's buffer
+        (read ahead and kept for ``_recv``) or bytes on the socket (select with timeout 0).
+        False means the stream paused: what was gathered is written at once (the latency
+        rule), rather than when max_wait_ms has passed."""
+        if self._peeked is not None:
+            return True
         n, data = conn.get_copy_data(1)
+        if n != 0:  # a message, or the end of the stream: _recv takes it (and raises on the end)
+            self._peeked = (n, data)
+            return True
+        r, _, _ = select.select([conn.socket], [], [], 0)
+        return bool(r)
+
+    def _recv(self, conn: PGconn, timeout: float) -> bytes | None:
+        if self._peeked is not None:
+            (n, data), self._peeked = self._peeked, None
+        else:
+            n, data = conn.get_copy_data(1)
         if n == 0:
             r, _, _ = select.select([conn.socket, self._wake_r], [], [], max(timeout, 0))
             if conn.socket not in r:
@@ -361,7 +380,9 @@ class PostgresSource:
             asm.change(table, op, before, after, src, ts_ms, f"{txn_lsn}:{asm.row_seq}")
 
         while True:
-            if asm.due(more_buffered=True, stopping=self._stopping):
+            # outside a transaction, a batch is written as soon as the stream pauses
+            more = asm.in_txn or not asm.events or self._more_buffered(conn)
+            if asm.due(more_buffered=more, stopping=self._stopping):
                 yield asm.take(position())
                 yielded = resume_lsn
                 next_hb = time.monotonic() + hb
