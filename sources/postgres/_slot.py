@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import psycopg
@@ -20,6 +22,7 @@ from psycopg.pq.abc import PGconn
 
 from cdc import metrics
 from cdc.errors import PositionLost, SourceError
+from cdc.model import ChangeBatch
 from sources.postgres._connections import Catalog
 from sources.postgres._faults import Faults
 from sources.postgres._lsn import format_lsn, parse_lsn
@@ -388,6 +391,24 @@ class Slot:
         elif self._wal_warned:
             self._wal_warned = False
             log.info("replication slot %s retains %d MB of WAL again", self.slot, retained >> 20)
+
+    def watched(self, batches: Generator[ChangeBatch]) -> Iterator[ChangeBatch]:
+        """``batches`` of a snapshot, with the slot's health read every slot_check_interval_s.
+
+        The slot holds WAL back from the snapshot's start, so a long snapshot is when it grows
+        most: the gauge and the warning follow it, and a slot the server invalidates meanwhile
+        stops the snapshot now rather than when streaming would begin, hours later maybe.
+        """
+        interval = self.config.slot_check_interval_s
+        next_check = time.monotonic() + interval
+        try:
+            for batch in batches:
+                yield batch
+                if time.monotonic() >= next_check:
+                    self.health()
+                    next_check = time.monotonic() + interval
+        finally:
+            batches.close()  # its worker threads and connections, now rather than at collection
 
     def heartbeat_action(self, query: str) -> None:
         try:

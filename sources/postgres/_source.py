@@ -149,11 +149,6 @@ class PostgresSource:
         self._peeked = None  # (a read-ahead belongs to the connection it came from)
         return conn
 
-    def _snapshot_tables(
-        self, done: list[str], after: dict[str, Any]
-    ) -> list[_snapshot.SnapshotTable]:
-        return _snapshot.tables(self.catalog, self.relations, self.tables, done, after)
-
     def _snapshot(
         self,
         conns: list[Any],
@@ -258,7 +253,9 @@ class PostgresSource:
         if mode == "initial_only" and (start is None or snap is not None):
             done = list(snap["done"]) if snap else []
             conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, None)
-            tables = self._snapshot_tables(done, snap["after"] if snap else {})
+            tables = _snapshot.tables(
+                self.catalog, self.relations, self.tables, done, snap["after"] if snap else {}
+            )
             counts = dict(snap["rows"]) if snap else {}
             final = {"lsn": 0, "snapshot_only_done": True}
             yield from self._snapshot(conns, tables, done, counts, 0, fetch, final)
@@ -281,8 +278,8 @@ class PostgresSource:
                     self.slot_ctl.drop()
                 lsn, name = self.slot_ctl.create(conn, export=True)
                 conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, name)
-                tables = self._snapshot_tables([], {})
-                yield from self._watched(
+                tables = _snapshot.tables(self.catalog, self.relations, self.tables, [], {})
+                yield from self.slot_ctl.watched(
                     self._snapshot(conns, tables, [], {}, lsn, fetch, {"lsn": lsn})
                 )
                 start = {"lsn": lsn}
@@ -291,8 +288,10 @@ class PostgresSource:
                 lsn = int(start["lsn"])
                 done = list(snap["done"])
                 conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, None)
-                tables = self._snapshot_tables(done, snap["after"])
-                yield from self._watched(
+                tables = _snapshot.tables(
+                    self.catalog, self.relations, self.tables, done, snap["after"]
+                )
+                yield from self.slot_ctl.watched(
                     self._snapshot(
                         conns, tables, done, dict(snap["rows"]), lsn, fetch, {"lsn": lsn}
                     )
@@ -315,24 +314,6 @@ class PostgresSource:
                 "a restart reads this change again, so remove its cause as said above, then "
                 "restart (the pipeline resumes at this change)",
             ) from e
-
-    def _watched(self, batches: Generator[ChangeBatch]) -> Iterator[ChangeBatch]:
-        """``batches`` of a snapshot, with the slot's health read every slot_check_interval_s.
-
-        The slot holds WAL back from the snapshot's start, so a long snapshot is when it grows
-        most: the gauge and the warning follow it, and a slot the server invalidates meanwhile
-        stops the snapshot now rather than when streaming would begin, hours later maybe.
-        """
-        interval = self.config.slot_check_interval_s
-        next_check = time.monotonic() + interval
-        try:
-            for batch in batches:
-                yield batch
-                if time.monotonic() >= next_check:
-                    self.slot_ctl.health()
-                    next_check = time.monotonic() + interval
-        finally:
-            batches.close()  # its worker threads and connections, now rather than at collection
 
     def _stream(self, conn: PGconn, start: Position | None) -> Iterator[ChangeBatch]:
         resume_lsn = int(start["lsn"]) if start else 0  # end LSN of the last complete transaction
