@@ -21,7 +21,7 @@ integration:
 lint:
 	$(PYTHON) -m ruff check cdc sources sinks scratch tests bench
 	$(PYTHON) -m ruff format --check cdc sources sinks scratch tests bench
-	$(PYTHON) -m mypy cdc sources sinks
+	$(PYTHON) -m mypy cdc  # cdc/sources and cdc/sinks: symlinks to sources/ and sinks/
 
 format:
 	$(PYTHON) -m ruff format cdc sources sinks scratch tests bench

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from sinks.log import FrameError, read_frame, records_of, segments
+from cdc.sinks.log import FrameError, read_frame, records_of, segments
 
 
 class Observer(Protocol):

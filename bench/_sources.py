@@ -8,8 +8,8 @@ from typing import Any
 
 from bench import _ceilings as ceil
 from bench import _workloads as wl
+from cdc.sources.mysql._source import binlog_status_sql, parse_version
 from scratch.mysql import mysqlbinlog_argv
-from sources.mysql._source import binlog_status_sql, parse_version
 
 LATENCY_BASE = 50_000_000  # ids of the latency rows: apart from W1's and W2's
 INSERT = "INSERT INTO orders (id, customer_id, amount, status, note, created_at) VALUES "

@@ -27,7 +27,7 @@ import cdc
 from cdc import avro
 from cdc.avro import Encoder
 from cdc.model import ChangeBatch, Column, RowChange, TableSchema, TxBoundary
-from sources.postgres._source import SOURCE_SCHEMA
+from cdc.sources.postgres._source import SOURCE_SCHEMA
 
 ORDERS = TableSchema(
     topic="w1.public.orders",

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from typing import Any
 
 from cdc.model import Column, TableSchema
-from sources.postgres._tuples import Decoder, decoders
-from sources.postgres._types import Mapping, TypeInfo, mapping_for
+from cdc.sources.postgres._tuples import Decoder, decoders
+from cdc.sources.postgres._types import Mapping, TypeInfo, mapping_for
 
 _ARRAYS = {
     90001: TypeInfo(90001, "integer[]", "b", "A", 23, 0, -1),

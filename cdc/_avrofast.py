@@ -22,6 +22,12 @@ raise ``Unsupported``; the caller then uses fastavro for that schema.
 
 The generated source contains only local variable names, field indexes and ``bytes`` literals;
 field names, enum symbols and schemas are passed in as bound constants, never as source text.
+
+These are the "python" writers: the reference that the compiled "native" writers
+(``cdc._native.Writer``, ``native/src/lib.rs``) follow check for check and are tested against
+byte for byte (``tests/unit/test_native_avro.py``), and the fallback where the extension is not
+built. ``cdc._native_avro`` chooses between them; a change to the contract or the supported
+subset here must be made there too.
 """
 
 from __future__ import annotations

@@ -24,7 +24,8 @@ from typing import Any
 
 import fastavro
 
-from cdc._avrofast import Unsupported, Writer, compile_writer
+from cdc import _native_avro
+from cdc._avrofast import Unsupported, Writer
 from cdc._names import MAX_TOPIC_LENGTH as MAX_TOPIC_LENGTH
 from cdc._names import avro_name as avro_name
 from cdc._names import avro_namespace as avro_namespace
@@ -440,6 +441,7 @@ def unframe(data: bytes) -> tuple[int, bytes]:
 class _TableCodec:
     __slots__ = (
         "fast_key",
+        "fast_row",
         "fast_value",
         "fell_back",
         "key_head",
@@ -458,6 +460,7 @@ class _TableCodec:
         source_schema: dict[str, Any],
         registry: SchemaRegistry,
         specialise: bool,
+        native: bool | None = None,
     ):
         env = envelope_schema(table, source_schema)
         key = key_schema(table)
@@ -465,7 +468,7 @@ class _TableCodec:
         self.value_schema = fastavro.parse_schema(env, _write_hint=False)
         self.value_id = registry.register(f"{table.topic}-value", env)
         self.value_head = frame(self.value_id, b"")
-        self.fast_value = _specialise_envelope(self.value_schema) if specialise else None
+        self.fast_value = _specialise_envelope(self.value_schema, native) if specialise else None
         self.fast_key = None
         self.fell_back = False
         if key is None:
@@ -481,20 +484,27 @@ class _TableCodec:
             if specialise:
                 # The key record reads the key columns straight from the row tuple.
                 self.fast_key = _specialise(
-                    parsed_key, {f"{key['namespace']}.{key['name']}": tuple(table.key)}
+                    parsed_key, {f"{key['namespace']}.{key['name']}": tuple(table.key)}, (), native
                 )
+        # Native key and envelope writers: both in one call per row change.
+        self.fast_row = _native_avro.row_encoder(
+            self.fast_key, self.fast_value, key is not None, self.key_head, self.value_head
+        )
 
 
 def _specialise(
-    schema: Any, positional: dict[str, tuple[int, ...] | None], memo: tuple[str, ...] = ()
+    schema: Any,
+    positional: dict[str, tuple[int, ...] | None],
+    memo: tuple[str, ...] = (),
+    native: bool | None = None,
 ) -> Writer | None:
     try:
-        return compile_writer(schema, positional, memo)
+        return _native_avro.compile_writer(schema, positional, memo, native=native)
     except Unsupported:
         return None  # fastavro writes this schema
 
 
-def _specialise_envelope(schema: Any) -> Writer | None:
+def _specialise_envelope(schema: Any, native: bool | None = None) -> Writer | None:
     """A writer of the envelope as the tuple (before, after, source, tx, op, ts_ms, ts_us, ts_ns),
     rows and ``tx`` as the tuples ``RowChange`` carries, ``source`` as its dict."""
     types = {f["name"]: f["type"] for f in schema["fields"]}
@@ -515,7 +525,7 @@ def _specialise_envelope(schema: Any) -> Writer | None:
     }
     # The source block's and the envelope's own strings and numbers repeat from one event to
     # the next (names, commit time, processing time): their bytes are reused while they do.
-    return _specialise(schema, positional, (schema["name"], source["name"]))
+    return _specialise(schema, positional, (schema["name"], source["name"]), native)
 
 
 class _TxCodec:
@@ -524,7 +534,9 @@ class _TxCodec:
 
     __slots__ = ("fast_key", "fast_value", "key_head", "key_schema", "value_head", "value_schema")
 
-    def __init__(self, topic: str, registry: SchemaRegistry, specialise: bool) -> None:
+    def __init__(
+        self, topic: str, registry: SchemaRegistry, specialise: bool, native: bool | None = None
+    ) -> None:
         k, v = transaction_schemas(topic)
         self.key_schema = fastavro.parse_schema(k, _write_hint=False)
         self.key_head = frame(registry.register(f"{topic}-key", k), b"")
@@ -533,10 +545,12 @@ class _TxCodec:
         self.fast_key = self.fast_value = None
         if specialise:
             ns = k["namespace"]
-            self.fast_key = _specialise(self.key_schema, {f"{ns}.{k['name']}": None})
+            self.fast_key = _specialise(self.key_schema, {f"{ns}.{k['name']}": None}, (), native)
             self.fast_value = _specialise(
                 self.value_schema,
                 {f"{ns}.{v['name']}": None, "event.collection": None},
+                (),
+                native,
             )
 
 
@@ -544,11 +558,14 @@ class Encoder:
     """Encodes batches into Confluent-framed Avro records; schemas are registered on first use.
 
     One codec per ``TableSchema`` object: a new table version registers new schema versions.
-    Each codec compiles writers specialised to its schemas (``cdc._avrofast``): they give the
-    bytes fastavro gives; a datum they do not take (or a schema they do not handle) is written by
-    fastavro, so output and errors are fastavro's either way; ``fallbacks`` counts the records
-    fastavro wrote that way. ``specialise=False`` writes everything with fastavro (the reference
-    the specialised writers are tested against).
+    Each codec compiles writers specialised to its schemas, "native" (``cdc._native``, compiled)
+    or "python" (``cdc._avrofast``) as ``cdc._native_avro`` chooses: they give the bytes fastavro
+    gives; a datum they do not take (or a schema they do not handle) is written by fastavro, so
+    output and errors are fastavro's either way; ``fallbacks`` counts the records fastavro wrote
+    that way. ``specialise=False`` writes everything with fastavro (the reference the specialised
+    writers are tested against); ``native`` True or False forces that path (None: the process's,
+    ``cdc._native_avro.PATH``). On the native path a row change's framed key and value come from
+    one call (``cdc._native.RowEncoder``); an event it raises on is encoded part by part.
     """
 
     def __init__(
@@ -559,8 +576,12 @@ class Encoder:
         tombstones: bool,
         *,
         specialise: bool = True,
+        native: bool | None = None,
     ) -> None:
         self._specialise = specialise
+        self._native = native
+        if specialise and native is None:
+            _native_avro.log_choice()
         self.fallbacks = 0
         self._registry = registry
         self._source_schema = source_schema
@@ -576,7 +597,9 @@ class Encoder:
         if hit is not None and hit[0] is table:
             return hit[1]
         self._check_topic(table)
-        codec = _TableCodec(table, self._source_schema, self._registry, self._specialise)
+        codec = _TableCodec(
+            table, self._source_schema, self._registry, self._specialise, self._native
+        )
         self._codecs[id(table)] = (table, codec)
         return codec
 
@@ -602,7 +625,7 @@ class Encoder:
     def _tx_codec(self) -> _TxCodec:
         if self._tx is None:
             assert self._tx_topic is not None
-            self._tx = _TxCodec(self._tx_topic, self._registry, self._specialise)
+            self._tx = _TxCodec(self._tx_topic, self._registry, self._specialise, self._native)
         return self._tx
 
     def _fell_back(self, c: _TableCodec, ev: RowChange, part: str, e: Exception) -> None:
@@ -639,6 +662,42 @@ class Encoder:
         }
         return body(c.value_schema, value)
 
+    def _encode_row(
+        self,
+        c: _TableCodec,
+        ev: RowChange,
+        now: tuple[int, int, int],
+        body: Callable[[Any, Any], bytes],
+    ) -> tuple[bytes | None, bytes]:
+        """Key and value of ``ev``, each with its writer, or fastavro where that one refuses;
+        ``now``: the envelope's (ts_ms, ts_us, ts_ns)."""
+        now_ms, now_us, now_ns = now
+        key: bytes | None = None
+        if c.key_schema is not None and ev.op != "t":
+            row = ev.key_override or ev.after or ev.before
+            assert row is not None
+            kbody = None
+            if c.fast_key is not None:
+                try:
+                    kbody = c.fast_key(row)
+                except Exception as e:
+                    self._fell_back(c, ev, "key", e)  # fastavro writes it or raises
+            if kbody is None:
+                kbody = body(c.key_schema, {n: row[i] for n, i in c.key_names})
+            key = c.key_head + kbody
+        vbody = None
+        if c.fast_value is not None:
+            try:
+                vbody = c.fast_value(
+                    (ev.before, ev.after, ev.source, ev.tx, ev.op, now_ms, now_us, now_ns)
+                )
+            except Exception as e:
+                self._fell_back(c, ev, "value", e)
+        if vbody is None:
+            vbody = self._slow_value(c, ev, now_us, body)
+        vbytes = c.value_head + vbody
+        return key, vbytes
+
     def encode(self, batch: ChangeBatch) -> EncodedBatch:
         out: list[EncodedRecord] = []
         buf = io.BytesIO()
@@ -660,30 +719,16 @@ class Encoder:
                 if ev.table is not last_table:  # runs of one table are the common case
                     last_table, c = ev.table, self._codec(ev.table)
                 assert c is not None
-                key: bytes | None = None
-                if c.key_schema is not None and ev.op != "t":
-                    row = ev.key_override or ev.after or ev.before
-                    assert row is not None
-                    kbody = None
-                    if c.fast_key is not None:
-                        try:
-                            kbody = c.fast_key(row)
-                        except Exception as e:
-                            self._fell_back(c, ev, "key", e)  # fastavro writes it or raises
-                    if kbody is None:
-                        kbody = body(c.key_schema, {n: row[i] for n, i in c.key_names})
-                    key = c.key_head + kbody
-                vbody = None
-                if c.fast_value is not None:
+                kv = None
+                if c.fast_row is not None:
                     try:
-                        vbody = c.fast_value(
-                            (ev.before, ev.after, ev.source, ev.tx, ev.op, now_ms, now_us, now_ns)
-                        )
-                    except Exception as e:
-                        self._fell_back(c, ev, "value", e)
-                if vbody is None:
-                    vbody = self._slow_value(c, ev, now_us, body)
-                vbytes = c.value_head + vbody
+                        kv = c.fast_row(ev, now_ms, now_us, now_ns)
+                    except Exception:
+                        kv = None  # written below part by part, by fastavro where one refuses
+                if kv is not None:
+                    key, vbytes = kv
+                else:
+                    key, vbytes = self._encode_row(c, ev, (now_ms, now_us, now_ns), body)
                 out.append(EncodedRecord(ev.table.topic, key, vbytes, ev.ts_ms, ev.event_id))
                 if ev.op == "d" and self._tombstones and key is not None:
                     out.append(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import cdc
+from cdc import _native_avro
 from cdc.errors import CdcError, ConfigError
 
 log = logging.getLogger("cdc")
@@ -39,25 +40,25 @@ def _cmd_check(args: argparse.Namespace) -> int:
     """Connect to every pipeline's source and print each problem; 1 when there is any."""
     from cdc import logs, plugins
     from cdc.config import load
+    from cdc.model import Problem
 
     config = load(args.config)
     logs.add_secrets(logs.secrets_in(config))  # a driver's message may quote the DSN
     found = 0
     for p in config.pipelines:
-        src: object = p.source
-        kind = str(getattr(src, "type", "?"))
-        check = getattr(plugins.plugin("source", kind), "check_source", None)
+        src: plugins.PluginConfig = p.source
+        kind = src.type
         try:
-            problems: list[str] = check(src, p) if check is not None else []
+            problems = [Problem.from_text(x) for x in plugins.check_source(kind, src, p)]
         except CdcError as e:
-            problems = [str(e)]
+            problems = [Problem.from_text(str(e))]
         found += len(problems)
         print(
             f"pipeline {p.name} ({kind} source): "
             + (f"{len(problems)} problem(s)" if problems else "ok")
         )
         for problem in problems:
-            print(f"  - {logs.redact(problem)}")
+            print(f"  - {logs.redact(str(problem))}")
     return 1 if found else 0
 
 
@@ -169,7 +170,7 @@ def _log_start(text: str) -> int | Literal["earliest", "latest"]:
 
 
 def _log_since(text: str) -> int:
-    from sinks.log import parse_since
+    from cdc.sinks.log import parse_since
 
     try:
         return parse_since(text)
@@ -178,7 +179,7 @@ def _log_since(text: str) -> int:
 
 
 def _cmd_log_read(args: argparse.Namespace) -> int:
-    """Print events as JSON lines, through the log's public consumer API (sinks.log.open_log).
+    """Print events as JSON lines, through the log's public consumer API (cdc.sinks.log.open_log).
     With ``--consumer``: start at its committed offset and commit what was printed (after
     flushing stdout, at most every second and at the end): at-least-once, a crash re-prints up
     to the last second's records."""
@@ -186,7 +187,7 @@ def _cmd_log_read(args: argparse.Namespace) -> int:
     import time
 
     from cdc._jsonout import dumps
-    from sinks.log import EventBatch, open_log
+    from cdc.sinks.log import EventBatch, open_log
 
     log = open_log(Path(args.path))
     out = sys.stdout
@@ -239,7 +240,7 @@ def _cmd_log_read(args: argparse.Namespace) -> int:
 
 
 def _cmd_log_info(args: argparse.Namespace) -> int:
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     info = LogReader(Path(args.path)).info()
     print(json.dumps(info, indent=2))
@@ -249,7 +250,7 @@ def _cmd_log_info(args: argparse.Namespace) -> int:
 def _cmd_log_consumers(args: argparse.Namespace) -> int:
     """List the named consumers of a log (committed offset, lag), or delete one."""
     from cdc.errors import SinkError
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     reader = LogReader(Path(args.path))
     if args.delete:
@@ -283,9 +284,26 @@ def _cmd_log_consumers(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Version(argparse.Action):
+    """``--version``: printed as is (argparse's own action rewraps the lines)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
+        print(f"cdc {cdc.__version__}, {_native_avro.describe()}")
+        # one distribution, one top-level package: sources and sinks install inside it
+        print(
+            f"installed as the package cdc (cdc.sources, cdc.sinks) at {Path(cdc.__file__).parent}"
+        )
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cdc", description=cdc.__doc__)
-    p.add_argument("--version", action="version", version=f"cdc {cdc.__version__}")
+    p.add_argument(
+        "--version",
+        action=_Version,
+        nargs=0,
+        help="the version, the Avro writers in use, and where the package is installed",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = p.add_subparsers(dest="command", required=True)
 

@@ -28,7 +28,7 @@ from typing import Any
 from cdc import logs, metrics
 from cdc.config import Config, PipelineConfig
 from cdc.errors import ConfigError, LogCorrupt, PositionLost, SinkError, SourceError
-from cdc.pipeline import Pipeline
+from cdc.pipeline import PLUGINS, Parts, Pipeline
 from cdc.status import BOARD, FORMAT_VERSION, write_file
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,13 @@ def is_fatal(exc: BaseException) -> bool:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, max_backoff: float = 60.0) -> None:
+    def __init__(
+        self, config: Config, *, max_backoff: float = 60.0, parts: Parts = PLUGINS
+    ) -> None:
+        """``parts`` opens each pipeline's source, sink and encoder (the plugins the config
+        names unless a test gives fakes)."""
         self.config = config
+        self.parts = parts
         self.max_backoff = max_backoff
         self._stop = threading.Event()
         self._current: dict[str, Pipeline] = {}
@@ -74,7 +79,7 @@ class Daemon:
             if attempt > 1:
                 metrics.RESTARTS.labels(name).inc()
                 BOARD.get(name).restarts += 1
-            pipeline = Pipeline(cfg)
+            pipeline = Pipeline(cfg, self.parts)
             with self._lock:
                 self._current[name] = pipeline
             if self._stop.is_set():

@@ -57,7 +57,7 @@ def _pipeline(record: logging.LogRecord) -> str | None:
 
 
 class TextFormatter(logging.Formatter):
-    """``2024-05-06 07:08:09,123 INFO sources.postgres._source [orders]: message``; the pipeline
+    """``2024-05-06 07:08:09,123 INFO cdc.sources.postgres._source [orders]: message``; the pipeline
     in brackets when the line comes from one."""
 
     def __init__(self) -> None:

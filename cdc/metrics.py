@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from cdc import _native_avro
+
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVENTS = Counter(
@@ -85,3 +87,11 @@ ENCODER_FALLBACKS = Counter(
     ["pipeline"],
     registry=REGISTRY,
 )
+ENCODER_INFO = Gauge(
+    "cdc_encoder_info",
+    "Always 1; path says which Avro writers the encoder compiles: native (the compiled extension "
+    "cdc._native) or python (cdc/_avrofast.py: not built, or CDC_NATIVE=0).",
+    ["path"],
+    registry=REGISTRY,
+)
+ENCODER_INFO.labels(path=_native_avro.PATH).set(1)

@@ -7,6 +7,13 @@ Avro records, and the sink makes those durable.
 
 Positions are plain JSON-serialisable dicts: only the source that made one interprets it; sinks
 store them verbatim next to the data they cover.
+
+The second half of the module holds the contracts the pipeline calls (``Source``, ``Sink``,
+``RowSink``, ``BatchEncoder``), what it hands a plugin when it opens one (``PipelineContext`` with
+its ``Reporter``) and preflight ``Problem`` records. They live here rather than in a module of
+their own because they are stated in these types, and ``cdc.model`` is what plugins and the
+conformance suite import: a separate module re-exported from here would be an import cycle.
+docs/architecture.md describes them; tests/unit/test_contracts.py keeps the two in step.
 """
 
 from __future__ import annotations
@@ -14,9 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 Position = dict[str, Any]
 """Where to resume: opaque to all but the source that produced it; JSON-serialisable."""
@@ -145,10 +152,16 @@ class TxBoundary:
 
 @dataclass(slots=True)
 class ChangeBatch:
-    """Changes in commit order and the position to resume from once they are all durable."""
+    """Changes in commit order and the position to resume from once they are all durable.
+
+    ``snapshot`` is True for a batch of the initial snapshot whose position resumes the snapshot
+    (not the change stream); the snapshot's last batch, whose position is where streaming
+    starts, has it False. The pipeline reports the ``snapshot`` state by it.
+    """
 
     events: list[RowChange | TxBoundary]
     position: Position
+    snapshot: bool = False
 
 
 @dataclass(slots=True)
@@ -177,51 +190,199 @@ class SchemaRegistry(Protocol):
         ...
 
 
-class Source(Protocol):
-    """A change stream. Delivery: every change committed after ``start`` appears in order."""
+# --- the contracts the pipeline calls ------------------------------------------------------------
 
-    source_schema: dict[str, Any]  # the Avro record for the envelope's ``source`` field
 
-    def check(self) -> list[str]:
-        """Preflight problems, each saying what to change; empty when all is well."""
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One preflight problem (``cdc check``, and a source's own check before it streams).
+
+    ``what`` names the setting or object and shows its value; ``why`` says what it breaks (may
+    be empty when ``what`` makes it plain); ``fix`` is the statement or change that fixes it
+    (e.g. ``ALTER ROLE "cdc" REPLICATION``). Printed as ``what (why): fix``.
+    """
+
+    what: str
+    why: str = ""
+    fix: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.what} ({self.why})" if self.why else self.what
+        return f"{text}: {self.fix}" if self.fix else text
+
+    @classmethod
+    def from_text(cls, text: str | Problem) -> Problem:
+        """A problem a source still reports as one sentence (transitional, until the sources'
+        checks build records): the whole text is ``what``, so it prints exactly as before."""
+        return text if isinstance(text, Problem) else cls(text)
+
+
+PipelineState = Literal["starting", "snapshot", "streaming", "restarting", "failed", "stopped"]
+
+
+class Reporter(Protocol):
+    """Where a plugin reports what its pipeline is doing (the daemon's status and metrics).
+
+    Each pipeline gets its own (``PipelineContext.reporter``), so a plugin never needs to know
+    which pipeline or thread it runs in, nor how the daemon publishes.
+    """
+
+    def snapshot_progress(self, table: str, done: int, total: int | None) -> None:
+        """Rows of ``table`` snapshotted so far (``total``: an estimate, None when unknown);
+        moves a ``starting`` pipeline to ``snapshot``. Cheap: call it every few thousand rows."""
         ...
 
-    def batches(self, start: Position | None) -> Any:
-        """Yield ``ChangeBatch`` objects from ``start`` (exclusive) until ``stop()`` is called.
+    def set_state(self, state: PipelineState) -> None:
+        """The pipeline's state as ``cdc status`` and ``/ready`` show it."""
+        ...
 
-        ``start`` is a position a batch of this source carried (or None for a fresh start).
+
+class NullReporter:
+    """A reporter that keeps nothing: for a plugin used outside a pipeline (``cdc check``)."""
+
+    def snapshot_progress(self, table: str, done: int, total: int | None) -> None:
+        pass
+
+    def set_state(self, state: PipelineState) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineContext:
+    """What ``open_source(config, context)`` and ``open_sink(config, context)`` get besides their
+    own config: the pipeline's settings a plugin needs, and its reporter.
+
+    ``prefix`` is the topic prefix (``topic_prefix``, else the pipeline's name); ``max_events``
+    and ``max_wait_ms`` are the pipeline's ``batch`` settings. The defaults are the config's.
+    """
+
+    name: str
+    prefix: str
+    max_events: int = 5000
+    max_wait_ms: int = 100
+    transaction_metadata: bool = True
+    reporter: Reporter = field(default_factory=NullReporter)
+
+
+class Source(Protocol):
+    """A change stream. Delivery: every change committed after ``start`` appears, in commit
+    order, at least once (a batch the sink did not make durable before a crash comes again).
+
+    Call order: ``check`` (optional), ``acknowledge`` (what the sink already holds), ``batches``
+    on one thread; ``stop`` from any thread or a signal handler; ``close`` last.
+    """
+
+    @property
+    def source_schema(self) -> dict[str, Any]:
+        """The Avro record of the envelope's ``source`` field (fixed once the source is opened)."""
+        ...
+
+    @property
+    def streaming(self) -> bool:
+        """True while reading the change stream past any snapshot; the daemon polls it about
+        once a second for the ``streaming`` state and ``/ready``."""
+        ...
+
+    def check(self) -> Sequence[Problem | str]:
+        """Preflight problems, each saying what to change; empty when all is well. Plain strings
+        are accepted during the transition to records (read with ``Problem.from_text``)."""
+        ...
+
+    def batches(self, start: Position | None) -> Iterator[ChangeBatch]:
+        """Yield batches of changes committed after ``start`` until ``stop()`` is called.
+
+        ``start`` is the position of a batch this source yielded before (exclusive: that batch's
+        changes are durable and do not come again), or None for a fresh start (snapshot first,
+        as configured). A batch may hold no events (a heartbeat that only moves the position).
         """
         ...
 
     def acknowledge(self, upto: Position) -> None:
-        """Tell the server it may discard changes up to ``upto``; only positions already durable."""
+        """Let the server discard changes up to ``upto`` (inclusive). Only called with positions
+        the sink made durable (``Sink.acknowledgeable``), possibly several times with the same."""
         ...
 
     def stop(self) -> None:
-        """Ask ``batches`` to return after yielding what it holds; safe from a signal handler."""
+        """Ask ``batches`` to return soon after yielding what it holds; safe from a signal
+        handler and from another thread."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release connections; called once, after ``batches`` has returned or raised."""
+        ...
 
 
-class Sink(Protocol):
-    """A destination. ``write`` returns only once the batch is durable.
-
-    A batch may hold no records (a position-only heartbeat): its position is made durable and
-    becomes ``committed()`` all the same. tests/conformance/test_sinks.py checks every sink.
-    """
-
-    registry: SchemaRegistry
-    tombstones: bool
-
-    def write(self, batch: EncodedBatch) -> None: ...
+class SinkBase(Protocol):
+    """What every sink offers, whatever form it takes batches in (``Sink`` or ``RowSink``)."""
 
     def committed(self) -> Position | None:
-        """The position of the last durable batch: where the source resumes."""
+        """The position of the last durable batch (None: nothing written yet): where the source
+        resumes, exclusive. Called before the first write."""
         ...
 
     def acknowledgeable(self) -> Position | None:
-        """The newest position the source may discard up to (may lag ``committed``)."""
+        """The newest position the source may discard up to (may lag ``committed``, e.g. while
+        a broker's replication catches up); None when nothing may be discarded yet."""
         ...
 
-    def close(self) -> None: ...
+    def interrupt(self) -> None:
+        """Make a write that is waiting (on a broker, without limit) give up soon with an
+        error; safe from a signal handler. A sink that never waits for long does nothing."""
+        ...
+
+    def close(self) -> None:
+        """Release files and connections; called once, last."""
+        ...
+
+
+class Sink(SinkBase, Protocol):
+    """A destination of Avro records (the log, Kafka, NATS): the pipeline encodes for it.
+
+    ``write`` returns only once the batch is durable: its position becomes ``committed()``. A
+    batch may hold no records (a position-only heartbeat): its position is made durable all the
+    same. Delivery: at least once; a sink may drop records it holds already (by event id).
+    tests/conformance/test_sinks.py checks every sink.
+    """
+
+    @property
+    def registry(self) -> SchemaRegistry:
+        """Where the encoder registers the schemas this sink's records carry the ids of."""
+        ...
+
+    @property
+    def tombstones(self) -> bool:
+        """True: the encoder follows each delete with a tombstone (key, null value)."""
+        ...
+
+    def write(self, batch: EncodedBatch) -> None:
+        """Make ``batch`` durable, then return; raises ``SinkError`` (retryable or not)."""
+        ...
+
+
+@runtime_checkable
+class RowSink(SinkBase, Protocol):
+    """A destination that takes decoded row changes (a database target applying them): the
+    pipeline builds no encoder and registers no schema for it.
+
+    The pipeline tells the two kinds apart once, when it opens the sink (a sink with
+    ``write_rows`` is a ``RowSink``), so neither pays anything per batch for the other.
+    """
+
+    def write_rows(self, batch: ChangeBatch) -> None:
+        """Apply ``batch`` (after transforms) durably, then return: its position becomes
+        ``committed()``. Same delivery as ``Sink.write``: at least once, in commit order."""
+        ...
+
+
+class BatchEncoder(Protocol):
+    """Turns change batches into records for a ``Sink`` (``cdc.avro.Encoder``)."""
+
+    @property
+    def fallbacks(self) -> int:
+        """Records encoded by the reference path because the compiled one could not (a counter
+        that only grows)."""
+        ...
+
+    def encode(self, batch: ChangeBatch) -> EncodedBatch:
+        """The batch's records, registering new schemas with the sink's registry first."""
+        ...

@@ -8,18 +8,29 @@ import json
 import logging
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from cdc import metrics, plugins
 from cdc.avro import Encoder
 from cdc.config import PipelineConfig
-from cdc.model import ChangeBatch, Position, RowChange, Sink, Source, TableSchema, TxBoundary
-from cdc.status import BOARD, set_current_pipeline
+from cdc.model import (
+    BatchEncoder,
+    ChangeBatch,
+    PipelineContext,
+    Position,
+    Reporter,
+    RowChange,
+    RowSink,
+    Sink,
+    Source,
+    TableSchema,
+    TxBoundary,
+)
+from cdc.status import BOARD, BoardReporter, set_current_pipeline
 from cdc.transforms import transformer
 
 log = logging.getLogger(__name__)
-
-STREAMING_AFTER_S = 2.0
 
 # The position label each pipeline last published, so a new one replaces it (across restarts).
 _position_labels: dict[str, str] = {}
@@ -28,10 +39,64 @@ _position_labels: dict[str, str] = {}
 def is_snapshot_position(position: Position | None) -> bool:
     """True for the positions a source writes while its snapshot is unfinished.
 
-    Both sources mark them with a ``snapshot`` key (Postgres: per-table progress; MySQL:
-    ``"running"``); the snapshot's last batch carries the plain streaming position.
+    Transitional: a batch says so itself (``ChangeBatch.snapshot``); this reads the ``snapshot``
+    key both sources put in such positions (Postgres: per-table progress; MySQL: ``"running"``)
+    for the batches of sources that do not set the flag yet, and for positions read back from a
+    sink. The snapshot's last batch carries the plain streaming position.
     """
     return position is not None and "snapshot" in position
+
+
+def is_snapshot_batch(batch: ChangeBatch) -> bool:
+    """True for a batch of an unfinished snapshot (its flag, or, transitional, its position)."""
+    return batch.snapshot or is_snapshot_position(batch.position)
+
+
+def context_of(config: PipelineConfig, reporter: Reporter) -> PipelineContext:
+    """What a pipeline's plugins are opened with."""
+    return PipelineContext(
+        name=config.name,
+        prefix=config.prefix,
+        max_events=config.batch.max_events,
+        max_wait_ms=config.batch.max_wait_ms,
+        transaction_metadata=config.transaction_metadata,
+        reporter=reporter,
+    )
+
+
+def registered_source(config: PipelineConfig, context: PipelineContext) -> Source:
+    """The source plugin that ``config.source.type`` names in ``cdc.plugins``."""
+    source: plugins.PluginConfig = config.source
+    return plugins.source_plugin(source.type).open_source(source, context)
+
+
+def registered_sink(config: PipelineConfig, context: PipelineContext) -> Sink | RowSink:
+    """The sink plugin that ``config.sink.type`` names in ``cdc.plugins``."""
+    sink: plugins.PluginConfig = config.sink
+    return plugins.sink_plugin(sink.type).open_sink(sink, context)
+
+
+def avro_encoder(source: Source, sink: Sink, context: PipelineContext) -> BatchEncoder:
+    """Avro in Debezium's envelope, schemas registered with the sink's registry."""
+    return Encoder(
+        sink.registry,
+        source.source_schema,
+        f"{context.prefix}.transaction" if context.transaction_metadata else None,
+        sink.tombstones,
+    )
+
+
+@dataclass(frozen=True)
+class Parts:
+    """How a pipeline gets its source, sink and encoder. The defaults open the plugins the
+    config names; tests pass fakes here instead of patching modules."""
+
+    open_source: Callable[[PipelineConfig, PipelineContext], Source] = registered_source
+    open_sink: Callable[[PipelineConfig, PipelineContext], Sink | RowSink] = registered_sink
+    encoder: Callable[[Source, Sink, PipelineContext], BatchEncoder] = avro_encoder
+
+
+PLUGINS = Parts()
 
 
 def _count_runs(events: list[RowChange | TxBoundary]) -> dict[tuple[TableSchema, str], int]:
@@ -61,64 +126,58 @@ class Pipeline:
     """Runs one configured pipeline until ``stop()``; not restartable (make a new one).
 
     State, as published on ``cdc.status.BOARD``: ``starting`` until the source reports its
-    snapshot (``snapshot``) or is reading the change stream (``streaming``). A source may expose a
-    ``streaming`` attribute (True once connected to its change stream, past any snapshot); without
-    one, the pipeline is ``streaming`` once a batch past the snapshot is durable, or, resuming from
-    a position past the snapshot, once the source has read for ``STREAMING_AFTER_S`` without
-    failing.
+    snapshot (``snapshot``) or is reading the change stream (``streaming``): the source's
+    ``streaming`` flag, polled by the daemon, or sooner, a durable batch past the snapshot.
+
+    A ``Sink`` gets encoded batches; a ``RowSink`` gets the batches themselves (after
+    transforms), and no encoder is made for it.
     """
 
-    def __init__(self, config: PipelineConfig) -> None:
+    def __init__(self, config: PipelineConfig, parts: Parts = PLUGINS) -> None:
         self.config = config
+        self.parts = parts
         self._stop = threading.Event()
         self._source: Source | None = None
-        self._sink: Sink | None = None
+        self._sink: Sink | RowSink | None = None
+        self._reporter = BoardReporter(config.name)
         self.events_written = 0
         self.batches_written = 0
-        self._resumed_at: float | None = None  # when a resumed source without a flag started
 
     def stop(self) -> None:
         """Ask the pipeline to stop after making its current batch durable (signal-safe)."""
         self._stop.set()
         if self._source is not None:
             self._source.stop()
-        # A sink whose write() can wait on a broker without limit offers interrupt() to end it.
-        interrupt = getattr(self._sink, "interrupt", None)
-        if interrupt is not None:
-            interrupt()
+        if self._sink is not None:
+            self._sink.interrupt()  # a write waiting on a broker without limit gives up
 
     def poll_state(self) -> None:
-        """Called by the daemon about every second: follow the source's ``streaming`` flag, or
-        without one, call a resumed pipeline streaming once its source has read for
-        ``STREAMING_AFTER_S`` without failing (connecting to a server that is down fails sooner)."""
-        name = self.config.name
-        flag = getattr(self._source, "streaming", None)
-        if not isinstance(flag, bool):
-            entered = self._resumed_at
-            if entered is None or time.monotonic() - entered < STREAMING_AFTER_S:
-                return
-            flag = True
-        if flag and BOARD.get(name).state in ("starting", "snapshot"):
-            BOARD.set_state(name, "streaming")
+        """Called by the daemon about every second: follow the source's ``streaming`` flag."""
+        source = self._source
+        if source is None or not source.streaming:
+            return
+        if BOARD.get(self.config.name).state in ("starting", "snapshot"):
+            self._reporter.set_state("streaming")
 
     def run(self) -> None:
-        cfg: Any = self.config
+        cfg = self.config
+        # Log lines name the pipeline by thread; so does cdc.status.snapshot_progress, which the
+        # sources still call (transitional: they get the reporter in their context).
         set_current_pipeline(cfg.name)
-        BOARD.set_state(cfg.name, "starting")
+        self._reporter.set_state("starting")
+        context = context_of(cfg, self._reporter)
         try:
-            sink: Sink = plugins.plugin("sink", cfg.sink.type).open_sink(cfg.sink, cfg)
+            sink = self.parts.open_sink(cfg, context)
             self._sink = sink
             if self._stop.is_set():
                 self.stop()
             try:
-                source: Source = plugins.plugin("source", cfg.source.type).open_source(
-                    cfg.source, cfg
-                )
+                source = self.parts.open_source(cfg, context)
                 self._source = source
                 if self._stop.is_set():
                     source.stop()
                 try:
-                    self._loop(source, sink)
+                    self._loop(source, sink, context)
                 finally:
                     source.close()
             finally:
@@ -126,36 +185,41 @@ class Pipeline:
         finally:
             set_current_pipeline(None)
 
-    def _loop(self, source: Source, sink: Sink) -> None:
-        cfg = self.config
-        name = cfg.name
-        encoder = Encoder(
-            sink.registry,
-            source.source_schema,
-            f"{cfg.prefix}.transaction" if cfg.transaction_metadata else None,
-            sink.tombstones,
-        )
+    def _deliver(
+        self, source: Source, sink: Sink | RowSink, context: PipelineContext
+    ) -> Callable[[ChangeBatch], None]:
+        """The step that makes one batch durable, chosen once: a row sink takes the batch as it
+        is; any other gets it encoded, by an encoder made only for it."""
+        if isinstance(sink, RowSink):
+            return sink.write_rows
+        encoder = self.parts.encoder(source, sink, context)
+        name = self.config.name
+        seen = 0
+
+        def write(batch: ChangeBatch) -> None:
+            nonlocal seen
+            encoded = encoder.encode(batch)
+            if encoder.fallbacks != seen:
+                metrics.ENCODER_FALLBACKS.labels(pipeline=name).inc(encoder.fallbacks - seen)
+                seen = encoder.fallbacks
+            sink.write(encoded)
+
+        return write
+
+    def _loop(self, source: Source, sink: Sink | RowSink, context: PipelineContext) -> None:
+        name = self.config.name
+        deliver = self._deliver(source, sink, context)
         start = sink.committed()
         ack = sink.acknowledgeable()
         if ack is not None:
             source.acknowledge(ack)
         log.info("pipeline %s: starting from %s", name, start or "the beginning")
-        st = BOARD.get(name)
-        st.position = start
-        own_flag = isinstance(getattr(source, "streaming", None), bool)
-        if not own_flag and start is not None and not is_snapshot_position(start):
-            self._resumed_at = time.monotonic()
-        batch: Any
-        fallbacks = 0
-        transforms = transformer(cfg.transforms, name)  # None: no stage at all
+        BOARD.get(name).position = start
+        transforms = transformer(self.config.transforms, name)  # None: no stage at all
         for batch in source.batches(start):
             if transforms is not None:
                 batch = transforms.apply(batch)
-            encoded = encoder.encode(batch)
-            if encoder.fallbacks != fallbacks:
-                metrics.ENCODER_FALLBACKS.labels(pipeline=name).inc(encoder.fallbacks - fallbacks)
-                fallbacks = encoder.fallbacks
-            sink.write(encoded)
+            deliver(batch)
             self._durable(batch)
             ack = sink.acknowledgeable()
             if ack is not None:
@@ -197,8 +261,9 @@ class Pipeline:
             st.lag_ms = lag
             metrics.LAG_MS.labels(name).set(lag)
             metrics.LAST_COMMIT_TIME.labels(name).set(commit_ms / 1000)
+        snapshot = is_snapshot_batch(batch)
         shown = batch.position
-        if is_snapshot_position(shown):
+        if snapshot and "snapshot" in shown:
             # snapshot progress holds primary-key values (row data): not for a metrics label
             shown = {k: v for k, v in shown.items() if k != "snapshot"} | {"snapshot": "running"}
         label = json.dumps(shown, sort_keys=True, separators=(",", ":"), default=str)
@@ -209,9 +274,9 @@ class Pipeline:
                     metrics.LAST_DURABLE_POSITION.remove(name, old)
             metrics.LAST_DURABLE_POSITION.labels(name, label).set(1)
             _position_labels[name] = label
-        if is_snapshot_position(batch.position):
+        if snapshot:
             if st.state == "starting":
-                BOARD.set_state(name, "snapshot")
+                self._reporter.set_state("snapshot")
         elif st.state in ("starting", "snapshot"):
             # A durable batch past the snapshot (whose last batch carries a plain position).
-            BOARD.set_state(name, "streaming")
+            self._reporter.set_state("streaming")

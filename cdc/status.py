@@ -2,8 +2,12 @@
 
 One ``Board`` per process holds a ``PipelineStatus`` per pipeline. Pipelines and the daemon update
 it; the daemon rewrites the status file from it (atomically: temp file + rename) about every
-second, and `cdc status` reads that file from another process. Sources report snapshot progress
-with ``snapshot_progress`` from the pipeline's own thread, which names the pipeline.
+second, and `cdc status` reads that file from another process.
+
+Plugins report through the ``BoardReporter`` of their pipeline (``PipelineContext.reporter``),
+never through the board itself. ``snapshot_progress`` (a module function that finds the pipeline
+by the calling thread) is transitional: the sources still call it; once they report through the
+reporter they are given, it goes, and with it the sources' dependency on this module.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from cdc import metrics
-from cdc.model import Position
+from cdc.model import PipelineState, Position
 
-STATES = ("starting", "snapshot", "streaming", "restarting", "failed", "stopped")
+STATES: tuple[str, ...] = get_args(PipelineState)
 FORMAT_VERSION = 1
 
 _local = threading.local()
@@ -85,7 +89,7 @@ class Board:
                 st = self._pipelines[name] = PipelineStatus(name)
             return st
 
-    def set_state(self, name: str, state: str) -> None:
+    def set_state(self, name: str, state: PipelineState) -> None:
         assert state in STATES, state
         st = self.get(name)
         if st.state != state:
@@ -116,26 +120,43 @@ class Board:
 BOARD = Board()
 
 
-def snapshot_progress(table: str, done: int, total: int | None) -> None:
-    """Report rows of ``table`` snapshotted so far (``total``: estimate, None when unknown).
+class BoardReporter:
+    """The ``cdc.model.Reporter`` of one pipeline: its state and snapshot progress on ``BOARD``
+    and in the metrics."""
 
-    Called by sources from the pipeline's thread; sets the snapshot gauges and the ``snapshot``
-    state. Outside a pipeline (a source used on its own) it does nothing.
+    def __init__(self, name: str, board: Board = BOARD) -> None:
+        self.name = name
+        self.board = board
+
+    def set_state(self, state: PipelineState) -> None:
+        self.board.set_state(self.name, state)
+
+    def snapshot_progress(self, table: str, done: int, total: int | None) -> None:
+        """Rows of ``table`` snapshotted so far (``total``: estimate, None when unknown): sets
+        the snapshot gauges and moves a ``starting`` pipeline to ``snapshot``."""
+        name = self.name
+        metrics.SNAPSHOT_ROWS_DONE.labels(name, table).set(done)
+        if total is not None and total >= 0:
+            metrics.SNAPSHOT_ROWS_TOTAL.labels(name, table).set(total)
+        st = self.board.get(name)
+        with self.board.lock:  # as_json copies it under this lock from another thread
+            entry = st.snapshot.setdefault(table, {"done": 0, "total": -1})
+            entry["done"] = done
+            if total is not None and total >= 0:
+                entry["total"] = total
+        if st.state == "starting":
+            self.board.set_state(name, "snapshot")
+
+
+def snapshot_progress(table: str, done: int, total: int | None) -> None:
+    """Transitional: ``BoardReporter.snapshot_progress`` of the pipeline whose thread this is.
+
+    The sources still call this; new code reports through ``PipelineContext.reporter``. Outside
+    a pipeline's thread (a source used on its own) it does nothing.
     """
     name = current_pipeline()
-    if name is None:
-        return
-    metrics.SNAPSHOT_ROWS_DONE.labels(name, table).set(done)
-    if total is not None and total >= 0:
-        metrics.SNAPSHOT_ROWS_TOTAL.labels(name, table).set(total)
-    st = BOARD.get(name)
-    with BOARD.lock:  # as_json copies it under this lock from another thread
-        entry = st.snapshot.setdefault(table, {"done": 0, "total": -1})
-        entry["done"] = done
-        if total is not None and total >= 0:
-            entry["total"] = total
-    if st.state == "starting":
-        BOARD.set_state(name, "snapshot")
+    if name is not None:
+        BoardReporter(name).snapshot_progress(table, done, total)
 
 
 # --- the status file ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cdc._jsonout import AvroDecoder
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 
 
 def read_log(path: Path, topic: str | None = None) -> list[dict[str, Any]]:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sinks.kafka.config import KafkaSinkConfig
-
-if TYPE_CHECKING:
-    from sinks.kafka._sink import KafkaSink
+from cdc.model import PipelineContext, Sink
+from cdc.sinks.kafka.config import KafkaSinkConfig
 
 Config = KafkaSinkConfig
 
 
-def open_sink(config: KafkaSinkConfig, pipeline: object) -> KafkaSink:
+def open_sink(config: KafkaSinkConfig, context: PipelineContext) -> Sink:
     """Create the sink (imports confluent-kafka only now, so validating a config never needs it)."""
-    from sinks.kafka._sink import KafkaSink
+    from cdc.sinks.kafka._sink import KafkaSink
 
-    return KafkaSink(config, str(getattr(pipeline, "name", "")))
+    return KafkaSink(config, context.name)
 
 
 __all__ = ["Config", "KafkaSinkConfig", "open_sink"]

@@ -18,7 +18,7 @@ import urllib.request
 from typing import Any
 
 from cdc.errors import SinkError
-from sinks.kafka.config import SchemaRegistryConfig
+from cdc.sinks.kafka.config import SchemaRegistryConfig
 
 log = logging.getLogger(__name__)
 

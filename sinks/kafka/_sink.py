@@ -37,8 +37,8 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from cdc.checkpoint import Checkpoint
 from cdc.errors import SinkError
 from cdc.model import EncodedBatch, Position
-from sinks.kafka._registry import RegistryClient
-from sinks.kafka.config import KafkaSinkConfig
+from cdc.sinks.kafka._registry import RegistryClient
+from cdc.sinks.kafka.config import KafkaSinkConfig
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class _RdkafkaLog:
     while a broker is down, and the sink reports an outage itself, once."""
 
     def __init__(self) -> None:
-        self._log = logging.getLogger("sinks.kafka.librdkafka")
+        self._log = logging.getLogger("cdc.sinks.kafka.librdkafka")
 
     def log(self, level: int, msg: str, *args: Any, **kwargs: Any) -> None:
         self._log.debug(msg, *args)

@@ -8,20 +8,22 @@ low-level frame access a tool that tails the segment files itself needs: ``segme
 ``read_frame``, ``records_of``, ``FrameInfo``, ``FrameError``.
 """
 
-from sinks.log._consumers import Consumer
-from sinks.log._events import Event, EventBatch, EventConsumer, EventLog, open_log
-from sinks.log._format import FrameError, FrameInfo, LogRecord, read_frame, records_of, segments
-from sinks.log._log import LogReader, OffsetOutOfRange
-from sinks.log._sink import LogSink
-from sinks.log._units import parse_since
-from sinks.log._writer import LogWriter
-from sinks.log.config import LogRetention, LogSinkConfig
+from cdc.model import PipelineContext, Sink
+from cdc.sinks.log._consumers import Consumer
+from cdc.sinks.log._events import Event, EventBatch, EventConsumer, EventLog, open_log
+from cdc.sinks.log._format import FrameError, FrameInfo, LogRecord, read_frame, records_of, segments
+from cdc.sinks.log._log import LogReader, OffsetOutOfRange
+from cdc.sinks.log._sink import LogSink
+from cdc.sinks.log._units import parse_since
+from cdc.sinks.log._writer import LogWriter
+from cdc.sinks.log.config import LogRetention, LogSinkConfig
 
 Config = LogSinkConfig
 
 
-def open_sink(config: LogSinkConfig, pipeline: object) -> LogSink:
-    return LogSink(config, str(getattr(pipeline, "name", "")))
+def open_sink(config: LogSinkConfig, context: PipelineContext) -> Sink:
+    """Open (create) the log in ``config.path``; ``SinkError`` if another writer has it."""
+    return LogSink(config, context.name)
 
 
 __all__ = [

@@ -20,10 +20,10 @@ import fastavro
 
 from cdc.avro import unframe
 from cdc.errors import CdcError, LogCorrupt
-from sinks.log._consumers import Consumer
-from sinks.log._format import records_of
-from sinks.log._log import LogReader
-from sinks.log._units import parse_since
+from cdc.sinks.log._consumers import Consumer
+from cdc.sinks.log._format import records_of
+from cdc.sinks.log._log import LogReader
+from cdc.sinks.log._units import parse_since
 
 Start = int | Literal["earliest", "latest"]
 

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from cdc.errors import LogCorrupt, SinkError
-from sinks.log._consumers import Consumer, ConsumerState, read_states
-from sinks.log._format import (
+from cdc.sinks.log._consumers import Consumer
+from cdc.sinks.log._format import (
     RECOVERY,
     FrameError,
     FrameInfo,
@@ -22,8 +22,9 @@ from sinks.log._format import (
     scan,
     segments,
 )
-from sinks.log._schemas import SchemaStore
-from sinks.log._units import format_ms
+from cdc.sinks.log._offsets import ConsumerState, read_states
+from cdc.sinks.log._schemas import SchemaStore
+from cdc.sinks.log._units import format_ms
 
 Start = int | Literal["earliest", "latest"]
 

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cdc.checkpoint import fsync_dir
-from sinks.log._consumers import read_states
-from sinks.log._format import first_frame_time, segments
-from sinks.log.config import LogRetention
+from cdc.sinks.log._format import first_frame_time, segments
+from cdc.sinks.log._offsets import read_states
+from cdc.sinks.log.config import LogRetention
 
 log = logging.getLogger(__name__)
 

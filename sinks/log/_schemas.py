@@ -18,7 +18,7 @@ from typing import Any
 
 from cdc.checkpoint import fsync_dir
 from cdc.errors import LogCorrupt, SinkError
-from sinks.log import _files
+from cdc.sinks.log import _files
 
 log = logging.getLogger(__name__)
 

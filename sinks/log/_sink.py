@@ -16,9 +16,9 @@ from prometheus_client import Counter, Gauge
 
 from cdc.metrics import REGISTRY
 from cdc.model import EncodedBatch, Position
-from sinks.log._retention import RetentionResult
-from sinks.log._writer import LogWriter
-from sinks.log.config import LogSinkConfig
+from cdc.sinks.log._retention import RetentionResult
+from cdc.sinks.log._writer import LogWriter
+from cdc.sinks.log.config import LogSinkConfig
 
 START_OFFSET = Gauge(
     "cdc_log_start_offset",
@@ -77,6 +77,9 @@ class LogSink:
 
     def acknowledgeable(self) -> Position | None:
         return self._writer.prev
+
+    def interrupt(self) -> None:
+        """Nothing to do: a write waits only on the local disk."""
 
     def close(self) -> None:
         self._writer.close()

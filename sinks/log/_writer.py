@@ -11,8 +11,8 @@ from pathlib import Path
 from cdc.checkpoint import fsync_dir
 from cdc.errors import LogCorrupt, SinkError
 from cdc.model import EncodedRecord, Position
-from sinks.log import _files, _retention
-from sinks.log._format import (
+from cdc.sinks.log import _files, _retention
+from cdc.sinks.log._format import (
     RECOVERY,
     FrameInfo,
     check_tail,
@@ -21,9 +21,9 @@ from sinks.log._format import (
     segment_name,
     segments,
 )
-from sinks.log._retention import RetentionResult
-from sinks.log._schemas import SchemaStore
-from sinks.log.config import LogRetention
+from cdc.sinks.log._retention import RetentionResult
+from cdc.sinks.log._schemas import SchemaStore
+from cdc.sinks.log.config import LogRetention
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from sinks.log._units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
+from cdc.sinks.log._units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Bytes = Annotated[int, BeforeValidator(parse_size)]

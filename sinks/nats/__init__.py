@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from sinks.nats.config import NatsSinkConfig, NatsTlsConfig
-
-if TYPE_CHECKING:
-    from sinks.nats._sink import NatsSink
+from cdc.model import PipelineContext, Sink
+from cdc.sinks.nats.config import NatsSinkConfig, NatsTlsConfig
 
 Config = NatsSinkConfig
 
 
-def open_sink(config: NatsSinkConfig, pipeline: object) -> NatsSink:
+def open_sink(config: NatsSinkConfig, context: PipelineContext) -> Sink:
     """Connect and check the stream; nats-py is imported only now, never to validate a config."""
-    from sinks.nats._sink import NatsSink
+    from cdc.sinks.nats._sink import NatsSink
 
-    return NatsSink(
-        config,
-        pipeline.name,  # type: ignore[attr-defined]
-        pipeline.prefix,  # type: ignore[attr-defined]
-    )
+    return NatsSink(config, context.name, context.prefix)
 
 
 __all__ = ["Config", "NatsSinkConfig", "NatsTlsConfig", "open_sink"]

@@ -58,8 +58,8 @@ from nats.js.kv import KeyValue
 from cdc.checkpoint import Checkpoint
 from cdc.errors import SinkError
 from cdc.model import EncodedBatch, EncodedRecord, Position
-from sinks.nats._subjects import SubjectMap, covers, sanitise
-from sinks.nats.config import NatsSinkConfig, default_stream
+from cdc.sinks.nats._subjects import SubjectMap, covers, sanitise
+from cdc.sinks.nats.config import NatsSinkConfig, default_stream
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import fnmatch
 import pymysql
 
 from cdc.errors import SourceError
-from sources.mysql._source import MySqlSource
-from sources.mysql.config import MySqlSourceConfig
+from cdc.sources.mysql._source import MySqlSource
+from cdc.sources.mysql.config import MySqlSourceConfig
 
 
 def check(config: MySqlSourceConfig, pipeline_name: str) -> list[str]:

@@ -18,7 +18,7 @@ disagree with the snapshot (which reads the same row with SELECT):
 
 ``install()`` replaces those decoders. A date or datetime that is not a calendar date arrives as
 the string the server prints (``"0000-00-00"``, ``"2020-00-15 00:00:00.500000"``), the same form
-pymysql gives for it in the snapshot, so ``sources.mysql._types`` maps both paths the same way.
+pymysql gives for it in the snapshot, so ``cdc.sources.mysql._types`` maps both paths the same way.
 Format: MySQL's sql-common/my_time.cc (``my_time_packed_from_binary``, ``TIME_to_longlong_*``).
 """
 

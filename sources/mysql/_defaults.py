@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from cdc.model import NO_DEFAULT
-from sources.mysql._types import ColumnType, Mapping
+from cdc.sources.mysql._types import ColumnType, Mapping
 
 _INTEGERS = ("tinyint", "smallint", "mediumint", "int", "bigint")
 _STRINGS = ("char", "varchar", "text", "enum", "set")

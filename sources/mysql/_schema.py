@@ -13,8 +13,8 @@ from typing import Any
 
 from cdc.avro import topic_name
 from cdc.model import Column, TableSchema
-from sources.mysql._defaults import column_default
-from sources.mysql._types import ColumnType, Converter, mapping
+from cdc.sources.mysql._defaults import column_default
+from cdc.sources.mysql._types import ColumnType, Converter, mapping
 
 
 @dataclass(slots=True)

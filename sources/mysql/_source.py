@@ -48,10 +48,9 @@ from cdc import avro
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
 from cdc.model import snapshot_event_id as snapshot_event_id  # own line: fewer merge conflicts
-from cdc.status import snapshot_progress
-from sources.mysql import _decoders, _json
-from sources.mysql._schema import SchemaCache, TableVersion
-from sources.mysql._types import (
+from cdc.sources.mysql import _decoders, _json
+from cdc.sources.mysql._schema import SchemaCache, TableVersion
+from cdc.sources.mysql._types import (
     TEXT_KINDS,
     UNREADABLE,
     ColumnType,
@@ -59,7 +58,8 @@ from sources.mysql._types import (
     from_catalog,
     undecodable_charset,
 )
-from sources.mysql.config import MySqlSourceConfig
+from cdc.sources.mysql.config import MySqlSourceConfig
+from cdc.status import snapshot_progress
 
 log = logging.getLogger(__name__)
 # a snapshot row: (version, row, first in its table, last in its table, key to resume after)

@@ -378,7 +378,7 @@ def mapping(t: ColumnType) -> Mapping:
 def undecodable_charset(name: str) -> bool:
     """True for a MySQL character set Python has no codec for (swe7, keybcs2, armscii8...):
     the binlog library then gives that column's text as bytes."""
-    from sources.mysql._decoders import encoding
+    from cdc.sources.mysql._decoders import encoding
 
     return encoding(name) is None
 

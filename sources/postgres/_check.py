@@ -12,8 +12,8 @@ from typing import Any
 
 import psycopg
 
-from sources.postgres.config import PostgresSourceConfig, default_name, sql_table
-from sources.postgres.config import parse_table as _split
+from cdc.sources.postgres.config import PostgresSourceConfig, default_name, sql_table
+from cdc.sources.postgres.config import parse_table as _split
 
 
 def check(config: PostgresSourceConfig, pipeline_name: str) -> list[str]:
@@ -41,7 +41,7 @@ def _owners(
 ) -> list[str]:
     """A publication, or a slot, that another pipeline's publication records as its own: the
     daemon would refuse to use it (see Slot.ensure_publication)."""
-    from sources.postgres._slot import OWNER_TAG
+    from cdc.sources.postgres._slot import OWNER_TAG
 
     out = []
     rows = conn.execute(

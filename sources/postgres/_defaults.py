@@ -23,7 +23,7 @@ import re
 from typing import Any
 
 from cdc.model import NO_DEFAULT
-from sources.postgres._types import Mapping, Resolver
+from cdc.sources.postgres._types import Mapping, Resolver
 
 ENUM = "io.debezium.data.Enum"
 _LITERAL = re.compile(r"'([^']*(?:''[^']*)*)'")

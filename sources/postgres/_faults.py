@@ -12,9 +12,9 @@ import psycopg
 
 from cdc.errors import PositionLost, SourceError
 from cdc.model import Position
-from sources.postgres import _tuples
-from sources.postgres._connections import Catalog
-from sources.postgres._lsn import format_lsn
+from cdc.sources.postgres import _tuples
+from cdc.sources.postgres._connections import Catalog
+from cdc.sources.postgres._lsn import format_lsn
 
 
 class Faults:

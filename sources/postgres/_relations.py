@@ -14,13 +14,13 @@ from typing import Any
 
 from cdc import avro
 from cdc.model import NO_DEFAULT, Column, TableSchema
-from sources.postgres import _tuples
-from sources.postgres._connections import Catalog
-from sources.postgres._defaults import column_default
-from sources.postgres._faults import Faults
-from sources.postgres._pgoutput import RelationMessage
-from sources.postgres._tuples import Decoder
-from sources.postgres._types import Mapping, TypeInfo, mapping_for
+from cdc.sources.postgres import _tuples
+from cdc.sources.postgres._connections import Catalog
+from cdc.sources.postgres._defaults import column_default
+from cdc.sources.postgres._faults import Faults
+from cdc.sources.postgres._pgoutput import RelationMessage
+from cdc.sources.postgres._tuples import Decoder
+from cdc.sources.postgres._types import Mapping, TypeInfo, mapping_for
 
 log = logging.getLogger(__name__)
 

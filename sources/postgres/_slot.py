@@ -23,11 +23,11 @@ from psycopg.pq.abc import PGconn
 from cdc import metrics
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch
-from sources.postgres._connections import Catalog
-from sources.postgres._faults import Faults
-from sources.postgres._lsn import format_lsn, parse_lsn
-from sources.postgres._relations import Relations
-from sources.postgres.config import PostgresSourceConfig
+from cdc.sources.postgres._connections import Catalog
+from cdc.sources.postgres._faults import Faults
+from cdc.sources.postgres._lsn import format_lsn, parse_lsn
+from cdc.sources.postgres._relations import Relations
+from cdc.sources.postgres.config import PostgresSourceConfig
 
 log = logging.getLogger(__name__)
 

@@ -31,11 +31,11 @@ from psycopg.types.string import TextLoader
 
 from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Position, RowChange, snapshot_event_id
+from cdc.sources.postgres._connections import Catalog
+from cdc.sources.postgres._relations import Relation, Relations, snapshot_row
+from cdc.sources.postgres._sourceinfo import source_block
+from cdc.sources.postgres._tuples import NOT_UTF8
 from cdc.status import snapshot_progress
-from sources.postgres._connections import Catalog
-from sources.postgres._relations import Relation, Relations, snapshot_row
-from sources.postgres._sourceinfo import source_block
-from sources.postgres._tuples import NOT_UTF8
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,12 @@ from psycopg.pq.abc import PGconn
 from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost
 from cdc.model import ChangeBatch, Op, Position, TableSchema
-from sources.postgres import _pgoutput as pgo
-from sources.postgres import _snapshot, _tuples
-from sources.postgres._connections import SESSION_OPTIONS, Catalog, connect_replication
-from sources.postgres._faults import Faults
-from sources.postgres._lsn import format_lsn
-from sources.postgres._pgoutput import (
+from cdc.sources.postgres import _pgoutput as pgo
+from cdc.sources.postgres import _snapshot, _tuples
+from cdc.sources.postgres._connections import SESSION_OPTIONS, Catalog, connect_replication
+from cdc.sources.postgres._faults import Faults
+from cdc.sources.postgres._lsn import format_lsn
+from cdc.sources.postgres._pgoutput import (
     BEGIN,
     COMMIT,
     DELETE,
@@ -53,10 +53,10 @@ from sources.postgres._pgoutput import (
     UPDATE,
     XLOG_DATA,
 )
-from sources.postgres._relations import Relations
-from sources.postgres._slot import Slot
-from sources.postgres._sourceinfo import SOURCE_SCHEMA, source_block
-from sources.postgres.config import PostgresSourceConfig, default_name, parse_table
+from cdc.sources.postgres._relations import Relations
+from cdc.sources.postgres._slot import Slot
+from cdc.sources.postgres._sourceinfo import SOURCE_SCHEMA, source_block
+from cdc.sources.postgres.config import PostgresSourceConfig, default_name, parse_table
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ class PostgresSource:
         return self.catalog.db
 
     def check(self) -> list[str]:
-        from sources.postgres._check import check
+        from cdc.sources.postgres._check import check
 
         return check(self.config, self.pipeline_name)
 

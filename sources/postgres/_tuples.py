@@ -34,8 +34,8 @@ from typing import Any
 
 from cdc.errors import SourceError
 from cdc.model import TableSchema
-from sources.postgres import _types
-from sources.postgres._types import Mapping
+from cdc.sources.postgres import _types
+from cdc.sources.postgres._types import Mapping
 
 Decoder = Callable[[bytes, int], tuple[tuple[Any, ...], int]]
 

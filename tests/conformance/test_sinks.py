@@ -53,12 +53,12 @@ class LogHarness(Harness):
     exactly_once = False  # the source never resends what a frame holds; the log stores what it gets
 
     def open(self) -> Sink:
-        from sinks.log import LogSinkConfig, open_sink
+        from cdc.sinks.log import LogSinkConfig, open_sink
 
         return open_sink(LogSinkConfig(type="log", path=self.tmp_path / "log"), self.pipeline)
 
     def stored(self, at_least: int) -> list[Stored]:
-        from sinks.log import LogReader
+        from cdc.sinks.log import LogReader
 
         records = list(LogReader(self.tmp_path / "log").records())
         assert len(records) >= at_least
@@ -74,7 +74,7 @@ class KafkaHarness(Harness):
         self.kafka = kafka
 
     def open(self) -> Sink:
-        from sinks.kafka import KafkaSinkConfig, open_sink
+        from cdc.sinks.kafka import KafkaSinkConfig, open_sink
 
         config = KafkaSinkConfig(
             type="kafka",
@@ -102,7 +102,7 @@ class NatsHarness(Harness):
         self.server = nats_server
 
     def open(self) -> Sink:
-        from sinks.nats import NatsSinkConfig, open_sink
+        from cdc.sinks.nats import NatsSinkConfig, open_sink
 
         config = NatsSinkConfig(
             type="nats", servers=[self.server.url], stream=self.prefix, path=self.tmp_path / "nats"

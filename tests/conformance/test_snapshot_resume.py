@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 from tests.conformance import test_sources
 from tests.conformance.test_sources import Db, Run, db, ops  # noqa: F401 (db: the fixture)
 from tests.conftest import wait_until

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 from tests.conftest import wait_until
 from tests.integration.mysql.conftest import CLIENT_SERVER_ID, connect
 from tests.logtools import read_log

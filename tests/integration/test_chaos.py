@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 from tests.conformance.test_sources import Db, MySqlDb, PostgresDb
 from tests.integration.nats.conftest import decode_all, read_stream, stream_count
 from tests.logtools import read_log

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 from tests.conftest import wait_until
 from tests.logtools import write_config
 

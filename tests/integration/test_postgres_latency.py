@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from cdc.model import ChangeBatch, RowChange, TxBoundary
-from sources.postgres._source import PostgresSource
-from sources.postgres.config import PostgresSourceConfig
+from cdc.sources.postgres._source import PostgresSource
+from cdc.sources.postgres.config import PostgresSourceConfig
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.integration

@@ -154,7 +154,7 @@ def test_decoded_with_stored_schema_round_trips(tmp_path: Path, pg_db: str, daem
     import fastavro
 
     from cdc.avro import unframe
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute("CREATE TABLE t (id bigint PRIMARY KEY, n numeric, x text)")

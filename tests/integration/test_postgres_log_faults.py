@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 def frame_starts(seg: Path) -> list[int]:
-    from sinks.log._format import scan
+    from cdc.sinks.log._format import scan
 
     frames, err = scan(seg.read_bytes())
     assert err is None

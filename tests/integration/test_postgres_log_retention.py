@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from cdc._jsonout import AvroDecoder
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 from tests.conftest import wait_until
 from tests.logtools import write_config
 

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 from tests.conftest import wait_until
 from tests.logtools import read_log, row_events, write_config
 

@@ -12,9 +12,9 @@ import pytest
 
 from cdc import metrics
 from cdc.errors import PositionLost, SourceError
-from sources.postgres._connections import connect_replication
-from sources.postgres._source import PostgresSource
-from sources.postgres.config import PostgresSourceConfig
+from cdc.sources.postgres._connections import connect_replication
+from cdc.sources.postgres._source import PostgresSource
+from cdc.sources.postgres.config import PostgresSourceConfig
 from tests.conftest import wait_until
 from tests.integration.test_postgres_check import cdc_check, config
 
@@ -34,7 +34,7 @@ def test_retained_wal_gauge_and_one_warning(pg_db: str, caplog: pytest.LogCaptur
         c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 40000) g")
     src = source(pg_db, slot, max_retained_wal_mb=1)
     try:
-        with caplog.at_level("INFO", logger="sources.postgres._slot"):
+        with caplog.at_level("INFO", logger="cdc.sources.postgres._slot"):
             for _ in range(3):
                 src.slot_ctl.health()
     finally:

@@ -648,7 +648,7 @@ def decoded(name: str, v: Any) -> Any:
 
 
 def value_schema(log: Path, topic: str) -> dict[str, Any]:
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     reader = LogReader(log)
     first = next(iter(reader.records(0, topic)))

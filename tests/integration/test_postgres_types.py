@@ -640,7 +640,7 @@ def test_every_type_decodes_to_what_select_returns(
     assert rows[5]["value"]["after"]["c_text"] == "__debezium_unavailable_value"
     assert rows[5]["value"]["after"]["c_int4"] == 1
 
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     reader = LogReader(log)
     first = next(iter(reader.records(0, "types.public.all_types")))

@@ -172,7 +172,7 @@ def test_mysql_transforms_snapshot_and_stream(
     tmp_path: Path, mariadb_server: Any, mysql_db: str, daemon: Any
 ) -> None:
     from cdc.pipeline import is_snapshot_position
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
     from tests.servers import MYSQL_CLIENT_SERVER_ID
 
     db, server = mysql_db, mariadb_server

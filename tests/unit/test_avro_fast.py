@@ -21,11 +21,11 @@ import pytest
 from cdc import _avrofast, avro
 from cdc.avro import Encoder, _TableCodec
 from cdc.model import ChangeBatch, Column, RowChange, TableSchema, TxBoundary
-from sources.mysql._source import SOURCE_SCHEMA as MYSQL_SOURCE
-from sources.mysql._types import ColumnType
-from sources.mysql._types import mapping as mysql_mapping
-from sources.postgres._source import SOURCE_SCHEMA as PG_SOURCE
-from sources.postgres._types import mapping_for
+from cdc.sources.mysql._source import SOURCE_SCHEMA as MYSQL_SOURCE
+from cdc.sources.mysql._types import ColumnType
+from cdc.sources.mysql._types import mapping as mysql_mapping
+from cdc.sources.postgres._source import SOURCE_SCHEMA as PG_SOURCE
+from cdc.sources.postgres._types import mapping_for
 from tests.unit.test_pg_types import Catalog, rows_of_types_md
 
 NOW_NS = 1_795_123_456_789_012_345

@@ -18,9 +18,9 @@ import pytest
 from cdc import avro
 from cdc.errors import SourceError
 from cdc.model import NO_DEFAULT, ChangeBatch, Column, RowChange, TableSchema, TxBoundary
-from sinks.kafka._registry import RegistryClient
-from sinks.kafka.config import SchemaRegistryConfig
-from sinks.nats._subjects import SubjectMap
+from cdc.sinks.kafka._registry import RegistryClient
+from cdc.sinks.kafka.config import SchemaRegistryConfig
+from cdc.sinks.nats._subjects import SubjectMap
 from tests.unit.kafka_registry_standin import RegistryServer
 
 SOURCE = {

@@ -11,7 +11,6 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -20,7 +19,8 @@ from cdc import logs, metrics, status
 from cdc.config import Config, parse
 from cdc.daemon import EXIT_STUCK, Daemon
 from cdc.errors import SourceError
-from cdc.model import ChangeBatch, Column, RowChange, TableSchema, TxBoundary
+from cdc.model import ChangeBatch, Column, Reporter, RowChange, TableSchema, TxBoundary
+from cdc.pipeline import Parts
 from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ class FakeSink:
     tombstones = False
     registry: Any = None
 
-    def __init__(self, store: dict[str, Any], name: str) -> None:
+    def __init__(self, store: Store, name: str) -> None:
         self.store = store
         self.name = name
 
@@ -46,6 +46,9 @@ class FakeSink:
 
     def acknowledgeable(self) -> Any:
         return self.committed()
+
+    def interrupt(self) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -64,9 +67,11 @@ class FakeSource:
 
     source_schema: dict[str, Any] = {}
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, reporter: Reporter) -> None:
         self.kind = kind
+        self.reporter = reporter
         self._stopping = threading.Event()
+        self.streaming = False
 
     def check(self) -> list[str]:
         return []
@@ -82,9 +87,10 @@ class FakeSource:
         n = int(start["n"]) if start else 0
         if self.kind == "snap" and start is None:
             rows = [RowChange(TABLE, "r", None, (i,), {}, 0, f"s{i}") for i in range(3)]
-            status.snapshot_progress("public.t", 3, 3)
-            yield ChangeBatch(rows[:2], {"n": 0, "snapshot": {"done": []}})
+            self.reporter.snapshot_progress("public.t", 3, 3)
+            yield ChangeBatch(rows[:2], {"n": 0, "snapshot": {"done": []}}, snapshot=True)
             yield ChangeBatch(rows[2:], {"n": 0})
+        self.streaming = True
         while not self._stopping.is_set():
             n += 1
             now_ms = int(time.time() * 1000)
@@ -120,18 +126,21 @@ class FakeEncoder:
         return batch
 
 
+class Store(dict[str, Any]):
+    """Batches written, by pipeline name; ``parts`` opens the fakes that write them here."""
+
+    @property
+    def parts(self) -> Parts:
+        return Parts(
+            open_source=lambda cfg, ctx: FakeSource(ctx.name.split("-")[0], ctx.reporter),
+            open_sink=lambda cfg, ctx: FakeSink(self, ctx.name),
+            encoder=lambda source, sink, ctx: FakeEncoder(),
+        )
+
+
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    written: dict[str, Any] = {}
-
-    def plugin(kind: str, name: str) -> Any:
-        if kind == "sink":
-            return SimpleNamespace(open_sink=lambda cfg, p: FakeSink(written, p.name))
-        return SimpleNamespace(open_source=lambda cfg, p: FakeSource(p.name.split("-")[0]))
-
-    monkeypatch.setattr("cdc.pipeline.plugins.plugin", plugin)
-    monkeypatch.setattr("cdc.pipeline.Encoder", FakeEncoder)
-    return written
+def store() -> Store:
+    return Store()
 
 
 def config(tmp_path: Path, *names: str, extra: str = "") -> Config:
@@ -161,11 +170,11 @@ def value(name: str, **labels: str) -> float:
 
 
 def test_failing_pipeline_restarts_with_backoff_while_the_other_delivers(
-    tmp_path: Path, store: dict[str, Any], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     restarts0 = value("cdc_pipeline_restarts_total", pipeline="bad-1")
-    d = Daemon(config(tmp_path, "ok-1", "bad-1"), max_backoff=2)
+    d = Daemon(config(tmp_path, "ok-1", "bad-1"), parts=store.parts, max_backoff=2)
     t, rc = start(d)
     wait_until(lambda: status.BOARD.get("bad-1").restarts >= 2, 10, "two restarts")
     delivered = len(store["ok-1"])
@@ -192,10 +201,10 @@ def test_failing_pipeline_restarts_with_backoff_while_the_other_delivers(
 
 
 def test_stop_during_backoff_does_not_claim_a_restart(
-    tmp_path: Path, store: dict[str, Any], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
-    d = Daemon(config(tmp_path, "bad-2"), max_backoff=30)
+    d = Daemon(config(tmp_path, "bad-2"), parts=store.parts, max_backoff=30)
     t, rc = start(d)
     wait_until(lambda: status.BOARD.get("bad-2").restarts >= 1, 10, "a restart")
     # now in a backoff of 2 s: stop
@@ -210,9 +219,11 @@ def test_stop_during_backoff_does_not_claim_a_restart(
 
 
 def test_a_pipeline_that_does_not_stop_makes_the_daemon_exit_3_naming_it(
-    tmp_path: Path, store: dict[str, Any], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    d = Daemon(config(tmp_path, "ok-3", "stuck-3", extra="shutdown_timeout_s: 0.5"))
+    d = Daemon(
+        config(tmp_path, "ok-3", "stuck-3", extra="shutdown_timeout_s: 0.5"), parts=store.parts
+    )
     t, rc = start(d)
     wait_until(lambda: len(store.get("ok-3", [])) > 2, 10, "ok-3 delivering")
     d.stop()
@@ -223,9 +234,9 @@ def test_a_pipeline_that_does_not_stop_makes_the_daemon_exit_3_naming_it(
 
 
 def test_metrics_count_durable_events_per_table_and_op_and_lag(
-    tmp_path: Path, store: dict[str, Any]
+    tmp_path: Path, store: Store
 ) -> None:
-    d = Daemon(config(tmp_path, "snap-4"))
+    d = Daemon(config(tmp_path, "snap-4"), parts=store.parts)
     t, rc = start(d)
     wait_until(lambda: len(store.get("snap-4", [])) > 10, 10, "batches")
     wait_until(lambda: status.BOARD.get("snap-4").state == "streaming", 10, "streaming")
@@ -263,11 +274,9 @@ def get(url: str) -> tuple[int, str]:
         return e.code, e.read().decode()
 
 
-def test_http_endpoint_serves_metrics_health_and_readiness(
-    tmp_path: Path, store: dict[str, Any]
-) -> None:
+def test_http_endpoint_serves_metrics_health_and_readiness(tmp_path: Path, store: Store) -> None:
     cfg = config(tmp_path, "ok-5", "bad-5", extra="http: {enabled: true, port: 0}")
-    d = Daemon(cfg, max_backoff=1)
+    d = Daemon(cfg, parts=store.parts, max_backoff=1)
     t, rc = start(d)
     try:
         wait_until(lambda: d.http is not None, 5, "endpoint")
@@ -288,8 +297,8 @@ def test_http_endpoint_serves_metrics_health_and_readiness(
     assert rc == [0]
 
 
-def test_ready_when_every_pipeline_streams(tmp_path: Path, store: dict[str, Any]) -> None:
-    d = Daemon(config(tmp_path, "ok-6", extra="http: {enabled: true, port: 0}"))
+def test_ready_when_every_pipeline_streams(tmp_path: Path, store: Store) -> None:
+    d = Daemon(config(tmp_path, "ok-6", extra="http: {enabled: true, port: 0}"), parts=store.parts)
     t, rc = start(d)
     try:
         wait_until(lambda: d.http is not None, 5, "endpoint")
@@ -308,7 +317,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cdc_status_while_running_and_after(tmp_path: Path, store: dict[str, Any]) -> None:
+def test_cdc_status_while_running_and_after(tmp_path: Path, store: Store) -> None:
     cfg_file = tmp_path / "cdc.yaml"
     cfg_file.write_text(
         f"""pipelines:
@@ -325,7 +334,7 @@ def test_cdc_status_while_running_and_after(tmp_path: Path, store: dict[str, Any
     cfg = load(cfg_file)
     assert cfg.status_file == tmp_path / "cdc.status.json"
     logs.add_secrets(logs.secrets_in(cfg))
-    d = Daemon(cfg)
+    d = Daemon(cfg, parts=store.parts)
     t, rc = start(d)
     try:
         wait_until(lambda: len(store.get("ok-7", [])) > 3, 10, "batches")
@@ -462,7 +471,7 @@ pipelines:
     assert cfg.http.enabled is False and cfg.http.bind == "127.0.0.1"
 
 
-def test_a_port_in_use_is_a_configuration_error(tmp_path: Path, store: dict[str, Any]) -> None:
+def test_a_port_in_use_is_a_configuration_error(tmp_path: Path, store: Store) -> None:
     import socket
 
     from cdc.errors import ConfigError
@@ -471,7 +480,10 @@ def test_a_port_in_use_is_a_configuration_error(tmp_path: Path, store: dict[str,
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        d = Daemon(config(tmp_path, "ok-8", extra=f"http: {{enabled: true, port: {port}}}"))
+        d = Daemon(
+            config(tmp_path, "ok-8", extra=f"http: {{enabled: true, port: {port}}}"),
+            parts=store.parts,
+        )
         with pytest.raises(ConfigError, match=f"http: cannot listen on 127.0.0.1:{port}"):
             d.run(install_signals=False)
 
@@ -532,7 +544,7 @@ def test_idle_connections_neither_pile_up_threads_nor_stay_open() -> None:
 
 
 def test_a_fatal_source_error_stops_the_pipeline_visibly_without_restarts(
-    tmp_path: Path, store: dict[str, Any]
+    tmp_path: Path, store: Store
 ) -> None:
     """What a source raises for a value it cannot convert (SourceError, retryable=False, with a
     located message): the pipeline stops for good, `cdc status` and the metrics show it, and the
@@ -550,7 +562,7 @@ def test_a_fatal_source_error_stops_the_pipeline_visibly_without_restarts(
     )
     from cdc.config import load
 
-    d = Daemon(load(cfg_file), max_backoff=1)
+    d = Daemon(load(cfg_file), parts=store.parts, max_backoff=1)
     t, rc = start(d)
     try:
         wait_until(lambda: status.BOARD.get("fatal-9").state == "failed", 10, "fatal-9 failed")

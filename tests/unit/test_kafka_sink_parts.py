@@ -15,8 +15,8 @@ import pytest
 from cdc.checkpoint import Checkpoint
 from cdc.config import parse
 from cdc.errors import ConfigError, SinkError
-from sinks.kafka._registry import RegistryClient
-from sinks.kafka.config import SchemaRegistryConfig
+from cdc.sinks.kafka._registry import RegistryClient
+from cdc.sinks.kafka.config import SchemaRegistryConfig
 from tests.unit.kafka_registry_standin import RegistryServer
 
 SCHEMA = {"type": "record", "name": "Key", "fields": [{"name": "id", "type": "int"}]}
@@ -175,9 +175,9 @@ def test_example_config_loads() -> None:
 
 @pytest.mark.parametrize("create", [True, False])
 def test_delivery_timeout_gives_up_on_unreachable_brokers(tmp_path: Path, create: bool) -> None:
-    from cdc.model import EncodedBatch, EncodedRecord
+    from cdc.model import EncodedBatch, EncodedRecord, PipelineContext
+    from cdc.sinks.kafka import Config, open_sink
     from scratch._common import free_port
-    from sinks.kafka import Config, open_sink
 
     cfg = Config.model_validate(
         {
@@ -189,7 +189,7 @@ def test_delivery_timeout_gives_up_on_unreachable_brokers(tmp_path: Path, create
             "topics": {"create": create},
         }
     )
-    sink = open_sink(cfg, None)
+    sink = open_sink(cfg, PipelineContext("t", "t"))
     try:
         with pytest.raises(SinkError) as e:
             sink.write(EncodedBatch([EncodedRecord("t.public.x", b"k", b"v", 0, "1")], {"lsn": 1}))

@@ -7,8 +7,8 @@ import pytest
 
 from cdc.errors import LogCorrupt, SinkError
 from cdc.model import EncodedRecord
-from sinks.log import LogReader, LogWriter
-from sinks.log._schemas import SchemaStore
+from cdc.sinks.log import LogReader, LogWriter
+from cdc.sinks.log._schemas import SchemaStore
 
 
 def rec(i: int, topic: str = "p.s.t", value: bytes | None = b"v") -> EncodedRecord:

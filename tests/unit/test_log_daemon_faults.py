@@ -6,19 +6,18 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-import sinks.log
 from cdc import status
 from cdc.config import parse
 from cdc.daemon import Daemon
 from cdc.errors import SinkError
 from cdc.model import ChangeBatch, EncodedBatch, EncodedRecord
-from sinks.log import LogReader
-from sinks.log._schemas import SchemaStore
+from cdc.pipeline import Parts
+from cdc.sinks.log import LogReader
+from cdc.sinks.log._schemas import SchemaStore
 from tests.conftest import wait_until
 
 
@@ -29,6 +28,7 @@ class Source:
 
     def __init__(self) -> None:
         self._stopping = threading.Event()
+        self.streaming = True
 
     def check(self) -> list[str]:
         return []
@@ -66,13 +66,9 @@ class Encoder:
 def test_a_failed_open_is_retried_not_taken_for_another_writer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def plugin(kind: str, name: str) -> Any:
-        if kind == "sink":
-            return sinks.log  # the real log
-        return SimpleNamespace(open_source=lambda cfg, p: Source())
-
-    monkeypatch.setattr("cdc.pipeline.plugins.plugin", plugin)
-    monkeypatch.setattr("cdc.pipeline.Encoder", Encoder)
+    parts = Parts(  # the real log (the registered sink), an in-memory source and encoder
+        open_source=lambda cfg, ctx: Source(), encoder=lambda source, sink, ctx: Encoder()
+    )
     real_init = SchemaStore.__init__
     calls: list[int] = []
 
@@ -95,7 +91,7 @@ pipelines:
 status_file: {tmp_path / "status.json"}
 """
     )
-    d = Daemon(cfg, max_backoff=1)
+    d = Daemon(cfg, parts=parts, max_backoff=1)
     rc: list[int] = []
     t = threading.Thread(target=lambda: rc.append(d.run(install_signals=False)))
     t.start()

@@ -10,7 +10,7 @@ import pytest
 from cdc import cli
 from cdc.avro import frame
 from cdc.model import EncodedBatch, EncodedRecord
-from sinks.log import LogReader, LogSink, LogSinkConfig, LogWriter
+from cdc.sinks.log import LogReader, LogSink, LogSinkConfig, LogWriter
 
 
 def rec(i: int, schema_id: int = 1) -> EncodedRecord:

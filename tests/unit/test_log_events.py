@@ -1,5 +1,5 @@
-"""The log's public consumer API (sinks.log.open_log): decoded events from an offset, a time or a
-named consumer, and the documented example in docs/log.md, run as a user would run it."""
+"""The log's public consumer API (cdc.sinks.log.open_log): decoded events from an offset, a time
+or a named consumer, and the documented example in docs/log.md, run as a user would run it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from cdc import avro
 from cdc.model import ChangeBatch, Column, RowChange, TableSchema, TxBoundary
-from sinks.log import LogSink, LogSinkConfig, open_log
+from cdc.sinks.log import LogSink, LogSinkConfig, open_log
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = TableSchema(

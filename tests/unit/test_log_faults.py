@@ -22,8 +22,8 @@ from cdc.avro import frame
 from cdc.config import parse
 from cdc.errors import ConfigError, LogCorrupt, SinkError
 from cdc.model import EncodedBatch, EncodedRecord
-from sinks.log import LogReader, LogSink, LogSinkConfig, LogWriter
-from sinks.log._format import HEADER, HEADER_SIZE, MAGIC, encode_frame
+from cdc.sinks.log import LogReader, LogSink, LogSinkConfig, LogWriter
+from cdc.sinks.log._format import HEADER, HEADER_SIZE, MAGIC, encode_frame
 
 SCHEMA = {"type": "record", "name": "V", "fields": [{"name": "n", "type": "long"}]}
 
@@ -175,7 +175,7 @@ def test_deleting_lock_files_does_not_let_a_second_writer_in(tmp_path: Path) -> 
     with pytest.raises(SinkError, match="in use by another writer"):
         LogWriter(tmp_path)
     # ... and not from another process either
-    code = "import sys; from pathlib import Path; from sinks.log import LogWriter; "
+    code = "import sys; from pathlib import Path; from cdc.sinks.log import LogWriter; "
     code += "LogWriter(Path(sys.argv[1]))"
     run = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
@@ -306,7 +306,7 @@ def test_file_mode_config() -> None:
     for bad in ["rw", "0400", 0o1777, True]:
         with pytest.raises(ValueError, match="file mode"):
             make(bad)
-    from sinks.log import _files
+    from cdc.sinks.log import _files
 
     assert _files.dir_mode(0o600) == 0o700 and _files.dir_mode(0o644) == 0o755
 
@@ -430,7 +430,7 @@ pipelines:
 def test_a_full_disk_names_the_segment_and_nothing_is_lost(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sinks.log import _files  # the injection point: every write of the log goes through it
+    from cdc.sinks.log import _files  # the injection point: every write of the log goes through it
 
     sink = LogSink(LogSinkConfig(type="log", path=tmp_path))
     sink.write(EncodedBatch([rec(0), rec(1)], {"lsn": 1}))
@@ -509,7 +509,7 @@ def test_a_path_that_is_a_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_schema_store_cuts_only_a_torn_last_line(tmp_path: Path) -> None:
-    from sinks.log._schemas import SchemaStore
+    from cdc.sinks.log._schemas import SchemaStore
 
     s = SchemaStore(tmp_path, writable=True)
     s.register("a-value", SCHEMA)

@@ -15,8 +15,8 @@ from cdc import cli
 from cdc.config import parse
 from cdc.errors import ConfigError, LogCorrupt, SinkError
 from cdc.model import EncodedRecord
-from sinks.log import LogReader, LogRetention, LogWriter, OffsetOutOfRange, parse_since
-from sinks.log._units import parse_duration, parse_size
+from cdc.sinks.log import LogReader, LogRetention, LogWriter, OffsetOutOfRange, parse_since
+from cdc.sinks.log._units import parse_duration, parse_size
 
 MiB = 1 << 20
 DAY_MS = 86_400_000
@@ -463,7 +463,7 @@ def test_since_before_what_retention_deleted_is_an_error(tmp_path: Path, clock: 
 def test_sink_publishes_retention_metrics(tmp_path: Path) -> None:
     from cdc.metrics import REGISTRY
     from cdc.model import EncodedBatch
-    from sinks.log import LogSink, LogSinkConfig
+    from cdc.sinks.log import LogSink, LogSinkConfig
 
     cfg = LogSinkConfig(
         type="log", path=tmp_path, segment_bytes=MiB, retention=LogRetention(max_bytes="2MiB")

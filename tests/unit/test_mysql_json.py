@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from sources.mysql._json import _double, to_text
+from cdc.sources.mysql._json import _double, to_text
 
 pytestmark = pytest.mark.unit
 

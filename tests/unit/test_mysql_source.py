@@ -11,8 +11,8 @@ import pytest
 
 from cdc.config import parse
 from cdc.errors import ConfigError
-from sources.mysql._source import format_gtid_state, parse_gtid_state, parse_version
-from sources.mysql._types import ColumnType, from_binlog, from_catalog, mapping
+from cdc.sources.mysql._source import format_gtid_state, parse_gtid_state, parse_version
+from cdc.sources.mysql._types import ColumnType, from_binlog, from_catalog, mapping
 
 TYPES_MD = Path(__file__).resolve().parents[2] / "sources" / "mysql" / "TYPES.md"
 
@@ -156,7 +156,7 @@ def test_mysql_gtid_set_grows_by_merging_each_transaction() -> None:
 
 
 def test_server_versions_parse_and_pick_the_binlog_status_statement() -> None:
-    from sources.mysql._source import MySqlSource
+    from cdc.sources.mysql._source import MySqlSource
 
     assert parse_version("9.7.4-2") == (9, 7, 4)
     assert parse_version("8.4.3") == (8, 4, 3)

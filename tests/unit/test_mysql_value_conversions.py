@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from sources.mysql._decoders import date_value, datetime2_value, datetime_value, time2_micros
-from sources.mysql._schema import SchemaCache
-from sources.mysql._types import ColumnType, from_catalog, mapping
+from cdc.sources.mysql._decoders import date_value, datetime2_value, datetime_value, time2_micros
+from cdc.sources.mysql._schema import SchemaCache
+from cdc.sources.mysql._types import ColumnType, from_catalog, mapping
 
 # --- TIME2, as MySQL's my_time_packed_to_binary writes it ---------------------------------------
 
@@ -203,7 +203,7 @@ def test_a_failing_conversion_names_table_column_type_value_and_place() -> None:
 
 
 def test_charsets_without_a_python_codec_are_known() -> None:
-    from sources.mysql._types import undecodable_charset
+    from cdc.sources.mysql._types import undecodable_charset
 
     assert undecodable_charset("swe7") and undecodable_charset("keybcs2")
     assert not undecodable_charset("utf8mb4") and not undecodable_charset("latin1")
@@ -219,7 +219,7 @@ def test_the_widest_decimal_converts() -> None:
 
 
 def test_latin1_decodes_as_mysql_does_and_known_codecs_are_named() -> None:
-    from sources.mysql._decoders import encoding
+    from cdc.sources.mysql._decoders import encoding
 
     # the binlog library names latin1 by pymysql's codec for it, cp1252
     for name in ("latin1", "cp1252"):

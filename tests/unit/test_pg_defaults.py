@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from cdc.model import NO_DEFAULT
-from sources.postgres._defaults import column_default
-from sources.postgres._types import TypeInfo, mapping_for
+from cdc.sources.postgres._defaults import column_default
+from cdc.sources.postgres._types import TypeInfo, mapping_for
 
 MOOD = 90_001
 DOMAIN = 90_002

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from cdc.daemon import is_fatal
-from sources.postgres._source import PostgresSource
-from sources.postgres.config import PostgresSourceConfig
+from cdc.sources.postgres._source import PostgresSource
+from cdc.sources.postgres.config import PostgresSourceConfig
 
 
 def source() -> PostgresSource:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from sources.postgres.config import PostgresSourceConfig
+from cdc.sources.postgres.config import PostgresSourceConfig
 
 BASE = {"type": "postgres", "dsn": "host=db", "tables": ["t"]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from sources.postgres import _pgoutput as pgo
+from cdc.sources.postgres import _pgoutput as pgo
 
 
 def test_message_types_are_the_documented_bytes() -> None:

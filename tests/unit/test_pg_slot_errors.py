@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from cdc.errors import PositionLost, SourceError
-from sources.postgres._source import PostgresSource
-from sources.postgres.config import PostgresSourceConfig
+from cdc.sources.postgres._source import PostgresSource
+from cdc.sources.postgres.config import PostgresSourceConfig
 
 
 def source() -> PostgresSource:

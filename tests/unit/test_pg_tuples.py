@@ -20,9 +20,9 @@ import pytest
 
 from cdc.errors import SourceError
 from cdc.model import Column, TableSchema
-from sources.postgres import _tuples
-from sources.postgres._relations import Relation
-from sources.postgres._types import Mapping, mapping_for
+from cdc.sources.postgres import _tuples
+from cdc.sources.postgres._relations import Relation
+from cdc.sources.postgres._types import Mapping, mapping_for
 from tests.unit.test_pg_types import Catalog, rows_of_types_md
 
 Value = bytes | str | None  # None: null ('n'); UNCHANGED: 'u'

@@ -16,12 +16,12 @@ from pydantic import ValidationError
 
 from cdc.daemon import is_fatal
 from cdc.model import Column, TableSchema
-from sources.postgres import _tuples
-from sources.postgres._relations import Relation, snapshot_row
-from sources.postgres._source import PostgresSource
-from sources.postgres._tuples import ValueConversionError
-from sources.postgres._types import Mapping, TypeInfo, mapping_for
-from sources.postgres.config import PostgresSourceConfig, parse_table
+from cdc.sources.postgres import _tuples
+from cdc.sources.postgres._relations import Relation, snapshot_row
+from cdc.sources.postgres._source import PostgresSource
+from cdc.sources.postgres._tuples import ValueConversionError
+from cdc.sources.postgres._types import Mapping, TypeInfo, mapping_for
+from cdc.sources.postgres.config import PostgresSourceConfig, parse_table
 from tests.unit.test_pg_tuples import check, tuple_data
 
 NUMERIC_5_2 = ((5 << 16) | 2) + 4
@@ -288,7 +288,7 @@ def test_a_table_listed_twice_in_two_spellings() -> None:
 
 
 def test_sql_shown_to_the_operator_quotes_odd_names_only() -> None:
-    from sources.postgres.config import sql_table
+    from cdc.sources.postgres.config import sql_table
 
     assert sql_table("public", "audit") == "public.audit"
     assert sql_table("my.schema", 'q"uote') == '"my.schema"."q""uote"'

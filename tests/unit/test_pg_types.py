@@ -12,8 +12,8 @@ import fastavro
 
 from cdc import avro
 from cdc.model import Column, TableSchema
-from sources.postgres._lsn import format_lsn, parse_lsn
-from sources.postgres._types import TypeInfo, mapping_for, parse_array
+from cdc.sources.postgres._lsn import format_lsn, parse_lsn
+from cdc.sources.postgres._types import TypeInfo, mapping_for, parse_array
 
 
 def conv(oid: int, text: str, typmod: int = -1) -> object:
@@ -301,8 +301,8 @@ def test_two_record_columns_define_their_type_once() -> None:
 
 
 def test_unchanged_toasted_array_takes_the_list_placeholder() -> None:
-    from sources.postgres._relations import Relation, snapshot_row
-    from sources.postgres._tuples import UNCHANGED
+    from cdc.sources.postgres._relations import Relation, snapshot_row
+    from cdc.sources.postgres._tuples import UNCHANGED
 
     catalog = Catalog()
     maps = [mapping_for(*catalog.column(t), None, catalog.resolve) for t in ("text[]", "numeric")]

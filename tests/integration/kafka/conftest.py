@@ -19,7 +19,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 from tests.conftest import wait_until
 from tests.logtools import assert_same_per_topic, by_topic, log_by_topic
 

@@ -215,7 +215,7 @@ def mixed_tables(server: Any, db: str) -> list[str]:
 def wait_started(daemon: Any, log_dir: Path, checkpoint: Path) -> None:
     """Wait until a log pipeline and a broker pipeline each checkpointed their (empty) snapshot:
     changes committed from then on are streamed by both."""
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
     from tests.conftest import wait_until
 
     def started() -> bool:

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 from tests.conftest import wait_until
 from tests.integration.mysql.conftest import connect, read_log, write_config
 

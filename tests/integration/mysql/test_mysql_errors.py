@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 
 
 def _source(server: Any, db: str, **kw: Any) -> Any:
-    from sources.mysql._source import MySqlSource
-    from sources.mysql.config import MySqlSourceConfig
+    from cdc.sources.mysql._source import MySqlSource
+    from cdc.sources.mysql.config import MySqlSourceConfig
 
     cfg = MySqlSourceConfig.model_validate(
         {
@@ -92,7 +92,7 @@ def test_the_documented_privileges_are_enough(
     values = [r["value"] for r in read_log(log_dir, topic)]
     assert [(v["op"], v["after"]["j"]) for v in values] == [("r", '{"a": 1}'), ("c", "[1, 2]")]
     # json recognised through information_schema, which the minimal user can read
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     store = LogReader(log_dir).schemas
     (sid,) = store.subjects()[f"{topic}-value"]
@@ -109,8 +109,8 @@ def test_check_names_each_problem_and_the_fix(server: Any, mysql_db: str) -> Non
     cur.execute("SET GLOBAL binlog_row_metadata = 'MINIMAL'")
     cur.execute("SET GLOBAL binlog_row_image = 'MINIMAL'")
     try:
-        from sources.mysql._source import MySqlSource
-        from sources.mysql.config import MySqlSourceConfig
+        from cdc.sources.mysql._source import MySqlSource
+        from cdc.sources.mysql.config import MySqlSourceConfig
 
         cfg = MySqlSourceConfig.model_validate(
             {
@@ -160,7 +160,7 @@ def test_purged_binlog_is_position_lost_naming_the_file(
     cur.execute("INSERT INTO t VALUES (1)")
     wait_until(lambda: len(read_log(log_dir, f"mysqltest.{db}.t")) == 1, 30, "the first row")
     p.stop()
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     saved = LogReader(log_dir).info()["last_position"]["file"]
     cur.execute("INSERT INTO t VALUES (2)")  # never read: it goes with the purged file
@@ -225,7 +225,7 @@ def test_events_written_without_full_metadata_are_refused_clearly(
 
 
 def _positioned(log_dir: Path) -> bool:
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     return log_dir.is_dir() and LogReader(log_dir).info()["last_position"] is not None
 
@@ -233,7 +233,7 @@ def _positioned(log_dir: Path) -> bool:
 def test_an_idle_stream_records_that_the_binlog_moved_on(
     server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, monkeypatch: Any
 ) -> None:
-    import sources.mysql._source as source_module
+    import cdc.sources.mysql._source as source_module
 
     monkeypatch.setattr(source_module, "POSITION_INTERVAL_S", 0.2)
     db = mysql_db
@@ -244,7 +244,7 @@ def test_an_idle_stream_records_that_the_binlog_moved_on(
     cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.t"], log_dir)
     p = run_pipeline(cfg)
     wait_until(lambda: _positioned(log_dir), 30, "the snapshot position")
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     first = LogReader(log_dir).info()["last_position"]
     cur.execute("INSERT INTO busy VALUES (1)")  # not captured
@@ -266,7 +266,7 @@ def test_an_idle_stream_outlives_the_read_timeout_on_heartbeats(
     MySQL 9 still honours) keep an idle binlog connection alive past the read timeout."""
     import time
 
-    import sources.mysql._source as source_module
+    import cdc.sources.mysql._source as source_module
 
     monkeypatch.setattr(source_module, "READ_TIMEOUT_S", 2)
     db = mysql_db

@@ -18,7 +18,7 @@ PER_TXN = 10
 
 
 def _count(log_dir: Path, topic: str) -> int:
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     if not log_dir.exists():
         return 0
@@ -95,7 +95,7 @@ def test_kill_9_during_writes_loses_and_repeats_nothing(
 
 
 def _has_position(log_dir: Path) -> bool:
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     return LogReader(log_dir).info()["last_position"] is not None
 

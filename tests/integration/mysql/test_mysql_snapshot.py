@@ -39,7 +39,7 @@ def _replay(log_dir: Path, topic: str) -> tuple[dict[int, tuple[Any, ...]], list
 
 
 def _count(log_dir: Path) -> int:
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     if not log_dir.exists():
         return 0
@@ -47,7 +47,7 @@ def _count(log_dir: Path) -> int:
 
 
 def _position(log_dir: Path) -> dict[str, Any]:
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     return LogReader(log_dir).info()["last_position"] or {}
 

@@ -39,7 +39,7 @@ def test_transactions_over_two_tables_in_commit_order_and_alter_mid_stream(
     p = run_pipeline(cfg)
 
     def snapshot_done() -> bool:
-        from sinks.log import LogReader
+        from cdc.sinks.log import LogReader
 
         return log_dir.exists() and LogReader(log_dir).info()["last_position"] is not None
 
@@ -121,7 +121,7 @@ def test_transactions_over_two_tables_in_commit_order_and_alter_mid_stream(
     assert sources[5]["pos"] == sources[6]["pos"]
 
     # the ALTER made a new schema version of a's value; b kept one
-    from sinks.log import LogReader
+    from cdc.sinks.log import LogReader
 
     subjects = LogReader(log_dir).schemas.subjects()
     assert len(subjects[f"mysqltest.{db}.a-value"]) == 2
@@ -143,7 +143,7 @@ def test_snapshot_never_keeps_its_starting_point_across_a_restart(
     p = run_pipeline(cfg)
 
     def started() -> bool:
-        from sinks.log import LogReader
+        from cdc.sinks.log import LogReader
 
         return log_dir.exists() and LogReader(log_dir).info()["last_position"] is not None
 
@@ -198,7 +198,7 @@ def test_mysql_without_gtids_streams_and_resumes_by_file_position(
             ("u", 1, None),
             ("d", 12, None),
         ]
-        from sinks.log import LogReader
+        from cdc.sinks.log import LogReader
 
         assert LogReader(log_dir).info()["last_position"]["gtid"] is None
     finally:

@@ -22,7 +22,7 @@ import pytest
 
 from cdc.daemon import is_fatal
 from cdc.errors import SourceError
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 from tests.conftest import wait_until
 from tests.integration.mysql.conftest import connect, read_log, write_config
 from tests.integration.mysql.test_mysql_types import types_table
@@ -641,7 +641,7 @@ def _broken_days(d: date) -> int:
 def test_a_value_that_cannot_be_converted_stops_the_snapshot_naming_it(
     server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr("sources.mysql._types._days", _broken_days)
+    monkeypatch.setattr("cdc.sources.mysql._types._days", _broken_days)
     cur = connect(server, mysql_db).cursor()
     cur.execute("CREATE TABLE c (id INT PRIMARY KEY, d DATE)")
     cur.execute("INSERT INTO c VALUES (7, '2024-02-29')")
@@ -660,7 +660,7 @@ def test_a_value_that_cannot_be_converted_stops_the_snapshot_naming_it(
 def test_a_value_that_cannot_be_converted_stops_the_stream_naming_it(
     server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, monkeypatch: Any
 ) -> None:
-    monkeypatch.setattr("sources.mysql._types._days", _broken_days)
+    monkeypatch.setattr("cdc.sources.mysql._types._days", _broken_days)
     cur = connect(server, mysql_db).cursor()
     cur.execute("CREATE TABLE c (id INT PRIMARY KEY, d DATE)")
     log_dir = tmp_path / "log"
@@ -741,7 +741,7 @@ def test_the_daemon_marks_a_conversion_failure_failed_without_restarting(
     from cdc.config import load
     from cdc.daemon import Daemon
 
-    monkeypatch.setattr("sources.mysql._types._days", _broken_days)
+    monkeypatch.setattr("cdc.sources.mysql._types._days", _broken_days)
     cur = connect(server, mysql_db).cursor()
     cur.execute("CREATE TABLE c (id INT PRIMARY KEY, d DATE)")
     cur.execute("INSERT INTO c VALUES (9, '2024-02-29')")

@@ -14,7 +14,7 @@ import pytest
 
 from cdc._jsonout import AvroDecoder
 from cdc.avro import unframe
-from sinks.log import LogReader
+from cdc.sinks.log import LogReader
 from tests.conftest import wait_until
 from tests.integration.nats.conftest import (
     decode_all,
@@ -292,7 +292,7 @@ def test_missing_stream_without_create_is_refused(
 ) -> None:
     from cdc.config import parse
     from cdc.errors import SinkError
-    from sinks.nats import open_sink
+    from cdc.sinks.nats import open_sink
 
     cfg = parse(
         f"""

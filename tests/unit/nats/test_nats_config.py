@@ -9,8 +9,8 @@ import pytest
 
 from cdc.config import parse
 from cdc.errors import ConfigError, SinkError
-from sinks.nats._subjects import SubjectMap, covers, sanitise
-from sinks.nats.config import NatsSinkConfig
+from cdc.sinks.nats._subjects import SubjectMap, covers, sanitise
+from cdc.sinks.nats.config import NatsSinkConfig
 
 
 def _config(sink: str) -> str:

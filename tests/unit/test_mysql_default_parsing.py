@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from cdc.model import NO_DEFAULT
-from sources.mysql._defaults import column_default
-from sources.mysql._types import ColumnType, mapping
+from cdc.sources.mysql._defaults import column_default
+from cdc.sources.mysql._types import ColumnType, mapping
 
 
 def default(raw: Any, kind: str, *, extra: str = "", mariadb: bool = False, **t: Any) -> Any:

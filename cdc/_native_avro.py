@@ -1,0 +1,135 @@
+"""Which Avro writers the encoder compiles: "native" or "python".
+
+- **native**: ``cdc._native.Writer``, the compiled extension built from ``native/`` (Rust, PyO3).
+- **python**: ``cdc._avrofast.compile_writer``, the pure-Python writers: the reference the native
+  writers are tested against byte for byte, and the fallback where the extension is not built.
+
+Both have one contract (``cdc._avrofast``'s docstring): a writer returns exactly
+``fastavro.schemaless_writer``'s bytes or raises, and the encoder lets fastavro write a datum a
+writer raised on. The path is chosen once per process: native when ``cdc._native`` imports,
+unless the environment variable ``CDC_NATIVE`` is ``0`` (for tests and debugging); the choice
+and its reason are logged once (``log_choice``), shown by ``cdc --version`` and exported as the
+metric ``cdc_encoder_info{path=...}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable, Collection, Mapping, Sequence
+from types import ModuleType
+from typing import Any
+
+from cdc import _avrofast
+from cdc._avrofast import Unsupported, Writer
+
+log = logging.getLogger(__name__)
+
+NATIVE, PYTHON = "native", "python"
+
+_native: ModuleType | None
+try:
+    _native = importlib.import_module("cdc._native")
+except ImportError as e:  # not built: no Rust toolchain at install time, or a source checkout
+    _native = None
+    IMPORT_ERROR: str | None = f"{type(e).__name__}: {e}"
+else:
+    IMPORT_ERROR = None
+
+
+def _choose() -> tuple[str, str]:
+    if os.environ.get("CDC_NATIVE", "").strip() == "0":
+        return PYTHON, "CDC_NATIVE=0"
+    if _native is None:
+        return PYTHON, f"the compiled extension cdc._native is not built ({IMPORT_ERROR})"
+    return NATIVE, f"cdc._native {_native.__version__}"
+
+
+PATH, REASON = _choose()
+_logged = False
+
+
+def available() -> bool:
+    """Whether the compiled extension imported (whatever ``CDC_NATIVE`` says)."""
+    return _native is not None
+
+
+def describe() -> str:
+    """One line for ``cdc --version`` and the log: the path and why."""
+    return f"avro writers: {PATH} ({REASON})"
+
+
+def log_choice() -> None:
+    """Log the path once per process (the first encoder made)."""
+    global _logged
+    if not _logged:
+        _logged = True
+        log.info("%s", describe())
+
+
+def compile_writer(
+    schema: Any,
+    positional: Mapping[str, Sequence[int] | None] | None = None,
+    memo: Collection[str] = (),
+    *,
+    native: bool | None = None,
+) -> Writer:
+    """A writer for ``schema`` with ``_avrofast.compile_writer``'s arguments and contract.
+
+    ``native``: True for the compiled writer (raises ``RuntimeError`` when it is not built),
+    False for the Python one, None for the process's path (``PATH``). A schema the compiled
+    writer does not take is compiled by ``_avrofast``; ``Unsupported`` when neither takes it.
+    """
+    if native is None:
+        native = PATH == NATIVE
+    if native:
+        if _native is None:
+            raise RuntimeError(f"the compiled extension cdc._native is not built ({IMPORT_ERROR})")
+        try:
+            write: Writer = _native.Writer(schema, positional, tuple(memo)).write
+            return write
+        except _native.Unsupported as e:
+            log.debug("native writer refused a schema (%s): the python writer takes it", e)
+        except Exception as e:  # a schema shape the compiler did not expect: still correct
+            log.warning(
+                "native writer failed to compile a schema (%r): the python writer takes it", e
+            )
+    return _avrofast.compile_writer(schema, positional, memo)
+
+
+RowEncoder = Callable[[Any, int, int, int], tuple[bytes | None, bytes]]
+
+
+def row_encoder(
+    key: Writer | None, value: Writer | None, keyed: bool, key_head: bytes, value_head: bytes
+) -> RowEncoder | None:
+    """``encode(ev, ts_ms, ts_us, ts_ns) -> (key, value)``, both framed, for a table whose key
+    (when ``keyed``) and envelope writers are native: one call per row change
+    (``cdc._native.RowEncoder``); None when they are not native. It raises where either writer
+    would, and the encoder then writes that event part by part."""
+    if _native is None or value is None:
+        return None
+    vw, kw = getattr(value, "__self__", None), getattr(key, "__self__", None)
+    if not isinstance(vw, _native.Writer) or (keyed and not isinstance(kw, _native.Writer)):
+        return None
+    try:
+        encode: RowEncoder = _native.RowEncoder(
+            kw if keyed else None, vw, key_head, value_head
+        ).encode
+        return encode
+    except _native.Unsupported:
+        return None
+
+
+__all__ = [
+    "NATIVE",
+    "PATH",
+    "PYTHON",
+    "REASON",
+    "RowEncoder",
+    "Unsupported",
+    "Writer",
+    "compile_writer",
+    "row_encoder",
+]
