@@ -13,7 +13,7 @@ Rules, each with a unit test in tests/unit/test_assembler.py:
 - ``seq`` counts the events of the open transaction, BEGIN included, skipped ones too: a
   position taken inside a transaction says ``skip: seq``, and ``begin(..., skip=n)`` after a
   restart drops the first ``n`` events again, so a transaction split over frames is never
-  written twice.
+  written twice. ``row_seq`` is the ``seq`` the next row gets (after the BEGIN it may bring).
 - A batch is due when it holds ``max_events`` events, when the source is stopping, or outside a
   transaction when the source has nothing more buffered (the latency rule: write as soon as the
   stream pauses) or ``max_wait_s`` passed since its first event. Inside a transaction only size
@@ -72,6 +72,12 @@ class TransactionAssembler:
         self._begin_id = begin_event_id
         self._total = 0
         self._per_table = {}
+
+    @property
+    def row_seq(self) -> int:
+        """The ``seq`` the next ``change`` gives its row: after the BEGIN that change brings
+        first (with transaction metadata), for an event id derived from it."""
+        return self.seq + 1 if self.tx_metadata and not self.began else self.seq
 
     def change(
         self,

@@ -40,8 +40,8 @@ def _owners(
     conn: psycopg.Connection[Any], pipeline_name: str, slot: str, publication: str
 ) -> list[str]:
     """A publication, or a slot, that another pipeline's publication records as its own: the
-    daemon would refuse to use it (see PostgresSource._ensure_publication)."""
-    from cdc.sources.postgres._source import OWNER_TAG
+    daemon would refuse to use it (see Slot.ensure_publication)."""
+    from cdc.sources.postgres._slot import OWNER_TAG
 
     out = []
     rows = conn.execute(

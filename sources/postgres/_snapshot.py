@@ -21,9 +21,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -31,11 +31,11 @@ from psycopg.types.string import TextLoader
 
 from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Position, RowChange, snapshot_event_id
+from cdc.sources.postgres._connections import Catalog
+from cdc.sources.postgres._relations import Relation, Relations, snapshot_row
+from cdc.sources.postgres._sourceinfo import source_block
 from cdc.sources.postgres._tuples import NOT_UTF8
 from cdc.status import snapshot_progress
-
-if TYPE_CHECKING:
-    from cdc.sources.postgres._source import PostgresSource, _Relation
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ PROGRESS_EVERY_S = 5.0
 
 @dataclass
 class SnapshotTable:
-    rel: _Relation
+    rel: Relation
     key_types: list[str]  # format_type of each primary-key column, for the resume predicate
     estimate: int  # pg_class.reltuples, -1 when unknown
     resume_after: list[str] | None = None  # text form of the last primary key written
@@ -54,6 +54,50 @@ class SnapshotTable:
     @property
     def name(self) -> str:
         return self.rel.schema.qualified
+
+
+def tables(
+    catalog: Catalog,
+    relations: Relations,
+    names: list[tuple[str, str]],
+    done: list[str],
+    after: dict[str, Any],
+) -> list[SnapshotTable]:
+    """The tables of ``names`` still to read (not in ``done``), each resuming after the key
+    ``after`` records for it (tables with a primary key)."""
+    cat = catalog.connect()
+    out = []
+    for ns, name in names:
+        qualified = f"{ns}.{name}"
+        if qualified in done:
+            continue
+        row = cat.execute(
+            "SELECT c.oid, c.reltuples::bigint FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (ns, name),
+        ).fetchone()
+        assert row is not None  # checked by Slot.ensure_publication
+        relid = int(row[0])
+        cols = cat.execute(
+            "SELECT attname, atttypid, atttypmod FROM pg_attribute WHERE attrelid = %s "
+            "AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+            (relid,),
+        ).fetchall()
+        rel = relations.build(relid, ns, name, [(c[0], int(c[1]), int(c[2])) for c in cols])
+        key_types = [
+            str(
+                cat.execute(
+                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = %s AND attname = %s",
+                    (relid, rel.schema.columns[k].name),
+                ).fetchone()[0]  # type: ignore[index]
+            )
+            for k in rel.schema.key
+        ]
+        resume = after.get(qualified) if rel.schema.key else None
+        out.append(SnapshotTable(rel, key_types, int(row[1]), resume))
+    return out
 
 
 def open_connections(dsn: str, options: str, n: int, snapshot: str | None) -> list[Any]:
@@ -144,7 +188,6 @@ def _worker(
 
 
 def run(
-    source: PostgresSource,
     conns: list[Any],
     tables: list[SnapshotTable],
     done: list[str],
@@ -152,8 +195,15 @@ def run(
     lsn: int,
     fetch: int,
     final_position: Position,
+    *,
+    prefix: str,
+    db: str,
+    stopping: Callable[[], bool],
 ) -> Generator[ChangeBatch]:
     """Yield op=r batches for ``tables``; the last batch carries ``final_position``.
+
+    ``prefix`` and ``db`` go into each event's source block; ``stopping`` is polled between
+    batches (the source's ``stop()`` was called: end without yielding what is held).
 
     Positions in between record per-table progress so an interrupted snapshot resumes:
     ``{"lsn": consistent point,
@@ -232,8 +282,8 @@ def run(
                 # the tuple id: unique in one snapshot, and the same when an unchanged row is
                 # read again; a changed row has a new one
                 eid = f"s:{scope}:{t.name}:ctid{values.pop()}"
-            after_row = source._row(rel, values, True)
-            src = source._source_block(schema, ts_us, None, lsn, 0, snapshot=flag)
+            after_row = snapshot_row(rel, values, True)
+            src = source_block(prefix, db, schema, ts_us, None, lsn, 0, snapshot=flag)
             events.append(RowChange(schema, "r", None, after_row, src, ts_us // 1000, eid))
         t.rows += n
         counts[t.name] = t.rows
@@ -254,7 +304,7 @@ def run(
 
     try:
         while live:
-            if source._stopping:
+            if stopping():
                 # Nothing held is yielded: the last position yielded resumes correctly, and the
                 # rows held are read again on resume (with the same ids), one of them last.
                 stop.set()

@@ -12,6 +12,7 @@ import pytest
 
 from cdc import metrics
 from cdc.errors import PositionLost, SourceError
+from cdc.sources.postgres._connections import connect_replication
 from cdc.sources.postgres._source import PostgresSource
 from cdc.sources.postgres.config import PostgresSourceConfig
 from tests.conftest import wait_until
@@ -33,9 +34,9 @@ def test_retained_wal_gauge_and_one_warning(pg_db: str, caplog: pytest.LogCaptur
         c.execute("INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 40000) g")
     src = source(pg_db, slot, max_retained_wal_mb=1)
     try:
-        with caplog.at_level("INFO", logger="cdc.sources.postgres._source"):
+        with caplog.at_level("INFO", logger="cdc.sources.postgres._slot"):
             for _ in range(3):
-                src._slot_health()
+                src.slot_ctl.health()
     finally:
         src.close()
     retained = metrics.REGISTRY.get_sample_value(
@@ -83,13 +84,13 @@ def test_invalidated_slot_is_position_lost_with_the_ways_out(
     src = source(dsn, "lost_slot")
     try:
         with pytest.raises(PositionLost) as health:
-            src._slot_health()  # what the streaming loop runs every slot_check_interval_s
+            src.slot_ctl.health()  # what the streaming loop runs every slot_check_interval_s
         assert "replication slot 'lost_slot' was invalidated (wal_status lost" in str(health.value)
         assert "snapshot: when_needed" in str(health.value)
         assert "pg_drop_replication_slot('lost_slot')" in str(health.value)
 
-        src._connect_catalog()
-        conn = src._connect_replication()
+        src.catalog.connect()
+        conn = connect_replication(dsn)
         with pytest.raises(PositionLost) as start:
             src._start_streaming(conn, 0)  # the server's own refusal maps to PositionLost too
         assert "invalidated" in str(start.value) and "Ways out" in str(start.value)

@@ -136,3 +136,17 @@ def test_nothing_gathered_is_never_due_and_take_starts_afresh() -> None:
 def test_heartbeat_is_a_batch_without_events() -> None:
     hb = TransactionAssembler.heartbeat({"lsn": 5})
     assert hb.events == [] and hb.position == {"lsn": 5}
+
+
+def test_row_seq_is_the_seq_of_the_next_row_after_the_begin_it_brings() -> None:
+    for meta, first in ((True, 1), (False, 0)):
+        a, _ = make(tx_metadata=meta)
+        a.begin("t", begin_event_id="t:0")
+        assert a.row_seq == first  # the first change brings the BEGIN (with metadata) first
+        a.change(T1, "c", None, (1,), {}, 7, f"t:{a.row_seq}")
+        assert a.row_seq == first + 1
+        a.change(T1, "c", None, (2,), {}, 7, f"t:{a.row_seq}")
+        a.commit(f"t:{a.seq}")
+        ids = [e.event_id for e in a.take({}).events]
+        # with metadata: BEGIN t:0, the rows t:1 and t:2, END t:3 (the seq before it)
+        assert ids == (["t:0", "t:1", "t:2", "t:3"] if meta else ["t:0", "t:1"])

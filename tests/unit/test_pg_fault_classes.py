@@ -15,7 +15,7 @@ def source() -> PostgresSource:
 
 
 def test_a_publication_missing_while_decoding_is_fatal_with_the_ways_out() -> None:
-    err = source()._stream_error(
+    err = source().faults.stream_error(
         'replication stream ended: ERROR:  publication "cdc_p" does not exist\n'
         'CONTEXT:  slot "s1", output plugin "pgoutput", in the change callback'
     )
@@ -27,13 +27,13 @@ def test_a_publication_missing_while_decoding_is_fatal_with_the_ways_out() -> No
 
 
 def test_renamed_and_dropped_tables_are_fatal_and_say_what_to_change() -> None:
-    renamed = source()._renamed("public.a", "public.b")
+    renamed = source().faults.renamed("public.a", "public.b")
     assert is_fatal(renamed) and "Put public.b in source.tables in place of public.a" in str(
         renamed
     )
-    dropped = source()._dropped("public.a")
+    dropped = source().faults.dropped("public.a")
     assert is_fatal(dropped) and "Remove it from source.tables" in str(dropped)
 
 
 def test_a_lost_connection_stays_retryable() -> None:
-    assert not is_fatal(source()._stream_error("replication stream ended: server closed"))
+    assert not is_fatal(source().faults.stream_error("replication stream ended: server closed"))

@@ -26,7 +26,7 @@ def source() -> PostgresSource:
     ],
 )
 def test_lost_wal_is_position_lost_with_the_ways_out(server_says: str) -> None:
-    err = source()._stream_error(f"START_REPLICATION failed: {server_says}")
+    err = source().faults.stream_error(f"START_REPLICATION failed: {server_says}")
     assert isinstance(err, PositionLost) and not err.retryable
     text = str(err)
     assert "\n" not in text and "replication slot 's1' can no longer be read" in text
@@ -34,5 +34,5 @@ def test_lost_wal_is_position_lost_with_the_ways_out(server_says: str) -> None:
 
 
 def test_other_stream_errors_stay_retryable() -> None:
-    err = source()._stream_error("replication stream ended: server closed the connection")
+    err = source().faults.stream_error("replication stream ended: server closed the connection")
     assert type(err) is SourceError and err.retryable

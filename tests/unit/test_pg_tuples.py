@@ -21,7 +21,7 @@ import pytest
 from cdc.errors import SourceError
 from cdc.model import Column, TableSchema
 from cdc.sources.postgres import _tuples
-from cdc.sources.postgres._source import _Relation
+from cdc.sources.postgres._relations import Relation
 from cdc.sources.postgres._types import Mapping, mapping_for
 from tests.unit.test_pg_types import Catalog, rows_of_types_md
 
@@ -339,8 +339,8 @@ def test_relation_versions_decode_specialised_unless_switched_off() -> None:
     specs = ["bigint", "text"]
     table = table_of(specs, [True, False])
     maps = [POOLS[s][0] for s in specs]
-    fast = _Relation(1, table, maps, ["c0", "c1"], (0,))
-    slow = _Relation(1, table, maps, ["c0", "c1"], (0,), False)
+    fast = Relation(1, table, maps, ["c0", "c1"], (0,))
+    slow = Relation(1, table, maps, ["c0", "c1"], (0,), False)
     assert fast.decode_new.__code__.co_filename == "<pgoutput decoder>"
     assert slow.decode_new.__code__.co_filename != "<pgoutput decoder>"
     buf = tuple_data(["5", None])

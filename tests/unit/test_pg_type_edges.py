@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from cdc.daemon import is_fatal
 from cdc.model import Column, TableSchema
 from cdc.sources.postgres import _tuples
-from cdc.sources.postgres._source import PostgresSource, _Relation
+from cdc.sources.postgres._relations import Relation, snapshot_row
+from cdc.sources.postgres._source import PostgresSource
 from cdc.sources.postgres._tuples import ValueConversionError
 from cdc.sources.postgres._types import Mapping, TypeInfo, mapping_for
 from cdc.sources.postgres.config import PostgresSourceConfig, parse_table
@@ -219,9 +220,9 @@ def test_any_converter_failure_is_a_located_error_not_a_traceback() -> None:
 def test_snapshot_row_error_names_the_row() -> None:
     m = mapping_for(1700, NUMERIC_5_2)
     ints = mapping_for(23, -1)
-    rel = _Relation(1, _table(m, False, 'we"ird col'), [ints, m], ["id", 'we"ird col'], (0,))
+    rel = Relation(1, _table(m, False, 'we"ird col'), [ints, m], ["id", 'we"ird col'], (0,))
     with pytest.raises(ValueConversionError) as e:
-        PostgresSource._row(None, rel, ["7", "NaN"], True)  # type: ignore[arg-type]
+        snapshot_row(rel, ["7", "NaN"], True)
     msg = str(e.value)
     assert 'column public.t.we"ird col (numeric(5,2))' in msg
     assert "in the snapshot of public.t (row id='7')" in msg

@@ -301,7 +301,8 @@ def test_two_record_columns_define_their_type_once() -> None:
 
 
 def test_unchanged_toasted_array_takes_the_list_placeholder() -> None:
-    from cdc.sources.postgres._source import UNCHANGED, PostgresSource, _Relation
+    from cdc.sources.postgres._relations import Relation, snapshot_row
+    from cdc.sources.postgres._tuples import UNCHANGED
 
     catalog = Catalog()
     maps = [mapping_for(*catalog.column(t), None, catalog.resolve) for t in ("text[]", "numeric")]
@@ -312,6 +313,6 @@ def test_unchanged_toasted_array_takes_the_list_placeholder() -> None:
         columns=tuple(Column(f"c{i}", m.avro, True, m.name) for i, m in enumerate(maps)),
         key=(),
     )
-    rel = _Relation(1, table, maps, ["c0", "c1"], ())
-    row = PostgresSource._row(None, rel, [UNCHANGED, UNCHANGED], True)  # type: ignore[arg-type]
+    rel = Relation(1, table, maps, ["c0", "c1"], ())
+    row = snapshot_row(rel, [UNCHANGED, UNCHANGED], True)
     assert row == (["__debezium_unavailable_value"], None)
