@@ -45,13 +45,18 @@ _TOPIC_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 
 class BatchConfig(BaseModel):
-    """A batch is written once it is full or has waited long enough."""
+    """When the source hands its events on: a batch is written as soon as the change stream
+    pauses (the source has nothing more buffered, outside a transaction), when it is full, or
+    when it has waited ``max_wait_ms`` while more kept coming (cdc/assembler.py)."""
 
     model_config = ConfigDict(extra="forbid")
 
     max_events: int = Field(5000, ge=1, description="write a batch once it holds this many events")
     max_wait_ms: int = Field(
-        100, ge=0, description="write a partial batch after waiting this long for more events"
+        100,
+        ge=0,
+        description="outside a transaction a batch is written as soon as the source has nothing "
+        "more buffered; while more keeps coming, write a partial batch after waiting this long",
     )
 
 
