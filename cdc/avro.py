@@ -31,7 +31,7 @@ from cdc._names import avro_name as avro_name
 from cdc._names import avro_namespace as avro_namespace
 from cdc._names import field_names as field_names
 from cdc._names import topic_name as topic_name
-from cdc.errors import SourceError
+from cdc.errors import CdcError, EncodeError, SourceError
 from cdc.model import (
     NO_DEFAULT,
     ChangeBatch,
@@ -554,6 +554,16 @@ class _TxCodec:
             )
 
 
+def _unwritable(ev: RowChange, e: Exception) -> EncodeError:
+    return EncodeError(
+        f"topic {ev.table.topic}: event {ev.event_id} (op {ev.op}) cannot be written as Avro by "
+        f"its table's schema ({type(e).__name__}: {e}); a restart would fail on it again, so the "
+        "pipeline stops. A value the source produced that its own schema refuses is a bug: "
+        "report it; to go on meanwhile, drop or truncate the column with a transform "
+        "(docs/transforms.md)"
+    )
+
+
 class Encoder:
     """Encodes batches into Confluent-framed Avro records; schemas are registered on first use.
 
@@ -728,7 +738,12 @@ class Encoder:
                 if kv is not None:
                     key, vbytes = kv
                 else:
-                    key, vbytes = self._encode_row(c, ev, (now_ms, now_us, now_ns), body)
+                    try:
+                        key, vbytes = self._encode_row(c, ev, (now_ms, now_us, now_ns), body)
+                    except CdcError:
+                        raise
+                    except Exception as e:  # fastavro refused it too: it always will
+                        raise _unwritable(ev, e) from None
                 out.append(EncodedRecord(ev.table.topic, key, vbytes, ev.ts_ms, ev.event_id))
                 if ev.op == "d" and self._tombstones and key is not None:
                     out.append(

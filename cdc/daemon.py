@@ -27,13 +27,20 @@ from typing import Any
 
 from cdc import logs, metrics
 from cdc.config import Config, PipelineConfig
-from cdc.errors import ConfigError, LogCorrupt, PositionLost, SinkError, SourceError
+from cdc.errors import (
+    ConfigError,
+    EncodeError,
+    LogCorrupt,
+    PositionLost,
+    SinkError,
+    SourceError,
+)
 from cdc.pipeline import PLUGINS, Parts, Pipeline
 from cdc.status import BOARD, FORMAT_VERSION, write_file
 
 log = logging.getLogger(__name__)
 
-FATAL = (PositionLost, ConfigError, LogCorrupt)
+FATAL = (PositionLost, ConfigError, LogCorrupt, EncodeError)
 EXIT_FAILED = 1  # a pipeline stopped on a fatal error
 EXIT_STUCK = 3  # a pipeline did not stop within shutdown_timeout_s
 

@@ -45,3 +45,8 @@ class SinkError(CdcError):
 
 class LogCorrupt(SinkError):
     """The built-in log holds data that fails its checksum somewhere other than its tail."""
+
+
+class EncodeError(CdcError):
+    """An event the encoder cannot write as Avro by its own schema. Fatal: a restart reads the
+    same event again and fails the same way, so the pipeline stops instead of looping."""

@@ -136,3 +136,19 @@ def test_new_table_version_registers_new_schema() -> None:
     out = enc.encode(ChangeBatch([RowChange(t2, "c", None, (3, None, None, 9), src, 1, "c")], {}))
     assert len(reg.schemas) == n + 2
     assert decode(reg, out.records[0].value or b"")["after"]["x"] == 9
+
+
+def test_an_event_its_schema_refuses_stops_the_pipeline_naming_it() -> None:
+    """A value fastavro refuses too would fail again after every restart: fatal, located."""
+    from cdc.daemon import is_fatal
+    from cdc.errors import EncodeError
+
+    enc = avro.Encoder(Registry(), SOURCE, None, tombstones=False)
+    bad = RowChange(TABLE, "c", None, ("not an int", None, None), {"ts_us": 1}, 1, "9:1")
+    try:
+        enc.encode(ChangeBatch([bad], {"lsn": 1}))
+    except EncodeError as e:
+        assert "shop.public.orders" in str(e) and "event 9:1" in str(e)
+        assert is_fatal(e)
+    else:
+        raise AssertionError("the encoder wrote a value its schema refuses")
