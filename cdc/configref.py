@@ -20,6 +20,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from cdc import config, plugins
+from cdc.transforms import config as transforms_config
 
 HEADER = """# Configuration reference
 
@@ -138,7 +139,7 @@ def _plugin_models(kind: str) -> list[tuple[str, type[BaseModel]]]:
 
 
 def _transform_models() -> list[type[BaseModel]]:
-    return list(get_args(get_args(config.TransformConfig)[0]))
+    return list(get_args(get_args(transforms_config.TransformConfig)[0]))
 
 
 def _literal(model: type[BaseModel]) -> str:

@@ -74,5 +74,5 @@ def test_the_reference_covers_every_source_sink_and_transform() -> None:
         assert f"### Source `type: {kind}`" in text
     for kind in ("log", "kafka", "nats"):
         assert f"### Sink `type: {kind}`" in text
-    for t in configref.config.TRANSFORM_TYPES:
+    for t in configref.transforms_config.TRANSFORM_TYPES:
         assert f"### Transform `type: {t}`" in text

@@ -1,4 +1,4 @@
-"""The transforms stage (cdc/transforms.py) and its configuration, without servers."""
+"""The transforms stage (cdc/transforms/) and its configuration, without servers."""
 
 from __future__ import annotations
 
@@ -232,7 +232,7 @@ def test_hash_matches_debezium(algorithm: str, version: str, value: str, digest:
 
 
 def test_hash_v1_java_serialisation_of_unusual_strings() -> None:
-    from cdc.transforms import _java_serialized
+    from cdc.transforms._apply import _java_serialized
 
     # modified UTF-8: NUL as C0 80, a character past the BMP as two 3-byte surrogates
     assert _java_serialized("a\x00") == b"\xac\xed\x00\x05\x74\x00\x03a\xc0\x80"
@@ -486,7 +486,7 @@ def test_skip_without_transaction_metadata_and_snapshot_reads() -> None:
 def test_hash_of_bytes_is_over_the_bytes() -> None:
     import hashlib
 
-    from cdc.config import HashColumns
+    from cdc.transforms.config import HashColumns
     from cdc.transforms import hash_function
 
     for version in ("v1", "v2"):

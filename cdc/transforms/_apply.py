@@ -15,7 +15,8 @@ renumbered, END's ``event_count`` and ``per_table`` count the emitted changes, a
 whose changes are all skipped gets neither BEGIN nor END. That takes state across batches (a
 transaction may span several): one ``Transformer`` per pipeline run.
 
-Configuration: ``cdc.config.TransformConfig``; user documentation: docs/transforms.md.
+Configuration: ``cdc.transforms.config`` (beside this module); user documentation:
+docs/transforms.md.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from cdc.config import (
+from cdc.errors import ConfigError
+from cdc.model import NO_DEFAULT, ChangeBatch, Column, RowChange, TableSchema, TxBoundary
+from cdc.transforms.config import (
     HASH_ALGORITHMS,
     DropColumns,
     HashColumns,
@@ -38,8 +41,6 @@ from cdc.config import (
     TransformConfig,
     TruncateColumns,
 )
-from cdc.errors import ConfigError
-from cdc.model import NO_DEFAULT, ChangeBatch, Column, RowChange, TableSchema, TxBoundary
 
 log = logging.getLogger(__name__)
 
