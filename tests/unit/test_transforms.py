@@ -486,8 +486,8 @@ def test_skip_without_transaction_metadata_and_snapshot_reads() -> None:
 def test_hash_of_bytes_is_over_the_bytes() -> None:
     import hashlib
 
-    from cdc.transforms.config import HashColumns
     from cdc.transforms import hash_function
+    from cdc.transforms.config import HashColumns
 
     for version in ("v1", "v2"):
         cfg = HashColumns.model_validate(
