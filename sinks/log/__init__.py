@@ -14,9 +14,9 @@ from cdc.sinks.log._events import Event, EventBatch, EventConsumer, EventLog, op
 from cdc.sinks.log._format import FrameError, FrameInfo, LogRecord, read_frame, records_of, segments
 from cdc.sinks.log._log import LogReader, OffsetOutOfRange
 from cdc.sinks.log._sink import LogSink
-from cdc.sinks.log._units import parse_since
 from cdc.sinks.log._writer import LogWriter
 from cdc.sinks.log.config import LogRetention, LogSinkConfig
+from cdc.units import parse_since
 
 Config = LogSinkConfig
 

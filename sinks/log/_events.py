@@ -23,7 +23,7 @@ from cdc.errors import CdcError, LogCorrupt
 from cdc.sinks.log._consumers import Consumer
 from cdc.sinks.log._format import records_of
 from cdc.sinks.log._log import LogReader
-from cdc.sinks.log._units import parse_since
+from cdc.units import parse_since
 
 Start = int | Literal["earliest", "latest"]
 

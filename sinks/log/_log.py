@@ -24,7 +24,7 @@ from cdc.sinks.log._format import (
 )
 from cdc.sinks.log._offsets import ConsumerState, read_states
 from cdc.sinks.log._schemas import SchemaStore
-from cdc.sinks.log._units import format_ms
+from cdc.units import format_ms
 
 Start = int | Literal["earliest", "latest"]
 

@@ -7,10 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from cdc.sinks.log._units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
-
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
-Bytes = Annotated[int, BeforeValidator(parse_size)]
+from cdc.units import DURATION_HELP, SIZE_HELP, Duration, Size
 
 
 def _parse_mode(value: object) -> int:
@@ -42,13 +39,13 @@ class LogRetention(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    max_age: Seconds | None = Field(
+    max_age: Duration | None = Field(
         None,
         gt=0,
         description="delete a closed segment once everything in it was written longer ago than "
         f"this; {DURATION_HELP}. Unset: no age limit",
     )
-    max_bytes: Bytes | None = Field(
+    max_bytes: Size | None = Field(
         None,
         gt=0,
         description="delete the oldest closed segments while all segments together are larger "
@@ -63,7 +60,7 @@ class LogRetention(BaseModel):
         "`cdc log consumers PATH --delete NAME`. false: limits win and a lagging consumer gets "
         "an error naming the log's first offset",
     )
-    check_interval: Seconds = Field(
+    check_interval: Duration = Field(
         300,
         gt=0,
         description="with max_age, also apply retention at most this often while the log is "
@@ -86,8 +83,8 @@ class LogSinkConfig(BaseModel):
         "the matching mode (0700, 0750). Set exactly, whatever the umask; existing files keep "
         "theirs. Must give the owner read and write",
     )
-    segment_bytes: int = Field(
-        64 << 20, ge=1 << 20, description="roll to a new segment file past this size"
+    segment_bytes: Size = Field(
+        64 << 20, ge=1 << 20, description=f"roll to a new segment file past this size; {SIZE_HELP}"
     )
     fsync: bool = Field(
         True,

@@ -4,28 +4,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cdc.secrets import mask_connection_string
+from cdc.units import DURATION_HELP, Duration
 
 _STREAM = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]+$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
-
-def parse_duration(value: Any) -> Any:
-    """Seconds from a number or a string like ``90s``, ``2m``, ``12h``, ``7d``; else unchanged."""
-    if isinstance(value, str):
-        m = _DURATION.match(value)
-        if m is None:
-            raise ValueError(
-                f"invalid duration {value!r}: use seconds (120) or a number with ms, s, m, h or d"
-            )
-        return float(m.group(1)) * _UNIT_S[m.group(2)]
-    return value
 
 
 def _show(seconds: float) -> str:
@@ -98,17 +85,17 @@ class NatsSinkConfig(BaseModel):
     replicas: int = Field(
         1, ge=1, le=5, description="replicas of a stream (and schema bucket) this sink creates"
     )
-    max_age: float = Field(
+    max_age: Duration = Field(
         0,
         ge=0,
-        description="drop messages older than this from a stream this sink creates (seconds, or "
-        "a number with ms/s/m/h/d); 0 keeps them until other limits apply",
+        description="drop messages older than this from a stream this sink creates; "
+        f"{DURATION_HELP}; 0 keeps them until other limits apply",
     )
-    duplicate_window: float = Field(
+    duplicate_window: Duration = Field(
         120,
         gt=0,
         description="how long JetStream remembers message ids to drop duplicates, for a stream "
-        "this sink creates (seconds or a duration such as 2m); restarts within it are "
+        f"this sink creates ({DURATION_HELP}); restarts within it are "
         "exactly-once",
     )
     credentials: Path | None = Field(
@@ -130,15 +117,15 @@ class NatsSinkConfig(BaseModel):
         le=100_000,
         description="messages published but not yet acknowledged by JetStream, at most",
     )
-    ack_timeout: float = Field(
+    ack_timeout: Duration = Field(
         10,
         gt=0,
         description="when messages are pending and no acknowledgement arrives for this long "
         "(seconds), treat the connection as broken: close it and publish again from the first "
         "unacknowledged message on a new one; also the timeout of JetStream API requests",
     )
-    connect_timeout: float = Field(5, gt=0, description="seconds to wait for one connection")
-    retry_for: float = Field(
+    connect_timeout: Duration = Field(5, gt=0, description="seconds to wait for one connection")
+    retry_for: Duration = Field(
         300,
         gt=0,
         description="seconds to keep retrying an unavailable server inside the sink before "
@@ -149,13 +136,6 @@ class NatsSinkConfig(BaseModel):
         description="publish an empty message (header Cdc-Tombstone: true) with the same key "
         "after each delete",
     )
-
-    @field_validator(
-        "max_age", "duplicate_window", "ack_timeout", "connect_timeout", "retry_for", mode="before"
-    )
-    @classmethod
-    def _duration(cls, v: Any) -> Any:
-        return parse_duration(v)
 
     @field_validator("stream")
     @classmethod

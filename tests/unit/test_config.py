@@ -55,8 +55,8 @@ pipelines:
     assert e.value.problems == [
         "pipelines[0].source.slot: invalid slot name 'My-Slot': "
         "use a-z, 0-9 and _ (at most 63 characters)",
-        "pipelines[0].sink.segment_bytes: bad value: 'lots': "
-        "input should be a valid integer, unable to parse string as an integer",
+        "pipelines[0].sink.segment_bytes: bad size 'lots': use a number of bytes or a size "
+        "such as 500MB, 10GiB (KB/MB/GB/TB: powers of 1000; KiB/MiB/GiB/TiB: of 1024)",
         "pipelines[1].source: unknown type 'oracle': use one of postgres, mysql",
         "pipelines[1].sink.colour: unknown field; check its spelling against docs/configuration.md",
     ]
@@ -365,3 +365,27 @@ def test_a_short_secret_does_not_garble_messages() -> None:
     assert mask("set token; url nats://u:t@h; password=t", ["t"]) == (
         "set token; url nats://u:***@h; password=***"
     )
+
+
+def test_one_duration_and_one_size_type_everywhere() -> None:
+    """`2w` was valid for the log's retention.max_age and refused by NATS's max_age (two
+    parsers); every duration and size field now takes the same forms (cdc/units.py)."""
+    from cdc.sinks.log.config import LogSinkConfig
+    from cdc.sinks.nats.config import NatsSinkConfig
+
+    log = LogSinkConfig.model_validate(
+        {"type": "log", "path": "/x", "segment_bytes": "64MiB", "retention": {"max_age": "2w"}}
+    )
+    nats = NatsSinkConfig.model_validate(
+        {
+            "type": "nats",
+            "servers": ["nats://127.0.0.1:4222"],
+            "path": "/x",
+            "max_age": "2w",
+            "duplicate_window": "1h30m",
+            "ack_timeout": "1500ms",
+        }
+    )
+    assert log.retention.max_age == nats.max_age == 14 * 86400
+    assert log.segment_bytes == 64 << 20
+    assert nats.duplicate_window == 5400 and nats.ack_timeout == 1.5

@@ -16,7 +16,7 @@ from cdc.config import parse
 from cdc.errors import ConfigError, LogCorrupt, SinkError
 from cdc.model import EncodedRecord
 from cdc.sinks.log import LogReader, LogRetention, LogWriter, OffsetOutOfRange, parse_since
-from cdc.sinks.log._units import parse_duration, parse_size
+from cdc.units import parse_duration, parse_size
 
 MiB = 1 << 20
 DAY_MS = 86_400_000

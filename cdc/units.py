@@ -1,10 +1,17 @@
-"""Durations, sizes and points in time as people write them in a config or on a command line."""
+"""Durations, sizes and points in time as people write them in a config or on a command line.
+
+One parser of each for the whole configuration: ``Duration`` (seconds) and ``Size`` (bytes) are
+the field types every config model uses, so a value valid in one place is valid in all.
+"""
 
 from __future__ import annotations
 
 import re
 import time
 from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
 _SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -83,3 +90,10 @@ def format_ms(ms: int | None) -> str:
         return "-"
     dt = datetime.fromtimestamp(ms / 1000, UTC)
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+"""A config field in seconds: a number, or a string such as ``90s``, ``10m``, ``1h30m``, ``2w``."""
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+"""A config field in bytes: an integer, or a string such as ``500MB``, ``64MiB``."""
