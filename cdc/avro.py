@@ -14,6 +14,7 @@ its own.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import struct
@@ -422,6 +423,12 @@ def transaction_schemas(prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
 # --- framing --------------------------------------------------------------------------------------
 
 _MAGIC = b"\x00"
+
+
+def canonical_schema(schema: Any) -> str:
+    """The one text of ``schema`` that identical schemas share (keys sorted, no spaces): what
+    every schema store and registry client compares to give an identical schema one id."""
+    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 def frame(schema_id: int, body: bytes) -> bytes:

@@ -17,16 +17,13 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
+from cdc.avro import canonical_schema
 from cdc.errors import SinkError
 from cdc.sinks.kafka.config import SchemaRegistryConfig
 
 log = logging.getLogger(__name__)
 
 _CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
-
-
-def _canonical(schema: Any) -> str:
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 def _what(subject: str) -> str:
@@ -55,7 +52,7 @@ class RegistryClient:
         self._ids: dict[tuple[str, str], int] = {}
 
     def register(self, subject: str, schema: dict[str, Any]) -> int:
-        canon = _canonical(schema)
+        canon = canonical_schema(schema)
         hit = self._ids.get((subject, canon))
         if hit is not None:
             return hit

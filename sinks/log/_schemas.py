@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from cdc.avro import canonical_schema
 from cdc.checkpoint import fsync_dir
 from cdc.errors import LogCorrupt, SinkError
 from cdc.sinks.log import _files
@@ -38,10 +39,6 @@ class SchemaNotFound(SinkError, KeyError):
 
     def __str__(self) -> str:  # KeyError's would quote the message
         return str(self.args[0])
-
-
-def _canonical(schema: Any) -> str:
-    return json.dumps(schema, sort_keys=True, separators=(",", ":"))
 
 
 class SchemaStore:
@@ -119,13 +116,13 @@ class SchemaStore:
 
     def _add(self, sid: int, subject: str, schema: dict[str, Any]) -> None:
         self._by_id[sid] = schema
-        self._ids.setdefault(_canonical(schema), sid)
+        self._ids.setdefault(canonical_schema(schema), sid)
         ids = self._subjects.setdefault(subject, [])
         if sid not in ids:
             ids.append(sid)
 
     def register(self, subject: str, schema: dict[str, Any]) -> int:
-        canon = _canonical(schema)
+        canon = canonical_schema(schema)
         sid = self._ids.get(canon)
         if sid is not None and sid in self._subjects.get(subject, []):
             return sid

@@ -55,6 +55,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js.kv import KeyValue
 
+from cdc.avro import canonical_schema
 from cdc.checkpoint import Checkpoint
 from cdc.errors import SinkError
 from cdc.model import EncodedBatch, EncodedRecord, Position
@@ -200,10 +201,6 @@ class _Schemas:
         self.by_id: dict[int, dict[str, Any]] = {}
         self.ids: dict[str, int] = {}
 
-    @staticmethod
-    def canonical(schema: Any) -> str:
-        return json.dumps(schema, sort_keys=True, separators=(",", ":"))
-
     async def load(self, kv: KeyValue) -> None:
         try:
             keys = await kv.keys()
@@ -220,10 +217,10 @@ class _Schemas:
 
     def _add(self, sid: int, schema: Any) -> None:
         self.by_id[sid] = schema
-        self.ids.setdefault(self.canonical(schema), sid)
+        self.ids.setdefault(canonical_schema(schema), sid)
 
     async def register(self, kv: KeyValue, subject: str, schema: dict[str, Any]) -> int:
-        canon = self.canonical(schema)
+        canon = canonical_schema(schema)
         while True:
             sid = self.ids.get(canon)
             if sid is not None:
@@ -403,7 +400,7 @@ class NatsSink:
             )
 
     def _register(self, subject: str, schema: dict[str, Any]) -> int:
-        canon_hit = self._schemas.ids.get(self._schemas.canonical(schema))
+        canon_hit = self._schemas.ids.get(canonical_schema(schema))
         if canon_hit is not None:
             return canon_hit
 
