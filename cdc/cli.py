@@ -49,9 +49,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
         src: plugins.PluginConfig = p.source
         kind = src.type
         try:
-            problems = [Problem.from_text(x) for x in plugins.check_source(kind, src, p)]
+            problems = list(plugins.check_source(kind, src, p))
         except CdcError as e:
-            problems = [Problem.from_text(str(e))]
+            problems = [Problem(str(e))]
         found += len(problems)
         print(
             f"pipeline {p.name} ({kind} source): "

@@ -200,21 +200,19 @@ class Problem:
     ``what`` names the setting or object and shows its value; ``why`` says what it breaks (may
     be empty when ``what`` makes it plain); ``fix`` is the statement or change that fixes it
     (e.g. ``ALTER ROLE "cdc" REPLICATION``). Printed as ``what (why): fix``.
+
+    ``blocking``: the source refuses to stream while this stands (its own check before
+    streaming raises the blocking ones); ``cdc check`` reports every problem alike.
     """
 
     what: str
     why: str = ""
     fix: str = ""
+    blocking: bool = False
 
     def __str__(self) -> str:
         text = f"{self.what} ({self.why})" if self.why else self.what
         return f"{text}: {self.fix}" if self.fix else text
-
-    @classmethod
-    def from_text(cls, text: str | Problem) -> Problem:
-        """A problem a source still reports as one sentence (transitional, until the sources'
-        checks build records): the whole text is ``what``, so it prints exactly as before."""
-        return text if isinstance(text, Problem) else cls(text)
 
 
 PipelineState = Literal["starting", "snapshot", "streaming", "restarting", "failed", "stopped"]
@@ -283,9 +281,8 @@ class Source(Protocol):
         once a second for the ``streaming`` state and ``/ready``."""
         ...
 
-    def check(self) -> Sequence[Problem | str]:
-        """Preflight problems, each saying what to change; empty when all is well. Plain strings
-        are accepted during the transition to records (read with ``Problem.from_text``)."""
+    def check(self) -> Sequence[Problem]:
+        """Preflight problems, each saying what to change; empty when all is well."""
         ...
 
     def batches(self, start: Position | None) -> Iterator[ChangeBatch]:

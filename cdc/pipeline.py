@@ -18,7 +18,6 @@ from cdc.model import (
     BatchEncoder,
     ChangeBatch,
     PipelineContext,
-    Position,
     Reporter,
     RowChange,
     RowSink,
@@ -36,20 +35,20 @@ log = logging.getLogger(__name__)
 _position_labels: dict[str, str] = {}
 
 
-def is_snapshot_position(position: Position | None) -> bool:
-    """True for the positions a source writes while its snapshot is unfinished.
+def position_label(batch: ChangeBatch) -> str:
+    """The ``cdc_last_durable_position_info`` label of a durable batch: its position as JSON.
 
-    Transitional: a batch says so itself (``ChangeBatch.snapshot``); this reads the ``snapshot``
-    key both sources put in such positions (Postgres: per-table progress; MySQL: ``"running"``)
-    for the batches of sources that do not set the flag yet, and for positions read back from a
-    sink. The snapshot's last batch carries the plain streaming position.
+    A snapshot batch's position (opaque here) holds the snapshot's progress, primary-key values
+    among it (row data, not for a metrics label): only its plain values are shown (where
+    streaming will start: an LSN, a binlog file and offset, a GTID set), with
+    ``"snapshot": "running"``.
     """
-    return position is not None and "snapshot" in position
-
-
-def is_snapshot_batch(batch: ChangeBatch) -> bool:
-    """True for a batch of an unfinished snapshot (its flag, or, transitional, its position)."""
-    return batch.snapshot or is_snapshot_position(batch.position)
+    shown = batch.position
+    if batch.snapshot:
+        plain = (str, int, float, bool, type(None))
+        shown = {k: v for k, v in shown.items() if isinstance(v, plain)}
+        shown["snapshot"] = "running"
+    return json.dumps(shown, sort_keys=True, separators=(",", ":"), default=str)
 
 
 def context_of(config: PipelineConfig, reporter: Reporter) -> PipelineContext:
@@ -161,8 +160,7 @@ class Pipeline:
 
     def run(self) -> None:
         cfg = self.config
-        # Log lines name the pipeline by thread; so does cdc.status.snapshot_progress, which the
-        # sources still call (transitional: they get the reporter in their context).
+        # Log lines name the pipeline by thread (plugins report through context.reporter).
         set_current_pipeline(cfg.name)
         self._reporter.set_state("starting")
         context = context_of(cfg, self._reporter)
@@ -261,12 +259,7 @@ class Pipeline:
             st.lag_ms = lag
             metrics.LAG_MS.labels(name).set(lag)
             metrics.LAST_COMMIT_TIME.labels(name).set(commit_ms / 1000)
-        snapshot = is_snapshot_batch(batch)
-        shown = batch.position
-        if snapshot and "snapshot" in shown:
-            # snapshot progress holds primary-key values (row data): not for a metrics label
-            shown = {k: v for k, v in shown.items() if k != "snapshot"} | {"snapshot": "running"}
-        label = json.dumps(shown, sort_keys=True, separators=(",", ":"), default=str)
+        label = position_label(batch)
         old = _position_labels.get(name)
         if label != old:
             if old is not None:
@@ -274,7 +267,7 @@ class Pipeline:
                     metrics.LAST_DURABLE_POSITION.remove(name, old)
             metrics.LAST_DURABLE_POSITION.labels(name, label).set(1)
             _position_labels[name] = label
-        if snapshot:
+        if batch.snapshot:
             if st.state == "starting":
                 self._reporter.set_state("snapshot")
         elif st.state in ("starting", "snapshot"):

@@ -69,11 +69,11 @@ def sink_plugin(name: str) -> SinkPlugin:
     return cast(SinkPlugin, plugin("sink", name))
 
 
-def check_source(name: str, config: Any, pipeline: Any) -> Sequence[Problem | str]:
+def check_source(name: str, config: Any, pipeline: Any) -> Sequence[Problem]:
     """The preflight problems the source plugin's ``check_source`` finds (none if it has none)."""
     module = plugin("source", name)
     check = getattr(module, "check_source", None)  # optional: a plugin may have none
     if check is None:
         return []
-    problems: Sequence[Problem | str] = check(config, pipeline)
+    problems: Sequence[Problem] = check(config, pipeline)
     return problems

@@ -5,9 +5,7 @@ it; the daemon rewrites the status file from it (atomically: temp file + rename)
 second, and `cdc status` reads that file from another process.
 
 Plugins report through the ``BoardReporter`` of their pipeline (``PipelineContext.reporter``),
-never through the board itself. ``snapshot_progress`` (a module function that finds the pipeline
-by the calling thread) is transitional: the sources still call it; once they report through the
-reporter they are given, it goes, and with it the sources' dependency on this module.
+never through the board itself, and do not import this module.
 """
 
 from __future__ import annotations
@@ -31,7 +29,7 @@ _local = threading.local()
 
 
 def current_pipeline() -> str | None:
-    """The pipeline whose thread this is (set by ``Pipeline.run``), or None."""
+    """The pipeline whose thread this is (set by ``Pipeline.run``), or None: for log lines."""
     return getattr(_local, "pipeline", None)
 
 
@@ -146,17 +144,6 @@ class BoardReporter:
                 entry["total"] = total
         if st.state == "starting":
             self.board.set_state(name, "snapshot")
-
-
-def snapshot_progress(table: str, done: int, total: int | None) -> None:
-    """Transitional: ``BoardReporter.snapshot_progress`` of the pipeline whose thread this is.
-
-    The sources still call this; new code reports through ``PipelineContext.reporter``. Outside
-    a pipeline's thread (a source used on its own) it does nothing.
-    """
-    name = current_pipeline()
-    if name is not None:
-        BoardReporter(name).snapshot_progress(table, done, total)
 
 
 # --- the status file ------------------------------------------------------------------------------

@@ -1,7 +1,14 @@
 """MySQL/MariaDB source: the binlog in row format, with a consistent initial snapshot."""
 
-from cdc.model import PipelineContext, Source
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cdc.model import PipelineContext, Problem, Source
 from cdc.sources.mysql.config import MySqlSourceConfig
+
+if TYPE_CHECKING:
+    from cdc.config import PipelineConfig
 
 Config = MySqlSourceConfig
 
@@ -17,14 +24,15 @@ def open_source(config: MySqlSourceConfig, context: PipelineContext) -> Source:
         max_events=context.max_events,
         max_wait_ms=context.max_wait_ms,
         transaction_metadata=context.transaction_metadata,
+        reporter=context.reporter,
     )
 
 
-def check_source(config: MySqlSourceConfig, pipeline: object) -> list[str]:
+def check_source(config: MySqlSourceConfig, pipeline: PipelineConfig) -> list[Problem]:
     """Preflight problems: binlog settings, privileges, table patterns (``cdc check``)."""
     from cdc.sources.mysql._check import check
 
-    return check(config, pipeline.name)  # type: ignore[attr-defined]
+    return check(config, pipeline.name)
 
 
 __all__ = ["Config", "MySqlSourceConfig", "check_source", "open_source"]

@@ -12,11 +12,12 @@ import fnmatch
 import pymysql
 
 from cdc.errors import SourceError
+from cdc.model import Problem
 from cdc.sources.mysql._source import MySqlSource
 from cdc.sources.mysql.config import MySqlSourceConfig
 
 
-def check(config: MySqlSourceConfig, pipeline_name: str) -> list[str]:
+def check(config: MySqlSourceConfig, pipeline_name: str) -> list[Problem]:
     """Every problem that would keep this pipeline's source from working; [] when none."""
     source = MySqlSource(config, pipeline_name, pipeline_name)
     try:
@@ -26,9 +27,9 @@ def check(config: MySqlSourceConfig, pipeline_name: str) -> list[str]:
             "WHERE table_type = 'BASE TABLE'"
         )
     except SourceError as e:
-        return [f"{e}: check the source's host, port, user and password"]
+        return [Problem(str(e), fix="check the source's host, port, user and password")]
     except pymysql.err.MySQLError as e:
-        return [f"cannot read the server's settings: {e.args[-1] if e.args else e}"]
+        return [Problem(f"cannot read the server's settings: {e.args[-1] if e.args else e}")]
     finally:
         source.close()
     for pattern in config.tables:
@@ -38,7 +39,9 @@ def check(config: MySqlSourceConfig, pipeline_name: str) -> list[str]:
             for d, t in tables
         ):
             problems.append(
-                f"table pattern {pattern!r} matches no table the user {config.user!r} can see: "
-                "create the table, fix the pattern or GRANT SELECT on it"
+                Problem(
+                    f"table pattern {pattern!r} matches no table the user {config.user!r} can see",
+                    fix="create the table, fix the pattern or GRANT SELECT on it",
+                )
             )
     return problems

@@ -1,16 +1,20 @@
 """The source's own preflight: the binlog settings and the privileges the user needs, checked
-before streaming and by ``cdc check``."""
+before streaming and by ``cdc check``.
+
+Each problem is a ``Problem`` record; the blocking ones (settings the binlog cannot be read
+without, and the privilege to read it) keep the source from streaming (``require_settings``)."""
 
 from __future__ import annotations
 
 from cdc.errors import SourceError
+from cdc.model import Problem
 from cdc.sources.mysql._server import Server
 
 
-def check(server: Server) -> list[str]:
+def check(server: Server) -> list[Problem]:
     """Every problem of the binlog settings and the user's privileges; [] when none."""
     server.catalog()
-    problems: list[str] = []
+    problems: list[Problem] = []
     variables = {
         str(k).lower(): str(v)
         for k, v in server.all(
@@ -21,50 +25,78 @@ def check(server: Server) -> list[str]:
     }
     if variables.get("log_bin", "OFF").upper() not in ("ON", "1"):
         problems.append(
-            "the binary log is off (log_bin=OFF): start the server with log_bin "
-            "(log-bin=mysql-bin in my.cnf) and restart it"
+            Problem(
+                "the binary log is off (log_bin=OFF)",
+                fix="start the server with log_bin (log-bin=mysql-bin in my.cnf) and restart it",
+                blocking=True,
+            )
         )
     fmt = variables.get("binlog_format", "")
     if fmt.upper() != "ROW":
         problems.append(
-            f"binlog_format is {fmt!r}: set binlog_format=ROW (SET GLOBAL binlog_format='ROW' "
-            "and in my.cnf)"
+            Problem(
+                f"binlog_format is {fmt!r}",
+                fix="set binlog_format=ROW (SET GLOBAL binlog_format='ROW' and in my.cnf)",
+                blocking=True,
+            )
         )
     image = variables.get("binlog_row_image", "")
     if image.upper() != "FULL":
         problems.append(
-            f"binlog_row_image is {image!r}: set binlog_row_image=FULL (SET GLOBAL "
-            "binlog_row_image='FULL' and in my.cnf)"
+            Problem(
+                f"binlog_row_image is {image!r}",
+                fix="set binlog_row_image=FULL (SET GLOBAL binlog_row_image='FULL' and in my.cnf)",
+                blocking=True,
+            )
         )
     meta = variables.get("binlog_row_metadata")
     if meta is None:
         problems.append(
-            "the server has no binlog_row_metadata (column names are not in the binlog): "
-            "use MariaDB >= 10.5 or MySQL >= 8.0.14"
+            Problem(
+                "the server has no binlog_row_metadata",
+                "column names are not in the binlog",
+                "use MariaDB >= 10.5 or MySQL >= 8.0.14",
+                blocking=True,
+            )
         )
     elif meta.upper() != "FULL":
         problems.append(
-            f"binlog_row_metadata is {meta!r}: set binlog_row_metadata=FULL (SET GLOBAL "
-            "binlog_row_metadata='FULL' and in my.cnf), so that every event carries the column "
-            "names and types it was written with"
+            Problem(
+                f"binlog_row_metadata is {meta!r}",
+                fix="set binlog_row_metadata=FULL (SET GLOBAL binlog_row_metadata='FULL' and in "
+                "my.cnf), so that every event carries the column names and types it was "
+                "written with",
+                blocking=True,
+            )
         )
     for setting in ("binlog_transaction_compression", "log_bin_compress"):
         if variables.get(setting, "OFF").upper() in ("ON", "1"):
             problems.append(
-                f"{setting} is ON: compressed binlog events cannot be decoded by the binlog "
-                f"reader and their changes would be missed; set {setting}=OFF (SET GLOBAL and "
-                "in my.cnf)"
+                Problem(
+                    f"{setting} is ON",
+                    "compressed binlog events cannot be decoded by the binlog reader and their "
+                    "changes would be missed",
+                    f"set {setting}=OFF (SET GLOBAL and in my.cnf)",
+                    blocking=True,
+                )
             )
     if server.config.position_mode == "gtid" and not (server.is_mariadb or server.mysql_gtids):
+        # not blocking here: Server.gtid_mode refuses it when streaming starts
         problems.append(
-            "source.position_mode is gtid but the server has gtid_mode=OFF: turn GTIDs on "
-            "(gtid_mode=ON, enforce_gtid_consistency=ON; on a running server step gtid_mode "
-            "through OFF_PERMISSIVE and ON_PERMISSIVE) or use position_mode: file"
+            Problem(
+                "source.position_mode is gtid but the server has gtid_mode=OFF",
+                fix="turn GTIDs on (gtid_mode=ON, enforce_gtid_consistency=ON; on a running "
+                "server step gtid_mode through OFF_PERMISSIVE and ON_PERMISSIVE) or use "
+                "position_mode: file",
+            )
         )
     if int(variables.get("server_id", "0") or 0) == server.config.server_id:
         problems.append(
-            f"source.server_id {server.config.server_id} is the server's own server_id: choose "
-            "another number, unique among the server's replicas"
+            Problem(
+                f"source.server_id {server.config.server_id} is the server's own server_id",
+                fix="choose another number, unique among the server's replicas",
+                blocking=True,
+            )
         )
     problems += _check_grants(server)
     return problems
@@ -82,7 +114,7 @@ def _global_privileges(server: Server) -> set[str]:
     return privileges
 
 
-def _check_grants(server: Server) -> list[str]:
+def _check_grants(server: Server) -> list[Problem]:
     held = _global_privileges(server)
     if "ALL PRIVILEGES" in held or "ALL" in held:
         return []
@@ -102,14 +134,20 @@ def _check_grants(server: Server) -> list[str]:
     for priv, alternatives, why in needed:
         if priv not in held and not held.intersection(alternatives):
             problems.append(
-                f"the user {server.config.user!r} lacks {priv} ({why}): GRANT {priv} ON *.* TO "
-                f"'{server.config.user}'@'<host>'"
+                Problem(
+                    f"the user {server.config.user!r} lacks {priv}",
+                    why,
+                    f"GRANT {priv} ON *.* TO '{server.config.user}'@'<host>'",
+                    # the binlog cannot be read at all without it; the others fail where they
+                    # are needed (snapshot, start position) with the server's own error
+                    blocking=priv == "REPLICATION SLAVE",
+                )
             )
     return problems
 
 
 def require_settings(server: Server) -> None:
-    """SourceError listing the settings that keep the server from being captured."""
-    problems = [p for p in check(server) if "server_id" in p or "binlog" in p or "log_bin" in p]
+    """SourceError listing the blocking problems: what keeps the server from being captured."""
+    problems = [str(p) for p in check(server) if p.blocking]
     if problems:
         raise SourceError("the server cannot be captured as it is set up: " + "; ".join(problems))

@@ -13,12 +13,11 @@ import pymysql
 
 import cdc
 from cdc.errors import SourceError
-from cdc.model import ChangeBatch, Position, RowChange, TableSchema, TxBoundary
+from cdc.model import ChangeBatch, Position, Reporter, RowChange, TableSchema, TxBoundary
 from cdc.model import snapshot_event_id as snapshot_event_id  # own line: fewer merge conflicts
 from cdc.sources.mysql._schema import TableVersion
 from cdc.sources.mysql._server import Server, quote
 from cdc.sources.mysql._tables import Tables
-from cdc.status import snapshot_progress
 
 log = logging.getLogger(__name__)
 # a snapshot row: (version, row, first in its table, last in its table, key to resume after)
@@ -37,6 +36,7 @@ class Snapshot:
         connector: str,
         max_events: int,
         stopping: Callable[[], bool],
+        reporter: Reporter,
     ) -> None:
         self.server = server
         self.tables = tables
@@ -44,6 +44,7 @@ class Snapshot:
         self.connector = connector
         self.max_events = max_events
         self.stopping = stopping  # the source was asked to stop: end after the batch yielded
+        self.reporter = reporter  # gets each table's progress
 
     def run(self, running: Position | None) -> Generator[ChangeBatch, None, Position]:
         """Read every captured table inside one consistent read; yield op=r batches.
@@ -51,6 +52,9 @@ class Snapshot:
         Returns the position to stream from. ``running`` is the position of an interrupted
         earlier snapshot: streaming starts from there (not from this snapshot's point) so that
         rows deleted or changed between the two attempts are not missed.
+
+        Every batch but the last has ``snapshot=True``; the last one carries the position to
+        stream from and has it False.
         """
         conn = self.server.connect()
         try:
@@ -95,7 +99,6 @@ class Snapshot:
             resumed = bool(running and (done or resume or any(carried.values())))
             # ids: the snapshot is named by where streaming starts, the same in every attempt
             scope = f"{stream_from['file']}:{stream_from['pos']}"
-            progress: Position = {**stream_from, "snapshot": "running"}
             cur.execute(
                 "SELECT TABLE_SCHEMA, TABLE_NAME, TABLE_ROWS FROM information_schema.TABLES "
                 "WHERE TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_SCHEMA, TABLE_NAME"
@@ -110,7 +113,7 @@ class Snapshot:
             progress_rows = {f"{d}.{t}": counts.get(f"{d}.{t}", 0) for d, t in tables}
             for d, t, r in listed:
                 if f"{d}.{t}" in progress_rows:
-                    snapshot_progress(
+                    self.reporter.snapshot_progress(
                         f"{d}.{t}", progress_rows[f"{d}.{t}"], -1 if r is None else int(r)
                     )
             log.info(
@@ -143,15 +146,15 @@ class Snapshot:
                         after = {name: key} if key is not None else {}
                     if len(events) >= self.max_events:
                         for table_name, rows in progress_rows.items():
-                            snapshot_progress(table_name, rows, None)
-                        progress = {
+                            self.reporter.snapshot_progress(table_name, rows, None)
+                        progress: Position = {
                             **stream_from,
                             "snapshot": "running",
                             "done": list(done),
                             "after": after,
                             "rows": dict(counts),
                         }
-                        yield ChangeBatch(events, progress)
+                        yield ChangeBatch(events, progress, snapshot=True)
                         events = []
                         if self.stopping():
                             return stream_from
@@ -164,7 +167,7 @@ class Snapshot:
                 counts[name] = counts.get(name, 0) + 1
             cur.execute("COMMIT")
             for table_name, rows in progress_rows.items():
-                snapshot_progress(table_name, rows, rows)
+                self.reporter.snapshot_progress(table_name, rows, rows)
             yield ChangeBatch(events, stream_from)
             log.info(
                 "snapshot finished: %d rows; streaming from %s:%s",

@@ -26,7 +26,7 @@ from typing import Any
 
 from cdc import avro
 from cdc.errors import PositionLost
-from cdc.model import ChangeBatch, Position
+from cdc.model import ChangeBatch, NullReporter, Position, Problem, Reporter
 from cdc.sources.mysql._binlog import BinlogStream
 from cdc.sources.mysql._preflight import check, require_settings
 from cdc.sources.mysql._schema import SchemaCache
@@ -64,8 +64,10 @@ class MySqlSource:
         max_events: int = 5000,
         max_wait_ms: int = 100,
         transaction_metadata: bool = True,
+        reporter: Reporter | None = None,
     ) -> None:
         self.config = config
+        self.reporter: Reporter = reporter if reporter is not None else NullReporter()
         self.pipeline_name = pipeline_name
         self.prefix = prefix
         self.max_events = max_events
@@ -83,7 +85,7 @@ class MySqlSource:
                 f"io.debezium.connector.{self.connector}", _CONNECTOR_FIELDS
             )
 
-    def check(self) -> list[str]:
+    def check(self) -> list[Problem]:
         """Preflight problems of the binlog settings and privileges; [] when none."""
         return check(self.server)
 
@@ -107,6 +109,7 @@ class MySqlSource:
             connector=self.connector,
             max_events=self.max_events,
             stopping=lambda: self._stopping,
+            reporter=self.reporter,
         )
 
     def _binlog(self) -> BinlogStream:

@@ -1,5 +1,12 @@
-from cdc.model import PipelineContext, Source
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from cdc.model import PipelineContext, Problem, Source
 from cdc.sources.postgres.config import PostgresSourceConfig
+
+if TYPE_CHECKING:
+    from cdc.config import PipelineConfig
 
 Config = PostgresSourceConfig
 
@@ -15,14 +22,15 @@ def open_source(config: PostgresSourceConfig, context: PipelineContext) -> Sourc
         max_events=context.max_events,
         max_wait_ms=context.max_wait_ms,
         transaction_metadata=context.transaction_metadata,
+        reporter=context.reporter,
     )
 
 
-def check_source(config: PostgresSourceConfig, pipeline: object) -> list[str]:
+def check_source(config: PostgresSourceConfig, pipeline: PipelineConfig) -> list[Problem]:
     """Preflight problems of this pipeline's server and tables (``cdc check``); [] when none."""
     from cdc.sources.postgres._check import check
 
-    return check(config, pipeline.name)  # type: ignore[attr-defined]
+    return check(config, pipeline.name)
 
 
 __all__ = ["Config", "PostgresSourceConfig", "check_source", "open_source"]

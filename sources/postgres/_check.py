@@ -1,8 +1,8 @@
 """Preflight checks of a PostgreSQL server for one pipeline (``cdc check``).
 
 Reads catalogs and settings over a normal connection; never creates a slot or publication and
-never starts replication. Each problem names the setting or object, shows its value and says
-what to change.
+never starts replication. Each problem is a ``Problem`` record: the setting or object with its
+value, what it breaks, and the statement or change that fixes it.
 """
 
 from __future__ import annotations
@@ -12,18 +12,21 @@ from typing import Any
 
 import psycopg
 
+from cdc.model import Problem
 from cdc.sources.postgres.config import PostgresSourceConfig, default_name, sql_table
 from cdc.sources.postgres.config import parse_table as _split
 
 
-def check(config: PostgresSourceConfig, pipeline_name: str) -> list[str]:
+def check(config: PostgresSourceConfig, pipeline_name: str) -> list[Problem]:
     """Every problem that would keep this pipeline's source from working; [] when none."""
     try:
         conn = psycopg.connect(config.dsn, autocommit=True, connect_timeout=10)
     except psycopg.Error as e:
         return [
-            f"cannot connect to postgres: {str(e).strip()}: check source.dsn and that the "
-            "server accepts connections from this host"
+            Problem(
+                f"cannot connect to postgres: {str(e).strip()}",
+                fix="check source.dsn and that the server accepts connections from this host",
+            )
         ]
     slot = config.slot or default_name(pipeline_name)
     publication = config.publication or default_name(pipeline_name)
@@ -33,17 +36,17 @@ def check(config: PostgresSourceConfig, pipeline_name: str) -> list[str]:
                 conn, pipeline_name, slot, publication
             )
         except psycopg.Error as e:
-            return [f"cannot read the server's settings and catalogs: {str(e).strip()}"]
+            return [Problem(f"cannot read the server's settings and catalogs: {str(e).strip()}")]
 
 
 def _owners(
     conn: psycopg.Connection[Any], pipeline_name: str, slot: str, publication: str
-) -> list[str]:
+) -> list[Problem]:
     """A publication, or a slot, that another pipeline's publication records as its own: the
     daemon would refuse to use it (see Slot.ensure_publication)."""
     from cdc.sources.postgres._slot import OWNER_TAG
 
-    out = []
+    out: list[Problem] = []
     rows = conn.execute(
         "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication "
         "WHERE obj_description(oid, 'pg_publication') LIKE %s",
@@ -59,21 +62,27 @@ def _owners(
             continue
         if name == publication:
             out.append(
-                f"publication {publication!r} belongs to pipeline {owner!r} (its comment "
-                "records it): give this pipeline a source.publication of its own"
+                Problem(
+                    f"publication {publication!r} belongs to pipeline {owner!r}",
+                    "its comment records it",
+                    "give this pipeline a source.publication of its own",
+                )
             )
         if claim.get("slot") == slot:
             out.append(
-                f"replication slot {slot!r} belongs to pipeline {owner!r} (publication {name!r} "
-                "records it): give this pipeline a source.slot of its own"
+                Problem(
+                    f"replication slot {slot!r} belongs to pipeline {owner!r}",
+                    f"publication {name!r} records it",
+                    "give this pipeline a source.slot of its own",
+                )
             )
     return out
 
 
 def _problems(
     conn: psycopg.Connection[Any], config: PostgresSourceConfig, slot: str, publication: str
-) -> list[str]:
-    problems: list[str] = []
+) -> list[Problem]:
+    problems: list[Problem] = []
     settings = dict(
         conn.execute(
             "SELECT name, setting FROM pg_settings WHERE name IN "
@@ -89,13 +98,18 @@ def _problems(
 
     if settings.get("wal_level") != "logical":
         problems.append(
-            f"wal_level is {settings.get('wal_level')!r}: set wal_level = logical in "
-            "postgresql.conf (or ALTER SYSTEM SET wal_level = logical) and restart the server"
+            Problem(
+                f"wal_level is {settings.get('wal_level')!r}",
+                fix="set wal_level = logical in postgresql.conf (or ALTER SYSTEM SET "
+                "wal_level = logical) and restart the server",
+            )
         )
     if not (replication or superuser):
         problems.append(
-            f'user {user!r} lacks the REPLICATION attribute: ALTER ROLE "{user}" REPLICATION '
-            "(as a superuser)"
+            Problem(
+                f"user {user!r} lacks the REPLICATION attribute",
+                fix=f'ALTER ROLE "{user}" REPLICATION (as a superuser)',
+            )
         )
 
     # Replication slots and WAL senders: this pipeline needs one of each.
@@ -108,24 +122,33 @@ def _problems(
         _, plugin, kind, slot_db, wal_status, _ = ours
         if kind != "logical" or plugin != "pgoutput" or slot_db != db:
             problems.append(
-                f"replication slot {slot!r} already exists as a {kind} slot for plugin "
-                f"{plugin!r} in database {slot_db!r}; this pipeline needs a pgoutput slot in "
-                f"{db!r}: set source.slot to another name (or drop that slot if it is unused)"
+                Problem(
+                    f"replication slot {slot!r} already exists as a {kind} slot for plugin "
+                    f"{plugin!r} in database {slot_db!r}",
+                    f"this pipeline needs a pgoutput slot in {db!r}",
+                    "set source.slot to another name (or drop that slot if it is unused)",
+                )
             )
         elif wal_status == "lost":
             problems.append(
-                f"replication slot {slot!r} is invalidated (wal_status lost): the changes since "
-                "the pipeline's last position are gone; set snapshot: when_needed (or drop the "
-                f"slot: SELECT pg_drop_replication_slot('{slot}'), and move the sink's data "
-                "aside) to take a new snapshot"
+                Problem(
+                    f"replication slot {slot!r} is invalidated (wal_status lost), so the changes "
+                    "since the pipeline's last position are gone",
+                    fix="set snapshot: when_needed (or drop the slot: SELECT "
+                    f"pg_drop_replication_slot('{slot}'), and move the sink's data aside) to take "
+                    "a new snapshot",
+                )
             )
     else:
         limit = int(settings.get("max_replication_slots", "0"))
         if limit - len(slots) < 1:
             problems.append(
-                f"max_replication_slots is {limit} and {len(slots)} slots exist: none is free "
-                "for this pipeline; raise max_replication_slots in postgresql.conf and restart, "
-                "or drop unused slots (SELECT slot_name, active FROM pg_replication_slots)"
+                Problem(
+                    f"max_replication_slots is {limit} and {len(slots)} slots exist",
+                    "none is free for this pipeline",
+                    "raise max_replication_slots in postgresql.conf and restart, or drop unused "
+                    "slots (SELECT slot_name, active FROM pg_replication_slots)",
+                )
             )
     if ours is None or not ours[5]:
         senders = conn.execute(
@@ -135,9 +158,11 @@ def _problems(
         limit = int(settings.get("max_wal_senders", "0"))
         if limit - used < 1:
             problems.append(
-                f"max_wal_senders is {limit} and {used} are in use: none is free for this "
-                "pipeline's replication connection; raise max_wal_senders in postgresql.conf "
-                "and restart"
+                Problem(
+                    f"max_wal_senders is {limit} and {used} are in use",
+                    "none is free for this pipeline's replication connection",
+                    "raise max_wal_senders in postgresql.conf and restart",
+                )
             )
 
     # Tables: exist, can be read, updates and deletes can be published.
@@ -155,30 +180,41 @@ def _problems(
         name = f"{schema}.{table}"
         if info is None:
             problems.append(
-                f"table {name} does not exist in database {db!r}: create it or remove it from "
-                "source.tables"
+                Problem(
+                    f"table {name} does not exist in database {db!r}",
+                    fix="create it or remove it from source.tables",
+                )
             )
             continue
         relkind, ident, has_pk, can_select, owner = info
         if relkind not in ("r", "p"):
             problems.append(
-                f"{name} is not a table (relkind {relkind!r}): only tables can be captured; "
-                "remove it from source.tables"
+                Problem(
+                    f"{name} is not a table",
+                    f"relkind {relkind!r}: only tables can be captured",
+                    "remove it from source.tables",
+                )
             )
             continue
         found.append((schema, table))
         owns_all = owns_all and bool(owner or superuser)
         if not has_pk and ident in ("d", "n"):
             problems.append(
-                f"table {name} has no primary key and REPLICA IDENTITY "
-                f"{'NOTHING' if ident == 'n' else 'DEFAULT'}: its UPDATEs and DELETEs fail once "
-                f"it is published; add a primary key or ALTER TABLE {sql_table(schema, table)} "
-                "REPLICA IDENTITY FULL"
+                Problem(
+                    f"table {name} has no primary key and REPLICA IDENTITY "
+                    f"{'NOTHING' if ident == 'n' else 'DEFAULT'}",
+                    "its UPDATEs and DELETEs fail once it is published",
+                    f"add a primary key or ALTER TABLE {sql_table(schema, table)} "
+                    "REPLICA IDENTITY FULL",
+                )
             )
         if not can_select and config.snapshot != "never":
             problems.append(
-                f"user {user!r} cannot SELECT from {name} (the snapshot reads it): "
-                f'GRANT SELECT ON {sql_table(schema, table)} TO "{user}"'
+                Problem(
+                    f"user {user!r} cannot SELECT from {name}",
+                    "the snapshot reads it",
+                    f'GRANT SELECT ON {sql_table(schema, table)} TO "{user}"',
+                )
             )
 
     # The publication: created or completed by the daemon when it may; a problem when not.
@@ -193,10 +229,13 @@ def _problems(
         ).fetchone()
         if not (superuser or (can_create and can_create[0] and owns_all)):
             problems.append(
-                f"publication {publication!r} does not exist and user {user!r} cannot create it "
-                "(that needs CREATE on the database and ownership of the tables): have an owner "
-                f'run CREATE PUBLICATION "{publication}" FOR TABLE '
-                + ", ".join(f"{s}.{t}" for s, t in found)
+                Problem(
+                    f"publication {publication!r} does not exist and user {user!r} cannot "
+                    "create it",
+                    "that needs CREATE on the database and ownership of the tables",
+                    f'have an owner run CREATE PUBLICATION "{publication}" FOR TABLE '
+                    + ", ".join(f"{s}.{t}" for s, t in found),
+                )
             )
     else:
         all_tables, ins, upd, dele, trunc, owner = pub
@@ -207,9 +246,12 @@ def _problems(
         ]
         if off:
             problems.append(
-                f"publication {publication!r} does not publish {', '.join(off)}: those changes "
-                f'would be missed; ALTER PUBLICATION "{publication}" SET (publish = '
-                "'insert, update, delete, truncate')"
+                Problem(
+                    f"publication {publication!r} does not publish {', '.join(off)}",
+                    "those changes would be missed",
+                    f'ALTER PUBLICATION "{publication}" SET (publish = '
+                    "'insert, update, delete, truncate')",
+                )
             )
         if not all_tables:
             published = set(
@@ -221,9 +263,12 @@ def _problems(
             missing = [f"{s}.{t}" for s, t in found if (s, t) not in published]
             if missing and not ((owner or superuser) and owns_all):
                 problems.append(
-                    f"publication {publication!r} does not include {', '.join(missing)} and "
-                    f"user {user!r} cannot add them (that needs ownership of the publication and "
-                    f'the tables): have an owner run ALTER PUBLICATION "{publication}" ADD TABLE '
-                    + ", ".join(missing)
+                    Problem(
+                        f"publication {publication!r} does not include {', '.join(missing)} and "
+                        f"user {user!r} cannot add them",
+                        "that needs ownership of the publication and the tables",
+                        f'have an owner run ALTER PUBLICATION "{publication}" ADD TABLE '
+                        + ", ".join(missing),
+                    )
                 )
     return problems

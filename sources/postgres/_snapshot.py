@@ -30,12 +30,11 @@ from psycopg import sql
 from psycopg.types.string import TextLoader
 
 from cdc.errors import SourceError
-from cdc.model import ChangeBatch, Position, RowChange, snapshot_event_id
+from cdc.model import ChangeBatch, Position, Reporter, RowChange, snapshot_event_id
 from cdc.sources.postgres._connections import Catalog
 from cdc.sources.postgres._relations import Relation, Relations, snapshot_row
 from cdc.sources.postgres._sourceinfo import source_block
 from cdc.sources.postgres._tuples import NOT_UTF8
-from cdc.status import snapshot_progress
 
 log = logging.getLogger(__name__)
 
@@ -199,11 +198,16 @@ def run(
     prefix: str,
     db: str,
     stopping: Callable[[], bool],
+    reporter: Reporter,
 ) -> Generator[ChangeBatch]:
     """Yield op=r batches for ``tables``; the last batch carries ``final_position``.
 
     ``prefix`` and ``db`` go into each event's source block; ``stopping`` is polled between
-    batches (the source's ``stop()`` was called: end without yielding what is held).
+    batches (the source's ``stop()`` was called: end without yielding what is held);
+    ``reporter`` gets each table's progress.
+
+    Every batch but the last has ``snapshot=True``; the last one, whose ``final_position`` is
+    where streaming starts (or says an initial_only snapshot is complete), has it False.
 
     Positions in between record per-table progress so an interrupted snapshot resumes:
     ``{"lsn": consistent point,
@@ -249,7 +253,7 @@ def run(
             " (resuming after the last key written)" if t.resume_after else "",
             f"{t.estimate:,}" if t.estimate >= 0 else "an unknown number of",
         )
-        snapshot_progress(t.name, t.rows, t.estimate)
+        reporter.snapshot_progress(t.name, t.rows, t.estimate)
     for th in threads:
         th.start()
 
@@ -287,12 +291,12 @@ def run(
             events.append(RowChange(schema, "r", None, after_row, src, ts_us // 1000, eid))
         t.rows += n
         counts[t.name] = t.rows
-        snapshot_progress(t.name, t.rows, t.rows if table_done else None)
+        reporter.snapshot_progress(t.name, t.rows, t.rows if table_done else None)
         if last_key is not None:
             after[t.name] = [str(v) for v in last_key]
         if table_done:
             _table_done(t, done, after)
-        return ChangeBatch(events, position())
+        return ChangeBatch(events, position(), snapshot=True)
 
     pending: ChangeBatch | None = None  # the newest batch, held until the next one exists
 
@@ -338,7 +342,7 @@ def run(
                     ready = hold(emit(prev[0], prev[1], prev[2], True))
                 else:
                     _table_done(t, done, after)
-                    snapshot_progress(t.name, t.rows, t.rows)
+                    reporter.snapshot_progress(t.name, t.rows, t.rows)
             if ready is not None:
                 yield ready
             now = time.monotonic()
@@ -356,6 +360,7 @@ def run(
             assert isinstance(last, RowChange)
             last.source["snapshot"] = "last"
             pending.position = final_position
+            pending.snapshot = False
             yield pending
             pending = None
     finally:

@@ -32,7 +32,7 @@ from psycopg.pq.abc import PGconn
 
 from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost
-from cdc.model import ChangeBatch, Op, Position, TableSchema
+from cdc.model import ChangeBatch, NullReporter, Op, Position, Problem, Reporter, TableSchema
 from cdc.sources.postgres import _pgoutput as pgo
 from cdc.sources.postgres import _snapshot, _tuples
 from cdc.sources.postgres._connections import SESSION_OPTIONS, Catalog, connect_replication
@@ -76,8 +76,10 @@ class PostgresSource:
         max_wait_ms: int = 100,
         transaction_metadata: bool = True,
         specialise: bool = True,
+        reporter: Reporter | None = None,
     ) -> None:
         self.config = config
+        self.reporter: Reporter = reporter if reporter is not None else NullReporter()
         self.pipeline_name = pipeline_name
         self.slot = config.slot or default_name(pipeline_name)
         self.publication = config.publication or default_name(pipeline_name)
@@ -118,7 +120,7 @@ class PostgresSource:
         """The database's name (once the catalog connection is open)."""
         return self.catalog.db
 
-    def check(self) -> list[str]:
+    def check(self) -> list[Problem]:
         from cdc.sources.postgres._check import check
 
         return check(self.config, self.pipeline_name)
@@ -170,6 +172,7 @@ class PostgresSource:
             prefix=self.prefix,
             db=self.db,
             stopping=lambda: self._stopping,
+            reporter=self.reporter,
         )
 
     def _more_buffered(self, conn: PGconn) -> bool:

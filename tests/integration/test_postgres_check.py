@@ -109,8 +109,8 @@ def test_check_ok_then_table_slot_and_publication_problems(tmp_path: Path, pg_db
     assert f"replication slot 's_{db}' already exists as a logical slot for plugin " in out
     assert "'test_decoding'" in out and "set source.slot to another name" in out
     assert (
-        "table public.audit has no primary key and REPLICA IDENTITY DEFAULT: its UPDATEs and "
-        "DELETEs fail once it is published; add a primary key or ALTER TABLE public.audit "
+        "table public.audit has no primary key and REPLICA IDENTITY DEFAULT (its UPDATEs and "
+        "DELETEs fail once it is published): add a primary key or ALTER TABLE public.audit "
         "REPLICA IDENTITY FULL"
     ) in out
     assert f"table public.missing does not exist in database '{db}'" in out

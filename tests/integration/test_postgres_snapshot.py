@@ -255,3 +255,53 @@ def test_lost_slot_is_reported_or_resnapshotted(tmp_path: Path, pg_db: str, daem
     d.terminate()
     ops = [r["value"]["op"] for r in row_events(read_log(tmp_path / "log"))]
     assert ops == ["r"] * 7 * 2, "a second full snapshot after the lost position"
+
+
+class Recording:
+    """A ``Reporter`` that keeps every call (the source is used outside any pipeline thread)."""
+
+    def __init__(self) -> None:
+        self.progress: list[tuple[str, int, int | None]] = []
+
+    def snapshot_progress(self, table: str, done: int, total: int | None) -> None:
+        self.progress.append((table, done, total))
+
+    def set_state(self, state: Any) -> None:
+        pass
+
+
+def test_the_source_reports_through_its_context_and_flags_its_snapshot_batches(
+    pg_db: str,
+) -> None:
+    """Progress goes to the reporter the source was opened with (not to a board found by
+    thread), and every snapshot batch but the last (whose position is where streaming
+    starts) says it belongs to the snapshot."""
+    from cdc.model import PipelineContext
+    from cdc.sources.postgres import Config, open_source
+
+    setup_tables(pg_db, 250)
+    cfg = Config.model_validate(
+        {
+            "type": "postgres",
+            "dsn": pg_db,
+            "tables": ["public.items", "public.other"],
+            "snapshot_fetch_size": 100,
+        }
+    )
+    reporter = Recording()
+    source = open_source(cfg, PipelineContext("rep", "rep", max_events=100, reporter=reporter))
+    batches = []
+    try:
+        for batch in source.batches(None):
+            batches.append(batch)
+            flags = [e.source["snapshot"] for e in batch.events if hasattr(e, "source")]
+            if "last" in flags:
+                break
+    finally:
+        source.close()
+    assert len(batches) > 2
+    assert [b.snapshot for b in batches] == [True] * (len(batches) - 1) + [False]
+    assert all("snapshot" in b.position for b in batches[:-1])
+    assert list(batches[-1].position) == ["lsn"]
+    final = {t: (done, total) for t, done, total in reporter.progress}
+    assert final == {"public.items": (250, 250), "public.other": (2, 2)}

@@ -171,7 +171,6 @@ pipelines:
 def test_mysql_transforms_snapshot_and_stream(
     tmp_path: Path, mariadb_server: Any, mysql_db: str, daemon: Any
 ) -> None:
-    from cdc.pipeline import is_snapshot_position
     from cdc.sinks.log import LogReader
     from tests.servers import MYSQL_CLIENT_SERVER_ID
 
@@ -213,7 +212,8 @@ pipelines:
         if not log.exists():
             return False
         last = LogReader(log).info()["last_position"]
-        return last is not None and not is_snapshot_position(last)
+        # the MySQL source's positions say "snapshot" while its snapshot is unfinished
+        return last is not None and "snapshot" not in last
 
     wait_until(snapshot_done, 60, "the snapshot to complete")
 

@@ -222,6 +222,45 @@ def test_a_batch_flagged_as_snapshot_puts_the_pipeline_in_the_snapshot_state() -
     assert status.BOARD.get("snapflag-1").state == "streaming"
 
 
+def test_the_state_and_the_position_label_go_by_the_flag_not_the_position() -> None:
+    """A position is opaque to the pipeline: a ``snapshot`` key in one does not make a batch a
+    snapshot batch (the old code looked for it), and a snapshot batch's label shows none of
+    the progress its position holds (primary-key values, here 4711), wherever it holds it."""
+    sink = RowsSink()
+    labels: list[str] = []
+    real_write = sink.write_rows
+
+    def write_rows(batch: ChangeBatch) -> None:
+        labels.extend(
+            s.labels["position"]
+            for m in metrics.REGISTRY.collect()
+            for s in m.samples
+            if s.name == "cdc_last_durable_position_info" and s.labels["pipeline"] == "flag-2"
+        )
+        real_write(batch)
+
+    sink.write_rows = write_rows
+    batches = [
+        ChangeBatch(
+            [change(1, "r")],
+            {"file": "b.1", "pos": 4, "after": {"db.t": [4711]}, "done": ["db.a"]},
+            snapshot=True,
+        ),
+        ChangeBatch([change(2, "r")], {"lsn": 5, "snapshot": {"after": {"t": ["4711"]}}}, True),
+        ChangeBatch([change(3, "c")], {"snapshot": "a key of the source's own", "lsn": 6}),
+    ]
+    p = Pipeline(
+        pipeline_config("flag-2"),
+        Parts(open_source=lambda c, x: ListSource(batches, x), open_sink=lambda c, x: sink),
+    )
+    run(p)
+    assert status.BOARD.get("flag-2").state == "streaming"
+    assert labels == [
+        '{"file":"b.1","pos":4,"snapshot":"running"}',
+        '{"lsn":5,"snapshot":"running"}',
+    ]
+
+
 def test_the_source_streaming_flag_is_followed() -> None:
     gate = threading.Event()
 
@@ -289,17 +328,6 @@ def test_plugins_are_opened_with_the_pipeline_context_and_its_reporter() -> None
     )
 
 
-def test_the_transitional_snapshot_progress_reports_for_the_thread_pipeline() -> None:
-    status.snapshot_progress("public.t", 1, 2)  # outside a pipeline: nothing, no error
-    status.set_current_pipeline("thin-1")
-    try:
-        status.snapshot_progress("public.t", 3, None)
-    finally:
-        status.set_current_pipeline(None)
-    assert status.BOARD.get("thin-1").snapshot == {"public.t": {"done": 3, "total": -1}}
-    assert status.BOARD.get("thin-1").state == "snapshot"
-
-
 def test_the_context_defaults_are_the_config_defaults() -> None:
     cfg = pipeline_config("defaults-1")
     ctx = PipelineContext("defaults-1", "defaults-1")
@@ -313,16 +341,15 @@ def test_the_context_defaults_are_the_config_defaults() -> None:
 # --- preflight problems -------------------------------------------------------------------------
 
 
-def test_a_problem_prints_what_why_and_the_fix_and_text_prints_as_it_was() -> None:
+def test_a_problem_prints_what_why_and_the_fix() -> None:
     p = Problem("wal_level is 'replica'", "logical decoding needs it", "ALTER SYSTEM ...")
     assert str(p) == "wal_level is 'replica' (logical decoding needs it): ALTER SYSTEM ..."
     assert str(Problem("x", fix="do y")) == "x: do y"
-    text = "user 'a' lacks REPLICATION: ALTER ROLE \"a\" REPLICATION"
-    assert str(Problem.from_text(text)) == text
-    assert Problem.from_text(p) is p
+    assert str(Problem("x")) == "x"
+    assert not p.blocking and Problem("x", blocking=True).blocking  # not printed
 
 
-def test_cdc_check_prints_problem_records_and_plain_strings(
+def test_cdc_check_prints_problem_records(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setitem(plugins.SOURCES, "postgres", "tests.unit.problem_plugin")
@@ -422,6 +449,23 @@ def documented() -> dict[str, set[str]]:
         if item and current is not None:
             current.add(item.group(1))
     return out
+
+
+def test_no_plugin_reports_through_the_daemons_status_module() -> None:
+    """Plugins report through ``PipelineContext.reporter``: none imports cdc.status (the
+    sources did, for a snapshot progress function that found the pipeline by thread)."""
+    importers = []
+    for top in ("sources", "sinks"):
+        for path in (ROOT / top).rglob("*.py"):
+            for n in ast.walk(ast.parse(path.read_text())):
+                names = []
+                if isinstance(n, ast.ImportFrom) and n.module:
+                    names = [n.module] + [f"{n.module}.{a.name}" for a in n.names]
+                elif isinstance(n, ast.Import):
+                    names = [a.name for a in n.names]
+                if "cdc.status" in names:
+                    importers.append(str(path.relative_to(ROOT)))
+    assert importers == []
 
 
 def test_the_architecture_page_lists_every_contract_and_member_and_no_other() -> None:

@@ -134,7 +134,14 @@ def test_check_names_each_problem_and_the_fix(server: Any, mysql_db: str) -> Non
         cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
         cur.execute("SET GLOBAL binlog_row_image = 'FULL'")
         cur.execute("DROP USER 'weak'@'%'")
-    text = "\n".join(problems)
+    text = "\n".join(map(str, problems))
+    # what keeps the source from streaming is chosen by the records' flag, not their wording
+    assert [p.what for p in problems if p.blocking] == [
+        "binlog_row_image is 'MINIMAL'",
+        "binlog_row_metadata is 'MINIMAL'",
+        "source.server_id 1 is the server's own server_id",
+        "the user 'weak' lacks REPLICATION SLAVE",
+    ]
     assert "binlog_row_metadata is 'MINIMAL': set binlog_row_metadata=FULL" in text
     assert "binlog_row_image is 'MINIMAL': set binlog_row_image=FULL" in text
     assert "server_id 1 is the server's own server_id" in text

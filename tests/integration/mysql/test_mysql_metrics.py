@@ -60,3 +60,61 @@ def test_snapshot_progress_and_counts_reach_the_metrics(
     rows = [x for x in read_log(tmp_path / "log") if x["value"] is not None]
     ops = [x["value"]["op"] for x in rows if not x["topic"].endswith(".transaction")]
     assert ops.count("r") == 1230 and ops.count("u") == 10 and ops.count("d") == 3
+
+
+class Recording:
+    """A ``Reporter`` that keeps every call (the source is used outside any pipeline thread)."""
+
+    def __init__(self) -> None:
+        self.progress: list[tuple[str, int, int | None]] = []
+
+    def snapshot_progress(self, table: str, done: int, total: int | None) -> None:
+        self.progress.append((table, done, total))
+
+    def set_state(self, state: Any) -> None:
+        pass
+
+
+def test_the_source_reports_through_its_context_and_flags_its_snapshot_batches(
+    server: Any, mysql_db: str
+) -> None:
+    """Progress goes to the reporter the source was opened with (not to a board found by
+    thread), and every snapshot batch but the last (whose position is where streaming
+    starts) says it belongs to the snapshot."""
+    from cdc.model import PipelineContext
+    from cdc.sources.mysql import Config, open_source
+    from tests.integration.mysql.conftest import CLIENT_SERVER_ID
+
+    cur = connect(server, mysql_db).cursor()
+    cur.execute("CREATE TABLE a (id INT PRIMARY KEY, v INT)")
+    cur.execute("CREATE TABLE b (id INT PRIMARY KEY, v INT)")
+    cur.executemany("INSERT INTO a VALUES (%s, 0)", [(i,) for i in range(1, 251)])
+    cur.execute("INSERT INTO b VALUES (1, 0), (2, 0)")
+    cfg = Config.model_validate(
+        {
+            "type": "mysql",
+            "host": server.host,
+            "port": server.port,
+            "user": server.user,
+            "password": server.password,
+            "server_id": CLIENT_SERVER_ID,
+            "tables": [f"{mysql_db}.*"],
+        }
+    )
+    reporter = Recording()
+    source = open_source(cfg, PipelineContext("rep", "rep", max_events=100, reporter=reporter))
+    batches = []
+    try:
+        for batch in source.batches(None):
+            batches.append(batch)
+            flags = [e.source["snapshot"] for e in batch.events if hasattr(e, "source")]
+            if "last" in flags:
+                break
+    finally:
+        source.close()
+    assert len(batches) > 2
+    assert [b.snapshot for b in batches] == [True] * (len(batches) - 1) + [False]
+    assert all(b.position.get("snapshot") == "running" for b in batches[:-1])
+    assert sorted(batches[-1].position) == ["file", "gtid", "pos"]
+    final = {t: (done, total) for t, done, total in reporter.progress}
+    assert final == {f"{mysql_db}.a": (250, 250), f"{mysql_db}.b": (2, 2)}
