@@ -26,3 +26,12 @@ def check_source(config: PostgresSourceConfig, pipeline: object) -> list[str]:
 
 
 __all__ = ["Config", "PostgresSourceConfig", "check_source", "open_source"]
+
+
+def plan_drop(config: PostgresSourceConfig, pipeline: str) -> object:
+    """What `cdc drop` would drop of this pipeline on the server, read now (a ``Teardown``:
+    ``drops``, ``kept``, ``refusal``, ``execute()``, ``close()``); connects, so a SourceError
+    when the server cannot be reached."""
+    from cdc.sources.postgres._teardown import Teardown
+
+    return Teardown(config, pipeline)
