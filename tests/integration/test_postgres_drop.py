@@ -183,6 +183,29 @@ def test_refused_while_the_daemon_runs_or_a_client_reads_the_slot(
     assert d2.terminate() == 0
 
 
+def test_refused_while_a_daemon_holds_the_sinks_lock(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    """A daemon started with another status file (another copy of the config): the log
+    directory's writer lock tells that the pipeline runs."""
+    name = setup(pg_db)
+    cfg = write(tmp_path / "cdc.yaml", name, pg_db)
+    running = tmp_path / "running.yaml"
+    running.write_text(f"status_file: {tmp_path / 'other.status.json'}\n" + cfg.read_text())
+    d = daemon(running).start()
+    wait_until(lambda: "streaming from slot" in d.output(), 60, "streaming")
+    assert not (tmp_path / "cdc.status.json").exists()
+
+    out = cdc_drop(cfg, name, "--yes")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert (
+        f"error: not dropping pipeline {name}: a process holds the lock of this pipeline's "
+        f"sink ({tmp_path / 'log'})"
+    ) in out.stderr
+    assert f"cdc_{name}" in slots(pg_db) and f"cdc_{name}" in publications(pg_db)
+    assert d.terminate() == 0
+
+
 def test_asks_on_a_terminal(tmp_path: Path, pg_db: str, daemon: Any) -> None:
     name = setup(pg_db)
     slot = f"cdc_{name}"
@@ -243,3 +266,39 @@ pipelines:
     assert out.returncode == 0, out.stdout + out.stderr
     assert "pipeline shop (mysql source): nothing on the server to drop" in out.stdout
     assert f"the log {tmp_path / 'log'} keeps its events" in out.stdout
+
+
+def test_a_renamed_pipeline_keeps_its_slot_when_set_to_the_old_names(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    """What docs/operations-postgres.md says about renaming: with slot, publication and
+    topic_prefix set to the old ones (and the publication's comment naming the new pipeline),
+    the renamed pipeline resumes where the old one stopped: no new slot, no new snapshot."""
+    old = setup(pg_db)
+    new = old + "_renamed"
+    cfg = write(tmp_path / "cdc.yaml", old, pg_db)
+    run_once(daemon, cfg, pg_db)
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("INSERT INTO items VALUES (2, 'while stopped')")
+        c.execute(
+            f"COMMENT ON PUBLICATION cdc_{old} IS "
+            f'\'cdc:{{"pipeline": "{new}", "slot": "cdc_{old}"}}\''
+        )
+    write(
+        cfg,
+        new,
+        pg_db,
+        f"slot: cdc_{old}\n      publication: cdc_{old}",
+    )
+    cfg.write_text(
+        cfg.read_text().replace(f"name: {new}\n", f"name: {new}\n    topic_prefix: {old}\n")
+    )
+    d = daemon(cfg).start()
+    wait_until(lambda: len(row_events(read_log(cfg.parent / "log"))) >= 2, 60, "row 2")
+    assert d.terminate() == 0, d.output()
+    events = row_events(read_log(cfg.parent / "log"))  # a new snapshot would add r events
+    assert [(e["topic"], e["value"]["op"], e["value"]["after"]["id"]) for e in events] == [
+        (f"{old}.public.items", "c", 1),
+        (f"{old}.public.items", "c", 2),
+    ]
+    assert set(slots(pg_db)) >= {f"cdc_{old}"} and f"cdc_{new}" not in slots(pg_db)
