@@ -200,10 +200,10 @@ def _sink_advice(sink: object) -> str:
     if kind == "log":
         return (
             f"the log {path} keeps its events (cdc drop never touches them): once no reader "
-            "needs them, delete the directory or move it aside; it must not stay at this path "
-            "if this pipeline runs again (its position there is gone with the slot: the start "
-            "would fail with the position lost, or take a new snapshot on top with "
-            "snapshot: when_needed)"
+            "needs them, delete the directory or move it aside; do not leave it at this path if "
+            "this pipeline is to run again: the position it holds went with the slot, so the "
+            "start would fail with the position lost (or, with snapshot: when_needed, append a "
+            "new snapshot after the old events)"
         )
     return (
         f"the {kind} sink's checkpoint {path}/checkpoint.json still holds the last position "
@@ -250,6 +250,8 @@ def _cmd_drop(args: argparse.Namespace) -> int:
     plan: Any = plan_drop(src, pipe.name)
     try:
         print(f"pipeline {pipe.name} ({src.type} source):")
+        for line in plan.absent:
+            print(f"  absent: {line} (nothing to drop)")
         for line in plan.kept:
             print(f"  keep: {line}")
         if plan.refusal:

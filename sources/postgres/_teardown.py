@@ -41,7 +41,8 @@ class Teardown:
     """The slot and publication of one pipeline, as they are now, and what ``execute`` drops.
 
     ``drops``: one line per object it will drop (the slot's line says the WAL it retains now);
-    ``kept``: one line per object it leaves and why; ``refusal``: why nothing may be dropped now
+    ``kept``: one line per object it leaves and why; ``absent``: the objects that do not exist
+    (nothing to drop); ``refusal``: why nothing may be dropped now
     (a connection reads the slot), else None."""
 
     def __init__(self, config: PostgresSourceConfig, pipeline: str) -> None:
@@ -51,6 +52,7 @@ class Teardown:
         self.catalog = Catalog(config.dsn)
         self.drops: list[str] = []
         self.kept: list[str] = []
+        self.absent: list[str] = []
         self.refusal: str | None = None
         self.drop_slot = False
         self.drop_publication = False
@@ -84,33 +86,13 @@ class Teardown:
     def _plan(self) -> None:
         cat = self.catalog.connect()
         claims = self._claims()
+        self._plan_slot(cat, claims)
+        self._plan_publication(cat, claims)
+
+    def _plan_slot(self, cat: psycopg.Connection[Any], claims: dict[str, dict[str, Any]]) -> None:
+        """The slot is this pipeline's unless another pipeline's publication records it, or it
+        is not a pgoutput slot of this database (then this pipeline did not make it)."""
         db = self.catalog.db
-
-        # the publication: ours only when its comment says so
-        exists = cat.execute(
-            "SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,)
-        ).fetchone()
-        claim = claims.get(self.publication)
-        if exists is None:
-            self.kept.append(f"publication {self.publication!r}: does not exist in {db!r}")
-        elif claim is None:
-            self.kept.append(
-                f"publication {self.publication!r}: left in place, its comment records no "
-                "pipeline (a user made it, or a cdc version before owners were recorded); "
-                "if nothing else uses it, drop it as its owner: "
-                f'DROP PUBLICATION "{self.publication}"'
-            )
-        elif claim.get("pipeline") != self.pipeline:
-            self.kept.append(
-                f"publication {self.publication!r}: left in place, it belongs to pipeline "
-                f"{claim.get('pipeline')!r} (its comment records it)"
-            )
-        else:
-            self.drop_publication = True
-            self.drops.append(f"publication {self.publication!r} in database {db!r}")
-
-        # the slot: ours unless another pipeline's publication records it, or it is not a
-        # pgoutput slot of this database (then it is not what this pipeline made)
         row = cat.execute(
             "SELECT s.plugin, s.database, s.active_pid, s.wal_status, "
             "pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() "
@@ -126,7 +108,7 @@ class Teardown:
             if c.get("slot") == self.slot and c.get("pipeline") != self.pipeline
         )
         if row is None:
-            self.kept.append(f"replication slot {self.slot!r}: does not exist")
+            self.absent.append(f"replication slot {self.slot!r}")
             return
         plugin, slot_db, pid, wal_status, retained, app, client = row
         if others:
@@ -148,7 +130,7 @@ class Teardown:
             about = ([f"application_name {app!r}"] if app else []) + [
                 f"client {client or 'on a local socket'}"
             ]
-            if row[5] is not None or client:  # a walsender: pg_stat_replication knows it
+            if app is not None or client:  # a walsender: pg_stat_replication knows it
                 who += f" ({', '.join(about)})"
             self.refusal = (
                 f"replication slot {self.slot!r} is being read by {who}: the daemon or "
@@ -160,6 +142,33 @@ class Teardown:
             f"replication slot {self.slot!r} (retains {_size(int(retained or 0))} of WAL now"
             f"{status})"
         )
+
+    def _plan_publication(
+        self, cat: psycopg.Connection[Any], claims: dict[str, dict[str, Any]]
+    ) -> None:
+        """The publication is this pipeline's only when its comment records it as owner."""
+        db = self.catalog.db
+        exists = cat.execute(
+            "SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,)
+        ).fetchone()
+        claim = claims.get(self.publication)
+        if exists is None:
+            self.absent.append(f"publication {self.publication!r} in database {db!r}")
+        elif claim is None:
+            self.kept.append(
+                f"publication {self.publication!r}: left in place, its comment records no "
+                "pipeline (a user made it, or a cdc version before owners were recorded); "
+                "if nothing else uses it, drop it as its owner: "
+                f'DROP PUBLICATION "{self.publication}"'
+            )
+        elif claim.get("pipeline") != self.pipeline:
+            self.kept.append(
+                f"publication {self.publication!r}: left in place, it belongs to pipeline "
+                f"{claim.get('pipeline')!r} (its comment records it)"
+            )
+        else:
+            self.drop_publication = True
+            self.drops.append(f"publication {self.publication!r} in database {db!r}")
 
     def execute(self) -> list[str]:
         """Drop what ``drops`` lists (the slot first); the lines of what was dropped. Raises

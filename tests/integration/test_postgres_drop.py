@@ -111,8 +111,8 @@ def test_drop_after_a_run_leaves_nothing_of_ours_and_is_idempotent(
     again = cdc_drop(cfg, name, "--yes")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "nothing left to drop on the server" in again.stdout
-    assert f"replication slot '{slot}': does not exist" in again.stdout
-    assert f"publication '{pub}': does not exist" in again.stdout
+    assert f"absent: replication slot '{slot}' (nothing to drop)" in again.stdout
+    assert f"absent: publication '{pub}' in database " in again.stdout
 
 
 def test_a_users_or_another_pipelines_publication_is_never_dropped(
