@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -170,9 +171,10 @@ class Teardown:
             self.drop_publication = True
             self.drops.append(f"publication {self.publication!r} in database {db!r}")
 
-    def execute(self) -> list[str]:
-        """Drop what ``drops`` lists (the slot first); the lines of what was dropped. Raises
-        ``SourceError`` when the server refuses (a reader took the slot meanwhile, privileges)."""
+    def execute(self) -> Iterator[str]:
+        """Drop what ``drops`` lists (the slot first), yielding a line as each is dropped (so
+        that what was dropped is shown before a later failure). Raises ``SourceError`` when the
+        server refuses (a reader took the slot meanwhile, a missing privilege)."""
         if self.refusal is not None:
             raise SourceError(f"not dropping anything: {self.refusal}", retryable=False)
         done: list[str] = []
@@ -180,15 +182,22 @@ class Teardown:
         if self.drop_slot:
             try:
                 cat.execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
+                done.append(f"dropped replication slot {self.slot!r}")
             except psycopg.errors.UndefinedObject:
-                pass  # gone meanwhile: nothing left to drop
+                done.append(f"replication slot {self.slot!r} was gone already")
             except psycopg.Error as e:
+                msg = str(e).strip()
+                todo = (
+                    "stop whatever reads it, then run cdc drop again"
+                    if isinstance(e, psycopg.errors.ObjectInUse)
+                    else "fix that, then run cdc drop again"
+                )
                 raise SourceError(
-                    f"cannot drop replication slot {self.slot!r}: {str(e).strip()}; nothing "
-                    "was dropped: stop whatever reads it, then run cdc drop again",
+                    f"cannot drop replication slot {self.slot!r}: {msg}; nothing was dropped: "
+                    + todo,
                     retryable=False,
                 ) from None
-            done.append(f"dropped replication slot {self.slot!r}")
+            yield done[-1]
         if self.drop_publication:
             claim = self._claims().get(self.publication)
             if claim is not None and claim.get("pipeline") == self.pipeline:
@@ -205,8 +214,7 @@ class Teardown:
                         + f'; drop it as its owner: DROP PUBLICATION "{self.publication}"',
                         retryable=False,
                     ) from None
-                done.append(f"dropped publication {self.publication!r}")
-        return done
+                yield f"dropped publication {self.publication!r}"
 
     def close(self) -> None:
         self.catalog.close()

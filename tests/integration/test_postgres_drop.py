@@ -230,6 +230,36 @@ def test_asks_on_a_terminal(tmp_path: Path, pg_db: str, daemon: Any) -> None:
     assert slot not in slots(pg_db) and slot not in publications(pg_db)
 
 
+def test_a_publication_it_may_not_drop_fails_naming_what_was_dropped(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    """Run as a user who has REPLICATION but does not own the publication: the slot goes, the
+    publication's drop fails with what to run; a second run as the owner finishes the job."""
+    name = setup(pg_db)
+    role = "app_" + pg_db.rsplit("dbname=", 1)[1]
+    cfg = write(tmp_path / "cdc.yaml", name, pg_db)
+    run_once(daemon, cfg, pg_db)
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute(f"CREATE ROLE {role} LOGIN REPLICATION")
+    as_app = write(
+        tmp_path / "app" / "cdc.yaml", name, pg_db.replace("user=postgres", f"user={role}")
+    )
+
+    out = cdc_drop(as_app, name, "--yes")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"dropped replication slot 'cdc_{name}'" in out.stdout
+    assert f"error: cannot drop publication 'cdc_{name}': " in out.stderr
+    assert "must be owner of publication" in out.stderr
+    assert f"(dropped replication slot 'cdc_{name}'); drop it as its owner: " in out.stderr
+    assert f"cdc_{name}" not in slots(pg_db) and f"cdc_{name}" in publications(pg_db)
+
+    again = cdc_drop(cfg, name, "--yes")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"absent: replication slot 'cdc_{name}'" in again.stdout
+    assert f"dropped publication 'cdc_{name}'" in again.stdout
+    assert f"cdc_{name}" not in publications(pg_db)
+
+
 def test_unknown_pipeline_and_unreachable_server_are_clear_errors(tmp_path: Path) -> None:
     secret = "s3cretPassw0rd"
     dsn = f"host=127.0.0.1 port={free_port()} dbname=shop user=cdc password={secret}"
