@@ -160,6 +160,7 @@ def test_refused_while_the_daemon_runs_or_a_client_reads_the_slot(
     cfg = write(tmp_path / "cdc.yaml", name, pg_db)
     d = daemon(cfg).start()
     wait_until(lambda: "streaming from slot" in d.output(), 60, "streaming")
+    wait_until((tmp_path / "cdc.status.json").exists, 30, "the status file")
 
     out = cdc_drop(cfg, name, "--yes")
     assert out.returncode == 1, out.stdout + out.stderr
