@@ -153,6 +153,137 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0 if running else 1
 
 
+def _daemon_running(config: object, config_path: str, sink_path: Path | None) -> str | None:
+    """Why a daemon seems to run this config or this pipeline's sink, or None: the status file
+    says running and is fresh (as `cdc status` decides), or a writer holds the sink's lock (the
+    log directory's flock, or the checkpoint's lock file of a Kafka/NATS sink)."""
+    import fcntl
+    import os
+    import time
+
+    from cdc.config import default_status_file
+    from cdc.status import pid_alive, read_file
+
+    path = getattr(config, "status_file", None) or default_status_file(config_path)
+    try:
+        doc = read_file(path)
+    except (OSError, ValueError):
+        doc = None  # unreadable: the locks below still tell
+    if doc is not None:
+        age = time.time() - float(doc.get("written_at", 0))
+        pid = int(doc.get("pid", 0))
+        fresh = age <= max(5.0, 5 * float(doc.get("interval_s", 1.0)))
+        if doc.get("running") and fresh and pid_alive(pid):
+            return f"the daemon pid {pid} runs this config (status file {path})"
+    if sink_path is None:
+        return None
+    for target in (sink_path, sink_path / ".writer.lock"):
+        try:
+            fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue  # none yet: nobody writes there
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f"a process holds the lock of this pipeline's sink ({target})"
+        except OSError:
+            pass  # cannot be locked (a network file system): the status file decides
+        finally:
+            os.close(fd)
+    return None
+
+
+def _sink_advice(sink: object) -> str:
+    """What to do with the sink's data once the pipeline's position on the server is gone."""
+    kind = getattr(sink, "type", "")
+    path = getattr(sink, "path", None)
+    if kind == "log":
+        return (
+            f"the log {path} keeps its events (cdc drop never touches them): once no reader "
+            "needs them, delete the directory or move it aside; do not leave it at this path if "
+            "this pipeline is to run again: the position it holds went with the slot, so the "
+            "start would fail with the position lost (or, with snapshot: when_needed, append a "
+            "new snapshot after the old events)"
+        )
+    return (
+        f"the {kind} sink's checkpoint {path}/checkpoint.json still holds the last position "
+        "(cdc drop never touches it or the events already published): delete the directory or "
+        "move it aside before this pipeline runs again; delete the topics/subjects with the "
+        "broker's tools once nobody needs them"
+    )
+
+
+def _cmd_drop(args: argparse.Namespace) -> int:
+    """Drop the server objects a pipeline created (its slot and publication): 0 when done or
+    nothing was left, 1 when refused or failed, 2 without confirmation or for an unknown name."""
+    from typing import Any
+
+    from cdc import logs, plugins
+    from cdc.config import load
+
+    config = load(args.config)
+    logs.add_secrets(logs.secrets_in(config))
+    names = [p.name for p in config.pipelines]
+    if args.pipeline not in names:
+        raise ConfigError(
+            [f"{args.config} has no pipeline {args.pipeline!r} (it has: {', '.join(names)})"]
+        )
+    pipe = config.pipelines[names.index(args.pipeline)]
+    src: Any = pipe.source
+    sink_path = getattr(pipe.sink, "path", None)
+    busy = _daemon_running(config, args.config, sink_path if isinstance(sink_path, Path) else None)
+    if busy:
+        print(
+            f"error: not dropping pipeline {pipe.name}: {busy}; stop the daemon first "
+            "(a running pipeline would recreate what is dropped, or fail)",
+            file=sys.stderr,
+        )
+        return 1
+    plan_drop = getattr(plugins.plugin("source", src.type), "plan_drop", None)
+    if plan_drop is None:
+        print(
+            f"pipeline {pipe.name} ({src.type} source): nothing on the server to drop "
+            "(this source keeps no slot or publication there)"
+        )
+        print(f"note: {_sink_advice(pipe.sink)}")
+        return 0
+    plan: Any = plan_drop(src, pipe.name)
+    try:
+        print(f"pipeline {pipe.name} ({src.type} source):")
+        for line in plan.absent:
+            print(f"  absent: {line} (nothing to drop)")
+        for line in plan.kept:
+            print(f"  keep: {line}")
+        if plan.refusal:
+            print(f"error: not dropping anything: {plan.refusal}", file=sys.stderr)
+            return 1
+        if not plan.drops:
+            print("nothing left to drop on the server")
+            print(f"note: {_sink_advice(pipe.sink)}")
+            return 0
+        for line in plan.drops:
+            print(f"  drop: {line}")
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print(
+                    "error: not dropping: confirmation needed and stdin is not a terminal; "
+                    "pass --yes to drop without asking",
+                    file=sys.stderr,
+                )
+                return 2
+            sys.stdout.write("drop these? the pipeline cannot resume from them after [y/N] ")
+            sys.stdout.flush()
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                print("nothing dropped")
+                return 1
+        for line in plan.execute():
+            print(line)
+        print(f"note: {_sink_advice(pipe.sink)}")
+        return 0
+    finally:
+        plan.close()
+
+
 def _log_start(text: str) -> int | Literal["earliest", "latest"]:
     if text == "earliest":
         return "earliest"
@@ -338,6 +469,16 @@ def build_parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="connect to each pipeline's source and report problems")
     chk.add_argument("-c", "--config", required=True, help="YAML config file")
     chk.set_defaults(func=_cmd_check)
+
+    drp = sub.add_parser(
+        "drop",
+        help="drop the replication slot and publication a pipeline created (stop the daemon "
+        "first); the sink's data is left alone",
+    )
+    drp.add_argument("-c", "--config", required=True, help="YAML config file")
+    drp.add_argument("pipeline", help="the pipeline's name in the config file")
+    drp.add_argument("--yes", action="store_true", help="drop without asking (for scripts)")
+    drp.set_defaults(func=_cmd_drop)
 
     lg = sub.add_parser("log", help="read the built-in log")
     lsub = lg.add_subparsers(dest="log_command", required=True)

@@ -34,3 +34,13 @@ def check_source(config: PostgresSourceConfig, pipeline: PipelineConfig) -> list
 
 
 __all__ = ["Config", "PostgresSourceConfig", "check_source", "open_source"]
+
+
+def plan_drop(config: PostgresSourceConfig, pipeline: str) -> object:
+    """What `cdc drop` would drop of this pipeline on the server, read now (a ``Teardown``:
+    ``drops``, ``kept``, ``absent``, ``refusal``, ``execute()``, ``close()``); connects, so a
+    SourceError when the server cannot be reached. Optional for a source plugin: one without it
+    keeps nothing on the server."""
+    from cdc.sources.postgres._teardown import Teardown
+
+    return Teardown(config, pipeline)
