@@ -18,6 +18,8 @@
 //! references (no blow-up for schemas that reuse records); the schema's nesting depth and the
 //! compiled writer's height are bounded at compile time, which bounds the writer's recursion.
 
+mod pgtuple;
+
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -869,6 +871,7 @@ impl RowEncoder {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Writer>()?;
     m.add_class::<RowEncoder>()?;
+    m.add_class::<pgtuple::TupleDecoder>()?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
