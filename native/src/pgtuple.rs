@@ -9,8 +9,8 @@
 //! was given on the same arguments, and return or raise whatever that does.
 //!
 //! Per column the Python side passes a kind: the conversions done here (integers, floats,
-//! booleans, text, date, timestamp, UTC timestamptz, numeric(p,s) text already at the column's
-//! scale) take only the canonical texts the server prints and give the converter's exact
+//! booleans, text, date, time, timestamp, UTC timestamptz, hex bytea, numeric(p,s) text
+//! already at the column's scale) take only the canonical texts the server prints and give the converter's exact
 //! result; any other text of those columns, and every column of another kind, is converted by
 //! the column's own Python converter, so values are the reference's by construction.
 //!
@@ -30,7 +30,11 @@ const TS_MICROS: u8 = 6;
 const TS_MILLIS: u8 = 7;
 const TIMESTAMPTZ: u8 = 8;
 const DECIMAL: u8 = 9;
+#[allow(dead_code)] // the numbering's; `value` calls the converter for any kind it does not convert
 const CONVERT: u8 = 10;
+const TIME_MICROS: u8 = 11;
+const TIME_MILLIS: u8 = 12;
+const BYTEA: u8 = 13;
 
 // Debezium's infinities, as `cdc.sources.postgres._types` defines them (the differential tests
 // compare them with the converters' values).
@@ -204,6 +208,45 @@ fn parse_timestamp(b: &[u8]) -> Option<i64> {
     Some(days * DAY_US + ((h * 60 + mi) * 60 + s) * 1_000_000 + us)
 }
 
+/// "HH:MM:SS[.f{1,6}]": microseconds of the day, as `_time_us` computes them (24:00:00 too).
+fn parse_time(b: &[u8]) -> Option<i64> {
+    if b.len() < 8 || b[2] != b':' || b[5] != b':' {
+        return None;
+    }
+    let (h, mi, s) = (&b[0..2], &b[3..5], &b[6..8]);
+    if !(digits(h) && digits(mi) && digits(s)) {
+        return None;
+    }
+    let mut us = 0;
+    if b.len() > 8 {
+        let f = &b[9..];
+        if b[8] != b'.' || f.len() > 6 || !digits(f) {
+            return None;
+        }
+        us = num(f) * 10_i64.pow(6 - f.len() as u32);
+    }
+    Some(((num(h) * 60 + num(mi)) * 60 + num(s)) * 1_000_000 + us)
+}
+
+/// bytea's hex output ("\\x0aff"), as `bytes.fromhex` reads it.
+fn parse_hex(b: &[u8]) -> Option<Vec<u8>> {
+    let h = b.strip_prefix(b"\\x")?;
+    if h.len() % 2 != 0 {
+        return None;
+    }
+    fn nibble(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    h.chunks_exact(2)
+        .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
+        .collect()
+}
+
 /// `_timestamptz_padded(digits)` (or `_timestamptz` for 0) of an ASCII text in the server's UTC
 /// form ("2024-01-02 03:04:05.12+00"): the converter's shortcut, done on the same characters.
 fn timestamptz(s: &str, pad: usize) -> Option<String> {
@@ -321,7 +364,18 @@ impl TupleDecoder {
                 None if s == "infinity" || s == "-infinity" => PyString::new(py, s).into_any(),
                 None => self.call(py, c, s)?,
             },
+            TIME_MICROS | TIME_MILLIS => match parse_time(raw) {
+                Some(us) => {
+                    PyInt::new(py, if c.kind == TIME_MILLIS { us / 1000 } else { us }).into_any()
+                }
+                None => self.call(py, c, s)?,
+            },
+            BYTEA => match parse_hex(raw) {
+                Some(b) => PyBytes::new(py, &b).into_any(),
+                None => self.call(py, c, s)?,
+            },
             DECIMAL if at_scale(raw, c.param) => self.decimal.bind(py).call1((s,))?,
+            // CONVERT, a numeric(p,s) text off the column's scale (kinds are checked in new())
             _ => self.call(py, c, s)?,
         })
     }
@@ -372,7 +426,7 @@ impl TupleDecoder {
     fn new(py: Python<'_>, columns: Vec<ColumnSpec>, generic: Py<PyAny>) -> PyResult<Self> {
         let mut cols = Vec::with_capacity(columns.len());
         for (kind, param, null, unchanged, convert, required) in columns {
-            if kind > CONVERT
+            if kind > BYTEA
                 || (kind == TIMESTAMPTZ && param > 6)
                 || (kind == DECIMAL && param > 1000)
             {

@@ -414,6 +414,9 @@ NATIVE_KINDS = [
     "timestamptz(3)",
     "numeric(12,2)",
     "numeric(5,0)",
+    "time",
+    "time(3)",
+    "bytea",
 ]
 
 
@@ -439,6 +442,9 @@ def test_native_decoder_converts_the_server_texts_itself() -> None:
         "2024-05-06 05:08:09.1234+00",
         "123.45",
         "-123",
+        "24:00:00",
+        "13:14:15.5",
+        "\\x00ff10Ab",
     ]
     table = table_of(NATIVE_KINDS, [True] * len(NATIVE_KINDS))
     maps = [POOLS[s][0] for s in NATIVE_KINDS]
@@ -451,7 +457,8 @@ def test_native_decoder_converts_the_server_texts_itself() -> None:
     # other texts the converters take: converted by them, still no fallback
     odd = ["+5", "1_000", " 12 ", "1_0.5", " nan ", "true", "x", "x", "4714-11-24 BC"]
     odd += ["10000-01-01 00:00:00", "0001-01-01 00:00:00 BC", "2024-05-06 05:08:09.5+02"]
-    odd += ["2024-05-06 05:08:09.5-03:30", "infinity", "1.2", "1e3"]
+    odd += ["2024-05-06 05:08:09.5-03:30", "infinity", "1.2", "1e3", "1:2:3", "1:02:03.1234567"]
+    odd += ["a\\\\b\\001"]
     assert len(odd) == len(NATIVE_KINDS)
     assert check(table, maps, tuple_data(odd)) == "ok"
     assert _tuples.native_fallbacks() == before
@@ -494,6 +501,9 @@ def test_native_calendar_and_numbers_match_the_converters() -> None:
         "timestamp(3)": lambda: ts(True),
         "timestamptz": lambda: ts(True) + rnd.choice(["+00", "+00", "+02", "-03:30"]),
         "timestamptz(3)": lambda: ts(True) + "+00",
+        "time": lambda: ts(True)[11:],
+        "time(3)": lambda: ts(True)[11:],
+        "bytea": lambda: "\\x" + rnd.randbytes(rnd.randint(0, 9)).hex(),
         "numeric(12,2)": lambda: (
             f"{rnd.randint(-(10**10), 10**10) / 100:.{rnd.choice([1, 2, 2, 3])}f}"
         ),
