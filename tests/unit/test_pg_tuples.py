@@ -207,6 +207,11 @@ def needs_native() -> None:
         pytest.skip(f"cdc._native.TupleDecoder is not built ({_native_avro.IMPORT_ERROR})")
 
 
+def specialised_makers() -> list[Any]:
+    """``compile_decoder`` and, where it is built, ``native_decoder``."""
+    return [_tuples.compile_decoder, *([_tuples.native_decoder] if native_built() else [])]
+
+
 Pairs = list[tuple[_tuples.Decoder, ...]]
 
 
@@ -298,8 +303,7 @@ def test_malformed_messages() -> None:
         check(table, maps, full[:cut])
     bad_kind = [*good[:2], (b"x", b""), *good[3:]]
     assert check(table, maps, tuple_data(bad_kind)) == "error"
-    makers = [_tuples.compile_decoder, *([_tuples.native_decoder] if native_built() else [])]
-    for make in makers:
+    for make in specialised_makers():
         with pytest.raises(SourceError, match="unexpected tuple column kind 'x'"):
             make(table, maps, True)(tuple_data(bad_kind), 0)
     # a length running past the end of the last column: sliced short, as the generic path does
