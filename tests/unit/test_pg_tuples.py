@@ -171,12 +171,13 @@ def outcome(decode: _tuples.Decoder, buf: bytes, at: int) -> Any:
 
 
 def same(a: Any, b: Any) -> bool:
-    """Equal and of the same types all the way down (NaN equals NaN, Decimals by digits and
-    exponent: Decimal('1.5') == Decimal('1.50') is not good enough)."""
+    """Equal and of the same types all the way down (NaN equals NaN, zeros by sign, Decimals by
+    digits and exponent: Decimal('1.5') == Decimal('1.50') is not good enough)."""
     if type(a) is not type(b):
         return False
     if isinstance(a, float):
-        return (math.isnan(a) and math.isnan(b)) or a == b
+        # -0.0 == 0.0, but Avro writes their signs apart
+        return (math.isnan(a) and math.isnan(b)) or (a == b and str(a) == str(b))
     if isinstance(a, Decimal):
         return a.as_tuple() == b.as_tuple()
     if isinstance(a, (list, tuple)):
