@@ -9,7 +9,7 @@
 //! was given on the same arguments, and return or raise whatever that does.
 //!
 //! Per column the Python side passes a kind: the conversions done here (integers, floats,
-//! booleans, text, date, time, timestamp, UTC timestamptz, hex bytea, numeric(p,s) text
+//! booleans, text, date, time, timestamp, UTC timestamptz, interval, hex bytea, numeric(p,s) text
 //! already at the column's scale) take only the canonical texts the server prints and give the converter's exact
 //! result; any other text of those columns, and every column of another kind, is converted by
 //! the column's own Python converter, so values are the reference's by construction.
@@ -35,6 +35,7 @@ const CONVERT: u8 = 10;
 const TIME_MICROS: u8 = 11;
 const TIME_MILLIS: u8 = 12;
 const BYTEA: u8 = 13;
+const INTERVAL: u8 = 14;
 
 // Debezium's infinities, as `cdc.sources.postgres._types` defines them (the differential tests
 // compare them with the converters' values).
@@ -43,6 +44,7 @@ const TS_MINUS_INFINITY_US: i64 = -9_223_372_036_832_400_000;
 const DATE_INFINITY: i64 = -2_147_472_692;
 const DATE_MINUS_INFINITY: i64 = -2_147_472_691;
 const DAY_US: i64 = 86_400_000_000;
+const MONTH_US: i128 = 2_629_800_000_000;
 
 /// One column as the Python side describes it: (kind, param, null, unchanged, convert, required).
 type ColumnSpec = (u8, usize, Py<PyAny>, Py<PyAny>, Py<PyAny>, bool);
@@ -228,6 +230,77 @@ fn parse_time(b: &[u8]) -> Option<i64> {
     Some(((num(h) * 60 + num(mi)) * 60 + num(s)) * 1_000_000 + us)
 }
 
+/// `_types._interval` of an ASCII text its regular expression matches, with components of at
+/// most 18 digits (others: None, the converter decides): "P1Y2M3DT4H5M6.5S", any part left
+/// out, each number signed, the seconds' sign before their digits, the fraction cut at 6 digits.
+fn parse_interval(b: &[u8]) -> Option<i64> {
+    /// `-?\d+` then `unit` at `*i`: the number, `*i` moved past the unit; else `*i` unchanged.
+    fn part(b: &[u8], i: &mut usize, unit: u8) -> Option<Option<i128>> {
+        let mut j = *i + usize::from(b.get(*i) == Some(&b'-'));
+        let start = j;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        if j == start || b.get(j) != Some(&unit) {
+            return Some(None);
+        }
+        if j - start > 18 {
+            return None;
+        }
+        let n = i128::from(num(&b[start..j]));
+        let neg = start > *i;
+        *i = j + 1;
+        Some(Some(if neg { -n } else { n }))
+    }
+    if b.first() != Some(&b'P') {
+        return None;
+    }
+    let mut i = 1;
+    let y = part(b, &mut i, b'Y')?.unwrap_or(0);
+    let mo = part(b, &mut i, b'M')?.unwrap_or(0);
+    let d = part(b, &mut i, b'D')?.unwrap_or(0);
+    let mut us = (y * 12 + mo) * MONTH_US + d * i128::from(DAY_US);
+    if b.get(i) == Some(&b'T') {
+        i += 1;
+        let h = part(b, &mut i, b'H')?.unwrap_or(0);
+        let mi = part(b, &mut i, b'M')?.unwrap_or(0);
+        us += (h * 60 + mi) * 60_000_000;
+        // (-?)(\d+)(?:\.(\d+))?S
+        let mut j = i + usize::from(b.get(i) == Some(&b'-'));
+        let start = j;
+        while j < b.len() && b[j].is_ascii_digit() {
+            j += 1;
+        }
+        let whole = &b[start..j];
+        let mut frac: &[u8] = &[];
+        if !whole.is_empty() && b.get(j) == Some(&b'.') {
+            let f = j + 1;
+            let mut k = f;
+            while k < b.len() && b[k].is_ascii_digit() {
+                k += 1;
+            }
+            if k > f {
+                frac = &b[f..k];
+                j = k;
+            }
+        }
+        if !whole.is_empty() && b.get(j) == Some(&b'S') {
+            if whole.len() > 18 {
+                return None;
+            }
+            let f = &frac[..frac.len().min(6)];
+            let t = i128::from(num(whole)) * 1_000_000
+                + i128::from(num(f) * 10_i64.pow(6 - f.len() as u32));
+            us += if start > i { -t } else { t };
+            i = j + 1;
+        }
+    }
+    if i != b.len() {
+        return None;
+    }
+    Some(us.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
+}
+
 /// bytea's hex output ("\\x0aff"), as `bytes.fromhex` reads it.
 fn parse_hex(b: &[u8]) -> Option<Vec<u8>> {
     let h = b.strip_prefix(b"\\x")?;
@@ -370,6 +443,12 @@ impl TupleDecoder {
                 }
                 None => self.call(py, c, s)?,
             },
+            INTERVAL => match (parse_interval(raw), s) {
+                (Some(us), _) => PyInt::new(py, us).into_any(),
+                (None, "infinity") => PyInt::new(py, i64::MAX).into_any(),
+                (None, "-infinity") => PyInt::new(py, i64::MIN).into_any(),
+                _ => self.call(py, c, s)?,
+            },
             BYTEA => match parse_hex(raw) {
                 Some(b) => PyBytes::new(py, &b).into_any(),
                 None => self.call(py, c, s)?,
@@ -426,7 +505,7 @@ impl TupleDecoder {
     fn new(py: Python<'_>, columns: Vec<ColumnSpec>, generic: Py<PyAny>) -> PyResult<Self> {
         let mut cols = Vec::with_capacity(columns.len());
         for (kind, param, null, unchanged, convert, required) in columns {
-            if kind > BYTEA
+            if kind > INTERVAL
                 || (kind == TIMESTAMPTZ && param > 6)
                 || (kind == DECIMAL && param > 1000)
             {

@@ -422,6 +422,7 @@ NATIVE_KINDS = [
     "time",
     "time(3)",
     "bytea",
+    "interval",
 ]
 
 
@@ -450,6 +451,7 @@ def test_native_decoder_converts_the_server_texts_itself() -> None:
         "24:00:00",
         "13:14:15.5",
         "\\x00ff10Ab",
+        "P1Y-2M3DT-4H5M-6.1234567S",
     ]
     table = table_of(NATIVE_KINDS, [True] * len(NATIVE_KINDS))
     maps = [POOLS[s][0] for s in NATIVE_KINDS]
@@ -463,7 +465,7 @@ def test_native_decoder_converts_the_server_texts_itself() -> None:
     odd = ["+5", "1_000", " 12 ", "1_0.5", " nan ", "true", "x", "x", "4714-11-24 BC"]
     odd += ["10000-01-01 00:00:00", "0001-01-01 00:00:00 BC", "2024-05-06 05:08:09.5+02"]
     odd += ["2024-05-06 05:08:09.5-03:30", "infinity", "1.2", "1e3", "1:2:3", "1:02:03.1234567"]
-    odd += ["a\\\\b\\001"]
+    odd += ["a\\\\b\\001", "P" + "9" * 30 + "Y"]
     assert len(odd) == len(NATIVE_KINDS)
     assert check(table, maps, tuple_data(odd)) == "ok"
     assert _tuples.native_fallbacks() == before
@@ -491,6 +493,19 @@ def test_native_calendar_and_numbers_match_the_converters() -> None:
             s += "." + "".join(rnd.choice("0123456789") for _ in range(rnd.randint(1, 7)))
         return s
 
+    def interval() -> str:
+        def n() -> str:
+            return rnd.choice(["", "-"]) + str(rnd.randint(0, 10 ** rnd.randint(1, 20)))
+
+        out = "P" + "".join(n() + u for u in "YMD" if rnd.random() < 0.5)
+        if rnd.random() < 0.8:
+            out += "T" + "".join(n() + u for u in "HM" if rnd.random() < 0.5)
+            if rnd.random() < 0.7:
+                out += n() + rnd.choice(["", "." + str(rnd.randint(0, 10**9))[:8]]) + "S"
+        if rnd.random() < 0.03:  # a text the expression does not match
+            out = out.replace(rnd.choice("PTYMDHS"), rnd.choice(["", "X", "1", "."]), 1)
+        return out
+
     gens = {
         "bigint": lambda: str(rnd.randint(-(2**64), 2**64) >> rnd.randint(0, 64)),
         "double precision": lambda: rnd.choice(
@@ -509,6 +524,7 @@ def test_native_calendar_and_numbers_match_the_converters() -> None:
         "time": lambda: ts(True)[11:],
         "time(3)": lambda: ts(True)[11:],
         "bytea": lambda: "\\x" + rnd.randbytes(rnd.randint(0, 9)).hex(),
+        "interval": interval,
         "numeric(12,2)": lambda: (
             f"{rnd.randint(-(10**10), 10**10) / 100:.{rnd.choice([1, 2, 2, 3])}f}"
         ),
