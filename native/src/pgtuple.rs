@@ -9,15 +9,16 @@
 //! was given on the same arguments, and return or raise whatever that does.
 //!
 //! Per column the Python side passes a kind: the conversions done here (integers, floats,
-//! booleans, text, date, time, timestamp, UTC timestamptz, interval, hex bytea, numeric(p,s) text
+//! booleans, text, date, time, timestamp, UTC timestamptz, interval, hex bytea, numeric text
 //! already at the column's scale) take only the canonical texts the server prints and give the converter's exact
 //! result; any other text of those columns, and every column of another kind, is converted by
 //! the column's own Python converter, so values are the reference's by construction.
 //!
 //! Safe Rust, every index checked: malformed bytes end in the generic path, never in a crash.
 
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple};
 
 // Column kinds, as `_tuples._native_kind` numbers them.
 const TEXT: u8 = 0;
@@ -36,6 +37,7 @@ const TIME_MICROS: u8 = 11;
 const TIME_MILLIS: u8 = 12;
 const BYTEA: u8 = 13;
 const INTERVAL: u8 = 14;
+const VARIABLE_DECIMAL: u8 = 15;
 
 // Debezium's infinities, as `cdc.sources.postgres._types` defines them (the differential tests
 // compare them with the converters' values).
@@ -301,6 +303,32 @@ fn parse_interval(b: &[u8]) -> Option<i64> {
     Some(us.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64)
 }
 
+/// `_types._variable_decimal` of "-?D+(.D+)?" with at most 36 digits: (scale, unscaled), the
+/// fraction's trailing zeros dropped first.
+fn parse_variable_decimal(b: &[u8]) -> Option<(usize, i128)> {
+    let d = b.strip_prefix(b"-").unwrap_or(b);
+    let (int, frac) = match d.iter().position(|&c| c == b'.') {
+        Some(k) => (&d[..k], &d[k + 1..]),
+        None => (d, &b""[..]),
+    };
+    if !digits(int) || (d.len() > int.len() && !digits(frac)) || int.len() + frac.len() > 36 {
+        return None;
+    }
+    let frac = &frac[..frac.iter().rposition(|&c| c != b'0').map_or(0, |k| k + 1)];
+    let n = int
+        .iter()
+        .chain(frac)
+        .fold(0_i128, |n, &c| n * 10 + i128::from(c - b'0'));
+    Some((frac.len(), if d.len() < b.len() { -n } else { n }))
+}
+
+/// `cdc.avro.unscaled_bytes`: minimal big-endian two's complement.
+fn unscaled_bytes(n: i128) -> Vec<u8> {
+    let m = if n < 0 { -(n + 1) } else { n };
+    let len = (128 - m.leading_zeros() as usize) / 8 + 1;
+    n.to_be_bytes()[16 - len..].to_vec()
+}
+
 /// bytea's hex output ("\\x0aff"), as `bytes.fromhex` reads it.
 fn parse_hex(b: &[u8]) -> Option<Vec<u8>> {
     let h = b.strip_prefix(b"\\x")?;
@@ -449,6 +477,15 @@ impl TupleDecoder {
                 (None, "-infinity") => PyInt::new(py, i64::MIN).into_any(),
                 _ => self.call(py, c, s)?,
             },
+            VARIABLE_DECIMAL => match parse_variable_decimal(raw) {
+                Some((scale, n)) => {
+                    let d = PyDict::new(py);
+                    d.set_item(intern!(py, "scale"), scale)?;
+                    d.set_item(intern!(py, "value"), PyBytes::new(py, &unscaled_bytes(n)))?;
+                    d.into_any()
+                }
+                None => self.call(py, c, s)?,
+            },
             BYTEA => match parse_hex(raw) {
                 Some(b) => PyBytes::new(py, &b).into_any(),
                 None => self.call(py, c, s)?,
@@ -505,7 +542,7 @@ impl TupleDecoder {
     fn new(py: Python<'_>, columns: Vec<ColumnSpec>, generic: Py<PyAny>) -> PyResult<Self> {
         let mut cols = Vec::with_capacity(columns.len());
         for (kind, param, null, unchanged, convert, required) in columns {
-            if kind > INTERVAL
+            if kind > VARIABLE_DECIMAL
                 || (kind == TIMESTAMPTZ && param > 6)
                 || (kind == DECIMAL && param > 1000)
             {

@@ -423,6 +423,7 @@ NATIVE_KINDS = [
     "time(3)",
     "bytea",
     "interval",
+    "numeric",
 ]
 
 
@@ -452,6 +453,7 @@ def test_native_decoder_converts_the_server_texts_itself() -> None:
         "13:14:15.5",
         "\\x00ff10Ab",
         "P1Y-2M3DT-4H5M-6.1234567S",
+        "-128.000",
     ]
     table = table_of(NATIVE_KINDS, [True] * len(NATIVE_KINDS))
     maps = [POOLS[s][0] for s in NATIVE_KINDS]
@@ -465,7 +467,7 @@ def test_native_decoder_converts_the_server_texts_itself() -> None:
     odd = ["+5", "1_000", " 12 ", "1_0.5", " nan ", "true", "x", "x", "4714-11-24 BC"]
     odd += ["10000-01-01 00:00:00", "0001-01-01 00:00:00 BC", "2024-05-06 05:08:09.5+02"]
     odd += ["2024-05-06 05:08:09.5-03:30", "infinity", "1.2", "1e3", "1:2:3", "1:02:03.1234567"]
-    odd += ["a\\\\b\\001", "P" + "9" * 30 + "Y"]
+    odd += ["a\\\\b\\001", "P" + "9" * 30 + "Y", "1" * 40]
     assert len(odd) == len(NATIVE_KINDS)
     assert check(table, maps, tuple_data(odd)) == "ok"
     assert _tuples.native_fallbacks() == before
@@ -525,6 +527,17 @@ def test_native_calendar_and_numbers_match_the_converters() -> None:
         "time(3)": lambda: ts(True)[11:],
         "bytea": lambda: "\\x" + rnd.randbytes(rnd.randint(0, 9)).hex(),
         "interval": interval,
+        "numeric": lambda: (
+            rnd.choice(["", "-"])
+            + str(rnd.randint(0, 10 ** rnd.randint(0, 40)))
+            + rnd.choice(
+                [
+                    "",
+                    ".",
+                    "." + str(rnd.randint(0, 10 ** rnd.randint(0, 20))) + "0" * rnd.randint(0, 3),
+                ]
+            )
+        ),
         "numeric(12,2)": lambda: (
             f"{rnd.randint(-(10**10), 10**10) / 100:.{rnd.choice([1, 2, 2, 3])}f}"
         ),
