@@ -9,7 +9,8 @@
 //! was given on the same arguments, and return or raise whatever that does.
 //!
 //! Per column the Python side passes a kind: the conversions done here (integers, floats,
-//! booleans, text, date, time, timestamp, UTC timestamptz, interval, hex bytea, numeric text
+//! booleans, text, date, time, timestamp, UTC timestamptz, interval, hex bytea, numeric and money
+//! text
 //! already at the column's scale) take only the canonical texts the server prints and give the converter's exact
 //! result; any other text of those columns, and every column of another kind, is converted by
 //! the column's own Python converter, so values are the reference's by construction.
@@ -38,6 +39,7 @@ const TIME_MILLIS: u8 = 12;
 const BYTEA: u8 = 13;
 const INTERVAL: u8 = 14;
 const VARIABLE_DECIMAL: u8 = 15;
+const MONEY: u8 = 16;
 
 // Debezium's infinities, as `cdc.sources.postgres._types` defines them (the differential tests
 // compare them with the converters' values).
@@ -329,6 +331,21 @@ fn unscaled_bytes(n: i128) -> Vec<u8> {
     n.to_be_bytes()[16 - len..].to_vec()
 }
 
+/// `_types._money` of an ASCII text with 1 to 18 digits: the digits are the cents, negative when
+/// the text holds "-" or "("; as the text of a Decimal, "<cents>E-2" (what `scaleb(-2)` gives).
+fn money(b: &[u8]) -> Option<String> {
+    if !b.is_ascii() {
+        return None;
+    }
+    let cents: Vec<u8> = b.iter().copied().filter(u8::is_ascii_digit).collect();
+    if cents.is_empty() || cents.len() > 18 {
+        return None;
+    }
+    let n = num(&cents);
+    let neg = b.contains(&b'-') || b.contains(&b'(');
+    Some(format!("{}E-2", if neg { -n } else { n }))
+}
+
 /// bytea's hex output ("\\x0aff"), as `bytes.fromhex` reads it.
 fn parse_hex(b: &[u8]) -> Option<Vec<u8>> {
     let h = b.strip_prefix(b"\\x")?;
@@ -490,6 +507,10 @@ impl TupleDecoder {
                 Some(b) => PyBytes::new(py, &b).into_any(),
                 None => self.call(py, c, s)?,
             },
+            MONEY => match money(raw) {
+                Some(t) => self.decimal.bind(py).call1((t,))?,
+                None => self.call(py, c, s)?,
+            },
             DECIMAL if at_scale(raw, c.param) => self.decimal.bind(py).call1((s,))?,
             // CONVERT, a numeric(p,s) text off the column's scale (kinds are checked in new())
             _ => self.call(py, c, s)?,
@@ -542,7 +563,7 @@ impl TupleDecoder {
     fn new(py: Python<'_>, columns: Vec<ColumnSpec>, generic: Py<PyAny>) -> PyResult<Self> {
         let mut cols = Vec::with_capacity(columns.len());
         for (kind, param, null, unchanged, convert, required) in columns {
-            if kind > VARIABLE_DECIMAL
+            if kind > MONEY
                 || (kind == TIMESTAMPTZ && param > 6)
                 || (kind == DECIMAL && param > 1000)
             {

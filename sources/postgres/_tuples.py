@@ -26,11 +26,11 @@ bytes; mappings, fallbacks and placeholders are bound constants, column names ne
 
 ``native_decoder`` makes the compiled equivalent (``cdc._native.TupleDecoder``, native/src/
 pgtuple.rs) under the same contract: it converts integers, floats, booleans, text, dates, times,
-timestamps, UTC timestamptz, intervals, hex bytea, variable-scale numeric and numeric(p,s) texts at
-the column's scale itself, calls the column's converter for every other value, and hands anything
-else to the generic decoder (counted by ``native_fallbacks``). ``decoders`` takes it ahead of the
-generated ones when the extension is built, unless ``CDC_NATIVE=0`` (``PATH``, chosen once per
-process as the Avro writers' path is).
+timestamps, UTC timestamptz, intervals, hex bytea, money, variable-scale numeric and numeric(p,s)
+texts at the column's scale itself, calls the column's converter for every other value, and hands
+anything else to the generic decoder (counted by ``native_fallbacks``). ``decoders`` takes it ahead
+of the generated ones when the extension is built, unless ``CDC_NATIVE=0`` (``PATH``, chosen once
+per process as the Avro writers' path is).
 """
 
 from __future__ import annotations
@@ -355,7 +355,7 @@ def compile_decoder(table: TableSchema, mappings: Sequence[Mapping], complete: b
 # Column kinds the compiled decoder converts itself (numbered as in native/src/pgtuple.rs); any
 # other converter is called from there (CONVERT), as the generic path calls it.
 _TEXT, _INT, _FLOAT, _BOOL, _BIT1, _DATE, _TS_MICROS, _TS_MILLIS, _TSTZ, _DECIMAL = range(10)
-_CONVERT, _TIME_MICROS, _TIME_MILLIS, _BYTEA, _INTERVAL, _VARIABLE_DECIMAL = range(10, 16)
+_CONVERT, _TIME_MICROS, _TIME_MILLIS, _BYTEA, _INTERVAL, _VARIABLE_DECIMAL, _MONEY = range(10, 17)
 _NATIVE_KIND: dict[Any, int] = {
     int: _INT,
     _types._float: _FLOAT,
@@ -369,6 +369,7 @@ _NATIVE_KIND: dict[Any, int] = {
     _types._bytea: _BYTEA,
     _types._interval: _INTERVAL,
     _types._variable_decimal: _VARIABLE_DECIMAL,
+    _types._money: _MONEY,
 }
 
 NATIVE, PYTHON = "native", "python"

@@ -424,6 +424,7 @@ NATIVE_KINDS = [
     "bytea",
     "interval",
     "numeric",
+    "money",
 ]
 
 
@@ -454,6 +455,7 @@ def test_native_decoder_converts_the_server_texts_itself() -> None:
         "\\x00ff10Ab",
         "P1Y-2M3DT-4H5M-6.1234567S",
         "-128.000",
+        "-$1,234.50",
     ]
     table = table_of(NATIVE_KINDS, [True] * len(NATIVE_KINDS))
     maps = [POOLS[s][0] for s in NATIVE_KINDS]
@@ -467,7 +469,7 @@ def test_native_decoder_converts_the_server_texts_itself() -> None:
     odd = ["+5", "1_000", " 12 ", "1_0.5", " nan ", "true", "x", "x", "4714-11-24 BC"]
     odd += ["10000-01-01 00:00:00", "0001-01-01 00:00:00 BC", "2024-05-06 05:08:09.5+02"]
     odd += ["2024-05-06 05:08:09.5-03:30", "infinity", "1.2", "1e3", "1:2:3", "1:02:03.1234567"]
-    odd += ["a\\\\b\\001", "P" + "9" * 30 + "Y", "1" * 40]
+    odd += ["a\\\\b\\001", "P" + "9" * 30 + "Y", "1" * 40, "$1,000.00 \u20ac"]
     assert len(odd) == len(NATIVE_KINDS)
     assert check(table, maps, tuple_data(odd)) == "ok"
     assert _tuples.native_fallbacks() == before
@@ -527,6 +529,12 @@ def test_native_calendar_and_numbers_match_the_converters() -> None:
         "time(3)": lambda: ts(True)[11:],
         "bytea": lambda: "\\x" + rnd.randbytes(rnd.randint(0, 9)).hex(),
         "interval": interval,
+        "money": lambda: (
+            rnd.choice(["", "-", "("])
+            + rnd.choice(["$", "", "EUR "])
+            + f"{rnd.randint(0, 10 ** rnd.randint(0, 20)):,}"
+            + rnd.choice([".00", ".5", "", ",50", ".99)"])
+        ),
         "numeric": lambda: (
             rnd.choice(["", "-"])
             + str(rnd.randint(0, 10 ** rnd.randint(0, 40)))
