@@ -9,8 +9,8 @@
 //! was given on the same arguments, and return or raise whatever that does.
 //!
 //! Per column the Python side passes a kind: the conversions done here (integers, floats,
-//! booleans, text, date, time, timestamp, UTC timestamptz, interval, hex bytea, numeric and money
-//! text
+//! booleans, text, date, time, timestamp, UTC timestamptz, interval, hex bytea, numeric, money,
+//! text[] and integer[] text
 //! already at the column's scale) take only the canonical texts the server prints and give the converter's exact
 //! result; any other text of those columns, and every column of another kind, is converted by
 //! the column's own Python converter, so values are the reference's by construction.
@@ -19,7 +19,7 @@
 
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyString, PyTuple};
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 // Column kinds, as `_tuples._native_kind` numbers them.
 const TEXT: u8 = 0;
@@ -40,6 +40,8 @@ const BYTEA: u8 = 13;
 const INTERVAL: u8 = 14;
 const VARIABLE_DECIMAL: u8 = 15;
 const MONEY: u8 = 16;
+const TEXT_ARRAY: u8 = 17;
+const INT_ARRAY: u8 = 18;
 
 // Debezium's infinities, as `cdc.sources.postgres._types` defines them (the differential tests
 // compare them with the converters' values).
@@ -346,6 +348,24 @@ fn money(b: &[u8]) -> Option<String> {
     Some(format!("{}E-2", if neg { -n } else { n }))
 }
 
+/// The elements of a one-dimensional array literal without quotes, braces inside or explicit
+/// bounds ("{1,NULL,3}"), as `_types.parse_array` splits it (None: NULL); None for any other
+/// text (the converter decides).
+fn simple_array(s: &str) -> Option<Vec<Option<&str>>> {
+    let body = s.strip_prefix('{')?.strip_suffix('}')?;
+    if body.contains(['"', '{', '}']) {
+        return None;
+    }
+    if body.is_empty() {
+        return Some(Vec::new());
+    }
+    Some(
+        body.split(',')
+            .map(|x| (x != "NULL").then_some(x))
+            .collect(),
+    )
+}
+
 /// bytea's hex output ("\\x0aff"), as `bytes.fromhex` reads it.
 fn parse_hex(b: &[u8]) -> Option<Vec<u8>> {
     let h = b.strip_prefix(b"\\x")?;
@@ -507,6 +527,23 @@ impl TupleDecoder {
                 Some(b) => PyBytes::new(py, &b).into_any(),
                 None => self.call(py, c, s)?,
             },
+            TEXT_ARRAY | INT_ARRAY => {
+                let Some(items) = simple_array(s) else {
+                    return self.call(py, c, s);
+                };
+                let out = PyList::empty(py);
+                for x in items {
+                    match x {
+                        None => out.append(py.None())?,
+                        Some(x) if c.kind == TEXT_ARRAY => out.append(PyString::new(py, x))?,
+                        Some(x) => match parse_int(x.as_bytes()) {
+                            Some(n) => out.append(PyInt::new(py, n))?,
+                            None => return self.call(py, c, s),
+                        },
+                    }
+                }
+                out.into_any()
+            }
             MONEY => match money(raw) {
                 Some(t) => self.decimal.bind(py).call1((t,))?,
                 None => self.call(py, c, s)?,
@@ -563,7 +600,7 @@ impl TupleDecoder {
     fn new(py: Python<'_>, columns: Vec<ColumnSpec>, generic: Py<PyAny>) -> PyResult<Self> {
         let mut cols = Vec::with_capacity(columns.len());
         for (kind, param, null, unchanged, convert, required) in columns {
-            if kind > MONEY
+            if kind > INT_ARRAY
                 || (kind == TIMESTAMPTZ && param > 6)
                 || (kind == DECIMAL && param > 1000)
             {

@@ -26,11 +26,11 @@ bytes; mappings, fallbacks and placeholders are bound constants, column names ne
 
 ``native_decoder`` makes the compiled equivalent (``cdc._native.TupleDecoder``, native/src/
 pgtuple.rs) under the same contract: it converts integers, floats, booleans, text, dates, times,
-timestamps, UTC timestamptz, intervals, hex bytea, money, variable-scale numeric and numeric(p,s)
-texts at the column's scale itself, calls the column's converter for every other value, and hands
-anything else to the generic decoder (counted by ``native_fallbacks``). ``decoders`` takes it ahead
-of the generated ones when the extension is built, unless ``CDC_NATIVE=0`` (``PATH``, chosen once
-per process as the Avro writers' path is).
+timestamps, UTC timestamptz, intervals, hex bytea, money, text and integer arrays, variable-scale
+numeric and numeric(p,s) texts at the column's scale itself, calls the column's converter for every
+other value, and hands anything else to the generic decoder (counted by ``native_fallbacks``).
+``decoders`` takes it ahead of the generated ones when the extension is built, unless
+``CDC_NATIVE=0`` (``PATH``, chosen once per process as the Avro writers' path is).
 """
 
 from __future__ import annotations
@@ -356,6 +356,10 @@ def compile_decoder(table: TableSchema, mappings: Sequence[Mapping], complete: b
 # other converter is called from there (CONVERT), as the generic path calls it.
 _TEXT, _INT, _FLOAT, _BOOL, _BIT1, _DATE, _TS_MICROS, _TS_MILLIS, _TSTZ, _DECIMAL = range(10)
 _CONVERT, _TIME_MICROS, _TIME_MILLIS, _BYTEA, _INTERVAL, _VARIABLE_DECIMAL, _MONEY = range(10, 17)
+_TEXT_ARRAY, _INT_ARRAY = 17, 18
+# Arrays of elements with a converter share one code object (a closure over the element's): an
+# array of integers is recognised by it and its cell.
+_ARRAY_CODE = _types._array(int).__code__
 _NATIVE_KIND: dict[Any, int] = {
     int: _INT,
     _types._float: _FLOAT,
@@ -440,6 +444,14 @@ def native_decoder(table: TableSchema, mappings: Sequence[Mapping], complete: bo
         conv, param = m.convert, 0
         if conv is None:
             kind = _TEXT
+        elif conv is _types.parse_array:  # text-like elements: the array's texts
+            kind = _TEXT_ARRAY
+        elif (
+            getattr(conv, "__code__", None) is _ARRAY_CODE
+            and conv.__closure__ is not None  # type: ignore[attr-defined]
+            and conv.__closure__[0].cell_contents is int  # type: ignore[attr-defined]
+        ):
+            kind = _INT_ARRAY
         elif conv in _NATIVE_KIND:
             kind = _NATIVE_KIND[conv]
         elif conv in _TIMESTAMPTZ:

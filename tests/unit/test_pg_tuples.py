@@ -425,6 +425,8 @@ NATIVE_KINDS = [
     "interval",
     "numeric",
     "money",
+    "integer[]",
+    "text[]",
 ]
 
 
@@ -456,6 +458,8 @@ def test_native_decoder_converts_the_server_texts_itself() -> None:
         "P1Y-2M3DT-4H5M-6.1234567S",
         "-128.000",
         "-$1,234.50",
+        "{1,NULL,-3}",
+        "{a,NULL,b c}",
     ]
     table = table_of(NATIVE_KINDS, [True] * len(NATIVE_KINDS))
     maps = [POOLS[s][0] for s in NATIVE_KINDS]
@@ -469,7 +473,14 @@ def test_native_decoder_converts_the_server_texts_itself() -> None:
     odd = ["+5", "1_000", " 12 ", "1_0.5", " nan ", "true", "x", "x", "4714-11-24 BC"]
     odd += ["10000-01-01 00:00:00", "0001-01-01 00:00:00 BC", "2024-05-06 05:08:09.5+02"]
     odd += ["2024-05-06 05:08:09.5-03:30", "infinity", "1.2", "1e3", "1:2:3", "1:02:03.1234567"]
-    odd += ["a\\\\b\\001", "P" + "9" * 30 + "Y", "1" * 40, "$1,000.00 \u20ac"]
+    odd += [
+        "a\\\\b\\001",
+        "P" + "9" * 30 + "Y",
+        "1" * 40,
+        "$1,000.00 \u20ac",
+        "{{1,2},{3,4}}",
+        '{"a,b",c}',
+    ]
     assert len(odd) == len(NATIVE_KINDS)
     assert check(table, maps, tuple_data(odd)) == "ok"
     assert _tuples.native_fallbacks() == before
@@ -529,6 +540,24 @@ def test_native_calendar_and_numbers_match_the_converters() -> None:
         "time(3)": lambda: ts(True)[11:],
         "bytea": lambda: "\\x" + rnd.randbytes(rnd.randint(0, 9)).hex(),
         "interval": interval,
+        "integer[]": lambda: (
+            "{"
+            + ",".join(
+                rnd.choice(["NULL", "-0", "+1", *[str(rnd.randint(-(2**70), 2**70))] * 4])
+                if rnd.random() > 0.01
+                else "x"
+                for _ in range(rnd.randint(0, 4))
+            )
+            + ("}" if rnd.random() > 0.01 else "")
+        ),
+        "text[]": lambda: (
+            "{"
+            + ",".join(
+                rnd.choice(["NULL", "a b", "", "\\", '"q"', "{x}", "\u00e9"])
+                for _ in range(rnd.randint(0, 4))
+            )
+            + rnd.choice(["}", "}", "}", ""])
+        ),
         "money": lambda: (
             rnd.choice(["", "-", "("])
             + rnd.choice(["$", "", "EUR "])
