@@ -13,6 +13,9 @@
 //! writes a row change's Confluent-framed key and value in one call, reading the event's
 //! attributes itself: the encoder's per-row work on the native path.
 //!
+//! `TupleDecoder(columns, generic).decode(buf, i)` (module `pgtuple`) reads a pgoutput TupleData
+//! into the row tuple `sources/postgres/_tuples.py`'s decoders return, under their contract.
+//!
 //! Safe Rust only: Python objects are reached through PyO3's checked API, so a datum of any
 //! shape can make a call raise, never crash. A named record is compiled once and shared by its
 //! references (no blow-up for schemas that reuse records); the schema's nesting depth and the
