@@ -1,4 +1,5 @@
-"""Microbenchmark of pgoutput tuple decoding: us/row, generic path vs specialised decoders.
+"""Microbenchmark of pgoutput tuple decoding: us/row, generic path vs specialised decoders
+(generated Python, and compiled ``cdc._native.TupleDecoder`` when the extension is built).
 
 The step measured is what the Postgres source does per I/U/D message between receiving it and
 building the event: read the TupleData (text format) and convert every column by its mapping
@@ -17,8 +18,8 @@ taking their fallbacks).
 
 Prints the best of ``--repeat`` runs per decoder and message kind, in CPU time of this thread
 (less disturbed than wall time on a shared machine, though still moved by its load: compare the
-two columns of one run), after checking that both decoders give the same rows. No timing is
-asserted anywhere.
+columns of one run), after checking that the decoders give the same rows. The native column is
+left out when ``cdc._native`` has no ``TupleDecoder``. No timing is asserted anywhere.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cdc.model import Column, TableSchema
+from cdc.sources.postgres import _tuples
 from cdc.sources.postgres._tuples import Decoder, decoders
 from cdc.sources.postgres._types import Mapping, TypeInfo, mapping_for
 
@@ -176,17 +178,15 @@ def run(new: Decoder, old: Decoder, msgs: list[bytes]) -> list[Any]:
     return rows
 
 
-def measure(
-    generic: tuple[Decoder, Decoder], fast: tuple[Decoder, Decoder], msgs: list[bytes], repeat: int
-) -> tuple[float, float]:
-    """Best us/row of each, the two timed in turn (a load that comes and goes hits both)."""
-    best = [float("inf"), float("inf")]
+def measure(decs: list[tuple[Decoder, Decoder]], msgs: list[bytes], repeat: int) -> list[float]:
+    """Best us/row of each, timed in turn (a load that comes and goes hits them all)."""
+    best = [float("inf")] * len(decs)
     for _ in range(repeat):
-        for k, decs in enumerate((generic, fast)):
+        for k, pair in enumerate(decs):
             t0 = time.thread_time()
-            run(*decs, msgs)
+            run(*pair, msgs)
             best[k] = min(best[k], time.thread_time() - t0)
-    return best[0] / len(msgs) * 1e6, best[1] / len(msgs) * 1e6
+    return [b / len(msgs) * 1e6 for b in best]
 
 
 def main() -> None:
@@ -194,17 +194,29 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=20000)
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
+    native = hasattr(_tuples._native_avro._native, "TupleDecoder")
     head = f"{'table':<8}{'message':<9}{'generic us/row':>16}{'specialised us/row':>21}"
-    print(f"{head}{'speed-up':>10}")
+    head += f"{'speed-up':>10}"
+    if native:
+        head += f"{'native us/row':>15}{'vs generic':>12}{'vs specialised':>16}"
+    print(head)
     for name, spec, row in (("orders", ORDERS, orders_row), ("wide", WIDE, wide_row)):
         schema, maps = table(name, spec)
-        generic, fast = decoders(schema, maps, False), decoders(schema, maps, True)
+        decs = [decoders(schema, maps, False), decoders(schema, maps, True, native=False)]
+        if native:
+            decs.append(decoders(schema, maps, True, native=True))
         for op in ("insert", "update", "delete"):
             msgs = messages(op, args.rows, spec, row)
-            if run(*generic, msgs[:2000]) != run(*fast, msgs[:2000]):
+            want = run(*decs[0], msgs[:2000])
+            if any(run(*d, msgs[:2000]) != want for d in decs[1:]):
                 raise SystemExit(f"{name} {op}: the decoders' rows differ")
-            g, f = measure(generic, fast, msgs, args.repeat)
-            print(f"{name:<8}{op:<9}{g:>16.2f}{f:>21.2f}{g / f:>9.1f}x")
+            t = measure(decs, msgs, args.repeat)
+            line = f"{name:<8}{op:<9}{t[0]:>16.2f}{t[1]:>21.2f}{t[0] / t[1]:>9.1f}x"
+            if native:
+                line += f"{t[2]:>15.2f}{t[0] / t[2]:>11.1f}x{t[1] / t[2]:>15.1f}x"
+            print(line)
+    if native and _tuples.native_fallbacks():
+        print(f"(native decoders handed {_tuples.native_fallbacks()} tuples to the generic path)")
 
 
 if __name__ == "__main__":

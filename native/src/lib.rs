@@ -13,10 +13,15 @@
 //! writes a row change's Confluent-framed key and value in one call, reading the event's
 //! attributes itself: the encoder's per-row work on the native path.
 //!
+//! `TupleDecoder(columns, generic).decode(buf, i)` (module `pgtuple`) reads a pgoutput TupleData
+//! into the row tuple `sources/postgres/_tuples.py`'s decoders return, under their contract.
+//!
 //! Safe Rust only: Python objects are reached through PyO3's checked API, so a datum of any
 //! shape can make a call raise, never crash. A named record is compiled once and shared by its
 //! references (no blow-up for schemas that reuse records); the schema's nesting depth and the
 //! compiled writer's height are bounded at compile time, which bounds the writer's recursion.
+
+mod pgtuple;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -869,6 +874,7 @@ impl RowEncoder {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Writer>()?;
     m.add_class::<RowEncoder>()?;
+    m.add_class::<pgtuple::TupleDecoder>()?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -23,19 +23,32 @@ shortcut rejected, returns the right row.
 
 The generated source contains only local variable names, indexes and literals of numbers and
 bytes; mappings, fallbacks and placeholders are bound constants, column names never appear in it.
+
+``native_decoder`` makes the compiled equivalent (``cdc._native.TupleDecoder``, native/src/
+pgtuple.rs) under the same contract: it converts integers, floats, booleans, text, dates, times,
+timestamps, UTC timestamptz, intervals, hex bytea, money, text and integer arrays, variable-scale
+numeric and numeric(p,s) texts at the column's scale itself, calls the column's converter for every
+other value, and hands anything else to the generic decoder (counted by ``native_fallbacks``).
+``decoders`` takes it ahead of the generated ones when the extension is built, unless
+``CDC_NATIVE=0`` (``PATH``, chosen once per process as the Avro writers' path is).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import struct
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
+from cdc import _native_avro
 from cdc.errors import SourceError
 from cdc.model import TableSchema
 from cdc.sources.postgres import _types
 from cdc.sources.postgres._types import Mapping
+
+log = logging.getLogger(__name__)
 
 Decoder = Callable[[bytes, int], tuple[tuple[Any, ...], int]]
 
@@ -337,9 +350,155 @@ def compile_decoder(table: TableSchema, mappings: Sequence[Mapping], complete: b
     return decode
 
 
+# --- native decoders (cdc._native.TupleDecoder) ------------------------------------------------
+
+# Column kinds the compiled decoder converts itself (numbered as in native/src/pgtuple.rs); any
+# other converter is called from there (CONVERT), as the generic path calls it.
+_TEXT, _INT, _FLOAT, _BOOL, _BIT1, _DATE, _TS_MICROS, _TS_MILLIS, _TSTZ, _DECIMAL = range(10)
+_CONVERT, _TIME_MICROS, _TIME_MILLIS, _BYTEA, _INTERVAL, _VARIABLE_DECIMAL, _MONEY = range(10, 17)
+_TEXT_ARRAY, _INT_ARRAY = 17, 18
+# Arrays of elements with a converter share one code object (a closure over the element's): an
+# array of integers is recognised by it and its cell.
+_ARRAY_CODE = _types._array(int).__code__
+_NATIVE_KIND: dict[Any, int] = {
+    int: _INT,
+    _types._float: _FLOAT,
+    _types._bool: _BOOL,
+    _types._bit1: _BIT1,
+    _types._date: _DATE,
+    _types._ts_micros: _TS_MICROS,
+    _types._ts_millis: _TS_MILLIS,
+    _types._time_us: _TIME_MICROS,
+    _types._time_millis: _TIME_MILLIS,
+    _types._bytea: _BYTEA,
+    _types._interval: _INTERVAL,
+    _types._variable_decimal: _VARIABLE_DECIMAL,
+    _types._money: _MONEY,
+}
+
+NATIVE, PYTHON = "native", "python"
+
+
+def _choose() -> tuple[str, str]:
+    if os.environ.get("CDC_NATIVE", "").strip() == "0":
+        return PYTHON, "CDC_NATIVE=0"
+    if _native_avro._native is None:
+        return (
+            PYTHON,
+            f"the compiled extension cdc._native is not built ({_native_avro.IMPORT_ERROR})",
+        )
+    if not hasattr(_native_avro._native, "TupleDecoder"):
+        return PYTHON, "this build of cdc._native has no TupleDecoder"
+    return NATIVE, f"cdc._native {_native_avro._native.__version__}"
+
+
+PATH, REASON = _choose()
+"""How relation versions decode tuples when ``specialise`` is on: "native" (``cdc._native``) or
+"python" (generated decoders), chosen once per process as the Avro writers are."""
+
+
+class _Fallbacks:
+    """Tuples a native decoder handed to the generic path (converter errors, malformed data)."""
+
+    count = 0
+    logged = False
+    logged_choice = False
+
+
+def native_fallbacks() -> int:
+    """How many tuples native decoders handed to the generic path in this process."""
+    return _Fallbacks.count
+
+
+def describe() -> str:
+    """One line for the log: the tuple decoders' path and why."""
+    return f"pgoutput tuple decoders: {PATH} ({REASON})"
+
+
+def _counted(generic: Decoder) -> Decoder:
+    def fallback(buf: bytes, i: int) -> tuple[tuple[Any, ...], int]:
+        _Fallbacks.count += 1
+        if not _Fallbacks.logged:
+            _Fallbacks.logged = True
+            log.debug("a native tuple decoder handed a tuple to the generic path (and later ones)")
+        return generic(buf, i)
+
+    return fallback
+
+
+def native_decoder(table: TableSchema, mappings: Sequence[Mapping], complete: bool) -> Decoder:
+    """A compiled decoder giving exactly ``generic_decoder``'s rows and errors: it converts the
+    common kinds itself and calls the column's converter for the others; on anything it does not
+    handle it calls the generic decoder (counted by ``native_fallbacks``). ``RuntimeError`` when
+    the extension is not built."""
+    native = _native_avro._native
+    if native is None or not hasattr(native, "TupleDecoder"):
+        raise RuntimeError(describe())
+    if len(mappings) != len(table.columns):
+        raise ValueError(f"{len(mappings)} mappings for {len(table.columns)} columns")
+    cols = []
+    for m, col in zip(mappings, table.columns, strict=True):
+        null = None if complete or col.optional else col.fallback
+        ph = m.unavailable
+        unchanged = ph if ph is not None or col.optional else col.fallback
+        conv, param = m.convert, 0
+        if conv is None:
+            kind = _TEXT
+        elif conv is _types.parse_array:  # text-like elements: the array's texts
+            kind = _TEXT_ARRAY
+        elif (
+            getattr(conv, "__code__", None) is _ARRAY_CODE
+            and conv.__closure__ is not None  # type: ignore[attr-defined]
+            and conv.__closure__[0].cell_contents is int  # type: ignore[attr-defined]
+        ):
+            kind = _INT_ARRAY
+        elif conv in _NATIVE_KIND:
+            kind = _NATIVE_KIND[conv]
+        elif conv in _TIMESTAMPTZ:
+            kind, param = _TSTZ, _TIMESTAMPTZ[conv]
+        elif (scale := _fixed_scale(m)) is not None:
+            kind, param = _DECIMAL, scale
+        else:
+            kind = _CONVERT
+        cols.append((kind, param, null, unchanged, conv, not col.optional))
+    decode: Decoder = native.TupleDecoder(
+        cols, _counted(generic_decoder(table, mappings, complete))
+    ).decode
+    return decode
+
+
 def decoders(
-    table: TableSchema, mappings: Sequence[Mapping], specialise: bool = True
+    table: TableSchema,
+    mappings: Sequence[Mapping],
+    specialise: bool = True,
+    native: bool | None = None,
 ) -> tuple[Decoder, Decoder]:
-    """(decoder of complete tuples, decoder of old/key tuples) for one relation version."""
-    make = compile_decoder if specialise else generic_decoder
-    return make(table, mappings, True), make(table, mappings, False)
+    """(decoder of complete tuples, decoder of old/key tuples) for one relation version.
+
+    ``specialise``: native or generated decoders (False: the generic path); ``native``: True for
+    the compiled ones, False for the generated Python ones, None for the process's ``PATH``. A
+    relation the compiled decoder refuses (it should take every one) gets the generated ones.
+    """
+    if not specialise:
+        return generic_decoder(table, mappings, True), generic_decoder(table, mappings, False)
+    if native is None:
+        native = PATH == NATIVE
+    if native:
+        _log_choice()
+        try:
+            return native_decoder(table, mappings, True), native_decoder(table, mappings, False)
+        except (
+            Exception
+        ) as e:  # a relation shape the compiled decoder did not expect: still correct
+            log.warning(
+                "native tuple decoder refused %s (%r): the generated python decoder takes it",
+                table.qualified,
+                e,
+            )
+    return compile_decoder(table, mappings, True), compile_decoder(table, mappings, False)
+
+
+def _log_choice() -> None:
+    if not _Fallbacks.logged_choice:
+        _Fallbacks.logged_choice = True
+        log.info("%s", describe())
