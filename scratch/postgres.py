@@ -267,10 +267,7 @@ def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["fetch"]:
         for v in args[1:] or [str(max(DEBIAN_BUILDS))]:
-            started = time.monotonic()
-            bindir = fetch_postgres(int(v), verbose=True)
-            print(bindir)
-            print(f"postgres {v}: ready in {time.monotonic() - started:.0f}s", file=sys.stderr)
+            print(fetch_postgres(int(v), verbose=True))
         return
     server = start_postgres(version=args[0] if args else None)
     print(f"{server.psql('SELECT version()').strip()} on 127.0.0.1:{server.port}")
