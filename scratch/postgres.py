@@ -88,9 +88,10 @@ def fetch_postgres(version: int, *, verbose: bool = False) -> Path:
     """The bindir of Debian's build of Postgres ``version`` in a private root (fetched once)."""
     if version not in DEBIAN_BUILDS:
         raise ValueError(
-            f"postgres {version}: no Debian build to fetch; known: "
-            f"{', '.join(str(v) for v in sorted(DEBIAN_BUILDS))} (16 is in no current Debian "
-            "suite), and the host's own under /usr/lib/postgresql"
+            f"postgres {version}: no Debian build to fetch (16 is in no current Debian suite); "
+            f"use {HOST_VERSION} (the host's) or "
+            f"{' or '.join(str(v) for v in sorted(DEBIAN_BUILDS))}, or install it under "
+            f"/usr/lib/postgresql/{version}"
         )
     root = fetch_root(_spec(version), pg_cache(), verbose=verbose)
     return root / f"usr/lib/postgresql/{version}/bin"
