@@ -3,18 +3,112 @@
 Postgres refuses to run as root, so when we are root the cluster is owned by and run as the
 ``postgres`` user (Debian's package creates it). Connections go over TCP to 127.0.0.1 with trust
 authentication: it is a throwaway server on loopback.
+
+Versions: ``start_postgres()`` (or version 15) runs the host's Debian 12 build. Other majors run
+the host's ``/usr/lib/postgresql/<major>`` if it is installed, else Debian's own build unpacked into
+a private root (see scratch/_debian.py): 17 from trixie's ``postgresql-17``, 18 from sid's
+``postgresql-18``. 16 is in no current Debian suite, so it is not available this way. Those builds
+need a newer glibc than the host's, and their programs exec each other (pg_ctl and initdb start
+``postgres``), so running them through the root's loader with ``--library-path`` is not enough:
+``patchelf`` rewrites every ELF file of the root to use the root's loader (interpreter) and
+libraries (DT_RPATH). Postgres finds its share and lib directories relative to its bindir, so the
+tree stays as Debian lays it out. LLVM is left out (it is only loaded for JIT), so those servers
+run with ``jit = off``.
+
+When we are root the private roots live in ``/var/cache/cdc-scratch`` (world-readable), not in
+root's ``~/.cache``: the server runs as ``postgres``, which cannot enter ``/root``. Otherwise they
+live in the scratch cache (``$CDC_SCRATCH_CACHE``, see scratch/_jars.py).
+
+``python -m scratch.postgres fetch 18`` fills the cache (prints the bindir);
+``python -m scratch.postgres [VERSION]`` starts a server and waits for Ctrl-C.
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from scratch._common import chown_to, free_port, is_root, port_open, run_as, scratch_dir, wait_for
+from scratch._debian import MAINTAINER_ONLY, RootSpec, fetch_root, patch_elves, prune_docs
+from scratch._jars import cache_root
+
+HOST_VERSION = 15  # Debian 12's
+# major -> (Debian suite, package): the builds fetched into a private root
+DEBIAN_BUILDS = {17: ("trixie", "postgresql-17"), 18: ("sid", "postgresql-18")}
+# Depends a test server never loads: the cluster wrappers (we call initdb/pg_ctl directly), the
+# snakeoil certificate, tzdata and locales (the host's zoneinfo and glibc's built-in C.UTF-8 do),
+# LLVM (only for JIT, which these servers run without).
+SKIP = MAINTAINER_ONLY | {
+    "postgresql-common",
+    "postgresql-common-dev",
+    "postgresql-client-common",
+    "ssl-cert",
+    "tzdata",
+    "locales",
+    "locales-all",
+    "libllvm*",
+    "libz3-*",
+}
+SYSTEM_CACHE = Path("/var/cache/cdc-scratch")
+
+
+def pg_cache() -> Path:
+    """Where private Postgres roots live: readable by the postgres user when we are root."""
+    if is_root():
+        SYSTEM_CACHE.mkdir(parents=True, exist_ok=True)
+        os.chmod(SYSTEM_CACHE, 0o755)
+        return SYSTEM_CACHE
+    return cache_root()
+
+
+def _spec(major: int) -> RootSpec:
+    suite, package = DEBIAN_BUILDS[major]
+
+    def finish(root: Path) -> None:
+        patch_elves(root, [root / f"usr/lib/postgresql/{major}/lib"])
+
+    return RootSpec(
+        name=f"postgres-{major}",
+        suite=suite,
+        package=package,
+        skip=SKIP,
+        prune=prune_docs,
+        finish=finish,
+    )
+
+
+def fetch_postgres(version: int, *, verbose: bool = False) -> Path:
+    """The bindir of Debian's build of Postgres ``version`` in a private root (fetched once)."""
+    if version not in DEBIAN_BUILDS:
+        raise ValueError(
+            f"postgres {version}: no Debian build to fetch (16 is in no current Debian suite); "
+            f"use {HOST_VERSION} (the host's) or "
+            f"{' or '.join(str(v) for v in sorted(DEBIAN_BUILDS))}, or install it under "
+            f"/usr/lib/postgresql/{version}"
+        )
+    root = fetch_root(_spec(version), pg_cache(), verbose=verbose)
+    return root / f"usr/lib/postgresql/{version}/bin"
+
+
+def bindir_for(version: int | str | None) -> tuple[Path, bool]:
+    """(bindir, private) for ``version``: None means the host's newest (PG_BINDIR overrides);
+    private is true for a fetched root (which runs with jit off)."""
+    if version is None:
+        return _bindir(), False
+    major = int(version)
+    host = Path(f"/usr/lib/postgresql/{major}/bin")
+    if (host / "initdb").is_file():
+        return host, False
+    if major == HOST_VERSION:
+        return _bindir(), False
+    return fetch_postgres(major), True
 
 
 def _bindir() -> Path:
@@ -111,9 +205,13 @@ def start_postgres(
     *,
     port: int | None = None,
     settings: dict[str, str] | None = None,
+    version: int | str | None = None,
 ) -> PostgresServer:
-    """initdb + start a server with wal_level=logical; ``settings`` override postgresql.conf."""
-    bindir = _bindir()
+    """initdb + start a server with wal_level=logical; ``settings`` override postgresql.conf.
+
+    ``version`` is a major (15, 17, 18); None is the host's (see the module docstring).
+    """
+    bindir, private = bindir_for(version)
     base_dir = scratch_dir(base_dir, "cdc-pg-")
     datadir = base_dir / "data"
     os_user = "postgres" if is_root() else None
@@ -152,6 +250,8 @@ def start_postgres(
         "log_min_messages": "warning",
         "TimeZone": "'UTC'",
     }
+    if private:
+        conf["jit"] = "off"  # LLVM is not in the root
     conf.update(settings or {})
     with open(datadir / "postgresql.conf", "a") as f:
         for k, v in conf.items():
@@ -162,3 +262,25 @@ def start_postgres(
     server = PostgresServer(datadir=datadir, port=port, bindir=bindir, _os_user=os_user)
     server.start()
     return server
+
+
+def main() -> None:
+    args = sys.argv[1:]
+    if args[:1] == ["fetch"]:
+        for v in args[1:] or [str(max(DEBIAN_BUILDS))]:
+            print(fetch_postgres(int(v), verbose=True))
+        return
+    server = start_postgres(version=args[0] if args else None)
+    print(f"{server.psql('SELECT version()').strip()} on 127.0.0.1:{server.port}")
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        shutil.rmtree(server.datadir.parent, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

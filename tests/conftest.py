@@ -41,13 +41,43 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "con
         delay = min(delay * 1.5, 0.5)
 
 
-def scratch_postgres() -> Iterator[Any]:
-    """A scratch Postgres for a fixture to yield; stopped and removed after."""
+# 18 beside the host's 15 costs under a minute (docs/testing.md); 17 is in `make test-pg-all`.
+DEFAULT_PG_VERSIONS = "15,18"
+
+
+def pg_versions() -> list[str]:
+    """The Postgres majors the version-matrix tests run on: ``$CDC_PG_VERSIONS`` (e.g. "15,17"),
+    default DEFAULT_PG_VERSIONS. The first one is the server every other Postgres test uses;
+    15 is the host's, others come from scratch/postgres.py's private Debian roots."""
+    raw = os.environ.get("CDC_PG_VERSIONS", "").strip() or DEFAULT_PG_VERSIONS
+    versions = [v.strip() for v in raw.split(",") if v.strip()]
+    bad = [v for v in versions if not v.isdigit()]
+    if bad:
+        raise pytest.UsageError(f"CDC_PG_VERSIONS={raw!r}: {bad} are not majors; use e.g. 15,18")
+    return versions
+
+
+# Modules whose Postgres tests run once per version in pg_versions(), with "pg<major>" in the id.
+# tests/conformance/test_sources.py does the same through its own ``db`` fixture's params.
+PG_MATRIX_MODULES = {"test_postgres_types", "test_postgres_snapshot"}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    module = metafunc.module.__name__.rpartition(".")[2]
+    if module in PG_MATRIX_MODULES and "pg_version" in metafunc.fixturenames:
+        versions = pg_versions()
+        metafunc.parametrize(
+            "pg_version", versions, indirect=True, scope="session", ids=[f"pg{v}" for v in versions]
+        )
+
+
+def scratch_postgres(version: str | None = None) -> Iterator[Any]:
+    """A scratch Postgres (``version`` None: the host's) for a fixture to yield; removed after."""
     from scratch.postgres import start_postgres
 
     # Not under pytest's tmp dir: when we are root the server runs as the postgres user, which
     # cannot enter pytest's private (0700) directories.
-    server = start_postgres()
+    server = start_postgres(version=version)
     try:
         yield server
     finally:
@@ -55,9 +85,42 @@ def scratch_postgres() -> Iterator[Any]:
         shutil.rmtree(server.datadir.parent, ignore_errors=True)
 
 
+class PgServers:
+    """One scratch Postgres per major, started on first use and stopped at the session's end."""
+
+    def __init__(self) -> None:
+        self._running: dict[str, tuple[Any, Iterator[Any]]] = {}
+
+    def get(self, version: str) -> Any:
+        if version not in self._running:
+            gen = scratch_postgres(None if version == "15" else version)
+            self._running[version] = (next(gen), gen)
+        return self._running[version][0]
+
+    def close(self) -> None:
+        for _server, gen in self._running.values():
+            for _ in gen:  # runs the generator's cleanup
+                pass
+
+
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[Any]:
-    yield from scratch_postgres()
+def pg_servers() -> Iterator[PgServers]:
+    servers = PgServers()
+    try:
+        yield servers
+    finally:
+        servers.close()
+
+
+@pytest.fixture(scope="session")
+def pg_version(request: pytest.FixtureRequest) -> str:
+    """The Postgres major of ``pg_server``: a matrix module's parameter, else the first listed."""
+    return str(getattr(request, "param", pg_versions()[0]))
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_servers: PgServers, pg_version: str) -> Any:
+    return pg_servers.get(pg_version)
 
 
 @pytest.fixture

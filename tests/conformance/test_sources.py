@@ -29,14 +29,15 @@ import pytest
 import yaml
 
 from cdc.sinks.log import LogReader
-from tests.conftest import wait_until
+from tests.conftest import pg_versions, wait_until
 from tests.integration.mysql.conftest import CLIENT_SERVER_ID, connect
 from tests.logtools import read_log
 
 pytestmark = pytest.mark.integration
 
 _counter = itertools.count()
-SOURCES = ["postgres", "mariadb", "mysql"]
+# one Postgres case per major in $CDC_PG_VERSIONS (tests/conftest.py), e.g. "postgres-pg18"
+SOURCES = [*(f"postgres-pg{v}" for v in pg_versions()), "mariadb", "mysql"]
 
 
 class Db:
@@ -303,8 +304,9 @@ class MySqlDb(Db):
 @pytest.fixture(params=SOURCES)
 def db(request: pytest.FixtureRequest) -> Iterator[Db]:
     d: PostgresDb | MySqlDb
-    if request.param == "postgres":
-        d = PostgresDb(request.getfixturevalue("pg_server"))
+    if request.param.startswith("postgres-pg"):
+        version = request.param.removeprefix("postgres-pg")
+        d = PostgresDb(request.getfixturevalue("pg_servers").get(version))
     else:
         d = MySqlDb(request.param, request.getfixturevalue(f"{request.param}_server"))
     try:
