@@ -524,6 +524,9 @@ def test_resume_after_kill_mid_stream_exactly_once_in_order(
     def writer() -> None:
         while not stop.is_set() and work.v < 600:
             work.step()
+            # paced (600 transactions over 3 s or more): now that a batch is written as soon as
+            # the stream pauses, an unpaced writer could finish before the poll below saw 60
+            time.sleep(0.005)
 
     thread = threading.Thread(target=writer, daemon=True)
     thread.start()
