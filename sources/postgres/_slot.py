@@ -35,6 +35,23 @@ log = logging.getLogger(__name__)
 OWNER_TAG = "cdc:"
 
 
+def publication_claims(conn: psycopg.Connection[Any]) -> dict[str, dict[str, Any]]:
+    """Publication name -> the owner its comment records, for every publication a pipeline
+    made (comments starting with ``OWNER_TAG``); read by the slot's checks and by `cdc drop`."""
+    rows = conn.execute(
+        "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication "
+        "WHERE obj_description(oid, 'pg_publication') LIKE %s",
+        (OWNER_TAG + "%",),
+    ).fetchall()
+    out: dict[str, dict[str, Any]] = {}
+    for name, comment in rows:
+        with contextlib.suppress(ValueError):
+            claim = json.loads(comment[len(OWNER_TAG) :])
+            if isinstance(claim, dict):
+                out[name] = claim
+    return out
+
+
 class Slot:
     """One pipeline's slot and publication (names from the config or the pipeline's name)."""
 
@@ -72,24 +89,8 @@ class Slot:
         )
 
     def claims(self) -> dict[str, dict[str, Any]]:
-        """Publication name -> the owner its comment records, for every publication a pipeline
-        made (comments starting with ``OWNER_TAG``)."""
-        rows = (
-            self.catalog.connect()
-            .execute(
-                "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication "
-                "WHERE obj_description(oid, 'pg_publication') LIKE %s",
-                (OWNER_TAG + "%",),
-            )
-            .fetchall()
-        )
-        out: dict[str, dict[str, Any]] = {}
-        for name, comment in rows:
-            with contextlib.suppress(ValueError):
-                claim = json.loads(comment[len(OWNER_TAG) :])
-                if isinstance(claim, dict):
-                    out[name] = claim
-        return out
+        """Publication name -> the owner its comment records (see ``publication_claims``)."""
+        return publication_claims(self.catalog.connect())
 
     def may_drop(self) -> None:
         """Refuse to drop the slot when another pipeline's publication records it, or when a

@@ -12,8 +12,6 @@ slot that became active meanwhile (the server refuses to drop it) leaves both in
 
 from __future__ import annotations
 
-import contextlib
-import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +20,7 @@ from psycopg import sql
 
 from cdc.errors import SourceError
 from cdc.sources.postgres._connections import Catalog
-from cdc.sources.postgres._slot import OWNER_TAG
+from cdc.sources.postgres._slot import publication_claims
 from cdc.sources.postgres.config import PostgresSourceConfig, default_name
 
 
@@ -66,27 +64,9 @@ class Teardown:
             self.catalog.close()
             raise
 
-    def _claims(self) -> dict[str, dict[str, Any]]:
-        rows = (
-            self.catalog.connect()
-            .execute(
-                "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication "
-                "WHERE obj_description(oid, 'pg_publication') LIKE %s",
-                (OWNER_TAG + "%",),
-            )
-            .fetchall()
-        )
-        out: dict[str, dict[str, Any]] = {}
-        for name, comment in rows:
-            with contextlib.suppress(ValueError):
-                claim = json.loads(comment[len(OWNER_TAG) :])
-                if isinstance(claim, dict):
-                    out[name] = claim
-        return out
-
     def _plan(self) -> None:
         cat = self.catalog.connect()
-        claims = self._claims()
+        claims = publication_claims(cat)
         self._plan_slot(cat, claims)
         self._plan_publication(cat, claims)
 
@@ -199,7 +179,7 @@ class Teardown:
                 ) from None
             yield done[-1]
         if self.drop_publication:
-            claim = self._claims().get(self.publication)
+            claim = publication_claims(cat).get(self.publication)
             if claim is not None and claim.get("pipeline") == self.pipeline:
                 try:
                     cat.execute(
