@@ -189,3 +189,16 @@ def daemon(tmp_path: Path) -> Iterator[Callable[[Path], Daemon]]:
         if d.proc is not None and d.proc.poll() is None:
             d.proc.kill()
             d.proc.wait()
+
+
+class RecordingReporter:
+    """A ``Reporter`` that keeps every call (the source is used outside any pipeline thread)."""
+
+    def __init__(self) -> None:
+        self.progress: list[tuple[str, int, int | None]] = []
+
+    def snapshot_progress(self, table: str, done: int, total: int | None) -> None:
+        self.progress.append((table, done, total))
+
+    def set_state(self, state: Any) -> None:
+        pass

@@ -80,3 +80,25 @@ def assert_same_per_topic(
         diff = [(i, a, b) for i, (a, b) in enumerate(pairs) if a != b]
         assert not diff, f"{topic}: first difference (index, {what}, log): {diff[0]}"
         assert len(got[topic]) == len(expected[topic]), topic
+
+
+def postgres_items_config(path: Path, name: str, dsn: str, extra: str = "") -> Path:
+    """A config at ``path`` of one pipeline ``name`` capturing ``public.items`` of ``dsn`` into a
+    log beside it (``extra``: more source fields, as YAML on one line)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        f"""
+pipelines:
+  - name: {name}
+    batch: {{max_wait_ms: 20}}
+    source:
+      type: postgres
+      dsn: "{dsn}"
+      tables: [public.items]
+      {extra}
+    sink:
+      type: log
+      path: {path.parent / "log"}
+"""
+    )
+    return path

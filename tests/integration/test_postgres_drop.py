@@ -14,7 +14,7 @@ import pytest
 
 from scratch._common import free_port
 from tests.conftest import ROOT, wait_until
-from tests.logtools import read_log, row_events
+from tests.logtools import postgres_items_config, read_log, row_events
 
 pytestmark = pytest.mark.integration
 
@@ -29,26 +29,6 @@ def cdc_drop(config: Path, pipeline: str, *flags: str, stdin: Any = subprocess.D
         cwd=ROOT,
         timeout=60,
     )
-
-
-def write(path: Path, name: str, dsn: str, extra: str = "") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"""
-pipelines:
-  - name: {name}
-    batch: {{max_wait_ms: 20}}
-    source:
-      type: postgres
-      dsn: "{dsn}"
-      tables: [public.items]
-      {extra}
-    sink:
-      type: log
-      path: {path.parent / "log"}
-"""
-    )
-    return path
 
 
 def setup(dsn: str) -> str:
@@ -86,7 +66,7 @@ def test_drop_after_a_run_leaves_nothing_of_ours_and_is_idempotent(
     slot = pub = f"cdc_{name}"
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute("CREATE PUBLICATION users_own FOR TABLE items")
-    cfg = write(tmp_path / "cdc.yaml", name, pg_db)
+    cfg = postgres_items_config(tmp_path / "cdc.yaml", name, pg_db)
     run_once(daemon, cfg, pg_db)
     assert slot in slots(pg_db) and pub in publications(pg_db)
 
@@ -121,7 +101,7 @@ def test_a_users_or_another_pipelines_publication_is_never_dropped(
     name = setup(pg_db)
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute("CREATE PUBLICATION userpub FOR TABLE items")
-    cfg = write(tmp_path / "cdc.yaml", name, pg_db, "publication: userpub")
+    cfg = postgres_items_config(tmp_path / "cdc.yaml", name, pg_db, "publication: userpub")
     run_once(daemon, cfg, pg_db)
 
     out = cdc_drop(cfg, name, "--yes")
@@ -141,7 +121,7 @@ def test_a_users_or_another_pipelines_publication_is_never_dropped(
             "COMMENT ON PUBLICATION theirs IS "
             f'\'cdc:{{"pipeline": "other", "slot": "cdc_{name}"}}\''
         )
-    cfg2 = write(tmp_path / "b" / "cdc.yaml", name, pg_db, "publication: theirs")
+    cfg2 = postgres_items_config(tmp_path / "b" / "cdc.yaml", name, pg_db, "publication: theirs")
     out = cdc_drop(cfg2, name, "--yes")
     assert out.returncode == 0, out.stdout + out.stderr
     assert "publication 'theirs': left in place, it belongs to pipeline 'other'" in out.stdout
@@ -157,7 +137,7 @@ def test_refused_while_the_daemon_runs_or_a_client_reads_the_slot(
 ) -> None:
     name = setup(pg_db)
     slot = f"cdc_{name}"
-    cfg = write(tmp_path / "cdc.yaml", name, pg_db)
+    cfg = postgres_items_config(tmp_path / "cdc.yaml", name, pg_db)
     d = daemon(cfg).start()
     wait_until(lambda: "streaming from slot" in d.output(), 60, "streaming")
     wait_until((tmp_path / "cdc.status.json").exists, 30, "the status file")
@@ -171,7 +151,7 @@ def test_refused_while_the_daemon_runs_or_a_client_reads_the_slot(
 
     # the same pipeline run from another config file (another status file, another sink): only
     # the server knows that its slot is being read
-    other = write(tmp_path / "elsewhere" / "cdc.yaml", name, pg_db)
+    other = postgres_items_config(tmp_path / "elsewhere" / "cdc.yaml", name, pg_db)
     d2 = daemon(other).start()
     wait_until(lambda: slots(pg_db).get(slot), 60, "the slot read by the other daemon")
     pid = slots(pg_db)[slot]
@@ -190,7 +170,7 @@ def test_refused_while_a_daemon_holds_the_sinks_lock(
     """A daemon started with another status file (another copy of the config): the log
     directory's writer lock tells that the pipeline runs."""
     name = setup(pg_db)
-    cfg = write(tmp_path / "cdc.yaml", name, pg_db)
+    cfg = postgres_items_config(tmp_path / "cdc.yaml", name, pg_db)
     running = tmp_path / "running.yaml"
     running.write_text(f"status_file: {tmp_path / 'other.status.json'}\n" + cfg.read_text())
     d = daemon(running).start()
@@ -210,7 +190,7 @@ def test_refused_while_a_daemon_holds_the_sinks_lock(
 def test_asks_on_a_terminal(tmp_path: Path, pg_db: str, daemon: Any) -> None:
     name = setup(pg_db)
     slot = f"cdc_{name}"
-    cfg = write(tmp_path / "cdc.yaml", name, pg_db)
+    cfg = postgres_items_config(tmp_path / "cdc.yaml", name, pg_db)
     run_once(daemon, cfg, pg_db)
 
     def answer(text: str) -> Any:
@@ -238,11 +218,11 @@ def test_a_publication_it_may_not_drop_fails_naming_what_was_dropped(
     publication's drop fails with what to run; a second run as the owner finishes the job."""
     name = setup(pg_db)
     role = "app_" + pg_db.rsplit("dbname=", 1)[1]
-    cfg = write(tmp_path / "cdc.yaml", name, pg_db)
+    cfg = postgres_items_config(tmp_path / "cdc.yaml", name, pg_db)
     run_once(daemon, cfg, pg_db)
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute(f"CREATE ROLE {role} LOGIN REPLICATION")
-    as_app = write(
+    as_app = postgres_items_config(
         tmp_path / "app" / "cdc.yaml", name, pg_db.replace("user=postgres", f"user={role}")
     )
 
@@ -264,7 +244,7 @@ def test_a_publication_it_may_not_drop_fails_naming_what_was_dropped(
 def test_unknown_pipeline_and_unreachable_server_are_clear_errors(tmp_path: Path) -> None:
     secret = "s3cretPassw0rd"
     dsn = f"host=127.0.0.1 port={free_port()} dbname=shop user=cdc password={secret}"
-    cfg = write(tmp_path / "cdc.yaml", "shop", dsn)
+    cfg = postgres_items_config(tmp_path / "cdc.yaml", "shop", dsn)
 
     unknown = cdc_drop(cfg, "nope", "--yes")
     assert unknown.returncode == 2
@@ -307,7 +287,7 @@ def test_a_renamed_pipeline_keeps_its_slot_when_set_to_the_old_names(
     the renamed pipeline resumes where the old one stopped: no new slot, no new snapshot."""
     old = setup(pg_db)
     new = old + "_renamed"
-    cfg = write(tmp_path / "cdc.yaml", old, pg_db)
+    cfg = postgres_items_config(tmp_path / "cdc.yaml", old, pg_db)
     run_once(daemon, cfg, pg_db)
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute("INSERT INTO items VALUES (2, 'while stopped')")
@@ -315,7 +295,7 @@ def test_a_renamed_pipeline_keeps_its_slot_when_set_to_the_old_names(
             f"COMMENT ON PUBLICATION cdc_{old} IS "
             f'\'cdc:{{"pipeline": "{new}", "slot": "cdc_{old}"}}\''
         )
-    write(
+    postgres_items_config(
         cfg,
         new,
         pg_db,

@@ -18,7 +18,7 @@ import pytest
 
 from scratch._common import run_as
 from tests.conftest import ROOT, scratch_postgres, wait_until
-from tests.logtools import read_log, row_events
+from tests.logtools import postgres_items_config, read_log, row_events
 
 pytestmark = pytest.mark.integration
 
@@ -27,25 +27,6 @@ pytestmark = pytest.mark.integration
 def private_pg() -> Iterator[Any]:
     """A server of this test's own, which it may stop and start."""
     yield from scratch_postgres()
-
-
-def pipeline_config(path: Path, dsn: str, name: str = "ops", extra: str = "") -> Path:
-    path.write_text(
-        f"""
-pipelines:
-  - name: {name}
-    batch: {{max_wait_ms: 20}}
-    source:
-      type: postgres
-      dsn: "{dsn}"
-      tables: [public.items]
-      {extra}
-    sink:
-      type: log
-      path: {path.parent / "log"}
-"""
-    )
-    return path
 
 
 def insert(dsn: str, lo: int, hi: int, table: str = "items") -> None:
@@ -70,7 +51,7 @@ def test_fast_shutdown_completes_while_streaming_and_the_daemon_resumes(
     dsn = private_pg.create_database("shut")
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("CREATE TABLE items (id int PRIMARY KEY, note text)")
-    d = daemon(pipeline_config(tmp_path / "cdc.yaml", dsn)).start()
+    d = daemon(postgres_items_config(tmp_path / "cdc.yaml", "ops", dsn)).start()
     wait_until(lambda: "streaming from slot" in d.output(), 60, "streaming")
     insert(dsn, 0, 50)
     wait_until(lambda: len(ids(tmp_path / "log")) == 50, 60, "the first 50 rows")

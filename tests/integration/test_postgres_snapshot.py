@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 from cdc.sinks.log import LogReader
-from tests.conftest import wait_until
+from tests.conftest import RecordingReporter, wait_until
 from tests.logtools import read_log, row_events, write_config
 
 pytestmark = pytest.mark.integration
@@ -257,19 +257,6 @@ def test_lost_slot_is_reported_or_resnapshotted(tmp_path: Path, pg_db: str, daem
     assert ops == ["r"] * 7 * 2, "a second full snapshot after the lost position"
 
 
-class Recording:
-    """A ``Reporter`` that keeps every call (the source is used outside any pipeline thread)."""
-
-    def __init__(self) -> None:
-        self.progress: list[tuple[str, int, int | None]] = []
-
-    def snapshot_progress(self, table: str, done: int, total: int | None) -> None:
-        self.progress.append((table, done, total))
-
-    def set_state(self, state: Any) -> None:
-        pass
-
-
 def test_the_source_reports_through_its_context_and_flags_its_snapshot_batches(
     pg_db: str,
 ) -> None:
@@ -288,7 +275,7 @@ def test_the_source_reports_through_its_context_and_flags_its_snapshot_batches(
             "snapshot_fetch_size": 100,
         }
     )
-    reporter = Recording()
+    reporter = RecordingReporter()
     source = open_source(cfg, PipelineContext("rep", "rep", max_events=100, reporter=reporter))
     batches = []
     try:

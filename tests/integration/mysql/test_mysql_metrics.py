@@ -9,7 +9,7 @@ import pytest
 
 from cdc import metrics
 from cdc.status import BOARD
-from tests.conftest import wait_until
+from tests.conftest import RecordingReporter, wait_until
 from tests.integration.mysql.conftest import connect, read_log, write_config
 
 pytestmark = pytest.mark.integration
@@ -62,19 +62,6 @@ def test_snapshot_progress_and_counts_reach_the_metrics(
     assert ops.count("r") == 1230 and ops.count("u") == 10 and ops.count("d") == 3
 
 
-class Recording:
-    """A ``Reporter`` that keeps every call (the source is used outside any pipeline thread)."""
-
-    def __init__(self) -> None:
-        self.progress: list[tuple[str, int, int | None]] = []
-
-    def snapshot_progress(self, table: str, done: int, total: int | None) -> None:
-        self.progress.append((table, done, total))
-
-    def set_state(self, state: Any) -> None:
-        pass
-
-
 def test_the_source_reports_through_its_context_and_flags_its_snapshot_batches(
     server: Any, mysql_db: str
 ) -> None:
@@ -101,7 +88,7 @@ def test_the_source_reports_through_its_context_and_flags_its_snapshot_batches(
             "tables": [f"{mysql_db}.*"],
         }
     )
-    reporter = Recording()
+    reporter = RecordingReporter()
     source = open_source(cfg, PipelineContext("rep", "rep", max_events=100, reporter=reporter))
     batches = []
     try:
