@@ -309,7 +309,13 @@ status_file: state/ops.json
     assert (
         final[("cdc_snapshot_rows_done", (("pipeline", "load"), ("table", "public.orders")))] == 300
     )
-    st = states(cfg)["load"]
+    # the status file is rewritten every status_interval_s (1 s): it may still hold the state of
+    # a moment before the metrics settled, so wait for its next rewrite
+    st = wait_until(
+        lambda: (s := states(cfg)["load"])["events"] == sum(expected.values()) and s,
+        10,
+        "the status file to follow the metrics",
+    )
     assert st["events"] == sum(expected.values())
     assert st["lag_ms"] is not None and st["position"]["lsn"] > 0
     assert st["snapshot"]["public.orders"] == {"done": 300, "total": 300}
