@@ -1,7 +1,7 @@
 PYTHON ?= .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup setup-all test test-pg-all unit integration lint format demo bench clean
+.PHONY: setup setup-all test test-scale test-pg-all unit integration lint format demo bench clean
 
 setup:  ## what the demo needs: Debian's PostgreSQL and the venv (idempotent, quick when done)
 	bash .ci/setup
@@ -11,6 +11,9 @@ setup-all:  ## also the test servers: MariaDB, MySQL 9.7, NATS, Kafka + registry
 
 test: setup-all  ## the whole suite: unit and integration tests against real servers
 	$(PYTHON) -m pytest -q tests
+
+test-scale: setup-all  ## the scale-marked acceptance runs at full volume (docs/testing.md)
+	CDC_TEST_FULL_SCALE=1 $(PYTHON) -m pytest -q -m scale tests
 
 test-pg-all: setup-all  ## the Postgres version matrix on 15, 17 and 18 (docs/testing.md)
 	CDC_PG_VERSIONS=15,17,18 $(PYTHON) -m pytest -q -k postgres \

@@ -41,6 +41,12 @@ def wait_until(check: Callable[[], Any], timeout: float = 30.0, what: str = "con
         delay = min(delay * 1.5, 0.5)
 
 
+def scaled(full: int, small: int) -> int:
+    """A volume for a ``scale``-marked test: ``small`` in ``make test`` (CI), ``full`` (what the
+    issue's acceptance names, e.g. 200,000 rows) in ``make test-scale`` (CDC_TEST_FULL_SCALE=1)."""
+    return full if os.environ.get("CDC_TEST_FULL_SCALE") == "1" else small
+
+
 # 18 beside the host's 15 costs under a minute (docs/testing.md); 17 is in `make test-pg-all`.
 DEFAULT_PG_VERSIONS = "15,18"
 
