@@ -147,8 +147,8 @@ class TransactionAssembler:
 
     def take(self, position: Position) -> ChangeBatch:
         """The gathered events as a batch resuming at ``position``; the next batch starts
-        empty."""
-        batch = ChangeBatch(self.events, position)
+        empty. The batch is ``open_txn`` when taken inside a transaction."""
+        batch = ChangeBatch(self.events, position, open_txn=self.in_txn)
         self.events = []
         return batch
 

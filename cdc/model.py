@@ -157,11 +157,17 @@ class ChangeBatch:
     ``snapshot`` is True for a batch of the initial snapshot whose position resumes the snapshot
     (not the change stream); the snapshot's last batch, whose position is where streaming
     starts, has it False. The pipeline reports the ``snapshot`` state by it.
+
+    ``open_txn`` is True when the batch ends inside a source transaction: its last transaction
+    continues in the next batch (a large transaction is split by ``max_events``). A sink that
+    applies transactions atomically (a database target) keeps its target transaction open
+    across such batches and commits only at a batch with ``open_txn`` False.
     """
 
     events: list[RowChange | TxBoundary]
     position: Position
     snapshot: bool = False
+    open_txn: bool = False
 
 
 @dataclass(slots=True)

@@ -150,3 +150,15 @@ def test_row_seq_is_the_seq_of_the_next_row_after_the_begin_it_brings() -> None:
         ids = [e.event_id for e in a.take({}).events]
         # with metadata: BEGIN t:0, the rows t:1 and t:2, END t:3 (the seq before it)
         assert ids == (["t:0", "t:1", "t:2", "t:3"] if meta else ["t:0", "t:1"])
+
+
+def test_a_batch_taken_inside_a_transaction_says_so() -> None:
+    a, _ = make(max_events=2)
+    a.begin("t1", begin_event_id="b")
+    a.change(T1, "c", None, (1,), {}, 7, "r1")
+    first = a.take({"at": 1})
+    assert first.open_txn  # the transaction goes on in the next batch
+    a.change(T1, "c", None, (2,), {}, 7, "r2")
+    a.commit("e")
+    assert not a.take({"at": 2}).open_txn
+    assert not a.heartbeat({"at": 3}).open_txn
