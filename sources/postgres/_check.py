@@ -217,13 +217,47 @@ def _problems(
                 )
             )
 
+    if config.slot_failover:
+        version = conn.execute("SELECT current_setting('server_version_num')::int").fetchone()
+        if version is not None and version[0] < 170000:
+            problems.append(
+                Problem(
+                    f"slot_failover is true but the server is Postgres {version[0] // 10000}",
+                    "failover slots need Postgres 17 or newer",
+                    "upgrade the server, or set slot_failover: false",
+                    blocking=True,
+                )
+            )
+
     # The publication: created or completed by the daemon when it may; a problem when not.
     pub = conn.execute(
         "SELECT puballtables, pubinsert, pubupdate, pubdelete, pubtruncate, "
         "pg_has_role(pubowner, 'USAGE') FROM pg_publication WHERE pubname = %s",
         (publication,),
     ).fetchone()
-    if pub is None:
+    mode = config.publication_autocreate_mode
+    listed = ", ".join(f"{s}.{t}" for s, t in found)
+    if pub is None and mode == "disabled":
+        problems.append(
+            Problem(
+                f"publication {publication!r} does not exist",
+                "publication_autocreate_mode is disabled: the daemon never creates it",
+                f'have an administrator run CREATE PUBLICATION "{publication}" FOR TABLE {listed}',
+                blocking=True,
+            )
+        )
+    elif pub is None and mode == "all_tables":
+        if not superuser:
+            problems.append(
+                Problem(
+                    f"publication {publication!r} does not exist and user {user!r} cannot "
+                    "create it FOR ALL TABLES",
+                    "publication_autocreate_mode all_tables: that needs a superuser",
+                    f'have a superuser run CREATE PUBLICATION "{publication}" FOR ALL TABLES, '
+                    "or use publication_autocreate_mode: filtered",
+                )
+            )
+    elif pub is None:
         can_create = conn.execute(
             "SELECT has_database_privilege(current_database(), 'CREATE')"
         ).fetchone()
@@ -261,7 +295,18 @@ def _problems(
                 ).fetchall()
             )
             missing = [f"{s}.{t}" for s, t in found if (s, t) not in published]
-            if missing and not ((owner or superuser) and owns_all):
+            if missing and mode != "filtered":
+                problems.append(
+                    Problem(
+                        f"publication {publication!r} does not include {', '.join(missing)}",
+                        f"publication_autocreate_mode is {mode}: the daemon never alters it, "
+                        "and their changes would be missed",
+                        f'have its owner run ALTER PUBLICATION "{publication}" ADD TABLE '
+                        + ", ".join(missing),
+                        blocking=True,
+                    )
+                )
+            elif missing and not ((owner or superuser) and owns_all):
                 problems.append(
                     Problem(
                         f"publication {publication!r} does not include {', '.join(missing)} and "

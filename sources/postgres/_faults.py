@@ -126,6 +126,20 @@ class Faults:
             retryable=False,
         )
 
+    def unpublished(self, missing: list[tuple[str, str]], mode: str) -> SourceError:
+        """Captured tables the publication does not hold, when the daemon may not add them
+        (publication_autocreate_mode all_tables or disabled: used as it is)."""
+        from cdc.sources.postgres.config import sql_table
+
+        names = ", ".join(sql_table(s, t) for s, t in missing)
+        return SourceError(
+            f"publication {self.publication!r} does not publish captured table(s) {names}, and "
+            f"publication_autocreate_mode is {mode} (the daemon never alters it): their changes "
+            f'would be missed. Have its owner run ALTER PUBLICATION "{self.publication}" ADD '
+            f"TABLE {names}, or remove them from source.tables, then restart",
+            retryable=False,
+        )
+
     def renamed(self, old: str, new: str) -> SourceError:
         return SourceError(
             f"captured table {old} was renamed to {new}: its topic would change (to "

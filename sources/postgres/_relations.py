@@ -106,7 +106,29 @@ class Relations:
             and (ns, name) not in self.tables
         ):
             raise self.faults.renamed(old.schema.qualified, f"{ns}.{name}")
+        if old is None and not self.captured(msg.relid, ns, name):
+            # The publication holds it but the pipeline does not capture it (FOR ALL TABLES, a
+            # publication made by someone else, a table just removed from `tables`): no entry
+            # in by_id, so the stream skips its changes.
+            return
         self.build(msg.relid, ns, name, msg.columns)
+
+    def captured(self, relid: int, ns: str, name: str) -> bool:
+        """Whether the relation is a captured table or a partition of one (pgoutput names the
+        partition unless the publication publishes via the root)."""
+        if (ns, name) in self.tables:
+            return True
+        ancestors = (
+            self.catalog.connect()
+            .execute(
+                "SELECT n.nspname, c.relname FROM pg_partition_ancestors(%s) a "
+                "JOIN pg_class c ON c.oid = a.relid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace",
+                (relid,),
+            )
+            .fetchall()
+        )
+        return any((str(a), str(b)) in self.tables for a, b in ancestors)
 
     def build(self, relid: int, ns: str, name: str, cols: list[tuple[str, int, int]]) -> Relation:
         """The table version for these columns; the same object while the shape is unchanged."""

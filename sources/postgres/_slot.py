@@ -27,7 +27,7 @@ from cdc.sources.postgres._connections import Catalog
 from cdc.sources.postgres._faults import Faults
 from cdc.sources.postgres._lsn import format_lsn, parse_lsn
 from cdc.sources.postgres._relations import Relations
-from cdc.sources.postgres.config import PostgresSourceConfig
+from cdc.sources.postgres.config import PostgresSourceConfig, sql_table
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,7 @@ class Slot:
                 )
             oids.append(str(row[0]))
         wanted = {(s, t) for s, t in self.tables}
+        mode = self.config.publication_autocreate_mode
         exists = cat.execute(
             "SELECT 1 FROM pg_publication WHERE pubname = %s", (self.publication,)
         ).fetchone()
@@ -152,14 +153,44 @@ class Slot:
             sql.Identifier(self.publication), sql.Literal(self.claim_comment())
         )
         if not exists:
-            with cat.transaction():
-                cat.execute(
-                    sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-                        sql.Identifier(self.publication), idents
-                    )
+            if mode == "disabled":
+                raise SourceError(
+                    f"publication {self.publication!r} does not exist, and "
+                    "publication_autocreate_mode is disabled (the daemon never creates it): "
+                    f'have an administrator run CREATE PUBLICATION "{self.publication}" FOR '
+                    f"TABLE {', '.join(sql_table(s, t) for s, t in sorted(wanted))}, or set "
+                    "publication_autocreate_mode: filtered",
+                    retryable=False,
                 )
-                cat.execute(comment)
-            log.info("created publication %s for %d tables", self.publication, len(wanted))
+            what = sql.SQL("ALL TABLES") if mode == "all_tables" else sql.SQL("TABLE ") + idents
+            try:
+                with cat.transaction():
+                    cat.execute(
+                        sql.SQL("CREATE PUBLICATION {} FOR {}").format(
+                            sql.Identifier(self.publication), what
+                        )
+                    )
+                    cat.execute(comment)
+            except psycopg.errors.InsufficientPrivilege as e:
+                raise SourceError(
+                    f"cannot create publication {self.publication!r} "
+                    f"({'FOR ALL TABLES' if mode == 'all_tables' else 'FOR TABLE ...'}): "
+                    f"{str(e).strip()}. Run cdc check for the privileges each "
+                    "publication_autocreate_mode needs (all_tables: a superuser)",
+                    retryable=False,
+                ) from None
+            log.info(
+                "created publication %s for %s",
+                self.publication,
+                "all tables" if mode == "all_tables" else f"{len(wanted)} tables",
+            )
+            self.published = True
+            return
+        if mode != "filtered":
+            # all_tables or disabled: the publication is used as it is, never altered
+            absent = [(ns, n) for ns, n, _, published in self.table_states() if not published]
+            if absent:
+                raise self.faults.unpublished(absent, mode)
             self.published = True
             return
         claim = self.claims().get(self.publication)
@@ -167,9 +198,11 @@ class Slot:
             raise self.faults.not_ours(
                 f"publication {self.publication!r}", str(claim.get("pipeline"))
             )
+        ours = claim is not None
         if (claim is None and adopt) or (claim is not None and claim.get("slot") != self.slot):
             try:
                 cat.execute(comment)
+                ours = True
             except psycopg.Error as e:  # not the owner: the publication stays unclaimed
                 log.debug("cannot comment on publication %s: %s", self.publication, e)
         missing = {(ns, name) for ns, name, _, published in self.table_states() if not published}
@@ -181,7 +214,40 @@ class Slot:
                 )
             )
             log.info("added %d tables to publication %s", len(missing), self.publication)
+        if ours:
+            self._trim(cat, wanted)
         self.published = True
+
+    def _trim(self, cat: psycopg.Connection[Any], wanted: set[tuple[str, str]]) -> None:
+        """Drop from this pipeline's own publication the tables it no longer captures (removed
+        from ``tables``): the server then stops decoding their changes for this slot. A
+        publication made by someone else is only ever added to."""
+        # the tables as added (pg_publication_tables would list a partitioned table's leaves)
+        held = {
+            (str(r[0]), str(r[1]))
+            for r in cat.execute(
+                "SELECT pn.nspname, pc.relname FROM pg_publication_rel pr "
+                "JOIN pg_publication p ON p.oid = pr.prpubid "
+                "JOIN pg_class pc ON pc.oid = pr.prrelid "
+                "JOIN pg_namespace pn ON pn.oid = pc.relnamespace WHERE p.pubname = %s",
+                (self.publication,),
+            ).fetchall()
+        }
+        extra = sorted(held - wanted)
+        if not extra:
+            return
+        cat.execute(
+            sql.SQL("ALTER PUBLICATION {} DROP TABLE {}").format(
+                sql.Identifier(self.publication),
+                sql.SQL(", ").join(sql.Identifier(s, t) for s, t in extra),
+            )
+        )
+        log.info(
+            "removed %d tables no longer captured from publication %s: %s",
+            len(extra),
+            self.publication,
+            ", ".join(sql_table(s, t) for s, t in extra),
+        )
 
     # --- the slot --------------------------------------------------------------------------------
 
@@ -209,9 +275,17 @@ class Slot:
         return (parse_lsn(row[0]) if row[0] else 0), row[1]
 
     def create(self, conn: PGconn, export: bool) -> tuple[int, str | None]:
-        """Create the slot; return its consistent point and the exported snapshot's name."""
-        mode = "EXPORT_SNAPSHOT" if export else "NOEXPORT_SNAPSHOT"
-        res = conn.exec_(f'CREATE_REPLICATION_SLOT "{self.slot}" LOGICAL pgoutput {mode}'.encode())
+        """Create the slot on ``conn`` (the replication connection that goes on to stream from
+        it: a temporary slot lives as long as that connection); return its consistent point and
+        the exported snapshot's name."""
+        temporary = "TEMPORARY " if self.config.temporary_slot else ""
+        if self.config.slot_failover:  # the option list (Postgres 15+); FAILOVER is 17+
+            mode = f"(SNAPSHOT '{'export' if export else 'nothing'}', FAILOVER true)"
+        else:
+            mode = "EXPORT_SNAPSHOT" if export else "NOEXPORT_SNAPSHOT"
+        res = conn.exec_(
+            f'CREATE_REPLICATION_SLOT "{self.slot}" {temporary}LOGICAL pgoutput {mode}'.encode()
+        )
         if res.status != pq.ExecStatus.TUPLES_OK:
             raise SourceError(
                 f"cannot create replication slot {self.slot!r}: "
@@ -219,8 +293,40 @@ class Slot:
             )
         lsn = parse_lsn((res.get_value(0, 1) or b"0/0").decode())
         snapshot = res.get_value(0, 2)
-        log.info("created replication slot %s at %s", self.slot, format_lsn(lsn))
+        log.info(
+            "created %sreplication slot %s at %s%s",
+            temporary.lower(),
+            self.slot,
+            format_lsn(lsn),
+            " (failover)" if self.config.slot_failover else "",
+        )
         return lsn, snapshot.decode() if snapshot else None
+
+    def ensure_failover(self, conn: PGconn) -> None:
+        """With slot_failover, switch an existing slot made without it (ALTER_REPLICATION_SLOT,
+        Postgres 17+) on the replication connection, before streaming starts."""
+        if not self.config.slot_failover:
+            return
+        row = (
+            self.catalog.connect()
+            .execute(
+                "SELECT to_jsonb(s) ->> 'failover' FROM pg_replication_slots s "
+                "WHERE slot_name = %s",
+                (self.slot,),
+            )
+            .fetchone()
+        )
+        if row is None or row[0] == "true":
+            return
+        res = conn.exec_(f'ALTER_REPLICATION_SLOT "{self.slot}" (FAILOVER true)'.encode())
+        if res.status != pq.ExecStatus.COMMAND_OK:
+            raise SourceError(
+                f"cannot make replication slot {self.slot!r} a failover slot (slot_failover: "
+                f"true needs Postgres 17 or newer): "
+                f"{(res.error_message or b'').decode().strip()}",
+                retryable=False,
+            )
+        log.info("replication slot %s is now a failover slot", self.slot)
 
     def drop(self) -> None:
         self.catalog.connect().execute("SELECT pg_drop_replication_slot(%s)", (self.slot,))
@@ -300,7 +406,13 @@ class Slot:
             [f"table {ns}.{name}" for ns, name in missing] + [f"{op} changes" for op in off]
         )
         claim = self.claims().get(self.publication)
-        if claim is None or claim.get("pipeline") != self.pipeline_name:
+        if self.config.publication_autocreate_mode != "filtered" and missing:
+            raise self.faults.unpublished(missing, self.config.publication_autocreate_mode)
+        if (
+            claim is None
+            or claim.get("pipeline") != self.pipeline_name
+            or self.config.publication_autocreate_mode != "filtered"
+        ):
             raise SourceError(
                 f"publication {self.publication!r} no longer publishes {what} (changed while "
                 "the pipeline ran; it is not this pipeline's to change back): those changes are "

@@ -267,6 +267,11 @@ class PostgresSource:
         fresh = start is None and mode in ("initial", "when_needed")
         if start is not None:
             problem = self.faults.position_problem(state, start)
+            if problem is not None and state is None and self.config.temporary_slot:
+                problem += (
+                    " (temporary_slot: true, so the server dropped the slot when the "
+                    "pipeline's replication connection ended)"
+                )
             if problem is not None:
                 if mode != "when_needed":
                     raise PositionLost(f"{problem}. {self.faults.ways_out()}")
@@ -304,6 +309,7 @@ class PostgresSource:
                 self.slot_ctl.create(conn, export=False)
             if self._stopping:
                 return
+            self.slot_ctl.ensure_failover(conn)
             self._start_streaming(conn, int(start["lsn"]) if start else 0)
         except BaseException:
             conn.finish()
@@ -455,13 +461,17 @@ class PostgresSource:
             elif skip_txn:
                 continue
             elif tag == INSERT:
-                rel = relations[relid(buf)]
+                rel = relations.get(relid(buf))  # None: a table the pipeline does not capture
+                if rel is None:
+                    continue
                 after, _ = rel.decode_new(buf, TUPLE)
                 table = rel.schema
                 src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
                 change(table, "c", None, after, src)
             elif tag == UPDATE:
-                rel = relations[relid(buf)]
+                rel = relations.get(relid(buf))
+                if rel is None:
+                    continue
                 table = rel.schema
                 before = None
                 i = MARKER
@@ -482,7 +492,9 @@ class PostgresSource:
                 else:
                     change(table, "u", before, after, src)
             elif tag == DELETE:
-                rel = relations[relid(buf)]
+                rel = relations.get(relid(buf))
+                if rel is None:
+                    continue
                 decode = rel.decode_new if buf[MARKER] == OLD_ROW else rel.decode_old
                 before, _ = decode(buf, TUPLE)
                 table = rel.schema
@@ -490,6 +502,8 @@ class PostgresSource:
                 change(table, "d", before, None, src)
             elif tag == TRUNCATE:
                 for rid in pgo.truncated(buf):
+                    if rid not in relations:
+                        continue
                     table = relations[rid].schema
                     src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
                     change(table, "t", None, None, src)

@@ -83,7 +83,34 @@ class PostgresSourceConfig(BaseModel):
         None, description="replication slot name; default cdc_<pipeline name>; created if missing"
     )
     publication: str | None = Field(
-        None, description="publication name; default cdc_<pipeline name>; created if missing"
+        None,
+        description="publication name; default cdc_<pipeline name>; created if missing "
+        "(see publication_autocreate_mode)",
+    )
+    publication_autocreate_mode: Literal["filtered", "all_tables", "disabled"] = Field(
+        "filtered",
+        description="as Debezium's publication.autocreate.mode: filtered: create the "
+        "publication for the captured tables and keep it to exactly them (needs CREATE on the "
+        "database and ownership of the tables; a publication another pipeline or user made is "
+        "only added to, never trimmed); all_tables: create it FOR ALL TABLES when missing "
+        "(needs a superuser), otherwise use it as it is; disabled: never create or alter it "
+        "(an administrator makes it; a captured table missing from it stops the pipeline and is "
+        "a cdc check problem). Changes of tables the publication holds but the pipeline does "
+        "not capture are skipped",
+    )
+    temporary_slot: bool = Field(
+        False,
+        description="create the replication slot TEMPORARY: the server drops it when the "
+        "replication connection ends (a crash included), so a throwaway pipeline never leaves "
+        "a slot pinning WAL; every restart then finds it gone: with snapshot: when_needed the "
+        "pipeline snapshots again, otherwise it stops (PositionLost)",
+    )
+    slot_failover: bool = Field(
+        False,
+        description="create the slot with FAILOVER (Postgres 17+) so that a physical standby "
+        "with sync_replication_slots = on keeps a copy and the pipeline resumes on it after a "
+        "promotion (docs/operations-postgres.md, high availability); an existing slot is "
+        "switched with ALTER_REPLICATION_SLOT",
     )
     snapshot: Literal["initial", "never", "initial_only", "when_needed"] = Field(
         "initial",
