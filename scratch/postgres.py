@@ -191,6 +191,12 @@ class PostgresServer:
         )
         wait_for(lambda: port_open(self.port), 30, f"postgres on port {self.port}")
 
+    def promote(self) -> None:
+        """End recovery: a standby becomes a primary (waits until it accepts writes)."""
+        run_as(
+            self._os_user, [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-w", "promote"]
+        )
+
     def __enter__(self) -> PostgresServer:
         return self
 
@@ -260,6 +266,59 @@ def start_postgres(
         f.write("local all all trust\nhost all all 127.0.0.1/32 trust\n")
         f.write("local replication all trust\nhost replication all 127.0.0.1/32 trust\n")
     server = PostgresServer(datadir=datadir, port=port, bindir=bindir, _os_user=os_user)
+    server.start()
+    return server
+
+
+def start_standby(
+    primary: PostgresServer, *, slot: str, settings: dict[str, str] | None = None
+) -> PostgresServer:
+    """A hot standby of ``primary`` streaming through the physical slot ``slot`` (created),
+    with hot_standby_feedback on, as logical decoding on a standby and slot synchronisation
+    need; ``settings`` add to its postgresql.conf (e.g. sync_replication_slots = on, 17+).
+    ``primary_conninfo`` names a database, which slot synchronisation requires."""
+    base_dir = scratch_dir(None, "cdc-pg-standby-")
+    datadir = base_dir / "data"
+    os_user = primary._os_user
+    if os_user:
+        os.chmod(base_dir, 0o755)
+        chown_to(base_dir, os_user)
+    run_as(
+        os_user,
+        [
+            str(primary.bindir / "pg_basebackup"),
+            "-D",
+            str(datadir),
+            "-d",
+            primary.dsn(),
+            "-C",
+            "-S",
+            slot,
+            "-X",
+            "stream",
+            "-c",
+            "fast",  # checkpoint now, not spread over checkpoint_timeout
+            "--no-sync",
+        ],
+    )
+    port = free_port()
+    conf = {
+        "port": str(port),
+        "unix_socket_directories": f"'{datadir}'",
+        "hot_standby": "on",
+        "hot_standby_feedback": "on",
+        "primary_conninfo": f"'{primary.dsn()}'",
+        "primary_slot_name": f"'{slot}'",
+    }
+    conf.update(settings or {})
+    with open(datadir / "postgresql.conf", "a") as f:
+        for k, v in conf.items():
+            f.write(f"{k} = {v}\n")
+    (datadir / "standby.signal").touch()
+    if os_user:
+        chown_to(datadir, os_user)
+    (datadir / "postmaster.pid").unlink(missing_ok=True)
+    server = PostgresServer(datadir=datadir, port=port, bindir=primary.bindir, _os_user=os_user)
     server.start()
     return server
 

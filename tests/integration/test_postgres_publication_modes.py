@@ -105,8 +105,7 @@ def test_disabled_never_creates_nor_alters_and_says_what_to_run(
     assert published(pg_db, pub) == ["items", "other", "third"]
     with psycopg.connect(pg_db) as c:
         comment = c.execute(
-            "SELECT obj_description(oid, 'pg_publication') FROM pg_publication "
-            "WHERE pubname = %s",
+            "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s",
             (pub,),
         ).fetchone()
     assert comment == (None,), "not even an owner comment under mode disabled"
