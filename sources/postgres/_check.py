@@ -1,8 +1,11 @@
 """Preflight checks of a PostgreSQL server for one pipeline (``cdc check``).
 
-Reads catalogs and settings over a normal connection; never creates a slot or publication and
-never starts replication. Each problem is a ``Problem`` record: the setting or object with its
-value, what it breaks, and the statement or change that fixes it.
+Reads catalogs and settings over a normal connection, and opens (then closes) a replication
+connection to see that the server lets it in; never creates a slot or publication and never
+starts replication. Managed services (RDS/Aurora, Cloud SQL, Azure) are told apart by the
+settings only they have, so that a fix names their switch rather than postgresql.conf. Each
+problem is a ``Problem`` record: the setting or object with its value, what it breaks, and the
+statement or change that fixes it.
 """
 
 from __future__ import annotations
@@ -37,6 +40,63 @@ def check(config: PostgresSourceConfig, pipeline_name: str) -> list[Problem]:
             )
         except psycopg.Error as e:
             return [Problem(f"cannot read the server's settings and catalogs: {str(e).strip()}")]
+
+
+_WAL_LEVEL_FIX = {
+    "postgres": "set wal_level = logical in postgresql.conf (or ALTER SYSTEM SET "
+    "wal_level = logical) and restart the server",
+    "rds": "RDS/Aurora: set rds.logical_replication = 1 in the instance's (or cluster's) "
+    "parameter group and reboot it",
+    "cloudsql": "Cloud SQL: set the database flag cloudsql.logical_decoding = on (gcloud sql "
+    "instances patch INSTANCE --database-flags=cloudsql.logical_decoding=on); the instance "
+    "restarts",
+    "azure": "Azure Database for PostgreSQL: set the server parameter wal_level to logical (az "
+    "postgres flexible-server parameter set --name wal_level --value logical ...) and restart "
+    "the server",
+}
+
+
+def _platform(settings: dict[str, str]) -> str:
+    """Which managed service the server is (by settings only it has), or plain ``postgres``."""
+    if "rds.logical_replication" in settings:
+        return "rds"
+    if "cloudsql.logical_decoding" in settings:
+        return "cloudsql"
+    if "azure.extensions" in settings:
+        return "azure"
+    return "postgres"
+
+
+def _member_of(conn: psycopg.Connection[Any], role: str) -> bool:
+    row = conn.execute(
+        "SELECT pg_has_role(current_user, oid, 'MEMBER') FROM pg_roles WHERE rolname = %s",
+        (role,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _replication_connection(conn: psycopg.Connection[Any], dsn: str, user: str) -> list[Problem]:
+    """Whether the server accepts the pipeline's replication connection. A logical replication
+    connection (``replication=database``) matches pg_hba.conf's lines for its database, not the
+    ``replication`` keyword (physical replication only), so a normal connection that works
+    usually means this one does too; what can still refuse it is said here."""
+    from cdc.errors import SourceError
+    from cdc.sources.postgres._connections import connect_replication
+
+    try:
+        connect_replication(dsn).finish()
+    except SourceError as e:
+        msg = str(e)
+        fix = "check source.dsn and the server's log"
+        if "pg_hba.conf" in msg:
+            fix = (
+                f"add a line for database {conn.info.dbname!r} and user {user!r} from this host "
+                "to pg_hba.conf (a logical replication connection matches the database's lines; "
+                "the replication keyword is for physical replication) and run SELECT "
+                "pg_reload_conf()"
+            )
+        return [Problem(msg, fix=fix)]
+    return []
 
 
 def _owners(
@@ -86,9 +146,11 @@ def _problems(
     settings = dict(
         conn.execute(
             "SELECT name, setting FROM pg_settings WHERE name IN "
-            "('wal_level', 'max_replication_slots', 'max_wal_senders')"
+            "('wal_level', 'max_replication_slots', 'max_wal_senders', "
+            "'rds.logical_replication', 'cloudsql.logical_decoding', 'azure.extensions')"
         ).fetchall()
     )
+    platform = _platform(settings)
     row = conn.execute(
         "SELECT current_user, current_database(), r.rolreplication, r.rolsuper "
         "FROM pg_roles r WHERE r.rolname = current_user"
@@ -98,19 +160,23 @@ def _problems(
 
     if settings.get("wal_level") != "logical":
         problems.append(
-            Problem(
-                f"wal_level is {settings.get('wal_level')!r}",
-                fix="set wal_level = logical in postgresql.conf (or ALTER SYSTEM SET "
-                "wal_level = logical) and restart the server",
-            )
+            Problem(f"wal_level is {settings.get('wal_level')!r}", fix=_WAL_LEVEL_FIX[platform])
         )
-    if not (replication or superuser):
+    rds_role = platform == "rds" and _member_of(conn, "rds_replication")
+    if not (replication or superuser or rds_role):
         problems.append(
             Problem(
                 f"user {user!r} lacks the REPLICATION attribute",
-                fix=f'ALTER ROLE "{user}" REPLICATION (as a superuser)',
+                fix=(
+                    f'GRANT rds_replication TO "{user}" (as the master user)'
+                    if platform == "rds"
+                    else f'ALTER ROLE "{user}" REPLICATION (as a superuser'
+                    + (", or a member of azure_pg_admin)" if platform == "azure" else ")")
+                ),
             )
         )
+    elif settings.get("wal_level") == "logical":
+        problems += _replication_connection(conn, config.dsn, user)
 
     # Replication slots and WAL senders: this pipeline needs one of each.
     slots = conn.execute(

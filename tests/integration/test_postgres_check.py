@@ -121,3 +121,47 @@ def test_check_config_error_exits_2(tmp_path: Path) -> None:
     path = write_config(tmp_path / "bad.yaml", "pipelines:\n  - name: x\n    source: {}\n")
     rc, out = cdc_check(path)
     assert rc == 2 and "error:" in out and "Traceback" not in out
+
+
+def test_the_readme_quickstart_for_your_own_database_one_fix_at_a_time(tmp_path: Path) -> None:
+    """README "Your own PostgreSQL": a server as installed (wal_level replica), tables owned by
+    the application, a `cdc` role; `cdc check` names each fix the quickstart lists, and is clean
+    once they are made. pg_hba.conf has no line with the `replication` keyword: a logical
+    replication connection matches the database's own lines, as the README says."""
+    from scratch.postgres import start_postgres
+
+    server = start_postgres(settings={"wal_level": "replica"})
+    try:
+        hba = server.datadir / "pg_hba.conf"
+        hba.write_text("local all all trust\nhost all all 127.0.0.1/32 trust\n")
+        server.psql("SELECT pg_reload_conf()")
+        server.psql("CREATE ROLE app LOGIN; CREATE ROLE cdc LOGIN; CREATE DATABASE shop OWNER app")
+        with psycopg.connect(server.dsn("shop", "app"), autocommit=True) as c:
+            c.execute("CREATE TABLE orders (id int PRIMARY KEY, note text)")
+        cfg = config(
+            tmp_path,
+            server.dsn("shop", "cdc"),
+            ["public.orders"],
+            publication="cdc_shop",
+            publication_autocreate_mode="disabled",
+        )
+        rc, out = cdc_check(cfg)
+        assert rc == 1, out
+        assert "wal_level is 'replica'" in out, out
+        assert "user 'cdc' lacks the REPLICATION attribute" in out, out
+        assert "user 'cdc' cannot SELECT from public.orders" in out, out
+        assert "publication 'cdc_shop' does not exist" in out, out
+
+        # the fixes, as the README gives them
+        server.psql("ALTER SYSTEM SET wal_level = logical")
+        server.stop()
+        server.start()
+        server.psql("ALTER ROLE cdc REPLICATION")
+        with psycopg.connect(server.dsn("shop", "app"), autocommit=True) as c:
+            c.execute("GRANT SELECT ON public.orders TO cdc")
+            c.execute("CREATE PUBLICATION cdc_shop FOR TABLE public.orders")
+        rc, out = cdc_check(cfg)
+        assert (rc, out.strip()) == (0, "pipeline shop (postgres source): ok"), out
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(server.datadir.parent, ignore_errors=True)
