@@ -19,7 +19,7 @@ from cdc import plugins, secrets
 from cdc.errors import ConfigError
 
 # the transforms' models live beside the transforms, as each plugin's config beside it
-from cdc.transforms.config import TRANSFORM_TYPES, TransformConfig
+from cdc.transforms.config import TRANSFORM_TYPES, TransformConfig, check_order
 
 
 def _models(kind: str) -> list[type[BaseModel]]:
@@ -99,6 +99,11 @@ class PipelineConfig(BaseModel):
         if not _NAME.match(v):
             raise ValueError(f"invalid pipeline name {v!r}: use letters, digits, _ . and -")
         return v
+
+    @field_validator("transforms")
+    @classmethod
+    def _transforms(cls, v: list[Any]) -> list[Any]:
+        return check_order(v)
 
     @field_validator("topic_prefix")
     @classmethod

@@ -232,7 +232,8 @@ class Pipeline:
             source.acknowledge(ack)
         log.info("pipeline %s: starting from %s", name, start or "the beginning")
         BOARD.get(name).position = start
-        transforms = transformer(self.config.transforms, name)  # None: no stage at all
+        # None: no stage at all
+        transforms = transformer(self.config.transforms, name, source.source_schema)
         for batch in source.batches(start):
             if transforms is not None:
                 batch = transforms.apply(batch)
