@@ -47,7 +47,14 @@ from cdc.avro import (
     transaction_schemas,
 )
 from cdc.errors import EncodeError
-from cdc.model import ChangeBatch, EncodedBatch, EncodedRecord, RowChange, TableSchema
+from cdc.model import (
+    ChangeBatch,
+    EncodedBatch,
+    EncodedRecord,
+    RecordFormat,
+    RowChange,
+    TableSchema,
+)
 
 Text = Callable[[Any], str]
 """A value -> its JSON text (never called with None: ``_nullable`` handles that)."""
@@ -80,11 +87,31 @@ DecimalFormat = Annotated[
 ]
 
 
+ReplaceNullWithDefault = Annotated[
+    bool,
+    Field(
+        description="format json only: a null in a field that has a default is written as the "
+        "default (JsonConverter's replace.null.with.default, on by default); false: as null"
+    ),
+]
+JSON_SETTINGS = {"schemas_enable", "decimal_format", "replace_null_with_default"}
+
+
+def record_format(config: Any) -> RecordFormat:
+    """The ``RecordFormat`` of a sink config declaring the fields above."""
+    return RecordFormat(
+        config.format,
+        config.schemas_enable,
+        config.decimal_format,
+        config.replace_null_with_default,
+    )
+
+
 def check_format(config: BaseModel) -> None:
     """Refuse the JSON settings beside ``format: avro`` (they would silently do nothing)."""
     fmt = getattr(config, "format", "avro")
     if fmt != "json":
-        extra = sorted({"schemas_enable", "decimal_format"} & config.model_fields_set)
+        extra = sorted(JSON_SETTINGS & config.model_fields_set)
         if extra:
             raise ValueError(
                 f"{' and '.join(extra)} only apply to format: json (format is {fmt!r}): remove "
@@ -144,8 +171,9 @@ def _decimal_text(scale: int, numeric: bool) -> Text:
 class _Converter:
     """Walks Avro types (resolving named references) into Connect schemas and value writers."""
 
-    def __init__(self, numeric: bool) -> None:
-        self.numeric = numeric
+    def __init__(self, fmt: RecordFormat) -> None:
+        self.numeric = fmt.decimal_format == "numeric"
+        self.replace_null = fmt.replace_null_with_default
         self.named: dict[str, Any] = {}
 
     def convert(self, t: Any, optional: bool = False) -> tuple[dict[str, Any], Text]:
@@ -214,13 +242,14 @@ class _Converter:
                     )
             default_text = text(default)
             schema["default"] = json.loads(default_text)
-            text = _or_default(text, default_text)
+            if self.replace_null:
+                text = _or_default(text, default_text)
         return schema, text
 
     def field(self, t: Any) -> tuple[dict[str, Any], Text]:
         """Like ``convert``, the writer also taking None (``null``, or the default)."""
         schema, text = self.convert(t)
-        if "default" in schema:
+        if "default" in schema and self.replace_null:
             return schema, text  # _or_default writes None as the default
         return schema, _nullable(text)
 
@@ -261,9 +290,9 @@ class _Part:
 
     __slots__ = ("head", "tail", "text")
 
-    def __init__(self, avro_schema: Any, numeric: bool, schemas: bool) -> None:
-        schema, self.text = _Converter(numeric).field(avro_schema)
-        if schemas:
+    def __init__(self, avro_schema: Any, fmt: RecordFormat) -> None:
+        schema, self.text = _Converter(fmt).field(avro_schema)
+        if fmt.schemas_enable:
             self.head = '{"schema":' + json.dumps(schema, separators=(",", ":")) + ',"payload":'
             self.tail = "}"
         else:
@@ -279,15 +308,15 @@ class _TableJson:
     __slots__ = ("form", "key", "key_of", "value")
 
     def __init__(
-        self, table: TableSchema, source_schema: dict[str, Any], numeric: bool, schemas: bool
+        self, table: TableSchema, source_schema: dict[str, Any], fmt: RecordFormat
     ) -> None:
         self.form = table.form
         if table.form == "envelope":
             key, value = key_schema(table), envelope_schema(table, source_schema)
         else:
             key, value = shaped_schemas(table)
-        self.value = _Part(value, numeric, schemas)
-        self.key = None if key is None else _Part(key, numeric, schemas)
+        self.value = _Part(value, fmt)
+        self.key = None if key is None else _Part(key, fmt)
         names, idx = field_names(table), table.key
         self.key_of: Callable[[tuple[Any, ...]], Any]
         if table.form == "payload":  # outbox: the aggregate id column itself
@@ -312,15 +341,15 @@ class JsonEncoder:
         source_schema: dict[str, Any],
         tx_topic: str | None,
         tombstones: bool,
-        *,
-        schemas_enable: bool = True,
-        decimal_format: str = "base64",
+        fmt: RecordFormat | None = None,
+        **options: Any,
     ) -> None:
+        """``fmt``: the sink's ``RecordFormat`` (kind json); or its fields as ``options``
+        (``schemas_enable=False``...)."""
         self._source_schema = source_schema
         self._tx_topic = tx_topic
         self._tombstones = tombstones
-        self._schemas = schemas_enable
-        self._numeric = decimal_format == "numeric"
+        self._fmt = fmt or RecordFormat("json", **options)
         self._tables: dict[int, tuple[TableSchema, _TableJson]] = {}
         self._tx: tuple[_Part, _Part] | None = None
 
@@ -328,7 +357,7 @@ class JsonEncoder:
         hit = self._tables.get(id(table))
         if hit is not None and hit[0] is table:
             return hit[1]
-        made = _TableJson(table, self._source_schema, self._numeric, self._schemas)
+        made = _TableJson(table, self._source_schema, self._fmt)
         self._tables[id(table)] = (table, made)
         return made
 
@@ -337,8 +366,8 @@ class JsonEncoder:
             assert self._tx_topic is not None
             k, v = transaction_schemas(self._tx_topic)
             self._tx = (
-                _Part(k, self._numeric, self._schemas),
-                _Part(v, self._numeric, self._schemas),
+                _Part(k, self._fmt),
+                _Part(v, self._fmt),
             )
         return self._tx
 
@@ -417,6 +446,8 @@ __all__ = [
     "DecimalFormat",
     "Format",
     "JsonEncoder",
+    "ReplaceNullWithDefault",
     "SchemasEnable",
     "check_format",
+    "record_format",
 ]

@@ -376,11 +376,13 @@ class Sink(SinkBase, Protocol):
 class RecordFormat:
     """How a ``FormatSink`` wants its records: ``avro`` (Confluent-framed, schemas registered
     with its ``registry``) or ``json`` (Kafka Connect's JsonConverter layout, ``cdc.connectjson``:
-    ``schemas_enable`` its schemas.enable, ``decimal_format`` its decimal.format)."""
+    ``schemas_enable`` its schemas.enable, ``decimal_format`` its decimal.format,
+    ``replace_null_with_default`` its replace.null.with.default)."""
 
     kind: Literal["avro", "json"] = "avro"
     schemas_enable: bool = True
     decimal_format: Literal["base64", "numeric"] = "base64"
+    replace_null_with_default: bool = True
 
 
 @runtime_checkable

@@ -94,13 +94,11 @@ def sink_encoder(source: Source, sink: Sink, context: PipelineContext) -> BatchE
         return avro_encoder(source, sink, context)
     from cdc.connectjson import JsonEncoder
 
-    fmt = sink.record_format
     return JsonEncoder(
         source.source_schema,
         f"{context.prefix}.transaction" if context.transaction_metadata else None,
         sink.tombstones,
-        schemas_enable=fmt.schemas_enable,
-        decimal_format=fmt.decimal_format,
+        sink.record_format,
     )
 
 

@@ -251,7 +251,7 @@ class UnwrapStep:
         return out
 
 
-_ROUTED_BY = "${routedByValue}"
+_ROUTED_BY = "{routedByValue}"
 
 
 class OutboxStep:

@@ -284,9 +284,9 @@ class Outbox(BaseModel):
     aggregate_id_column: str = Field("aggregateid", description="the record key")
     payload_column: str = Field("payload", description="the record value")
     route_topic_replacement: str = Field(
-        "outbox.event.${routedByValue}",
-        description="the topic: ${routedByValue} becomes the aggregate type "
-        "(Debezium's route.topic.replacement)",
+        "outbox.event.{routedByValue}",
+        description="the topic: {routedByValue} becomes the aggregate type (Debezium's "
+        "route.topic.replacement writes ${routedByValue}; here ${...} is an environment variable)",
     )
     on_update: Literal["warn", "drop", "error"] = Field(
         "warn",
@@ -302,7 +302,7 @@ class Outbox(BaseModel):
     @field_validator("route_topic_replacement")
     @classmethod
     def _replacement(cls, v: str) -> str:
-        if not v.replace("${routedByValue}", "x").strip():
+        if not v.replace("{routedByValue}", "x").strip():
             raise ValueError("route_topic_replacement must not be empty")
         return v
 

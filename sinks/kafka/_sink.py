@@ -35,8 +35,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from cdc.checkpoint import Checkpoint
+from cdc.connectjson import record_format
 from cdc.errors import SinkError
-from cdc.model import EncodedBatch, Position, RecordFormat, SchemaRegistry
+from cdc.model import EncodedBatch, Position, SchemaRegistry
 from cdc.sinks.kafka._registry import RegistryClient
 from cdc.sinks.kafka.config import KafkaSinkConfig
 
@@ -95,9 +96,7 @@ class KafkaSink:
         self._config = config
         self._name = pipeline_name
         self.tombstones = config.tombstones
-        self.record_format = RecordFormat(
-            config.format, config.schemas_enable, config.decimal_format
-        )
+        self.record_format = record_format(config)
         # JSON records carry no schema ids: no registry then (one that refuses, should anything
         # try to register).
         self.registry: SchemaRegistry = (

@@ -7,7 +7,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cdc.connectjson import DecimalFormat, Format, SchemasEnable, check_format
+from cdc.connectjson import (
+    DecimalFormat,
+    Format,
+    ReplaceNullWithDefault,
+    SchemasEnable,
+    check_format,
+)
 from cdc.secrets import mask_connection_string
 
 # Producer settings the sink's delivery guarantee depends on: an override may not weaken them.
@@ -147,6 +153,7 @@ class KafkaSinkConfig(BaseModel):
     format: Format = "avro"
     schemas_enable: SchemasEnable = True
     decimal_format: DecimalFormat = "base64"
+    replace_null_with_default: ReplaceNullWithDefault = True
 
     @model_validator(mode="after")
     def _registry(self) -> KafkaSinkConfig:

@@ -8,7 +8,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from cdc.connectjson import DecimalFormat, Format, SchemasEnable, check_format
+from cdc.connectjson import (
+    DecimalFormat,
+    Format,
+    ReplaceNullWithDefault,
+    SchemasEnable,
+    check_format,
+)
 from cdc.secrets import mask_connection_string
 from cdc.units import DURATION_HELP, Duration
 
@@ -140,6 +146,7 @@ class NatsSinkConfig(BaseModel):
     format: Format = "avro"
     schemas_enable: SchemasEnable = True
     decimal_format: DecimalFormat = "base64"
+    replace_null_with_default: ReplaceNullWithDefault = True
 
     @field_validator("stream")
     @classmethod

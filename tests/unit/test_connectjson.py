@@ -155,3 +155,20 @@ def test_a_delete_is_followed_by_a_tombstone_and_tx_metadata_has_its_schema() ->
         "total_order": 1,
         "data_collection_order": 1,
     }
+
+
+def test_cdc_log_read_writes_non_finite_floats_as_jsonconverter_does() -> None:
+    from cdc._jsonout import dumps
+
+    assert dumps({"a": [float("nan"), float("inf")], "b": -float("inf"), "d": Decimal("1.50")}) == (
+        '{"a":["NaN","Infinity"],"b":"-Infinity","d":"1.50"}'
+    )
+    assert dumps({"x": 1.5, "raw": b"\x00\xff"}) == '{"x":1.5,"raw":"AP8="}'
+
+
+def test_replace_null_with_default_off_writes_null() -> None:
+    rec = encode(RowChange(TYPES, "c", None, ROW, SOURCE, 1, "e"), replace_null_with_default=False)
+    doc = json.loads(rec[0].value)
+    assert doc["payload"]["after"]["state"] is None
+    fields = {f["field"]: f for f in doc["schema"]["fields"][1]["fields"]}
+    assert fields["state"]["default"] == "new"  # the schema still shows the default
