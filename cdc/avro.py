@@ -605,6 +605,32 @@ def _unwritable(ev: RowChange, e: Exception) -> EncodeError:
     )
 
 
+class TopicOwners:
+    """Refuses two tables whose names sanitise to one topic (``"Order Lines"`` and
+    ``Order_Lines``): their events would share a topic, its schemas and its keys. Topics a
+    transform routed on purpose (RegexRouter merging shards, the outbox's topics) are not names
+    made by sanitising, and are let through. Called once per table version by each encoder."""
+
+    def __init__(self) -> None:
+        # topic -> ((namespace, table), whether the topic is the table's own sanitised name)
+        self._topics: dict[str, tuple[tuple[str, str], bool]] = {}
+
+    def __call__(self, table: TableSchema) -> None:
+        me = (table.namespace, table.table)
+        natural = table.topic.endswith("." + topic_name(*me))
+        owner = self._topics.setdefault(table.topic, (me, natural))
+        if owner[0] == me or not (natural and owner[1]):
+            return
+        (ns, name) = owner[0]
+        raise SourceError(
+            f"tables {ns}.{name!r} and {table.namespace}.{table.table!r} both have the topic "
+            f"{table.topic!r} (characters other than letters, digits, '.', '_' and '-' become "
+            "'_' in topic names, as in Debezium); capture only one of them, or give one another "
+            "topic with a route_topics transform (docs/transforms.md)",
+            retryable=False,
+        )
+
+
 class Encoder:
     """Encodes batches into Confluent-framed Avro records; schemas are registered on first use.
 
@@ -641,8 +667,7 @@ class Encoder:
         self._codecs: dict[int, tuple[TableSchema, _TableCodec]] = {}
         self._tx: _TxCodec | None = None
         self._shapes: dict[int, tuple[TableSchema, _ShapedCodec]] = {}
-        # topic -> ((namespace, table), whether the topic is the table's own sanitised name)
-        self._topics: dict[str, tuple[tuple[str, str], bool]] = {}
+        self._check_topic = TopicOwners()
 
     def _codec(self, table: TableSchema) -> _TableCodec:
         hit = self._codecs.get(id(table))
@@ -654,25 +679,6 @@ class Encoder:
         )
         self._codecs[id(table)] = (table, codec)
         return codec
-
-    def _check_topic(self, table: TableSchema) -> None:
-        """Refuse two tables whose names sanitise to one topic (``"Order Lines"`` and
-        ``Order_Lines``): their events would share a topic, its schemas and its keys. Topics a
-        transform routed on purpose (RegexRouter merging shards) are not names made by
-        sanitising, and are let through."""
-        me = (table.namespace, table.table)
-        natural = table.topic.endswith("." + topic_name(*me))
-        owner = self._topics.setdefault(table.topic, (me, natural))
-        if owner[0] == me or not (natural and owner[1]):
-            return
-        (ns, name) = owner[0]
-        raise SourceError(
-            f"tables {ns}.{name!r} and {table.namespace}.{table.table!r} both have the topic "
-            f"{table.topic!r} (characters other than letters, digits, '.', '_' and '-' become "
-            "'_' in topic names, as in Debezium); capture only one of them, or give one another "
-            "topic with a route_topics transform (docs/transforms.md)",
-            retryable=False,
-        )
 
     def _tx_codec(self) -> _TxCodec:
         if self._tx is None:
@@ -755,6 +761,7 @@ class Encoder:
         ``row`` or ``payload``): written by fastavro (no specialised writer, not a fallback)."""
         hit = self._shapes.get(id(ev.table))
         if hit is None or hit[0] is not ev.table:
+            self._check_topic(ev.table)
             hit = self._shapes[id(ev.table)] = (ev.table, _ShapedCodec(ev.table, self._registry))
         c = hit[1]
         try:

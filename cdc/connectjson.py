@@ -40,6 +40,7 @@ from pydantic import BaseModel, Field
 
 from cdc._names import field_names
 from cdc.avro import (
+    TopicOwners,
     decimal_bytes,
     envelope_schema,
     key_schema,
@@ -350,6 +351,7 @@ class JsonEncoder:
         self._tx_topic = tx_topic
         self._tombstones = tombstones
         self._fmt = fmt or RecordFormat("json", **options)
+        self._check_topic = TopicOwners()
         self._tables: dict[int, tuple[TableSchema, _TableJson]] = {}
         self._tx: tuple[_Part, _Part] | None = None
 
@@ -357,6 +359,7 @@ class JsonEncoder:
         hit = self._tables.get(id(table))
         if hit is not None and hit[0] is table:
             return hit[1]
+        self._check_topic(table)
         made = _TableJson(table, self._source_schema, self._fmt)
         self._tables[id(table)] = (table, made)
         return made

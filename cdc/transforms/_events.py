@@ -20,6 +20,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from cdc.errors import ConfigError
@@ -58,8 +59,25 @@ class _PerTable:
         return plan
 
 
+def _variable_scale(v: Any) -> Decimal:
+    unscaled = int.from_bytes(v["value"], "big", signed=True)
+    return Decimal(unscaled).scaleb(-v["scale"])
+
+
+def _converter(avro: Any) -> Callable[[Any], Any] | None:
+    """How a filter reads a column's non-null values when not as they are."""
+    if (
+        isinstance(avro, dict)
+        and avro.get("connect.name") == "io.debezium.data.VariableScaleDecimal"
+    ):
+        return _variable_scale
+    return None
+
+
 def _kind(avro: Any) -> str:
     """What a filter may compare a column's values with: number, string, boolean or other."""
+    if _converter(avro) is not None:
+        return "number"  # Postgres numeric without a scale
     base = avro.get("type") if isinstance(avro, dict) else avro
     if base in ("int", "long", "float", "double"):
         return "number"
@@ -90,7 +108,10 @@ class FilterStep:
         names = [c.name for c in table.columns]
         try:
             return _expr.compile_condition(
-                self._node, names, [_kind(c.avro) for c in table.columns]
+                self._node,
+                names,
+                [_kind(c.avro) for c in table.columns],
+                [_converter(c.avro) for c in table.columns],
             )
         except _expr.ExprError as e:
             raise ConfigError([f"{self._where}.condition: table {table.qualified}: {e}"]) from None

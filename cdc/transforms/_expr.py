@@ -301,10 +301,17 @@ def _kind(value: Any) -> str:
     return "string"
 
 
-def compile_condition(node: Node, names: Sequence[str], kinds: Sequence[str]) -> Test:
+def compile_condition(
+    node: Node,
+    names: Sequence[str],
+    kinds: Sequence[str],
+    converters: Sequence[Callable[[Any], Any] | None] = (),
+) -> Test:
     """``row -> True / False / None (unknown)`` for rows whose column ``i`` is named
     ``names[i]`` and holds values of kind ``kinds[i]`` (number, string, boolean, or other: only
-    ``is null`` applies). Raises ``ExprError`` naming a missing column or a mismatched value."""
+    ``is null`` applies), taken through ``converters[i]`` when there is one (a non-null value to
+    what compares, e.g. Debezium's VariableScaleDecimal record to a ``Decimal``). Raises
+    ``ExprError`` naming a missing column or a mismatched value."""
     index = {n: i for i, n in enumerate(names)}
 
     def operand(o: Col | Lit) -> tuple[Callable[[Row], Any], str]:
@@ -316,6 +323,9 @@ def compile_condition(node: Node, names: Sequence[str], kinds: Sequence[str]) ->
             raise ExprError(
                 f"unknown column {o.name!r} at position {o.pos} (columns: {', '.join(names)})"
             )
+        conv = converters[i] if i < len(converters) else None
+        if conv is not None:
+            return (lambda r: None if r[i] is None else conv(r[i])), kinds[i]
         return operator.itemgetter(i), kinds[i]
 
     def same_kind(a: str, b: str, at: int, what: str) -> None:

@@ -172,3 +172,16 @@ def test_replace_null_with_default_off_writes_null() -> None:
     assert doc["payload"]["after"]["state"] is None
     fields = {f["field"]: f for f in doc["schema"]["fields"][1]["fields"]}
     assert fields["state"]["default"] == "new"  # the schema still shows the default
+
+
+def test_two_tables_on_one_sanitised_topic_are_refused_as_in_avro() -> None:
+    import pytest
+
+    from cdc.errors import SourceError
+
+    spaced = TableSchema("p.public.a_b", "public", "a b", TYPES.columns, (0,))
+    under = TableSchema("p.public.a_b", "public", "a_b", TYPES.columns, (0,))
+    enc = JsonEncoder(SOURCE_SCHEMA, None, True)
+    enc.encode(ChangeBatch([RowChange(spaced, "c", None, ROW, SOURCE, 1, "e")], {}))
+    with pytest.raises(SourceError, match="both have the topic 'p.public.a_b'"):
+        enc.encode(ChangeBatch([RowChange(under, "c", None, ROW, SOURCE, 1, "e")], {}))

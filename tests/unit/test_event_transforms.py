@@ -484,3 +484,21 @@ def test_the_documented_example_config_runs() -> None:
         ("shop.events.Order", "42"),
     ]
     assert out[0].after[4:] == ("c", "orders", 1700000000000, "false")
+
+
+def test_filter_compares_unconstrained_numeric_as_a_number() -> None:
+    table = TableSchema(
+        "shop.public.orders",
+        "public",
+        "orders",
+        (Column("id", "int", False, "int4"), Column("n", avro.VARIABLE_SCALE_DECIMAL, True, "")),
+        (0,),
+    )
+    t = transforms("      - {type: filter, condition: 'n > 1.5'}\n")
+    rows = [
+        (1, avro.variable_scale(Decimal("1.51"))),
+        (2, avro.variable_scale(Decimal("-7"))),
+        (3, None),
+    ]
+    out = apply(t, *(change(table, "c", after=r) for r in rows))
+    assert [e.after[0] for e in out] == [1]
