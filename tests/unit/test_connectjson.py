@@ -7,8 +7,12 @@ import json
 from decimal import Decimal
 from typing import Any
 
+import pytest
+
 from cdc import avro
+from cdc._jsonout import dumps
 from cdc.connectjson import JsonEncoder
+from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Column, RowChange, TableSchema, TxBoundary
 
 SOURCE_SCHEMA = avro.source_schema(
@@ -158,8 +162,6 @@ def test_a_delete_is_followed_by_a_tombstone_and_tx_metadata_has_its_schema() ->
 
 
 def test_cdc_log_read_writes_non_finite_floats_as_jsonconverter_does() -> None:
-    from cdc._jsonout import dumps
-
     assert dumps({"a": [float("nan"), float("inf")], "b": -float("inf"), "d": Decimal("1.50")}) == (
         '{"a":["NaN","Infinity"],"b":"-Infinity","d":"1.50"}'
     )
@@ -175,13 +177,9 @@ def test_replace_null_with_default_off_writes_null() -> None:
 
 
 def test_two_tables_on_one_sanitised_topic_are_refused_as_in_avro() -> None:
-    import pytest
-
-    from cdc.errors import SourceError
-
     spaced = TableSchema("p.public.a_b", "public", "a b", TYPES.columns, (0,))
     under = TableSchema("p.public.a_b", "public", "a_b", TYPES.columns, (0,))
     enc = JsonEncoder(SOURCE_SCHEMA, None, True)
     enc.encode(ChangeBatch([RowChange(spaced, "c", None, ROW, SOURCE, 1, "e")], {}))
-    with pytest.raises(SourceError, match="both have the topic 'p.public.a_b'"):
+    with pytest.raises(SourceError, match=r"both have the topic 'p\.public\.a_b'"):
         enc.encode(ChangeBatch([RowChange(under, "c", None, ROW, SOURCE, 1, "e")], {}))
