@@ -502,3 +502,45 @@ def test_filter_compares_unconstrained_numeric_as_a_number() -> None:
     ]
     out = apply(t, *(change(table, "c", after=r) for r in rows))
     assert [e.after[0] for e in out] == [1]
+
+
+class _Registry:
+    """Keeps what is registered: subject and schema by id."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[int, tuple[str, Any]] = {}
+
+    def register(self, subject: str, schema: Any) -> int:
+        self.schemas[len(self.schemas) + 1] = (subject, schema)
+        return len(self.schemas)
+
+    def decode(self, data: bytes | None) -> Any:
+        if data is None:
+            return None
+        sid, body = unframe(data)
+        schema = fastavro.parse_schema(self.schemas[sid][1])
+        return fastavro.schemaless_reader(io.BytesIO(body), schema)
+
+
+def test_outbox_events_and_unwrap_tombstones_in_avro() -> None:
+    t = transforms(
+        OUTBOX_T + "      - {type: unwrap, delete_handling_mode: tombstone, "
+        "drop_tombstones: false}\n"
+    )
+    out = apply(
+        t,
+        change(OUTBOX, "r", after=ORDER_EVENT, eid="o"),
+        change(ORDERS, "d", before=R1, eid="d"),
+    )
+    reg = _Registry()
+    recs = Encoder(reg, SOURCE_SCHEMA, None, True).encode(ChangeBatch(out, {})).records
+    got = [(r.topic, reg.decode(r.key), reg.decode(r.value), r.event_id) for r in recs]
+    assert got == [
+        ("outbox.event.Order", "42", '{"n": 1}', "o"),
+        ("shop.public.orders", {"id": 1}, None, "d"),  # the delete as a tombstone
+        ("shop.public.orders", {"id": 1}, None, "d~"),  # and the tombstone after it
+    ]
+    assert recs[0].headers == (("id", ORDER_EVENT[0].encode()),)
+    subjects = {subject: schema for subject, schema in reg.schemas.values()}
+    assert subjects["outbox.event.Order-key"] == "string"
+    assert subjects["outbox.event.Order-value"] == ["null", avro.JSON]
