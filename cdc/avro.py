@@ -42,6 +42,7 @@ from cdc.model import (
     RowChange,
     SchemaRegistry,
     TableSchema,
+    TxBoundary,
 )
 
 log = logging.getLogger(__name__)
@@ -420,6 +421,29 @@ def transaction_schemas(prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return key, value
 
 
+def key_row(ev: RowChange) -> tuple[Any, ...] | None:
+    """The row an event's key is read from (the old key of a primary-key change, else the new
+    row, else the old one); None for a truncate, whose key is null."""
+    if ev.op == "t":
+        return None
+    row = ev.key_override or ev.after or ev.before
+    assert row is not None
+    return row
+
+
+def transaction_value(ev: TxBoundary) -> dict[str, Any]:
+    """The record of a BEGIN or END on the transaction topic (``transaction_schemas``' value)."""
+    return {
+        "status": ev.status,
+        "id": ev.tx_id,
+        "event_count": ev.event_count,
+        "data_collections": None
+        if ev.per_table is None
+        else [{"data_collection": t, "event_count": n} for t, n in ev.per_table.items()],
+        "ts_ms": ev.ts_ms,
+    }
+
+
 # --- framing --------------------------------------------------------------------------------------
 
 _MAGIC = b"\x00"
@@ -766,9 +790,8 @@ class Encoder:
         c = hit[1]
         try:
             key = None
-            if c.key_schema is not None and ev.op != "t":
-                row = ev.key_override or ev.after or ev.before
-                assert row is not None
+            row = key_row(ev)
+            if c.key_schema is not None and row is not None:
                 key = c.key_head + body(c.key_schema, c.key_of(row))
             value = None
             if ev.after is not None:
@@ -850,17 +873,7 @@ class Encoder:
                         continue
                     except Exception:
                         self.fallbacks += 1
-                tx_value = {
-                    "status": ev.status,
-                    "id": ev.tx_id,
-                    "event_count": ev.event_count,
-                    "data_collections": None
-                    if ev.per_table is None
-                    else [
-                        {"data_collection": t, "event_count": n} for t, n in ev.per_table.items()
-                    ],
-                    "ts_ms": ev.ts_ms,
-                }
+                tx_value = transaction_value(ev)
                 out.append(
                     EncodedRecord(
                         self._tx_topic,

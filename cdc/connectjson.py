@@ -46,9 +46,11 @@ from cdc.avro import (
     TopicOwners,
     decimal_bytes,
     envelope_schema,
+    key_row,
     key_schema,
     shaped_schemas,
     transaction_schemas,
+    transaction_value,
 )
 from cdc.errors import EncodeError
 from cdc.model import (
@@ -439,20 +441,13 @@ class JsonEncoder:
                     )
             elif self._tx_topic is not None:
                 kp, vp = self._tx_parts()
-                tx_value = {
-                    "status": ev.status,
-                    "id": ev.tx_id,
-                    "event_count": ev.event_count,
-                    "data_collections": None
-                    if ev.per_table is None
-                    else [
-                        {"data_collection": t, "event_count": n} for t, n in ev.per_table.items()
-                    ],
-                    "ts_ms": ev.ts_ms,
-                }
                 out.append(
                     EncodedRecord(
-                        self._tx_topic, kp({"id": ev.tx_id}), vp(tx_value), ev.ts_ms, ev.event_id
+                        self._tx_topic,
+                        kp({"id": ev.tx_id}),
+                        vp(transaction_value(ev)),
+                        ev.ts_ms,
+                        ev.event_id,
                     )
                 )
         return EncodedBatch(out, batch.position)
@@ -460,9 +455,8 @@ class JsonEncoder:
     @staticmethod
     def _row(t: _TableJson, ev: RowChange, now_us: int) -> tuple[bytes | None, bytes | None]:
         key = None
-        if t.key is not None and ev.op != "t":
-            row = ev.key_override or ev.after or ev.before
-            assert row is not None
+        row = key_row(ev)
+        if t.key is not None and row is not None:
             key = t.key(t.key_of(row))
         if t.form == "payload":
             return key, None if ev.after is None else t.value(ev.after[1])

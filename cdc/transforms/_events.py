@@ -149,7 +149,28 @@ def _source_getter(field: str) -> _Getter:
     return lambda ev, now: ev.source.get(field)
 
 
-class UnwrapStep:
+class _PlannedStep:
+    """A step over the row changes of the tables it has a plan for (``_plan`` not None): other
+    events pass as they are; ``_change`` appends what becomes of each of the planned ones."""
+
+    _plan: _PerTable
+
+    def apply(self, events: Events) -> Events:
+        out: Events = []
+        for ev in events:
+            if type(ev) is RowChange:
+                plan = self._plan(ev.table)
+                if plan is not None:
+                    self._change(ev, plan, out)
+                    continue
+            out.append(ev)
+        return out
+
+    def _change(self, ev: RowChange, plan: Any, out: Events) -> None:
+        raise NotImplementedError
+
+
+class UnwrapStep(_PlannedStep):
     """The row instead of the envelope (``TableSchema.form`` ``row``), Debezium's
     ExtractNewRecordState: inserts, updates and reads become their new row plus the added fields;
     deletes are dropped, become tombstones or the deleted row with ``__deleted: "true"``
@@ -201,6 +222,7 @@ class UnwrapStep:
             added.append((Column("__deleted", "string", True, ""), deleted))
         self._added = added
         self._plan = _PerTable(self._make)
+        self._now_us = 0  # set per batch by apply
 
     @staticmethod
     def _envelope_field(new: str, field: str) -> tuple[Column, _Getter]:
@@ -229,53 +251,45 @@ class UnwrapStep:
         return TableSchema(table.topic, table.namespace, table.table, cols, table.key, "row")
 
     def apply(self, events: Events) -> Events:
-        out: Events = []
-        now_us = time.time_ns() // 1000  # the envelope's ts_* say when it was processed
-        getters = [g for _, g in self._added]
-        for ev in events:
-            if type(ev) is not RowChange:
-                out.append(ev)
-                continue
-            flat = self._plan(ev.table)
-            if flat is None:
-                out.append(ev)
-                continue
-            if ev.op == "t":
-                continue
-            ev.table = flat
-            extra = tuple(g(ev, now_us) for g in getters)
-            if ev.op != "d":
-                assert ev.after is not None
-                ev.after = ev.after + extra
-                out.append(ev)
-                continue
-            if self._mode == "rewrite":
-                assert ev.before is not None
-                ev.after = ev.before + extra
-                out.append(ev)
-            elif self._mode == "tombstone":
-                out.append(ev)  # after None: a tombstone
-            if self._tombstones:
-                out.append(
-                    RowChange(
-                        flat,
-                        "d",
-                        ev.before,
-                        None,
-                        ev.source,
-                        ev.ts_ms,
-                        ev.event_id + "~",
-                        ev.tx,
-                        ev.key_override,
-                    )
+        self._now_us = time.time_ns() // 1000  # the envelope's ts_* say when it was processed
+        return super().apply(events)
+
+    def _change(self, ev: RowChange, flat: TableSchema, out: Events) -> None:
+        if ev.op == "t":
+            return
+        ev.table = flat
+        extra = tuple(g(ev, self._now_us) for _, g in self._added)
+        if ev.op != "d":
+            assert ev.after is not None
+            ev.after = ev.after + extra
+            out.append(ev)
+            return
+        if self._mode == "rewrite":
+            assert ev.before is not None
+            ev.after = ev.before + extra
+            out.append(ev)
+        elif self._mode == "tombstone":
+            out.append(ev)  # after None: a tombstone
+        if self._tombstones:
+            out.append(
+                RowChange(
+                    flat,
+                    "d",
+                    ev.before,
+                    None,
+                    ev.source,
+                    ev.ts_ms,
+                    ev.event_id + "~",
+                    ev.tx,
+                    ev.key_override,
                 )
-        return out
+            )
 
 
 _ROUTED_BY = "{routedByValue}"
 
 
-class OutboxStep:
+class OutboxStep(_PlannedStep):
     """Debezium's EventRouter over the outbox tables: an insert (or snapshot read) of an outbox
     row becomes an event on the topic ``route_topic_replacement`` makes of its aggregate type,
     keyed by its aggregate id, the payload as the value (``TableSchema.form`` ``payload``) and its
@@ -324,39 +338,29 @@ class OutboxStep:
             self._routed[(id(table), kind)] = hit
         return hit
 
-    def apply(self, events: Events) -> Events:
-        out: Events = []
-        for ev in events:
-            if type(ev) is not RowChange:
-                out.append(ev)
-                continue
-            plan = self._plan(ev.table)
-            if plan is None:
-                out.append(ev)
-                continue
-            if ev.op == "u":
-                self._update(ev)
-                continue
-            if ev.op not in ("c", "r"):
-                continue
-            row = ev.after
-            assert row is not None
-            i, t, a, p = plan
-            kind = row[t]
-            if kind is None:
-                log.warning(
-                    "%s: outbox row %s of %s has no %s: not routed (dropped)",
-                    self._where,
-                    row[i],
-                    ev.table.qualified,
-                    self._cfg.aggregate_type_column,
-                )
-                continue
-            ev.headers = (*ev.headers, ("id", str(row[i]).encode()))
-            ev.table = self._table(ev.table, plan, str(kind))
-            ev.before, ev.after, ev.key_override = None, (row[a], row[p]), None
-            out.append(ev)
-        return out
+    def _change(self, ev: RowChange, plan: tuple[int, int, int, int], out: Events) -> None:
+        if ev.op == "u":
+            self._update(ev)
+            return
+        if ev.op not in ("c", "r"):
+            return
+        row = ev.after
+        assert row is not None
+        i, t, a, p = plan
+        kind = row[t]
+        if kind is None:
+            log.warning(
+                "%s: outbox row %s of %s has no %s: not routed (dropped)",
+                self._where,
+                row[i],
+                ev.table.qualified,
+                self._cfg.aggregate_type_column,
+            )
+            return
+        ev.headers = (*ev.headers, ("id", str(row[i]).encode()))
+        ev.table = self._table(ev.table, plan, str(kind))
+        ev.before, ev.after, ev.key_override = None, (row[a], row[p]), None
+        out.append(ev)
 
     def _update(self, ev: RowChange) -> None:
         what = (

@@ -250,35 +250,48 @@ pipelines:
     check_log(log, "shop", db)
 
 
-def test_dropping_a_key_column_stops_the_pipeline_with_its_name(
-    tmp_path: Path, pg_db: str, daemon: Any
-) -> None:
-    with psycopg.connect(pg_db, autocommit=True) as c:
-        c.execute("CREATE TABLE users (id int PRIMARY KEY, email text)")
-        c.execute("INSERT INTO users VALUES (1, 'ann@example.com')")
+def assert_stops(tmp_path: Path, pg_db: str, daemon: Any, table: str, transforms: str) -> str:
+    """Run a pipeline on ``public.<table>`` with the ``transforms`` YAML lines; assert that it
+    stops and is not restarted (the daemon exits non-zero) having written no row; its output."""
     slot = "s_" + pg_db.rsplit("dbname=", 1)[1]
     cfg = write_config(
         tmp_path / "cdc.yaml",
         f"""
 pipelines:
   - name: shop
-    source: {{type: postgres, dsn: "{pg_db}", tables: [public.users], slot: {slot}}}
+    source: {{type: postgres, dsn: "{pg_db}", tables: [public.{table}], slot: {slot}}}
     sink: {{type: log, path: {tmp_path / "log"}}}
     transforms:
-      - {{type: mask_columns, columns: ['public\\.users\\.email'], chars: 2}}
-      - {{type: drop_columns, columns: ['public\\.users\\.(id|email)']}}
-""",
+{transforms}""",
     )
     d = daemon(cfg).start()
     proc = d.proc
     assert proc is not None
     wait_until(lambda: proc.poll() is not None, 60, "the daemon to exit")  # not restarted
     assert proc.returncode != 0
+    assert row_events(read_log(tmp_path / "log")) == []
+    out: str = d.output()
+    return out
+
+
+def test_dropping_a_key_column_stops_the_pipeline_with_its_name(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE users (id int PRIMARY KEY, email text)")
+        c.execute("INSERT INTO users VALUES (1, 'ann@example.com')")
+    output = assert_stops(
+        tmp_path,
+        pg_db,
+        daemon,
+        "users",
+        "      - {type: mask_columns, columns: ['public\\.users\\.email'], chars: 2}\n"
+        "      - {type: drop_columns, columns: ['public\\.users\\.(id|email)']}\n",
+    )
     assert (
         "pipeline 'shop': transforms[1].columns: column public.users.id is part of the primary "
-        "key of public.users and cannot be dropped" in d.output()
+        "key of public.users and cannot be dropped" in output
     )
-    assert row_events(read_log(tmp_path / "log")) == []
 
 
 def test_unwrap_flat_rows_equal_the_source_rows(tmp_path: Path, pg_db: str, daemon: Any) -> None:
@@ -350,26 +363,15 @@ def test_outbox_table_without_its_columns_stops_the_pipeline(
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute("CREATE TABLE outbox (id int PRIMARY KEY, kind text, body text)")
         c.execute("INSERT INTO outbox VALUES (1, 'a', 'b')")
-    slot = "s_" + pg_db.rsplit("dbname=", 1)[1]
-    cfg = write_config(
-        tmp_path / "cdc.yaml",
-        f"""
-pipelines:
-  - name: shop
-    source: {{type: postgres, dsn: "{pg_db}", tables: [public.outbox], slot: {slot}}}
-    sink: {{type: log, path: {tmp_path / "log"}}}
-    transforms:
-      - {{type: outbox, tables: ['public\\.outbox'], payload_column: body}}
-""",
+    output = assert_stops(
+        tmp_path,
+        pg_db,
+        daemon,
+        "outbox",
+        "      - {type: outbox, tables: ['public\\.outbox'], payload_column: body}\n",
     )
-    d = daemon(cfg).start()
-    proc = d.proc
-    assert proc is not None
-    wait_until(lambda: proc.poll() is not None, 60, "the daemon to exit")  # not restarted
-    assert proc.returncode != 0
     assert (
         "pipeline 'shop': transforms[0]: outbox table public.outbox has no column "
         "aggregate_type_column 'aggregatetype', no column aggregate_id_column 'aggregateid' "
-        "(its columns: id, kind, body)" in d.output()
+        "(its columns: id, kind, body)" in output
     )
-    assert row_events(read_log(tmp_path / "log")) == []

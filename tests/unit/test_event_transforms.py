@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,9 @@ from cdc.model import ChangeBatch, Column, RowChange, TableSchema, TxBoundary
 from cdc.transforms import Transformer, transformer
 from cdc.transforms._expr import ExprError, compile_condition
 from cdc.transforms._expr import parse as parse_condition
+from tests.unit.test_transforms import HEAD, problems
 
 ROOT = Path(__file__).resolve().parents[2]
-
-HEAD = """
-pipelines:
-  - name: shop
-    source: {type: postgres, dsn: "host=x dbname=shop", tables: [public.orders]}
-    sink: {type: log, path: ./x}
-    transforms:
-"""
 
 SOURCE_SCHEMA = avro.source_schema(
     "io.debezium.connector.postgresql",
@@ -90,12 +84,6 @@ def transforms(yaml_list: str) -> Transformer:
     t = transformer(cfg.transforms, cfg.name, SOURCE_SCHEMA)
     assert t is not None
     return t
-
-
-def problems(yaml_list: str) -> list[str]:
-    with pytest.raises(ConfigError) as e:
-        parse(HEAD + yaml_list)
-    return e.value.problems
 
 
 def change(
@@ -458,18 +446,7 @@ def test_the_documented_example_config_runs() -> None:
     example = (ROOT / "config" / "outbox-kafka-json.yaml").read_text()
     for t in cfg.transforms:  # the page shows the same transforms
         assert f"type: {t.type}" in doc and f"type: {t.type}" in example
-    orders = TableSchema(
-        "shop.public.orders",
-        "public",
-        "orders",
-        (
-            Column("id", "int", False, "int4"),
-            Column("status", "string", True, "text"),
-            Column("amount", avro.decimal(10, 2), True, "numeric"),
-            Column("priority", "string", True, "text"),
-        ),
-        (0,),
-    )
+    orders = replace(ORDERS, columns=(*ORDERS.columns[:3], Column("priority", "string", True, "")))
     t = transformer(cfg.transforms, cfg.name, SOURCE_SCHEMA)
     assert t is not None
     out = apply(
