@@ -205,9 +205,12 @@ def _substitute(node: Any, loc: tuple[Any, ...], problems: list[str]) -> Any:
             if value is None:
                 if m.group(2) is not None:
                     return m.group(2)
+                hint = ""
+                if m.group(1) == "routedByValue":  # Debezium's outbox placeholder, copied
+                    hint = " (the outbox transform's placeholder is written {routedByValue})"
                 problems.append(
                     f"{_path(loc)}: environment variable {m.group(1)} is not set; "
-                    f"set it or write ${{{m.group(1)}:-default}}"
+                    f"set it or write ${{{m.group(1)}:-default}}{hint}"
                 )
                 return ""
             return value

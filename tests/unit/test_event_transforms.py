@@ -521,3 +521,15 @@ def test_outbox_events_and_unwrap_tombstones_in_avro() -> None:
     subjects = {subject: schema for subject, schema in reg.schemas.values()}
     assert subjects["outbox.event.Order-key"] == "string"
     assert subjects["outbox.event.Order-value"] == ["null", avro.JSON]
+
+
+def test_debeziums_outbox_placeholder_gets_a_hint() -> None:
+    got = problems(
+        "      - {type: outbox, tables: 'public\\.outbox', "
+        "route_topic_replacement: 'outbox.event.${routedByValue}'}\n"
+    )
+    assert got == [
+        "pipelines[0].transforms[0].route_topic_replacement: environment variable routedByValue "
+        "is not set; set it or write ${routedByValue:-default} (the outbox transform's "
+        "placeholder is written {routedByValue})"
+    ]
