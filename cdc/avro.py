@@ -42,6 +42,7 @@ from cdc.model import (
     RowChange,
     SchemaRegistry,
     TableSchema,
+    TxBoundary,
 )
 
 log = logging.getLogger(__name__)
@@ -420,6 +421,29 @@ def transaction_schemas(prefix: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return key, value
 
 
+def key_row(ev: RowChange) -> tuple[Any, ...] | None:
+    """The row an event's key is read from (the old key of a primary-key change, else the new
+    row, else the old one); None for a truncate, whose key is null."""
+    if ev.op == "t":
+        return None
+    row = ev.key_override or ev.after or ev.before
+    assert row is not None
+    return row
+
+
+def transaction_value(ev: TxBoundary) -> dict[str, Any]:
+    """The record of a BEGIN or END on the transaction topic (``transaction_schemas``' value)."""
+    return {
+        "status": ev.status,
+        "id": ev.tx_id,
+        "event_count": ev.event_count,
+        "data_collections": None
+        if ev.per_table is None
+        else [{"data_collection": t, "event_count": n} for t, n in ev.per_table.items()],
+        "ts_ms": ev.ts_ms,
+    }
+
+
 # --- framing --------------------------------------------------------------------------------------
 
 _MAGIC = b"\x00"
@@ -561,6 +585,40 @@ class _TxCodec:
             )
 
 
+def shaped_schemas(table: TableSchema) -> tuple[Any, Any]:
+    """Key and value schemas (key None: no key) of a table a transform reshaped: ``row`` (the
+    flat ``Value`` record, the table's ``Key``) or ``payload`` (the key column's and the payload
+    column's own types, as Debezium's outbox EventRouter gives them)."""
+    if table.form == "payload":
+        k, v = table.columns[table.key[0]], table.columns[1]
+        return (["null", k.avro] if k.optional else k.avro), (
+            ["null", v.avro] if v.optional else v.avro
+        )
+    return key_schema(table), value_record(table)
+
+
+class _ShapedCodec:
+    """Schemas of a reshaped table (``shaped_schemas``), registered like the envelope's."""
+
+    __slots__ = ("key_head", "key_of", "key_schema", "names", "value_head", "value_schema")
+
+    def __init__(self, table: TableSchema, registry: SchemaRegistry) -> None:
+        key, value = shaped_schemas(table)
+        self.names = field_names(table)
+        self.value_schema = fastavro.parse_schema(value, _write_hint=False)
+        self.value_head = frame(registry.register(f"{table.topic}-value", value), b"")
+        self.key_schema = None if key is None else fastavro.parse_schema(key, _write_hint=False)
+        self.key_head = b""
+        if key is not None:
+            self.key_head = frame(registry.register(f"{table.topic}-key", key), b"")
+        names, idx = self.names, table.key
+        if table.form == "payload":
+            i = idx[0]
+            self.key_of: Callable[[tuple[Any, ...]], Any] = lambda row: row[i]
+        else:
+            self.key_of = lambda row: {names[i]: row[i] for i in idx}
+
+
 def _unwritable(ev: RowChange, e: Exception) -> EncodeError:
     return EncodeError(
         f"topic {ev.table.topic}: event {ev.event_id} (op {ev.op}) cannot be written as Avro by "
@@ -569,6 +627,32 @@ def _unwritable(ev: RowChange, e: Exception) -> EncodeError:
         "report it; to go on meanwhile, drop or truncate the column with a transform "
         "(docs/transforms.md)"
     )
+
+
+class TopicOwners:
+    """Refuses two tables whose names sanitise to one topic (``"Order Lines"`` and
+    ``Order_Lines``): their events would share a topic, its schemas and its keys. Topics a
+    transform routed on purpose (RegexRouter merging shards, the outbox's topics) are not names
+    made by sanitising, and are let through. Called once per table version by each encoder."""
+
+    def __init__(self) -> None:
+        # topic -> ((namespace, table), whether the topic is the table's own sanitised name)
+        self._topics: dict[str, tuple[tuple[str, str], bool]] = {}
+
+    def __call__(self, table: TableSchema) -> None:
+        me = (table.namespace, table.table)
+        natural = table.topic.endswith("." + topic_name(*me))
+        owner = self._topics.setdefault(table.topic, (me, natural))
+        if owner[0] == me or not (natural and owner[1]):
+            return
+        (ns, name) = owner[0]
+        raise SourceError(
+            f"tables {ns}.{name!r} and {table.namespace}.{table.table!r} both have the topic "
+            f"{table.topic!r} (characters other than letters, digits, '.', '_' and '-' become "
+            "'_' in topic names, as in Debezium); capture only one of them, or give one another "
+            "topic with a route_topics transform (docs/transforms.md)",
+            retryable=False,
+        )
 
 
 class Encoder:
@@ -606,8 +690,8 @@ class Encoder:
         self._tombstones = tombstones
         self._codecs: dict[int, tuple[TableSchema, _TableCodec]] = {}
         self._tx: _TxCodec | None = None
-        # topic -> ((namespace, table), whether the topic is the table's own sanitised name)
-        self._topics: dict[str, tuple[tuple[str, str], bool]] = {}
+        self._shapes: dict[int, tuple[TableSchema, _ShapedCodec]] = {}
+        self._check_topic = TopicOwners()
 
     def _codec(self, table: TableSchema) -> _TableCodec:
         hit = self._codecs.get(id(table))
@@ -619,25 +703,6 @@ class Encoder:
         )
         self._codecs[id(table)] = (table, codec)
         return codec
-
-    def _check_topic(self, table: TableSchema) -> None:
-        """Refuse two tables whose names sanitise to one topic (``"Order Lines"`` and
-        ``Order_Lines``): their events would share a topic, its schemas and its keys. Topics a
-        transform routed on purpose (RegexRouter merging shards) are not names made by
-        sanitising, and are let through."""
-        me = (table.namespace, table.table)
-        natural = table.topic.endswith("." + topic_name(*me))
-        owner = self._topics.setdefault(table.topic, (me, natural))
-        if owner[0] == me or not (natural and owner[1]):
-            return
-        (ns, name) = owner[0]
-        raise SourceError(
-            f"tables {ns}.{name!r} and {table.namespace}.{table.table!r} both have the topic "
-            f"{table.topic!r} (characters other than letters, digits, '.', '_' and '-' become "
-            "'_' in topic names, as in Debezium); capture only one of them, or give one another "
-            "topic with a route_topics transform (docs/transforms.md)",
-            retryable=False,
-        )
 
     def _tx_codec(self) -> _TxCodec:
         if self._tx is None:
@@ -715,6 +780,33 @@ class Encoder:
         vbytes = c.value_head + vbody
         return key, vbytes
 
+    def _shaped(self, ev: RowChange, body: Callable[[Any, Any], bytes]) -> EncodedRecord:
+        """The record of a row change whose table a transform reshaped (``TableSchema.form``
+        ``row`` or ``payload``): written by fastavro (no specialised writer, not a fallback)."""
+        hit = self._shapes.get(id(ev.table))
+        if hit is None or hit[0] is not ev.table:
+            self._check_topic(ev.table)
+            hit = self._shapes[id(ev.table)] = (ev.table, _ShapedCodec(ev.table, self._registry))
+        c = hit[1]
+        try:
+            key = None
+            row = key_row(ev)
+            if c.key_schema is not None and row is not None:
+                key = c.key_head + body(c.key_schema, c.key_of(row))
+            value = None
+            if ev.after is not None:
+                datum = (
+                    ev.after[1]
+                    if ev.table.form == "payload"
+                    else dict(zip(c.names, ev.after, strict=True))
+                )
+                value = c.value_head + body(c.value_schema, datum)
+        except CdcError:
+            raise
+        except Exception as e:
+            raise _unwritable(ev, e) from None
+        return EncodedRecord(ev.table.topic, key, value, ev.ts_ms, ev.event_id, ev.headers)
+
     def encode(self, batch: ChangeBatch) -> EncodedBatch:
         out: list[EncodedRecord] = []
         buf = io.BytesIO()
@@ -733,6 +825,9 @@ class Encoder:
         last_table, c = None, None
         for ev in batch.events:
             if isinstance(ev, RowChange):
+                if ev.table.form != "envelope":
+                    out.append(self._shaped(ev, body))
+                    continue
                 if ev.table is not last_table:  # runs of one table are the common case
                     last_table, c = ev.table, self._codec(ev.table)
                 assert c is not None
@@ -751,7 +846,9 @@ class Encoder:
                         raise
                     except Exception as e:  # fastavro refused it too: it always will
                         raise _unwritable(ev, e) from None
-                out.append(EncodedRecord(ev.table.topic, key, vbytes, ev.ts_ms, ev.event_id))
+                out.append(
+                    EncodedRecord(ev.table.topic, key, vbytes, ev.ts_ms, ev.event_id, ev.headers)
+                )
                 if ev.op == "d" and self._tombstones and key is not None:
                     out.append(
                         EncodedRecord(ev.table.topic, key, None, ev.ts_ms, ev.event_id + "~")
@@ -776,17 +873,7 @@ class Encoder:
                         continue
                     except Exception:
                         self.fallbacks += 1
-                tx_value = {
-                    "status": ev.status,
-                    "id": ev.tx_id,
-                    "event_count": ev.event_count,
-                    "data_collections": None
-                    if ev.per_table is None
-                    else [
-                        {"data_collection": t, "event_count": n} for t, n in ev.per_table.items()
-                    ],
-                    "ts_ms": ev.ts_ms,
-                }
+                tx_value = transaction_value(ev)
                 out.append(
                     EncodedRecord(
                         self._tx_topic,

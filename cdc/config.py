@@ -19,7 +19,7 @@ from cdc import plugins, secrets
 from cdc.errors import ConfigError
 
 # the transforms' models live beside the transforms, as each plugin's config beside it
-from cdc.transforms.config import TRANSFORM_TYPES, TransformConfig
+from cdc.transforms.config import TRANSFORM_TYPES, TransformConfig, check_order
 
 
 def _models(kind: str) -> list[type[BaseModel]]:
@@ -99,6 +99,11 @@ class PipelineConfig(BaseModel):
         if not _NAME.match(v):
             raise ValueError(f"invalid pipeline name {v!r}: use letters, digits, _ . and -")
         return v
+
+    @field_validator("transforms")
+    @classmethod
+    def _transforms(cls, v: list[Any]) -> list[Any]:
+        return check_order(v)
 
     @field_validator("topic_prefix")
     @classmethod
@@ -200,9 +205,12 @@ def _substitute(node: Any, loc: tuple[Any, ...], problems: list[str]) -> Any:
             if value is None:
                 if m.group(2) is not None:
                     return m.group(2)
+                hint = ""
+                if m.group(1) == "routedByValue":  # Debezium's outbox placeholder, copied
+                    hint = " (the outbox transform's placeholder is written {routedByValue})"
                 problems.append(
                     f"{_path(loc)}: environment variable {m.group(1)} is not set; "
-                    f"set it or write ${{{m.group(1)}:-default}}"
+                    f"set it or write ${{{m.group(1)}:-default}}{hint}"
                 )
                 return ""
             return value

@@ -9,11 +9,12 @@ Positions are plain JSON-serialisable dicts: only the source that made one inter
 store them verbatim next to the data they cover.
 
 The second half of the module holds the contracts the pipeline calls (``Source``, ``Sink``,
-``RowSink``, ``BatchEncoder``), what it hands a plugin when it opens one (``PipelineContext`` with
-its ``Reporter``) and preflight ``Problem`` records. They live here rather than in a module of
-their own because they are stated in these types, and ``cdc.model`` is what plugins and the
-conformance suite import: a separate module re-exported from here would be an import cycle.
-docs/architecture.md describes them; tests/unit/test_contracts.py keeps the two in step.
+``FormatSink``, ``RowSink``, ``BatchEncoder``), what it hands a plugin when it opens one
+(``PipelineContext`` with its ``Reporter``) and preflight ``Problem`` records. They live here
+rather than in a module of their own because they are stated in these types, and ``cdc.model``
+is what plugins and the conformance suite import: a separate module re-exported from here would
+be an import cycle. docs/architecture.md describes them; tests/unit/test_contracts.py keeps the
+two in step.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ Position = dict[str, Any]
 """Where to resume: opaque to all but the source that produced it; JSON-serialisable."""
 
 Op = Literal["c", "u", "d", "r", "t"]
+
+Form = Literal["envelope", "row", "payload"]
+"""What the events of a table version become (``TableSchema.form``): ``envelope``, Debezium's
+change event (the sources' tables); ``row``, the flat row in ``after`` (the ``unwrap`` transform:
+``after`` None is a tombstone, and no tombstone follows a delete); ``payload``, column 1 of
+``after`` alone, keyed by the column ``key[0]`` alone (the ``outbox`` transform)."""
 
 
 class _NoDefault:
@@ -82,7 +89,8 @@ class Column:
 class TableSchema:
     """A version of a table's shape. A new object is made whenever the source reports a change.
 
-    Identity, not equality, distinguishes versions: encoders cache per object.
+    Identity, not equality, distinguishes versions: encoders cache per object. ``form`` (see
+    ``Form``) is set by the transforms that reshape events; the sources leave the envelope.
     """
 
     topic: str
@@ -90,6 +98,7 @@ class TableSchema:
     table: str
     columns: tuple[Column, ...]
     key: tuple[int, ...]  # indexes into ``columns`` of the primary-key columns; () when none
+    form: Form = "envelope"
 
     @property
     def qualified(self) -> str:
@@ -116,6 +125,7 @@ class RowChange:
     key_override: tuple[Any, ...] | None = (
         None  # key of a truncate is null; of a pk change, old key
     )
+    headers: tuple[tuple[str, bytes], ...] = ()  # record headers (the outbox transform's id)
 
 
 _PLAIN_KEY = re.compile(r"^[0-9A-Za-z_.+-]{1,40}$")
@@ -359,6 +369,31 @@ class Sink(SinkBase, Protocol):
 
     def write(self, batch: EncodedBatch) -> None:
         """Make ``batch`` durable, then return; raises ``SinkError`` (retryable or not)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordFormat:
+    """How a ``FormatSink`` wants its records: ``avro`` (Confluent-framed, schemas registered
+    with its ``registry``) or ``json`` (Kafka Connect's JsonConverter layout, ``cdc.connectjson``:
+    ``schemas_enable`` its schemas.enable, ``decimal_format`` its decimal.format,
+    ``replace_null_with_default`` its replace.null.with.default)."""
+
+    kind: Literal["avro", "json"] = "avro"
+    schemas_enable: bool = True
+    decimal_format: Literal["base64", "numeric"] = "base64"
+    replace_null_with_default: bool = True
+
+
+@runtime_checkable
+class FormatSink(Sink, Protocol):
+    """A ``Sink`` that may take JSON records instead of Avro (Kafka, NATS): the pipeline picks
+    the encoder by its ``record_format`` once, when it opens the sink. A ``Sink`` without it
+    (the log) takes Avro."""
+
+    @property
+    def record_format(self) -> RecordFormat:
+        """The encoding its records must have; fixed once the sink is open."""
         ...
 
 

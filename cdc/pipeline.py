@@ -17,6 +17,7 @@ from cdc.config import PipelineConfig
 from cdc.model import (
     BatchEncoder,
     ChangeBatch,
+    FormatSink,
     PipelineContext,
     Reporter,
     RowChange,
@@ -85,6 +86,22 @@ def avro_encoder(source: Source, sink: Sink, context: PipelineContext) -> BatchE
     )
 
 
+def sink_encoder(source: Source, sink: Sink, context: PipelineContext) -> BatchEncoder:
+    """The encoder the sink's ``record_format`` asks for (a ``FormatSink``: Kafka, NATS):
+    ``json``, Kafka Connect's JsonConverter layout (``cdc.connectjson``, no registry); otherwise,
+    and for any other sink (the log), Avro (``avro_encoder``)."""
+    if not isinstance(sink, FormatSink) or sink.record_format.kind != "json":
+        return avro_encoder(source, sink, context)
+    from cdc.connectjson import JsonEncoder
+
+    return JsonEncoder(
+        source.source_schema,
+        f"{context.prefix}.transaction" if context.transaction_metadata else None,
+        sink.tombstones,
+        sink.record_format,
+    )
+
+
 @dataclass(frozen=True)
 class Parts:
     """How a pipeline gets its source, sink and encoder. The defaults open the plugins the
@@ -92,7 +109,7 @@ class Parts:
 
     open_source: Callable[[PipelineConfig, PipelineContext], Source] = registered_source
     open_sink: Callable[[PipelineConfig, PipelineContext], Sink | RowSink] = registered_sink
-    encoder: Callable[[Source, Sink, PipelineContext], BatchEncoder] = avro_encoder
+    encoder: Callable[[Source, Sink, PipelineContext], BatchEncoder] = sink_encoder
 
 
 PLUGINS = Parts()
@@ -213,7 +230,8 @@ class Pipeline:
             source.acknowledge(ack)
         log.info("pipeline %s: starting from %s", name, start or "the beginning")
         BOARD.get(name).position = start
-        transforms = transformer(self.config.transforms, name)  # None: no stage at all
+        # None: no stage at all
+        transforms = transformer(self.config.transforms, name, source.source_schema)
         for batch in source.batches(start):
             if transforms is not None:
                 batch = transforms.apply(batch)

@@ -1,5 +1,6 @@
 """The transforms stage: column filtering, masking, hashing, truncation, skipped operations and
-topic routing, applied to whole batches between the source and the encoder.
+topic routing, applied to whole batches between the source and the encoder; then the event
+transforms (filter, unwrap, outbox: ``cdc.transforms._events``) in their list order.
 
 Everything that depends on a table's shape is worked out once per ``TableSchema`` object (one per
 table version, see cdc/model.py): the transformed ``TableSchema`` (fewer columns, new Avro types,
@@ -31,7 +32,9 @@ from typing import Any
 
 from cdc.errors import ConfigError
 from cdc.model import NO_DEFAULT, ChangeBatch, Column, RowChange, TableSchema, TxBoundary
+from cdc.transforms._events import event_step
 from cdc.transforms.config import (
+    EVENT_TRANSFORMS,
     HASH_ALGORITHMS,
     DropColumns,
     HashColumns,
@@ -189,9 +192,20 @@ def _plain_string(t: Any) -> bool:
 class Transformer:
     """Applies a pipeline's transforms to its batches; one per pipeline run (see module doc)."""
 
-    def __init__(self, transforms: Sequence[TransformConfig], pipeline: str = "") -> None:
+    def __init__(
+        self,
+        transforms: Sequence[TransformConfig],
+        pipeline: str = "",
+        source_schema: dict[str, Any] | None = None,
+    ) -> None:
         self._pipeline = pipeline
         self._steps = [_Step(i, t) for i, t in enumerate(transforms)]
+        # filter, unwrap, outbox: after everything else, in list order (cdc.transforms._events)
+        self._events = [
+            event_step(t, self._where(i, "").rstrip("."), source_schema)
+            for i, t in enumerate(transforms)
+            if isinstance(t, EVENT_TRANSFORMS)
+        ]
         self._hashes: dict[int, ValueFn] = {
             s.index: hash_function(s.cfg) for s in self._steps if isinstance(s.cfg, HashColumns)
         }
@@ -325,6 +339,8 @@ class Transformer:
                     ev.after = row(ev.after)
                 if ev.key_override is not None:
                     ev.key_override = row(ev.key_override)
+        for step in self._events:
+            batch.events = step.apply(batch.events)
         return batch
 
     def _skipping(self, events: list[RowChange | TxBoundary]) -> list[RowChange | TxBoundary]:
@@ -395,7 +411,12 @@ def _replacement(template: str) -> Callable[[re.Match[str]], str]:
     return expand
 
 
-def transformer(transforms: Sequence[TransformConfig], pipeline: str = "") -> Transformer | None:
+def transformer(
+    transforms: Sequence[TransformConfig],
+    pipeline: str = "",
+    source_schema: dict[str, Any] | None = None,
+) -> Transformer | None:
     """A ``Transformer`` for a pipeline's transforms; None when it has none (the hot path then
-    skips the stage altogether)."""
-    return Transformer(transforms, pipeline) if transforms else None
+    skips the stage altogether). ``source_schema`` (the source's ``source`` record) lets
+    ``unwrap`` check and type the source fields it adds."""
+    return Transformer(transforms, pipeline, source_schema) if transforms else None

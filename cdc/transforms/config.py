@@ -175,8 +175,148 @@ class RouteTopics(BaseModel):
         return self
 
 
+TablePatterns = Annotated[
+    list[str],
+    Field(
+        min_length=1,
+        description="full-match regular expressions (case-insensitive) on <namespace>.<table>, "
+        "e.g. 'public\\.outbox'",
+    ),
+]
+
+
+def _table_patterns(v: Any) -> Any:
+    v = [v] if isinstance(v, str) else v
+    return _column_patterns(v) if isinstance(v, list) else v
+
+
+class Filter(BaseModel):
+    """Keep (or drop) the row changes for which a condition on their columns is true."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["filter"] = Field(description="keep or drop rows by a condition")
+    condition: str = Field(
+        description="e.g. \"status in ('paid', 'shipped') and amount >= 100\": comparisons "
+        "(= != < <= > >=), in (...), is [not] null, and, or, not, parentheses; columns by name, "
+        "'strings', numbers, true, false, null (docs/transforms.md)"
+    )
+    action: Literal["keep", "drop"] = Field(
+        "keep", description="keep: only the matching rows pass; drop: the matching rows go"
+    )
+    tables: TablePatterns | None = Field(
+        None, description="the tables it applies to (others pass unfiltered); default all"
+    )
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _tables(cls, v: Any) -> Any:
+        return None if v is None else _table_patterns(v)
+
+    @field_validator("condition")
+    @classmethod
+    def _condition(cls, v: str) -> str:
+        from cdc.transforms._expr import ExprError, parse
+
+        try:
+            parse(v)
+        except ExprError as e:
+            raise ValueError(f"cannot parse condition {v!r}: {e}") from None
+        return v
+
+
+UNWRAP_ENVELOPE_FIELDS = ("op", "ts_ms", "ts_us", "ts_ns")
+UNWRAP_TRANSACTION_FIELDS = ("id", "total_order", "data_collection_order")
+
+
+class Unwrap(BaseModel):
+    """Debezium's ExtractNewRecordState: the row itself instead of the change envelope."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["unwrap"] = Field(description="flat rows instead of the change envelope")
+    delete_handling_mode: Literal["drop", "tombstone", "rewrite"] = Field(
+        "drop",
+        description="a delete is dropped, becomes a tombstone (key, null value), or is "
+        "rewritten as the deleted row with __deleted: 'true' (Debezium's "
+        "delete.handling.mode drop / none / rewrite)",
+    )
+    drop_tombstones: bool = Field(
+        True,
+        description="no tombstone after a delete (Debezium's drop.tombstones); false: a "
+        "tombstone follows each delete",
+    )
+    add_fields: list[str] = Field(
+        default_factory=list,
+        description="fields appended to each row as <prefix><name> (Debezium's add.fields): op, "
+        "ts_ms, ts_us, ts_ns; id, total_order, data_collection_order (the transaction block); "
+        "any source field (table, lsn, db, ts_ms written source.ts_ms...)",
+    )
+    add_fields_prefix: str = Field("__", description="prefix of the added fields' names")
+
+    @field_validator("add_fields")
+    @classmethod
+    def _fields(cls, v: list[str]) -> list[str]:
+        for name in v:
+            parts = name.split(".")
+            if len(parts) > 2 or not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
+                raise ValueError(f"invalid field {name!r}: use a name or source.<name>")
+            if len(parts) == 2 and parts[0] not in ("source", "transaction"):
+                raise ValueError(
+                    f"invalid field {name!r}: only source.<name> and transaction.<name> are nested"
+                )
+        return v
+
+
+class Outbox(BaseModel):
+    """Debezium's outbox EventRouter: inserts into an outbox table become events on a topic per
+    aggregate type, keyed by the aggregate id, the payload column as the value."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["outbox"] = Field(description="route an outbox table's rows as events")
+    tables: TablePatterns = Field(description="the outbox table(s), e.g. 'public\\.outbox'")
+    id_column: str = Field("id", description="the event id: written as the record header 'id'")
+    aggregate_type_column: str = Field(
+        "aggregatetype",
+        description="its value picks the topic (Debezium's route.by.field)",
+    )
+    aggregate_id_column: str = Field("aggregateid", description="the record key")
+    payload_column: str = Field("payload", description="the record value")
+    route_topic_replacement: str = Field(
+        "outbox.event.{routedByValue}",
+        description="the topic: {routedByValue} becomes the aggregate type (Debezium's "
+        "route.topic.replacement writes ${routedByValue}; here ${...} is an environment variable)",
+    )
+    on_update: Literal["warn", "drop", "error"] = Field(
+        "warn",
+        description="an update of an outbox row: dropped with a warning (Debezium's "
+        "table.op.invalid.behavior=warn), dropped quietly, or an error that stops the pipeline",
+    )
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _tables(cls, v: Any) -> Any:
+        return _table_patterns(v)
+
+    @field_validator("route_topic_replacement")
+    @classmethod
+    def _replacement(cls, v: str) -> str:
+        if not v.replace("{routedByValue}", "x").strip():
+            raise ValueError("route_topic_replacement must not be empty")
+        return v
+
+
 TransformConfig = Annotated[
-    DropColumns | MaskColumns | HashColumns | TruncateColumns | SkipOperations | RouteTopics,
+    DropColumns
+    | MaskColumns
+    | HashColumns
+    | TruncateColumns
+    | SkipOperations
+    | RouteTopics
+    | Filter
+    | Unwrap
+    | Outbox,
     Field(discriminator="type"),
 ]
 TRANSFORM_TYPES = (
@@ -186,4 +326,25 @@ TRANSFORM_TYPES = (
     "truncate_columns",
     "skip_operations",
     "route_topics",
+    "filter",
+    "unwrap",
+    "outbox",
 )
+EVENT_TRANSFORMS = (Filter, Unwrap, Outbox)
+"""Transforms that apply to whole events, after every other (column transforms, routing,
+skipped operations), in their list order."""
+
+
+def check_order(transforms: list[Any]) -> list[Any]:
+    """Refuse a column transform, route or skip listed after filter, unwrap or outbox: those
+    apply last (docs/transforms.md), so the list must say so."""
+    seen = None
+    for i, t in enumerate(transforms):
+        if isinstance(t, EVENT_TRANSFORMS):
+            seen = seen or (i, t.type)
+        elif seen is not None:
+            raise ValueError(
+                f"transforms[{i}] ({t.type}) comes after transforms[{seen[0]}] ({seen[1]}): "
+                "filter, unwrap and outbox apply after every other transform; list them last"
+            )
+    return transforms

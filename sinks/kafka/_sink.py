@@ -35,8 +35,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from cdc.checkpoint import Checkpoint
+from cdc.connectjson import record_format
 from cdc.errors import SinkError
-from cdc.model import EncodedBatch, Position
+from cdc.model import EncodedBatch, Position, SchemaRegistry
 from cdc.sinks.kafka._registry import RegistryClient
 from cdc.sinks.kafka.config import KafkaSinkConfig
 
@@ -81,6 +82,13 @@ class _RdkafkaLog:
         self._log.debug(msg, *args)
 
 
+class _NoRegistry:
+    """The registry of a sink writing JSON: none (the JSON encoder registers nothing)."""
+
+    def register(self, subject: str, schema: dict[str, Any]) -> int:
+        raise SinkError(f"kafka sink: format json has no schema registry (subject {subject!r})")
+
+
 class KafkaSink:
     """Writes encoded batches to Kafka; see the module docstring for the delivery guarantee."""
 
@@ -88,7 +96,14 @@ class KafkaSink:
         self._config = config
         self._name = pipeline_name
         self.tombstones = config.tombstones
-        self.registry = RegistryClient(config.schema_registry)
+        self.record_format = record_format(config)
+        # JSON records carry no schema ids: no registry then (one that refuses, should anything
+        # try to register).
+        self.registry: SchemaRegistry = (
+            _NoRegistry()
+            if config.schema_registry is None
+            else RegistryClient(config.schema_registry)
+        )
         self._checkpoint = Checkpoint(config.path, "kafka sink")
         self._interrupted_at: float | None = None
         self._down_since: float | None = None

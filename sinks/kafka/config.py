@@ -5,8 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cdc.connectjson import (
+    DecimalFormat,
+    Format,
+    ReplaceNullWithDefault,
+    SchemasEnable,
+    check_format,
+)
 from cdc.secrets import mask_connection_string
 
 # Producer settings the sink's delivery guarantee depends on: an override may not weaken them.
@@ -87,14 +94,17 @@ class TopicsConfig(BaseModel):
 
 
 class KafkaSinkConfig(BaseModel):
-    """Kafka (or any broker speaking its protocol, such as Redpanda) with a schema registry."""
+    """Kafka (or any broker speaking its protocol, such as Redpanda): Avro with a schema
+    registry, or JSON."""
 
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["kafka"] = Field(description="selects the Kafka sink")
     bootstrap_servers: str = Field(description="comma-separated host:port list of brokers")
-    schema_registry: SchemaRegistryConfig = Field(
-        description="where the Avro key and value schemas are registered"
+    schema_registry: SchemaRegistryConfig | None = Field(
+        None,
+        description="where the Avro key and value schemas are registered (required with "
+        "format: avro; not used with json)",
     )
     path: Path = Field(
         description="state directory of this sink (created if missing; relative to the config "
@@ -139,6 +149,21 @@ class KafkaSinkConfig(BaseModel):
                 continue
             raise ValueError(f"producer setting {key!r} cannot be overridden: {reason}")
         return v
+
+    format: Format = "avro"
+    schemas_enable: SchemasEnable = True
+    decimal_format: DecimalFormat = "base64"
+    replace_null_with_default: ReplaceNullWithDefault = True
+
+    @model_validator(mode="after")
+    def _registry(self) -> KafkaSinkConfig:
+        check_format(self)
+        if self.format == "avro" and self.schema_registry is None:
+            raise ValueError(
+                "schema_registry is required with format: avro (the default): give its url, "
+                "or set format: json"
+            )
+        return self
 
     @field_validator("bootstrap_servers")
     @classmethod

@@ -57,6 +57,7 @@ from nats.js.kv import KeyValue
 
 from cdc.avro import canonical_schema
 from cdc.checkpoint import Checkpoint
+from cdc.connectjson import record_format
 from cdc.errors import SinkError
 from cdc.model import EncodedBatch, EncodedRecord, Position
 from cdc.sinks.nats._subjects import SubjectMap, covers, sanitise
@@ -254,6 +255,7 @@ class NatsSink:
     def __init__(self, config: NatsSinkConfig, pipeline_name: str, topic_prefix: str) -> None:
         self.config = config
         self.tombstones = config.tombstones
+        self.record_format = record_format(config)
         self.stream = config.stream or default_stream(pipeline_name)
         self.bucket = f"{self.stream}_schemas"
         self.subject_prefix = config.subject_prefix or sanitise(topic_prefix)

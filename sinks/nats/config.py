@@ -8,6 +8,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cdc.connectjson import (
+    DecimalFormat,
+    Format,
+    ReplaceNullWithDefault,
+    SchemasEnable,
+    check_format,
+)
 from cdc.secrets import mask_connection_string
 from cdc.units import DURATION_HELP, Duration
 
@@ -136,6 +143,10 @@ class NatsSinkConfig(BaseModel):
         description="publish an empty message (header Cdc-Tombstone: true) with the same key "
         "after each delete",
     )
+    format: Format = "avro"
+    schemas_enable: SchemasEnable = True
+    decimal_format: DecimalFormat = "base64"
+    replace_null_with_default: ReplaceNullWithDefault = True
 
     @field_validator("stream")
     @classmethod
@@ -170,6 +181,7 @@ class NatsSinkConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> NatsSinkConfig:
+        check_format(self)
         if self.max_age and self.duplicate_window > self.max_age:
             raise ValueError(
                 f"duplicate_window {_show(self.duplicate_window)} is longer than max_age "

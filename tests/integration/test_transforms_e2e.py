@@ -9,6 +9,7 @@ after ALTER TABLE ADD COLUMN is transformed as well.
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -249,32 +250,128 @@ pipelines:
     check_log(log, "shop", db)
 
 
-def test_dropping_a_key_column_stops_the_pipeline_with_its_name(
-    tmp_path: Path, pg_db: str, daemon: Any
-) -> None:
-    with psycopg.connect(pg_db, autocommit=True) as c:
-        c.execute("CREATE TABLE users (id int PRIMARY KEY, email text)")
-        c.execute("INSERT INTO users VALUES (1, 'ann@example.com')")
+def assert_stops(tmp_path: Path, pg_db: str, daemon: Any, table: str, transforms: str) -> str:
+    """Run a pipeline on ``public.<table>`` with the ``transforms`` YAML lines; assert that it
+    stops and is not restarted (the daemon exits non-zero) having written no row; its output."""
     slot = "s_" + pg_db.rsplit("dbname=", 1)[1]
     cfg = write_config(
         tmp_path / "cdc.yaml",
         f"""
 pipelines:
   - name: shop
-    source: {{type: postgres, dsn: "{pg_db}", tables: [public.users], slot: {slot}}}
+    source: {{type: postgres, dsn: "{pg_db}", tables: [public.{table}], slot: {slot}}}
     sink: {{type: log, path: {tmp_path / "log"}}}
     transforms:
-      - {{type: mask_columns, columns: ['public\\.users\\.email'], chars: 2}}
-      - {{type: drop_columns, columns: ['public\\.users\\.(id|email)']}}
-""",
+{transforms}""",
     )
     d = daemon(cfg).start()
     proc = d.proc
     assert proc is not None
     wait_until(lambda: proc.poll() is not None, 60, "the daemon to exit")  # not restarted
     assert proc.returncode != 0
+    assert row_events(read_log(tmp_path / "log")) == []
+    out: str = d.output()
+    return out
+
+
+def test_dropping_a_key_column_stops_the_pipeline_with_its_name(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE users (id int PRIMARY KEY, email text)")
+        c.execute("INSERT INTO users VALUES (1, 'ann@example.com')")
+    output = assert_stops(
+        tmp_path,
+        pg_db,
+        daemon,
+        "users",
+        "      - {type: mask_columns, columns: ['public\\.users\\.email'], chars: 2}\n"
+        "      - {type: drop_columns, columns: ['public\\.users\\.(id|email)']}\n",
+    )
     assert (
         "pipeline 'shop': transforms[1].columns: column public.users.id is part of the primary "
-        "key of public.users and cannot be dropped" in d.output()
+        "key of public.users and cannot be dropped" in output
     )
-    assert row_events(read_log(tmp_path / "log")) == []
+
+
+def test_unwrap_flat_rows_equal_the_source_rows(tmp_path: Path, pg_db: str, daemon: Any) -> None:
+    """Snapshot and stream through ``unwrap`` into the log: the last flat row of each key is
+    the table's row; deletes rewritten with ``__deleted``, so deleted keys are known too."""
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(8,2), "
+            "active boolean, qty bigint)"
+        )
+        c.execute("ALTER TABLE items REPLICA IDENTITY FULL")
+        c.execute(
+            "INSERT INTO items SELECT g, 'item ' || g, g * 1.5, g % 2 = 0, g::bigint * 1000000000 "
+            "FROM generate_series(1, 20) g"
+        )
+    slot = "s_" + pg_db.rsplit("dbname=", 1)[1]
+    log = tmp_path / "log"
+    cfg = write_config(
+        tmp_path / "cdc.yaml",
+        f"""
+pipelines:
+  - name: shop
+    source: {{type: postgres, dsn: "{pg_db}", tables: [public.items], slot: {slot}}}
+    sink: {{type: log, path: {log}}}
+    transforms:
+      - type: unwrap
+        delete_handling_mode: rewrite
+        add_fields: [op, source.lsn]
+""",
+    )
+    d = daemon(cfg).start()
+    wait_until(lambda: "streaming from slot" in d.output(), 60, "daemon streaming")
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("UPDATE items SET price = NULL, name = 'renamed' WHERE id <= 5")
+        c.execute("DELETE FROM items WHERE id > 17")
+        c.execute("INSERT INTO items VALUES (21, 'new', 0.01, NULL, NULL)")
+        expected = c.execute("SELECT * FROM items ORDER BY id").fetchall()
+    wait_until(
+        lambda: any(r["key"] == {"id": 21} for r in read_log(log, "shop.public.items")),
+        60,
+        "the last insert",
+    )
+    assert d.terminate() == 0
+    records = read_log(log, "shop.public.items")
+    latest: dict[int, dict[str, Any]] = {}
+    for r in records:
+        assert r["value"] is not None  # rewrite mode: no tombstones
+        latest[r["key"]["id"]] = r["value"]
+    assert [r["value"]["__op"] for r in records].count("d") == 3
+    assert all(r["value"]["__source_lsn"] for r in records if r["value"]["__op"] != "r")
+    alive = {k: v for k, v in latest.items() if v["__deleted"] == "false"}
+    columns = ["id", "name", "price", "active", "qty"]
+    flat = [tuple(alive[k][c] for c in columns) for k in sorted(alive)]
+    assert flat == expected
+    assert sorted(latest) == [*range(1, 22)]
+    assert [k for k, v in latest.items() if v["__deleted"] == "true"] == [18, 19, 20]
+    assert flat[:5] == [(i, "renamed", None, i % 2 == 0, i * 1000000000) for i in range(1, 6)]
+    assert flat[5:17] == [
+        (i, f"item {i}", Decimal(i) * Decimal("1.5"), i % 2 == 0, i * 1000000000)
+        for i in range(6, 18)
+    ]
+    assert flat[17] == (21, "new", Decimal("0.01"), None, None)
+    assert set(latest[1]) == {*columns, "__op", "__source_lsn", "__deleted"}
+
+
+def test_outbox_table_without_its_columns_stops_the_pipeline(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE outbox (id int PRIMARY KEY, kind text, body text)")
+        c.execute("INSERT INTO outbox VALUES (1, 'a', 'b')")
+    output = assert_stops(
+        tmp_path,
+        pg_db,
+        daemon,
+        "outbox",
+        "      - {type: outbox, tables: ['public\\.outbox'], payload_column: body}\n",
+    )
+    assert (
+        "pipeline 'shop': transforms[0]: outbox table public.outbox has no column "
+        "aggregate_type_column 'aggregatetype', no column aggregate_id_column 'aggregateid' "
+        "(its columns: id, kind, body)" in output
+    )

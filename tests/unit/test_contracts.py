@@ -390,6 +390,7 @@ PROTOCOLS: dict[str, type] = {
     "Source": model.Source,
     "SinkBase": model.SinkBase,
     "Sink": model.Sink,
+    "FormatSink": model.FormatSink,
     "RowSink": model.RowSink,
     "BatchEncoder": model.BatchEncoder,
     "Reporter": model.Reporter,

@@ -118,7 +118,8 @@ def test_config_errors_name_the_path() -> None:
     )
     assert got[1] == (
         "pipelines[0].transforms[1]: unknown type 'rename_columns': use one of drop_columns, "
-        "mask_columns, hash_columns, truncate_columns, skip_operations, route_topics"
+        "mask_columns, hash_columns, truncate_columns, skip_operations, route_topics, filter, "
+        "unwrap, outbox"
     )
     assert got[2] == "pipelines[0].transforms[2].chars: required field is missing"
     assert got[3] == (
