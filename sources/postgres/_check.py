@@ -10,7 +10,6 @@ statement or change that fixes it.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import psycopg
@@ -103,21 +102,12 @@ def _owners(
     conn: psycopg.Connection[Any], pipeline_name: str, slot: str, publication: str
 ) -> list[Problem]:
     """A publication, or a slot, that another pipeline's publication records as its own: the
-    daemon would refuse to use it (see Slot.ensure_publication)."""
-    from cdc.sources.postgres._slot import OWNER_TAG
+    daemon would refuse to use it (see Publication.ensure)."""
+    from cdc.sources.postgres._publication import publication_claims
 
     out: list[Problem] = []
-    rows = conn.execute(
-        "SELECT pubname, obj_description(oid, 'pg_publication') FROM pg_publication "
-        "WHERE obj_description(oid, 'pg_publication') LIKE %s",
-        (OWNER_TAG + "%",),
-    ).fetchall()
-    for name, comment in rows:
-        try:
-            claim = json.loads(comment[len(OWNER_TAG) :])
-        except ValueError:
-            continue
-        owner = claim.get("pipeline") if isinstance(claim, dict) else None
+    for name, claim in publication_claims(conn).items():
+        owner = claim.get("pipeline")
         if owner is None or owner == pipeline_name:
             continue
         if name == publication:

@@ -15,6 +15,10 @@ transactions and events that ``start`` says were already delivered are dropped h
 This module is the glue (snapshot then stream, batches, acknowledgements, stop); the protocol
 is in ``_pgoutput``, relations and types in ``_relations``, the slot, the publication and their
 health in ``_slot``, fault messages in ``_faults``, the snapshot in ``_snapshot``.
+
+Over 500 lines because ``_stream`` is one loop on purpose: its state (the open transaction, the
+resume LSN, heartbeats) lives in locals that the hot path reads without attribute lookups, and
+splitting the loop would pass them back and forth per message.
 """
 
 from __future__ import annotations
@@ -246,7 +250,7 @@ class PostgresSource:
         """Snapshot (as configured) and stream; see the module docstring for positions."""
         mode = self.config.snapshot
         self.catalog.connect()
-        self.slot_ctl.ensure_publication(adopt=start is not None)
+        self.slot_ctl.pub.ensure(adopt=start is not None)
         if start is not None and start.get("snapshot_only_done"):
             log.info("snapshot: initial_only snapshot already complete; nothing to do")
             return

@@ -1,10 +1,10 @@
 """`cdc drop`: what a removed pipeline leaves on the server (its slot and publication), dropped.
 
 Only what is this pipeline's: the publication when its comment records this pipeline as owner
-(``_slot.OWNER_TAG``; a user's publication, or another pipeline's, is left and said so); the slot
-under the pipeline's configured (or default) name when it is a pgoutput slot of this database
-and no other pipeline's publication records it. A slot a connection is reading (the daemon, or
-another client) is never dropped: the whole drop is refused, naming the reader's pid.
+(``_publication.OWNER_TAG``; a user's publication, or another pipeline's, is left and said so);
+the slot under the pipeline's configured (or default) name when it is a pgoutput slot of this
+database and no other pipeline's publication records it. A slot a connection is reading (the
+daemon, or another client) is never dropped: the whole drop is refused, naming the reader's pid.
 
 The plan is read first and shown; ``Teardown.execute`` drops the slot, then the publication, so a
 slot that became active meanwhile (the server refuses to drop it) leaves both in place.
@@ -20,7 +20,7 @@ from psycopg import sql
 
 from cdc.errors import SourceError
 from cdc.sources.postgres._connections import Catalog
-from cdc.sources.postgres._slot import publication_claims
+from cdc.sources.postgres._publication import publication_claims
 from cdc.sources.postgres.config import PostgresSourceConfig, default_name
 
 
