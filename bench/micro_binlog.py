@@ -25,69 +25,22 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.row_event import (
-    DeleteRowsEvent,
-    TableMapEvent,
-    UpdateRowsEvent,
-    WriteRowsEvent,
-)
-
 from bench import _ceilings as ceil
 from bench import _workloads as wl
-from cdc.sources.mysql import _binlog, _rows
-from cdc.sources.mysql._schema import SchemaCache
-from cdc.sources.mysql._server import Server, binlog_status_sql, parse_version
-from cdc.sources.mysql._tables import Tables
-from cdc.sources.mysql.config import MySqlSourceConfig
+from cdc.sources.mysql import _rows
+from cdc.sources.mysql._server import binlog_status_sql, parse_version
+from scratch.binlog_rows import rows_events
 
-assert _binlog  # imported for the source's own decoders (TIME, DATE, DATETIME, JSON)
 SERVER_ID = 4242
 
 
 def _decode_all(my: Any, db: str, start: tuple[str, int], native: bool) -> tuple[int, list[Any]]:
     """Read the binlog from ``start`` to its end as the source would; (rows, the rows)."""
-    cfg = MySqlSourceConfig(
-        type="mysql",
-        host=my.host,
-        port=my.port,
-        user=my.user,
-        password=my.password,
-        server_id=SERVER_ID,
-        tables=[f"{db}.*"],
-    )
-    server = Server(cfg)
-    tables = Tables(server, cfg.tables, SchemaCache("bench"))
-    decoders = _rows.RowsDecoders(native=native)
-    reader = BinLogStreamReader(
-        server.settings(),
-        server_id=SERVER_ID,
-        resume_stream=True,
-        blocking=False,
-        log_file=start[0],
-        log_pos=start[1],
-        only_events=[TableMapEvent, WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
-    )
-    versions: dict[int, Any] = {}
-    out: list[Any] = []
-    n = 0
-    try:
-        for ev in reader:
-            if isinstance(ev, TableMapEvent):
-                if tables.captured(ev.schema, ev.table):
-                    v = tables.binlog_version(ev, "bench")
-                    versions[ev.table_id] = (v, decoders.for_table_map(ev, v))
-                continue
-            hit = versions.get(ev.table_id)
-            if hit is None:
-                continue
-            rows = decoders.rows(ev, hit[0], hit[1], "bench")
-            n += len(rows)
-            out.append(rows)
-    finally:
-        reader.close()
-        server.close()
-    return n, out
+    out = [
+        decoders.rows(ev, v, dec, "bench")
+        for ev, v, decoders, dec in rows_events(my, db, start, server_id=SERVER_ID, native=native)
+    ]
+    return sum(len(r) for r in out), out
 
 
 def _best(run: Callable[[], int], repeat: int) -> tuple[float, float, int]:

@@ -15,23 +15,14 @@ import random
 import string
 from collections.abc import Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import pytest
-from pymysqlreplication import BinLogStreamReader
-from pymysqlreplication.row_event import (
-    DeleteRowsEvent,
-    TableMapEvent,
-    UpdateRowsEvent,
-    WriteRowsEvent,
-)
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
-from cdc.sources.mysql import _binlog, _rows  # _binlog installs the source's own decoders
-from cdc.sources.mysql._schema import SchemaCache, TableVersion
-from cdc.sources.mysql._server import Server
-from cdc.sources.mysql._tables import Tables
-from cdc.sources.mysql.config import MySqlSourceConfig
+from cdc.sources.mysql import _rows
+from cdc.sources.mysql._schema import TableVersion
+from scratch.binlog_rows import rows_events
 from tests.integration.mysql.conftest import CLIENT_SERVER_ID, binlog_status, connect, is_mysql
 from tests.integration.mysql.test_mysql_type_edges import EDGES, LOOSE_MODE
 
@@ -39,7 +30,6 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(_rows.PATH != _rows.NATIVE, reason=_rows.describe()),
 ]
-assert _binlog  # imported for its decoders
 
 
 def typed(pairs: list[_rows.Pair]) -> list[Any]:
@@ -92,50 +82,19 @@ def capture(
 ) -> list[Captured]:
     """Every rows event of ``db`` from ``start`` to the end of the binlog, each checked: the
     compiled decoder covers its table and gives the reference's rows."""
-    cfg = MySqlSourceConfig(
-        type="mysql",
-        host=server.host,
-        port=server.port,
-        user=server.user,
-        password=server.password,
-        server_id=CLIENT_SERVER_ID,
-        tables=[f"{db}.*"],
-    )
-    s = Server(cfg)
-    tables = Tables(s, cfg.tables, SchemaCache("rows", adjust_years=adjust))
-    decoders = _rows.RowsDecoders(native=True)
-    reader = BinLogStreamReader(
-        s.settings(),
-        server_id=CLIENT_SERVER_ID,
-        resume_stream=True,
-        blocking=False,
-        log_file=start[0],
-        log_pos=start[1],
-        only_events=[TableMapEvent, WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
-        only_schemas=[db],
-    )
     out: list[Captured] = []
-    versions: dict[int, tuple[TableVersion, _rows.RowsDecoder | None]] = {}
-    try:
-        for ev in reader:
-            if isinstance(ev, TableMapEvent):
-                v = tables.binlog_version(ev, "the test")
-                versions[ev.table_id] = (v, decoders.for_table_map(ev, v))
-                continue
-            v, dec = versions[ev.table_id]
-            assert dec is not None, f"no compiled plan for {ev.table}"
-            body = _rows.body(ev)
-            assert body is not None
-            c = Captured(
-                ev, v, dec, body, ev.packet.packet._position, ev.packet.read_bytes, ev.event_size
-            )
-            native = dec.decode(ev, body)
-            assert typed(native) == typed(c.library(body)), f"{ev.table} at {ev.packet.log_pos}"
-            assert native, "an event without rows"
-            out.append(c)
-    finally:
-        reader.close()
-        s.close()
+    events = rows_events(server, db, start, server_id=CLIENT_SERVER_ID, adjust_years=adjust)
+    for ev, v, _, dec in events:
+        assert dec is not None, f"no compiled plan for {ev.table}"
+        body = _rows.body(ev)
+        assert body is not None
+        c = Captured(
+            ev, v, dec, body, ev.packet.packet._position, ev.packet.read_bytes, ev.event_size
+        )
+        native = dec.decode(ev, body)
+        assert typed(native) == typed(c.library(body)), f"{ev.table} at {ev.packet.log_pos}"
+        assert native, "an event without rows"
+        out.append(c)
     return out
 
 
@@ -439,4 +398,3 @@ def test_plans_cover_every_types_md_column(server: Any, mysql_db: str) -> None:
     c = capture(server, mysql_db, start)[0]
     text = _rows.explain(c.decoder.plan)
     assert "DECIMAL(65, 30)" in text and ("JSON_BINARY" in text) == is_mysql(server)
-    assert Decimal  # decimals are compared by repr (exponent included) in typed()
