@@ -397,7 +397,7 @@ def _run(
 
 
 def test_every_types_md_row_at_its_edges_in_snapshot_and_stream(
-    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, rows_path: str
 ) -> None:
     # every row of TYPES.md has its edges here
     documented = [row[0] for row in types_table()]
@@ -447,7 +447,7 @@ def test_every_types_md_row_at_its_edges_in_snapshot_and_stream(
 
 
 def test_zero_dates_are_null_or_epoch_on_not_null_columns(
-    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, rows_path: str
 ) -> None:
     """Issue 13.1: zero and zero-in-part dates crashed the snapshot (str.toordinal); Debezium
     gives null on a nullable column and the epoch on a NOT NULL one, in snapshot and stream."""
