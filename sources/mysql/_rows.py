@@ -117,8 +117,8 @@ def native_fallbacks() -> int:
     return _Fallbacks.count
 
 
-def _fell_back(why: str) -> None:
-    _Fallbacks.count += 1
+def _fell_back(why: str, *, count: bool = True) -> None:
+    _Fallbacks.count += count
     if not _Fallbacks.logged:
         _Fallbacks.logged = True
         log.info("a binlog rows event went to the python decoder (%s); later ones are counted", why)
@@ -303,9 +303,14 @@ class RowsDecoders:
         planned once per distinct table map (a table map precedes every transaction)."""
         if not self.native:
             return None
-        # the table map's bytes after the event header, without the checksum: the same bytes
-        # describe the same columns
-        key = (id(v), ev.packet.packet._data[20 : 20 + ev.event_size])
+        # The table map's bytes after the event header and its table id (which the server
+        # changes whenever it reopens the table), without the checksum: the same bytes describe
+        # the same columns, so a long-running stream keeps one decoder per table shape.
+        try:
+            key = (id(v), ev.packet.packet._data[26 : 20 + ev.event_size])
+        except Exception as e:  # the library's packet changed shape: its parser decodes
+            _fell_back(f"{type(e).__name__}: {e}", count=False)  # its events are counted
+            return None
         if key not in self._made:
             self._made[key] = self._make(ev, v)
         return self._made[key]

@@ -360,3 +360,26 @@ def test_a_plan_refuses_what_it_does_not_cover_and_prints() -> None:
     text = _rows.explain(table.decoder.plan)
     assert text.splitlines()[0].startswith("0: DECIMAL(10, 3) not null")
     assert text.splitlines()[1].startswith("1: DATE(0, 0) fallback=0")
+
+
+def test_one_decoder_per_table_shape_whatever_the_table_id() -> None:
+    """A table map precedes every transaction and the server renumbers a table when it reopens
+    it: the decoders are keyed by the columns' description, not by the table id, so a
+    long-running stream does not make (and keep) one per table map."""
+    from types import SimpleNamespace
+
+    table = Table_(
+        [_column(0, 3), _column(1, 15, max_length=20, character_set_name="utf8")], [False, True], {}
+    )
+    body = b"\x00\x02db\x00\x01t\x00\x02\x03\x0f\x02\x14\x00\x02"
+
+    def table_map(table_id: int, described: bytes = body) -> Any:
+        data = bytes(20) + table_id.to_bytes(6, "little") + described + b"crc!"
+        packet = SimpleNamespace(packet=SimpleNamespace(_data=data))
+        return SimpleNamespace(packet=packet, event_size=6 + len(described), columns=table.cols)
+
+    decoders = _rows.RowsDecoders(native=True)
+    first = decoders.for_table_map(table_map(7), table.version)
+    assert first is not None
+    assert decoders.for_table_map(table_map(8), table.version) is first
+    assert decoders.for_table_map(table_map(9, body + b"\x01"), table.version) is not first
