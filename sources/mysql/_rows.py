@@ -25,7 +25,6 @@ and why (logged once when a stream starts); ``explain`` prints a table map's pla
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -82,21 +81,7 @@ _INTS = {
 NATIVE, PYTHON = "native", "python"
 
 
-def _choose() -> tuple[str, str]:
-    native = _native_avro._native
-    if os.environ.get("CDC_NATIVE", "").strip() == "0":
-        return PYTHON, "CDC_NATIVE=0"
-    if native is None:
-        return (
-            PYTHON,
-            f"the compiled extension cdc._native is not built ({_native_avro.IMPORT_ERROR})",
-        )
-    if not hasattr(native, "RowsDecoder"):
-        return PYTHON, "this build of cdc._native has no RowsDecoder"
-    return NATIVE, f"cdc._native {native.__version__}"
-
-
-PATH, REASON = _choose()
+PATH, REASON = _native_avro.choose("RowsDecoder")
 
 
 def describe() -> str:
