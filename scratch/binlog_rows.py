@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.row_event import (
     DeleteRowsEvent,
@@ -21,6 +22,12 @@ from cdc.sources.mysql._tables import Tables
 from cdc.sources.mysql.config import MySqlSourceConfig
 
 assert _binlog  # imported for the source's own decoders (TIME, DATE, DATETIME, JSON)
+
+
+def _connect(**kw: Any) -> Any:
+    if "db" in kw:  # the library still uses pymysql's deprecated name
+        kw["database"] = kw.pop("db")
+    return pymysql.connect(**kw)
 
 
 def rows_events(
@@ -57,6 +64,7 @@ def rows_events(
         log_pos=start[1],
         only_events=[TableMapEvent, WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
         only_schemas=[db],
+        pymysql_wrapper=_connect,
     )
     versions: dict[int, tuple[TableVersion, _rows.RowsDecoder | None]] = {}
     try:
