@@ -625,6 +625,10 @@ impl RowsDecoder {
         let (n1, n2) = (count(present), present2.map_or(0, count));
         let out = PyList::empty(py);
         let mut r = Reader { buf: body, at: 0 };
+        if n1 + n2 == 0 && !body.is_empty() {
+            // images of no bytes: the loop would never reach the end
+            return Err(malformed("row images of no column".to_string()));
+        }
         while r.at < body.len() {
             let before = self.image(py, &mut r, present, n1)?;
             match present2 {

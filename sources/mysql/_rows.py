@@ -320,7 +320,13 @@ class RowsDecoders:
 
     def rows(self, ev: Any, v: TableVersion, decoder: RowsDecoder | None, where: str) -> list[Pair]:
         """The rows of ``ev``: by ``decoder`` when there is one, else by the library (counted
-        when the native path is on)."""
+        when the native path is on). ``ValueError`` for an event whose columns-present bitmaps
+        name no column: its row images have no bytes, and the library would read them forever."""
+        present = [ev.columns_present_bitmap]
+        if isinstance(ev, UpdateRowsEvent):
+            present.append(ev.columns_present_bitmap2)
+        if not any(b for p in present for b in p) and ev.event_size > ev.packet.read_bytes:
+            raise ValueError("a rows event whose columns-present bitmaps name no column")
         if decoder is not None:
             return decoder.rows(ev, where)
         if self.native:

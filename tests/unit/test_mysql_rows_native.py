@@ -383,3 +383,16 @@ def test_one_decoder_per_table_shape_whatever_the_table_id() -> None:
     assert first is not None
     assert decoders.for_table_map(table_map(8), table.version) is first
     assert decoders.for_table_map(table_map(9, body + b"\x01"), table.version) is not first
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_event_of_images_without_columns_is_an_error_not_a_hang(native: bool) -> None:
+    """Row images of no column have no bytes: the library's loop would never end (nor would a
+    decoder that trusted the bitmap); both paths raise."""
+    table = Table_([_column(0, 3)], [True], {})
+    ev = table.event(WriteRowsEvent, b"\x00\x01\x02", b"\x00", None)
+    with pytest.raises(ValueError, match="name no column"):
+        decoder = table.decoder if native else None
+        _rows.RowsDecoders(native=native).rows(ev, table.version, decoder, "test")
+    with pytest.raises(ValueError, match="no column"):
+        table.decoder.decode(ev, b"\x00\x01\x02")
