@@ -24,6 +24,10 @@
 //!
 //! Safe Rust, every read bounds-checked: malformed bytes raise, never crash; every loop advances
 //! through `body`, so the work is bounded by its length.
+//!
+//! One file past 500 lines: it is one decoder of one format, its reader, the temporal and
+//! decimal formats and the per-column match that uses them; split, each part would be read only
+//! beside the others.
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
