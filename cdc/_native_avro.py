@@ -38,15 +38,20 @@ else:
     IMPORT_ERROR = None
 
 
-def _choose() -> tuple[str, str]:
+def choose(feature: str) -> tuple[str, str]:
+    """(path, why) of a compiled part of ``cdc._native`` (``feature``: its class, e.g.
+    ``RowsDecoder``): native when the extension imports and has it, unless ``CDC_NATIVE=0``.
+    Each part is chosen once per process, by the module that uses it."""
     if os.environ.get("CDC_NATIVE", "").strip() == "0":
         return PYTHON, "CDC_NATIVE=0"
     if _native is None:
         return PYTHON, f"the compiled extension cdc._native is not built ({IMPORT_ERROR})"
+    if not hasattr(_native, feature):
+        return PYTHON, f"this build of cdc._native has no {feature}"
     return NATIVE, f"cdc._native {_native.__version__}"
 
 
-PATH, REASON = _choose()
+PATH, REASON = choose("Writer")
 _logged = False
 
 

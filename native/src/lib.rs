@@ -21,6 +21,7 @@
 //! references (no blow-up for schemas that reuse records); the schema's nesting depth and the
 //! compiled writer's height are bounded at compile time, which bounds the writer's recursion.
 
+mod binlog;
 mod pgtuple;
 
 use std::collections::HashMap;
@@ -875,6 +876,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Writer>()?;
     m.add_class::<RowEncoder>()?;
     m.add_class::<pgtuple::TupleDecoder>()?;
+    m.add_class::<binlog::RowsDecoder>()?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -34,7 +34,7 @@ import cdc
 from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position
-from cdc.sources.mysql import _decoders, _json
+from cdc.sources.mysql import _decoders, _json, _rows
 from cdc.sources.mysql._schema import TableVersion
 from cdc.sources.mysql._server import Server, format_gtid_state, parse_gtid_state
 from cdc.sources.mysql._tables import Tables
@@ -178,6 +178,8 @@ class BinlogStream:
         pending_skip = int(start.get("skip", 0))  # for the first transaction only
         cur_file, end_pos = commit_file, commit_pos
         tables: dict[int, TableVersion | None] = {}
+        decoders = _rows.RowsDecoders()  # the rows decoder of each table map: _rows.py
+        table_decoders: dict[int, _rows.RowsDecoder | None] = {}
 
         # the open group (what the position and the GTID state need beyond the assembler's)
         standalone = False
@@ -209,23 +211,6 @@ class BinlogStream:
             elif txn_gtid is not None and mysql_set is not None:
                 mysql_set.merge_gtid(Gtid(txn_gtid))
             standalone = False
-
-        def convert(
-            values: dict[str, Any], none_sources: dict[str, str], v: TableVersion
-        ) -> tuple[Any, ...]:
-            try:
-                row = [
-                    None if x is None else (x if conv is None else conv(x))
-                    for x, conv in zip(values.values(), v.from_binlog, strict=True)
-                ]
-            except Exception as e:
-                where = f"the binlog event at {cur_file}:{ev_start}"
-                failure = v.conversion_failure(list(values.values()), True, where)
-                raise SourceError(failure, retryable=False) from e
-            for i in v.sets:
-                if row[i] is None and none_sources.get(v.schema.columns[i].name) == "empty set":
-                    row[i] = ""
-            return tuple(row)
 
         fetch = reader.fetchone
         last_yield = time.monotonic()
@@ -299,12 +284,15 @@ class BinlogStream:
                 if not asm.in_txn and (not by_gtid or ev.timestamp != 0):
                     commit_file, commit_pos = cur_file, ev.position
                 tables.clear()
+                table_decoders.clear()
                 continue
             if ev_end:
                 end_pos = ev_end
             if isinstance(ev, TableMapEvent):
                 if self.tables.captured(ev.schema, ev.table):
-                    tables[ev.table_id] = self.tables.binlog_version(ev, f"{cur_file}:{ev_start}")
+                    version = self.tables.binlog_version(ev, f"{cur_file}:{ev_start}")
+                    tables[ev.table_id] = version
+                    table_decoders[ev.table_id] = decoders.for_table_map(ev, version)
                 else:
                     tables[ev.table_id] = None
                 continue
@@ -334,33 +322,30 @@ class BinlogStream:
                     "thread": None,
                     "query": None,
                 }
+                where = f"{cur_file}:{ev_start}"
                 try:
-                    rows = ev.rows  # the library decodes the row images here, on first access
+                    dec = table_decoders.get(ev.table_id)
+                    rows = decoders.rows(ev, v, dec, f"the binlog event at {where}")
                 except _UNDECODABLE as e:
                     raise SourceError(
                         f"the binlog reader cannot decode the rows of {schema.namespace}."
-                        f"{schema.table} in the event at {cur_file}:{ev_start} "
+                        f"{schema.table} in the event at {where} "
                         f"({type(e).__name__}: {e}); every restart would fail on it: change the "
                         "column's type or character set, or leave the table out of source.tables",
                         retryable=False,
                     ) from None
-                for i, r in enumerate(rows):
+                for i, (before, after) in enumerate(rows):
                     src = dict(src_base, row=i) if i else src_base
                     eid = f"{cur_file}:{ev_start}:{i}"
-                    if isinstance(ev, WriteRowsEvent):
-                        after = convert(r["values"], r["none_sources"], v)
+                    if before is None:
                         asm.change(schema, "c", None, after, src, ts_ms, eid)
-                    elif isinstance(ev, DeleteRowsEvent):
-                        before = convert(r["values"], r["none_sources"], v)
+                    elif after is None:
                         asm.change(schema, "d", before, None, src, ts_ms, eid)
+                    elif schema.key and any(before[k] != after[k] for k in schema.key):
+                        asm.change(schema, "d", before, None, src, ts_ms, eid + ":d")
+                        asm.change(schema, "c", None, after, src, ts_ms, eid + ":c")
                     else:
-                        before = convert(r["before_values"], r["before_none_sources"], v)
-                        after = convert(r["after_values"], r["after_none_sources"], v)
-                        if schema.key and any(before[k] != after[k] for k in schema.key):
-                            asm.change(schema, "d", before, None, src, ts_ms, eid + ":d")
-                            asm.change(schema, "c", None, after, src, ts_ms, eid + ":c")
-                        else:
-                            asm.change(schema, "u", before, after, src, ts_ms, eid)
+                        asm.change(schema, "u", before, after, src, ts_ms, eid)
                 continue
             if isinstance(ev, MariadbGtidEvent):
                 begin_group(ev.gtid, ev.domain_id)

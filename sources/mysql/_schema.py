@@ -23,6 +23,10 @@ class TableVersion:
     from_binlog: list[Converter | None]
     from_select: list[Converter | None]
     sets: tuple[int, ...]  # indexes of SET columns (an empty set arrives as None from the binlog)
+    # each column's (type, NOT NULL) and source.time_adjuster: what the compiled rows decoder
+    # (sources/mysql/_rows.py) converts by, as the converters above do
+    types: tuple[tuple[ColumnType, bool], ...] = ()
+    adjust_years: bool = False
 
     def conversion_failure(self, values: list[Any], binlog: bool, where: str) -> str:
         """The message for a row of ``values`` (as read, before conversion) that a converter
@@ -95,6 +99,8 @@ class SchemaCache:
                 for m, c in zip(maps, columns, strict=True)
             ],
             tuple(i for i, (_, t, _) in enumerate(columns) if t.kind == "set"),
+            tuple((t, not optional) for _, t, optional in columns),
+            self.adjust_years,
         )
         self._versions[sig] = v
         return v

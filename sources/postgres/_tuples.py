@@ -36,7 +36,6 @@ other value, and hands anything else to the generic decoder (counted by ``native
 from __future__ import annotations
 
 import logging
-import os
 import struct
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -379,20 +378,7 @@ _NATIVE_KIND: dict[Any, int] = {
 NATIVE, PYTHON = "native", "python"
 
 
-def _choose() -> tuple[str, str]:
-    if os.environ.get("CDC_NATIVE", "").strip() == "0":
-        return PYTHON, "CDC_NATIVE=0"
-    if _native_avro._native is None:
-        return (
-            PYTHON,
-            f"the compiled extension cdc._native is not built ({_native_avro.IMPORT_ERROR})",
-        )
-    if not hasattr(_native_avro._native, "TupleDecoder"):
-        return PYTHON, "this build of cdc._native has no TupleDecoder"
-    return NATIVE, f"cdc._native {_native_avro._native.__version__}"
-
-
-PATH, REASON = _choose()
+PATH, REASON = _native_avro.choose("TupleDecoder")
 """How relation versions decode tuples when ``specialise`` is on: "native" (``cdc._native``) or
 "python" (generated decoders), chosen once per process as the Avro writers are."""
 

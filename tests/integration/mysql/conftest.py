@@ -33,6 +33,21 @@ def server(request: pytest.FixtureRequest) -> Any:
     return request.getfixturevalue(f"{request.param}_server")
 
 
+@pytest.fixture(params=["native", "python"])
+def rows_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The binlog rows decoders of the pipelines a test runs in this process (sources/mysql/
+    _rows.py): the compiled ones (skipped where the extension is not built), none of their
+    events handed to the library, or the python reference (as ``CDC_NATIVE=0``)."""
+    from cdc.sources.mysql import _rows
+
+    if request.param == _rows.NATIVE and _rows.PATH != _rows.NATIVE:
+        pytest.skip(_rows.describe())
+    monkeypatch.setattr(_rows, "PATH", request.param)
+    before = _rows.native_fallbacks()
+    yield request.param
+    assert _rows.native_fallbacks() == before, "events went to the library"
+
+
 @pytest.fixture
 def mysql_db(server: Any) -> str:
     """A fresh database on ``server``; returns its name (overrides tests/servers.py's)."""

@@ -397,7 +397,7 @@ def _run(
 
 
 def test_every_types_md_row_at_its_edges_in_snapshot_and_stream(
-    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, rows_path: str
 ) -> None:
     # every row of TYPES.md has its edges here
     documented = [row[0] for row in types_table()]
@@ -447,7 +447,7 @@ def test_every_types_md_row_at_its_edges_in_snapshot_and_stream(
 
 
 def test_zero_dates_are_null_or_epoch_on_not_null_columns(
-    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, rows_path: str
 ) -> None:
     """Issue 13.1: zero and zero-in-part dates crashed the snapshot (str.toordinal); Debezium
     gives null on a nullable column and the epoch on a NOT NULL one, in snapshot and stream."""
@@ -661,6 +661,8 @@ def test_a_value_that_cannot_be_converted_stops_the_stream_naming_it(
     server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, monkeypatch: Any
 ) -> None:
     monkeypatch.setattr("cdc.sources.mysql._types._days", _broken_days)
+    # the broken converter is the python path's: the compiled decoder converts dates itself
+    monkeypatch.setattr("cdc.sources.mysql._rows.PATH", "python")
     cur = connect(server, mysql_db).cursor()
     cur.execute("CREATE TABLE c (id INT PRIMARY KEY, d DATE)")
     log_dir = tmp_path / "log"

@@ -54,7 +54,7 @@ def _expected_from_select(v: Any, avro_type: str) -> Any:
 
 
 def test_every_type_round_trips_through_snapshot_and_binlog(
-    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, rows_path: str
 ) -> None:
     types = types_table()
     assert len(types) >= 30
