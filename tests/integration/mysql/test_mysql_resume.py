@@ -77,6 +77,9 @@ def test_kill_9_during_writes_loses_and_repeats_nothing(
         writer.join(300)
     assert not errors, errors
     wait_until(lambda: _count(log_dir, topic) >= ROWS, 180, f"all {ROWS} rows in the log")
+    # all rows may be in before the last restart (the compiled rows decoder is fast): a SIGTERM
+    # before the daemon's handler is installed would end it with -15, not a clean stop
+    wait_until(lambda: "starting from" in d.output(), 60, "the restarted daemon to start")
     assert d.terminate() == 0, d.output()
 
     records = read_log(log_dir, topic)
