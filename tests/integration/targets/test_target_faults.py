@@ -63,9 +63,11 @@ def test_target_down_at_start_is_retried_then_applied_and_no_password_is_logged(
     finally:
         pg_server.start()
     wait_until(
-        lambda: pg_query(pg_db, f"SELECT id, v FROM {db}.t ORDER BY id") == [(1, 10), (2, 20)]
-        if _position(pg_db)
-        else False,
+        lambda: (
+            pg_query(pg_db, f"SELECT id, v FROM {db}.t ORDER BY id") == [(1, 10), (2, 20)]
+            if _position(pg_db)
+            else False
+        ),
         60,
         "both rows applied once the target is up",
     )
@@ -122,8 +124,10 @@ def test_a_refused_change_stops_with_table_key_and_message_and_keeps_the_positio
     pg_exec(pg_db, f'ALTER TABLE "{db}".items DROP CONSTRAINT cheap')
     p = run_pipeline(cfg)
     wait_until(
-        lambda: pg_query(pg_db, f'SELECT id, price::text FROM "{db}".items ORDER BY id')
-        == [(1, "8.00"), (2, "6.00"), (3, "7.00"), (4, "500.00")],
+        lambda: (
+            pg_query(pg_db, f'SELECT id, price::text FROM "{db}".items ORDER BY id')
+            == [(1, "8.00"), (2, "6.00"), (3, "7.00"), (4, "500.00")]
+        ),
         30,
         "the refused transaction applied after the fix",
     )
