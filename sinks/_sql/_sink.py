@@ -530,10 +530,11 @@ class SqlTarget:
         types = [catalog[n] for n in names]
         plan = TablePlan(version, target, names, types, idx, convs, key_pos)
         self._plans[version] = plan
-        # Plans of other versions were made against the table's shape before this one.
-        stale = [v for v, p in self._plans.items() if v is not version and p.target == target]
-        for other in stale:
-            del self._plans[other]
+        if seen[-1] is version:
+            # Plans of older versions were made against the table's shape before this one.
+            stale = [v for v, p in self._plans.items() if v is not version and p.target == target]
+            for other in stale:
+                del self._plans[other]
         return plan
 
     def _catalog_of(self, target: TargetTable) -> dict[str, str] | None:
