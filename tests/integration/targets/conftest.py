@@ -26,12 +26,11 @@ def pg_sink(dsn: str, **extra: Any) -> dict[str, Any]:
 
 
 def mysql_sink(server: Any, **extra: Any) -> dict[str, Any]:
+    """A MySQL target on ``server``: the connection fields a source on it has."""
+    source = mysql_source(server, [], MYSQL_CLIENT_SERVER_ID)
     return {
         "type": "mysql",
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "password": server.password,
+        **{k: source[k] for k in ("host", "port", "user", "password")},
         **extra,
     }
 
