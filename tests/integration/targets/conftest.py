@@ -73,6 +73,16 @@ def pg_query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
         return list(conn.execute(sql, params).fetchall())
 
 
+def pg_rows(dsn: str, sql: str) -> list[tuple[Any, ...]] | None:
+    """``pg_query``, or None while the table does not exist (the target creates it)."""
+    import psycopg
+
+    try:
+        return pg_query(dsn, sql)
+    except psycopg.errors.UndefinedTable:
+        return None
+
+
 def pg_exec(dsn: str, *statements: str) -> None:
     """Run ``statements`` in one transaction."""
     import psycopg
