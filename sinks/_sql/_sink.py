@@ -72,10 +72,6 @@ REPLAY_LIMIT = 200_000
 LOCATE_LIMIT = 2000
 
 
-class Refused(Exception):
-    """A statement the target refused for a reason a retry does not change."""
-
-
 @dataclass(frozen=True, slots=True)
 class TargetTable:
     schema: str
