@@ -156,7 +156,7 @@ class SqlTarget:
         self._catalogs: dict[TargetTable, dict[str, str] | None] = {}
         self._versions: dict[TargetTable, list[TableSchema]] = {}  # seen, in stream order
         self._schemas_made: set[str] = set()
-        self._down_since: float | None = None
+        self._down = False  # an outage was logged: log the recovery
 
     # --- driver hooks (subclasses) --------------------------------------------------------
 
@@ -313,9 +313,9 @@ class SqlTarget:
                     if reconnected is not None:
                         reconnected()
                 attempt()
-                if self._down_since is not None:
+                if self._down:
                     log.info("%s reachable again: applying", self.label)
-                    self._down_since = None
+                    self._down = False
                 return
             except SinkError:
                 self._abandon()
@@ -325,8 +325,8 @@ class SqlTarget:
                     self._abandon()
                     raise SinkError(f"{self.label} failed: {self._describe(e)[0]}") from e
                 self._drop()
-                if self._down_since is None:
-                    self._down_since = 0.0
+                if not self._down:
+                    self._down = True
                     log.warning(
                         "%s unreachable (%s): retrying with backoff; nothing is acknowledged "
                         "meanwhile",
