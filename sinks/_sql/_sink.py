@@ -314,7 +314,7 @@ class SqlTarget:
                         reconnected()
                 attempt()
                 if self._down:
-                    log.info("%s reachable again: applying", self.label)
+                    log.info("%s available again: applying", self.label)
                     self._down = False
                 return
             except SinkError:
@@ -328,14 +328,14 @@ class SqlTarget:
                 if not self._down:
                     self._down = True
                     log.warning(
-                        "%s unreachable (%s): retrying with backoff; nothing is acknowledged "
+                        "%s unavailable (%s): retrying with backoff; nothing is acknowledged "
                         "meanwhile",
                         self.label,
                         str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
                     )
                 if self._interrupted.wait(delay):
                     raise SinkError(
-                        f"{self.label} unreachable: gave up on stop ({e})", retryable=True
+                        f"{self.label} unavailable: gave up on stop ({e})", retryable=True
                     ) from e
                 delay = min(delay * 2, self.options.max_retry_backoff_s)
 
