@@ -24,6 +24,8 @@ SINKS: dict[str, str] = {
     "log": "cdc.sinks.log",
     "kafka": "cdc.sinks.kafka",
     "nats": "cdc.sinks.nats",
+    "postgres": "cdc.sinks.postgres",
+    "mysql": "cdc.sinks.mysql",
 }
 
 
