@@ -105,6 +105,22 @@ class PipelineConfig(BaseModel):
     def _transforms(cls, v: list[Any]) -> list[Any]:
         return check_order(v)
 
+    @model_validator(mode="after")
+    def _reshaping_into_a_database(self) -> PipelineConfig:
+        # unwrap and outbox turn change events into flat records for consumers; a database
+        # target applies the change events themselves (inserts, updates, deletes by key)
+        sink_type = getattr(self.sink, "type", None)
+        if sink_type in ("postgres", "mysql"):
+            for i, t in enumerate(self.transforms):
+                kind = getattr(t, "type", None)
+                if kind in ("unwrap", "outbox"):
+                    raise ValueError(
+                        f"transforms[{i}]: {kind} reshapes change events into records for "
+                        f"consumers; the {sink_type} target applies the change events themselves: "
+                        "remove it (filter, drop, mask and the others work with a target)"
+                    )
+        return self
+
     @field_validator("topic_prefix")
     @classmethod
     def _topic_prefix(cls, v: str | None) -> str | None:

@@ -389,3 +389,17 @@ def test_one_duration_and_one_size_type_everywhere() -> None:
     assert log.retention.max_age == nats.max_age == 14 * 86400
     assert log.segment_bytes == 64 << 20
     assert nats.duplicate_window == 5400 and nats.ack_timeout == 1.5
+
+
+def test_unwrap_or_outbox_into_a_database_target_is_refused() -> None:
+    text = """
+pipelines:
+  - name: x
+    source: {type: postgres, dsn: "host=a", tables: [public.t]}
+    transforms: [{type: filter, condition: "id > 1"}, {type: outbox, tables: [public.t]}]
+    sink: {type: postgres, dsn: "host=b"}
+"""
+    with pytest.raises(ConfigError) as e:
+        parse(text)
+    assert "pipelines[0]: transforms[1]: outbox reshapes change events" in str(e.value)
+    parse(text.replace(", {type: outbox, tables: [public.t]}", ""))  # filter is fine with a target
