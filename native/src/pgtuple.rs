@@ -69,7 +69,7 @@ struct Col {
 }
 
 /// Something the compiled body leaves to the generic path.
-struct Fallback;
+pub(crate) struct Fallback;
 
 impl From<PyErr> for Fallback {
     fn from(_: PyErr) -> Self {
@@ -552,6 +552,26 @@ impl TupleDecoder {
             // CONVERT, a numeric(p,s) text off the column's scale (kinds are checked in new())
             _ => self.call(py, c, s)?,
         })
+    }
+
+    /// The converted row of one text value per column (None: SQL null), as `fast` converts a
+    /// tuple whose every column is 't' or 'n' (COPY's text rows, `copy.rs`).
+    pub(crate) fn convert<'py>(
+        &self,
+        py: Python<'py>,
+        fields: &[Option<&[u8]>],
+    ) -> Result<Bound<'py, PyTuple>, Fallback> {
+        if fields.len() != self.cols.len() {
+            return Err(Fallback);
+        }
+        let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(fields.len());
+        for (c, f) in self.cols.iter().zip(fields) {
+            out.push(match f {
+                Some(raw) => self.value(py, c, raw)?,
+                None => c.null.bind(py).clone(),
+            });
+        }
+        Ok(PyTuple::new(py, out)?)
     }
 
     fn fast<'py>(
