@@ -229,10 +229,7 @@ impl CopyDecoder {
             }
             let row = match row {
                 Some(r) => r.into_any(),
-                None => self
-                    .generic
-                    .bind(py)
-                    .call1((Self::texts(py, &fields),))?,
+                None => self.generic.bind(py).call1((Self::texts(py, &fields),))?,
             };
             rows.append(row)?;
             ids.append(self.id(py, &fields)?)?;
