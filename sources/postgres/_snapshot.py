@@ -482,11 +482,9 @@ def run(
         rel = t.rel
         schema = rel.schema
         key = schema.key
-        events: list[Any] = []
         n = len(rows) if isinstance(rows, list) else len(rows[0])
-        # Rows marked "true" (all but a snapshot's or table's first and last) share one source
-        # block: nothing changes a block after this, but the last row's (see below), which has
-        # its own.
+        # Rows marked "true" share one source block: nothing changes a block after this but the
+        # last row's, which has its own (below).
         shared = source_block(prefix, db, schema, ts_us, None, lsn, 0, snapshot="true")
         ts_ms = ts_us // 1000
         if isinstance(rows, tuple):
@@ -502,23 +500,31 @@ def run(
                     # is read again; a changed row has a new one
                     ids.append(f"s:{scope}:{t.name}:ctid{values.pop()}")
                 converted.append(snapshot_row(rel, values, True))
-        for i, (after_row, eid) in enumerate(zip(converted, ids, strict=True)):
-            flag = "true"
-            if first_overall:
-                flag = "first"
-                first_overall = False
-            elif table_done and i == n - 1:
-                flag = "last_in_data_collection"
-            elif t.rows == 0 and i == 0:
-                flag = "first_in_data_collection"
-            if type(eid) is not str:
-                eid = snapshot_event_id(scope, t.name, eid)
-            src = (
-                shared
-                if flag == "true" and i != n - 1
-                else source_block(prefix, db, schema, ts_us, None, lsn, 0, snapshot=flag)
+        name = t.name
+        events: list[Any] = [
+            RowChange(
+                schema,
+                "r",
+                None,
+                row,
+                shared,
+                ts_ms,
+                eid if type(eid) is str else snapshot_event_id(scope, name, eid),
             )
-            events.append(RowChange(schema, "r", None, after_row, src, ts_ms, eid))
+            for row, eid in zip(converted, ids, strict=True)
+        ]
+        # Debezium's markers on the first and last rows, which get blocks of their own (the
+        # batch's last row may become the snapshot's "last")
+        marks: dict[int, str] = {}
+        if n:
+            marks[n - 1] = "last_in_data_collection" if table_done else "true"
+            if first_overall:
+                marks[0] = "first"
+                first_overall = False
+            elif t.rows == 0 and not (table_done and n == 1):
+                marks[0] = "first_in_data_collection"
+        for i, flag in marks.items():
+            events[i].source = source_block(prefix, db, schema, ts_us, None, lsn, 0, flag)
         t.rows += n
         counts[t.name] = t.rows
         reporter.snapshot_progress(t.name, t.rows, t.rows if table_done else None)
