@@ -449,10 +449,13 @@ def run(
     last_report = time.monotonic()
     for t in tables:
         log.info(
-            "snapshot %s: started%s (about %s rows)",
+            "snapshot %s: started%s (about %s rows)%s",
             t.name,
             " (resuming after the last key written)" if t.resumed else "",
             f"{t.estimate:,}" if t.estimate >= 0 else "an unknown number of",
+            f" in {len(t.ranges)} key ranges of {t.rel.schema.columns[t.rel.schema.key[0]].name}"
+            if t.split
+            else "",
         )
         reporter.snapshot_progress(t.name, t.rows, t.estimate)
     for th in threads:

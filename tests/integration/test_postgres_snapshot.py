@@ -316,6 +316,7 @@ def test_kill_9_during_a_snapshot_read_in_key_ranges_resumes_each_range_exactly(
     wait_until(lambda: "streaming from slot" in d.output(), 60, "streaming")
     assert d.terminate() == 0, d.output()
     assert "resuming after the last key written" in d.output()
+    assert "in 2 key ranges of id" in d.output()
     reads = [r for r in row_events(read_log(log)) if r["value"]["op"] == "r"]
     items = [r for r in reads if r["value"]["source"]["table"] == "items"]
     keys = [r["key"]["id"] for r in items]
