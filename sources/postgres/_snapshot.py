@@ -422,7 +422,9 @@ def run(
         for r in t.ranges:
             if not r.done:
                 todo.put((t, r))
-    out: queue.Queue[Any] = queue.Queue(maxsize=4 * len(conns))
+    # a batch read ahead per connection and two more: memory stays flat as connections are
+    # added (each range also holds its newest batch)
+    out: queue.Queue[Any] = queue.Queue(maxsize=len(conns) + 2)
     stop = threading.Event()
     scope = str(lsn)  # as stream event ids write LSNs
     copy_scope = scope if (COPY if copy is None else copy) else None
