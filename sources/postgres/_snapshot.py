@@ -216,6 +216,20 @@ COPY = _tuples.PATH == _tuples.NATIVE and hasattr(_native_avro._native, "CopyDec
 with the reference path (a cursor's text rows converted by ``snapshot_row``)."""
 
 
+def describe(copy: bool) -> str:
+    """One line for the log: how the snapshot reads and converts rows, and why."""
+    if copy:
+        return "snapshot reader: COPY, rows converted by cdc._native"
+    why = (
+        "asked for"
+        if COPY
+        else _tuples.REASON
+        if _tuples.PATH != _tuples.NATIVE
+        else "this build of cdc._native has no CopyDecoder"
+    )
+    return f"snapshot reader: a cursor's rows, converted in Python ({why})"
+
+
 def _copy_decoder(t: SnapshotTable, scope: str) -> Any | None:
     """The compiled converter of ``t``'s COPY rows (``cdc._native.CopyDecoder``), or None when
     the table's version has no compiled plan (its rows then go the reference way)."""
@@ -428,6 +442,7 @@ def run(
     stop = threading.Event()
     scope = str(lsn)  # as stream event ids write LSNs
     copy_scope = scope if (COPY if copy is None else copy) else None
+    log.info("%s", describe(copy_scope is not None))
     threads = [
         threading.Thread(
             target=_worker,
