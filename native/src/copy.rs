@@ -17,7 +17,7 @@ use std::borrow::Cow;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 
-use crate::pgtuple::TupleDecoder;
+use crate::pgtuple::{nibble, TupleDecoder};
 
 #[pyclass(frozen, module = "cdc._native")]
 pub struct CopyDecoder {
@@ -43,15 +43,6 @@ fn plain(s: &[u8]) -> bool {
         && s.len() <= 40
         && s.iter()
             .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'+' | b'-'))
-}
-
-fn hex(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }
 
 /// One field of a COPY text row, escapes undone; None for `\N`.
@@ -93,11 +84,11 @@ fn field(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
                 }
                 out.push((v & 0xff) as u8);
             }
-            b'x' => match raw.get(i).and_then(|&d| hex(d)) {
+            b'x' => match raw.get(i).and_then(|&d| nibble(d)) {
                 Some(h) => {
                     i += 1;
                     let mut v = h;
-                    if let Some(l) = raw.get(i).and_then(|&d| hex(d)) {
+                    if let Some(l) = raw.get(i).and_then(|&d| nibble(d)) {
                         v = v * 16 + l;
                         i += 1;
                     }

@@ -366,19 +366,21 @@ fn simple_array(s: &str) -> Option<Vec<Option<&str>>> {
     )
 }
 
+/// The value of a hex digit (either case).
+pub(crate) fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// bytea's hex output ("\\x0aff"), as `bytes.fromhex` reads it.
 fn parse_hex(b: &[u8]) -> Option<Vec<u8>> {
     let h = b.strip_prefix(b"\\x")?;
     if h.len() % 2 != 0 {
         return None;
-    }
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
     }
     h.chunks_exact(2)
         .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
