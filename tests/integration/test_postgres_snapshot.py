@@ -299,7 +299,7 @@ def test_kill_9_during_a_snapshot_read_in_key_ranges_resumes_each_range_exactly(
 ) -> None:
     """A large table is read by two connections in key ranges of the same exported snapshot;
     after kill -9 each range resumes after its own last key: every row once, none missing."""
-    from cdc.sources.postgres._snapshot import SPLIT_MIN_ROWS
+    from cdc.sources.postgres._snapshot_read import SPLIT_MIN_ROWS
 
     rows = SPLIT_MIN_ROWS + 10_000
     setup_tables(pg_db, rows)

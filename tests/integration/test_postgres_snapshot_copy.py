@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 from cdc.model import RowChange
-from cdc.sources.postgres import _snapshot
+from cdc.sources.postgres import _snapshot, _snapshot_read
 from cdc.sources.postgres._connections import SESSION_OPTIONS, Catalog
 from cdc.sources.postgres._faults import Faults
 from cdc.sources.postgres._relations import Relations
@@ -26,7 +26,7 @@ from tests.integration import test_postgres_types as types
 pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
-        not _snapshot.COPY, reason="the compiled extension is not built (CDC_NATIVE=0?)"
+        not _snapshot_read.COPY, reason="the compiled extension is not built (CDC_NATIVE=0?)"
     ),
 ]
 
@@ -68,7 +68,7 @@ def _read(
     relations = Relations(cat, Faults(cat, "p", "s", "pub", "x"), "x", names)
     tables = _snapshot.tables(cat, relations, names, [], {}, None, parts)
     if copy:  # each table has its compiled plan: the COPY reader is the one under test
-        assert all(_snapshot._copy_decoder(t, "7") is not None for t in tables)
+        assert all(_snapshot_read.copy_decoder(t, "7") is not None for t in tables)
     if parts > 1:
         assert all(len(t.ranges) == parts for t in tables)
     conns = _snapshot.open_connections(dsn, SESSION_OPTIONS, parts, None)
@@ -152,7 +152,7 @@ def test_copy_and_reference_readers_give_the_same_events(pg_db: str, case: str) 
 def test_key_ranges_read_by_two_connections_give_the_same_events(
     pg_db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_snapshot, "SPLIT_MIN_ROWS", 100)
+    monkeypatch.setattr(_snapshot_read, "SPLIT_MIN_ROWS", 100)
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute("CREATE TABLE big (id bigint PRIMARY KEY, s text, n numeric(12,2))")
         c.execute(
