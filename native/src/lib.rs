@@ -16,12 +16,16 @@
 //! `TupleDecoder(columns, generic).decode(buf, i)` (module `pgtuple`) reads a pgoutput TupleData
 //! into the row tuple `sources/postgres/_tuples.py`'s decoders return, under their contract.
 //!
+//! `CopyDecoder(decoder, keys, extra, generic).decode(data)` (module `copy`) reads COPY's text
+//! rows into the same row tuples, by a `TupleDecoder`'s plan (the snapshot's rows).
+//!
 //! Safe Rust only: Python objects are reached through PyO3's checked API, so a datum of any
 //! shape can make a call raise, never crash. A named record is compiled once and shared by its
 //! references (no blow-up for schemas that reuse records); the schema's nesting depth and the
 //! compiled writer's height are bounded at compile time, which bounds the writer's recursion.
 
 mod binlog;
+mod copy;
 mod pgtuple;
 
 use std::collections::HashMap;
@@ -877,6 +881,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<RowEncoder>()?;
     m.add_class::<pgtuple::TupleDecoder>()?;
     m.add_class::<binlog::RowsDecoder>()?;
+    m.add_class::<copy::CopyDecoder>()?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -69,7 +69,7 @@ struct Col {
 }
 
 /// Something the compiled body leaves to the generic path.
-struct Fallback;
+pub(crate) struct Fallback;
 
 impl From<PyErr> for Fallback {
     fn from(_: PyErr) -> Self {
@@ -366,19 +366,21 @@ fn simple_array(s: &str) -> Option<Vec<Option<&str>>> {
     )
 }
 
+/// The value of a hex digit (either case).
+pub(crate) fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// bytea's hex output ("\\x0aff"), as `bytes.fromhex` reads it.
 fn parse_hex(b: &[u8]) -> Option<Vec<u8>> {
     let h = b.strip_prefix(b"\\x")?;
     if h.len() % 2 != 0 {
         return None;
-    }
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
     }
     h.chunks_exact(2)
         .map(|p| Some(nibble(p[0])? << 4 | nibble(p[1])?))
@@ -552,6 +554,26 @@ impl TupleDecoder {
             // CONVERT, a numeric(p,s) text off the column's scale (kinds are checked in new())
             _ => self.call(py, c, s)?,
         })
+    }
+
+    /// The converted row of one text value per column (None: SQL null), as `fast` converts a
+    /// tuple whose every column is 't' or 'n' (COPY's text rows, `copy.rs`).
+    pub(crate) fn convert<'py>(
+        &self,
+        py: Python<'py>,
+        fields: &[Option<&[u8]>],
+    ) -> Result<Bound<'py, PyTuple>, Fallback> {
+        if fields.len() != self.cols.len() {
+            return Err(Fallback);
+        }
+        let mut out: Vec<Bound<'py, PyAny>> = Vec::with_capacity(fields.len());
+        for (c, f) in self.cols.iter().zip(fields) {
+            out.push(match f {
+                Some(raw) => self.value(py, c, raw)?,
+                None => c.null.bind(py).clone(),
+            });
+        }
+        Ok(PyTuple::new(py, out)?)
     }
 
     fn fast<'py>(

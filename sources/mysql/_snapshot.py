@@ -45,6 +45,9 @@ class Snapshot:
         self.max_events = max_events
         self.stopping = stopping  # the source was asked to stop: end after the batch yielded
         self.reporter = reporter  # gets each table's progress
+        # the read time of the batch under way, and its rows' shared source blocks ("true")
+        self._now_ms = int(time.time() * 1000)
+        self._shared: dict[int, dict[str, Any]] = {}
 
     def run(self, running: Position | None) -> Generator[ChangeBatch, None, Position]:
         """Read every captured table inside one consistent read; yield op=r batches.
@@ -156,6 +159,7 @@ class Snapshot:
                         }
                         yield ChangeBatch(events, progress, snapshot=True)
                         events = []
+                        self._now_ms, self._shared = int(time.time() * 1000), {}
                         if self.stopping():
                             return stream_from
                 pending = item
@@ -209,6 +213,8 @@ class Snapshot:
         de-duplicating sink has seen)."""
         version, row = item[0], item[1]
         schema = version.schema
+        if len(schema.key) == 1 and type(k := row[schema.key[0]]) is int:
+            return f"s:{scope}:{schema.qualified}:{k}"  # snapshot_event_id's plain form of it
         if schema.key:
             return snapshot_event_id(scope, schema.qualified, [row[k] for k in schema.key])
         return f"s:{scope}:{schema.qualified}:@{here['file']}:{here['pos']}:{ordinal}"
@@ -233,11 +239,19 @@ class Snapshot:
             marker = "first_in_data_collection"
         else:
             marker = "true"
-        src = self._source(version.schema, marker, here)
-        return RowChange(version.schema, "r", None, row, src, src["ts_ms"], event_id)
+        schema = version.schema
+        if marker == "true":
+            # one block for a batch's plain rows of a table: nothing changes blocks after this
+            # (by id: the batch's events keep their schema alive)
+            src = self._shared.get(id(schema))
+            if src is None:
+                src = self._shared[id(schema)] = self._source(schema, marker, here)
+        else:
+            src = self._source(schema, marker, here)
+        return RowChange(schema, "r", None, row, src, src["ts_ms"], event_id)
 
     def _source(self, table: TableSchema, marker: str, here: Position) -> dict[str, Any]:
-        now_ms = int(time.time() * 1000)
+        now_ms = self._now_ms
         return {
             "version": cdc.__version__,
             "connector": self.connector,
@@ -271,16 +285,22 @@ class Snapshot:
         (ints and strings), or None (no key, or other key types): where a resumed snapshot
         starts again."""
         schema = version.schema
-        convs = list(enumerate(version.from_select))
+        # only the columns with a converter are touched: the others are SELECT's values as is
+        convs = [(i, conv) for i, conv in enumerate(version.from_select) if conv is not None]
+        width = len(version.from_select)
         cols = ", ".join(quote(c.name) for c in schema.columns)
         source = f"{quote(db)}.{quote(table)}"
 
         def convert(raw: tuple[Any, ...]) -> tuple[Any, ...]:
             try:
-                return tuple(
-                    None if v is None else (v if conv is None else conv(v))
-                    for v, (_, conv) in zip(raw, convs, strict=True)
-                )
+                if len(raw) != width:
+                    raise ValueError(f"{len(raw)} values for {width} columns")
+                row = list(raw)
+                for i, conv in convs:
+                    v = row[i]
+                    if v is not None:
+                        row[i] = conv(v)
+                return tuple(row)
             except Exception as e:
                 key = [raw[i] for i in schema.key]
                 where = f"the snapshot (row with key {key!r})" if key else "the snapshot"
@@ -310,7 +330,11 @@ class Snapshot:
         first_sql = f"SELECT {cols} FROM {source} ORDER BY {order} LIMIT {limit}"
         last: list[Any] | None = list(start_after) if start_after else None
 
+        one = schema.key[0] if len(schema.key) == 1 else None
+
         def resumable(raw: tuple[Any, ...]) -> list[Any] | None:
+            if one is not None and type(k := raw[one]) in (int, str):
+                return [k]
             key = [raw[i] for i in schema.key]
             ok = all(isinstance(v, int | str) and not isinstance(v, bool) for v in key)
             return key if ok else None

@@ -4,15 +4,23 @@ The first snapshot reads every table in REPEATABLE READ transactions that import
 exported when the replication slot was created, so rows read and changes streamed afterwards
 meet exactly at the slot's consistent point: no gap, no overlap.
 
-Resuming an interrupted snapshot: the exported snapshot died with the process, so the remaining
-rows (primary key after the last one written, and tables not yet done) are read at a newer
-snapshot, and streaming still starts at the original consistent point. Changes made between the
-two snapshots are therefore delivered again after rows that already contain them; applying events
-by key in order converges to the table, and nothing is lost. Tables without a primary key are read
-again from the start on resume.
+With several connections (``snapshot_parallelism``) tables are read at once, and a large table
+whose first key column is an integer is split into key ranges of that column (``KeyRange``), one
+connection each, all in the same exported snapshot; rows are written in the order read (key
+order within a range).
 
-Values are read as ``col::text`` in a session with the walsender's settings and converted by the
-same converters as streamed values, so snapshot and stream give identical values per type.
+Resuming an interrupted snapshot: the exported snapshot died with the process, so the remaining
+rows (primary key after the last one written, in each range, and tables not yet done) are read at
+a newer snapshot, and streaming still starts at the original consistent point. Changes made
+between the two snapshots are therefore delivered again after rows that already contain them;
+applying events by key in order converges to the table, and nothing is lost. Tables without a
+primary key are read again from the start on resume.
+
+Values are the types' output texts (what pgoutput sends), in a session with the walsender's
+settings, converted by the same converters as streamed values, so snapshot and stream give
+identical values per type. Two readers give the same events: ``COPY (SELECT ...) TO STDOUT``
+chunks converted in the reader threads by ``cdc._native.CopyDecoder`` with the relation's
+compiled plan (``COPY``), and the reference, a cursor's text rows converted by ``snapshot_row``.
 """
 
 from __future__ import annotations
@@ -22,17 +30,25 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.string import TextLoader
 
 from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Position, Reporter, RowChange, snapshot_event_id
+from cdc.sources.postgres import _tuples
 from cdc.sources.postgres._connections import Catalog
-from cdc.sources.postgres._relations import Relation, Relations, snapshot_row
+from cdc.sources.postgres._relations import Relations, snapshot_row
+from cdc.sources.postgres._snapshot_read import (
+    COPY,
+    DONE,
+    KeyRange,
+    describe,
+    split,
+    worker,
+)
+from cdc.sources.postgres._snapshot_read import SnapshotTable as SnapshotTable
 from cdc.sources.postgres._sourceinfo import source_block
 from cdc.sources.postgres._tuples import NOT_UTF8
 
@@ -41,29 +57,20 @@ log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 5.0
 
 
-@dataclass
-class SnapshotTable:
-    rel: Relation
-    key_types: list[str]  # format_type of each primary-key column, for the resume predicate
-    estimate: int  # pg_class.reltuples, -1 when unknown
-    resume_after: list[str] | None = None  # text form of the last primary key written
-    rows: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def name(self) -> str:
-        return self.rel.schema.qualified
-
-
 def tables(
     catalog: Catalog,
     relations: Relations,
     names: list[tuple[str, str]],
     done: list[str],
     after: dict[str, Any],
+    ranges: dict[str, Any] | None = None,
+    parts: int = 1,
 ) -> list[SnapshotTable]:
     """The tables of ``names`` still to read (not in ``done``), each resuming after the key
-    ``after`` records for it (tables with a primary key)."""
+    ``after`` records for it, or in the key ranges ``ranges`` records for it, each after its
+    own last key (tables with a primary key; a position's ``snapshot`` progress). A table
+    read from its start is split into ``parts`` key ranges when it is large (``_split``)."""
+    ranges = ranges or {}
     cat = catalog.connect()
     out = []
     for ns, name in names:
@@ -94,8 +101,14 @@ def tables(
             )
             for k in rel.schema.key
         ]
-        resume = after.get(qualified) if rel.schema.key else None
-        out.append(SnapshotTable(rel, key_types, int(row[1]), resume))
+        t = SnapshotTable(rel, key_types, int(row[1]))
+        if rel.schema.key and qualified in ranges:
+            t.ranges = [KeyRange(lo, hi, af, dn) for lo, hi, af, dn in ranges[qualified]]
+        elif rel.schema.key and after.get(qualified) is not None:
+            t.ranges = [KeyRange(after=list(after[qualified]))]
+        elif rel.schema.key and parts > 1:
+            t.ranges = split(cat, t, parts)
+        out.append(t)
     return out
 
 
@@ -119,73 +132,6 @@ def open_connections(dsn: str, options: str, n: int, snapshot: str | None) -> li
     return conns
 
 
-_DONE = object()
-
-
-def _read_table(
-    conn: Any, t: SnapshotTable, fetch: int, out: queue.Queue[Any], stop: threading.Event
-) -> None:
-    schema = t.rel.schema
-    # Columns are fetched in the wire's text format with every type's loader replaced by the
-    # plain text loader: that text is the type's output function, exactly what pgoutput sends
-    # (a ::text cast is not: it gives 'true' for booleans, trims char(n), adds /32 to inet).
-    # Qualified by an alias so ORDER BY names the key columns, whatever the select list says.
-    cols = sql.SQL(", ").join(sql.Identifier("_t", c.name) for c in schema.columns)
-    if not schema.key:
-        # a row of a table without a key is named by its tuple id in the event id (see run)
-        cols = sql.SQL("{}, _t.ctid").format(cols)
-    target = sql.Identifier(schema.namespace, schema.table)
-    key_names = [schema.columns[k].name for k in schema.key]
-    params: list[str] = []
-    query = sql.SQL("SELECT {} FROM ONLY {} AS _t").format(cols, target)
-    probe = conn.execute(query + sql.SQL(" LIMIT 0"))
-    for d in probe.description or ():
-        conn.adapters.register_loader(d.type_code, TextLoader)
-    if key_names:
-        keys = sql.SQL(", ").join(sql.Identifier("_t", k) for k in key_names)
-        if t.resume_after is not None:
-            casts = sql.SQL(", ").join(
-                sql.SQL("{}::{}").format(sql.Placeholder(), sql.SQL(typ)) for typ in t.key_types
-            )
-            query += sql.SQL(" WHERE ({}) > ({})").format(keys, casts)
-            params = t.resume_after
-        query += sql.SQL(" ORDER BY {}").format(keys)
-    cur = conn.cursor(name=f"cdc_snapshot_{abs(hash(t.name))}")
-    cur.itersize = fetch
-    cur.execute(query, params)
-    while not stop.is_set():
-        rows = cur.fetchmany(fetch)
-        if not rows:
-            break
-        last = rows[-1]
-        last_key = [last[k] for k in schema.key] if key_names else None
-        out.put(("rows", t, rows, last_key))
-    cur.close()
-    if not stop.is_set():
-        out.put(("done", t, None, None))
-
-
-def _worker(
-    conn: Any,
-    tables: queue.Queue[SnapshotTable],
-    fetch: int,
-    out: queue.Queue[Any],
-    stop: threading.Event,
-) -> None:
-    t = None
-    try:
-        while not stop.is_set():
-            try:
-                t = tables.get_nowait()
-            except queue.Empty:
-                break
-            _read_table(conn, t, fetch, out, stop)
-    except Exception as e:
-        out.put(("error", t, e, None))
-    finally:
-        out.put((_DONE, None, None, None))
-
-
 def run(
     conns: list[Any],
     tables: list[SnapshotTable],
@@ -199,19 +145,29 @@ def run(
     db: str,
     stopping: Callable[[], bool],
     reporter: Reporter,
+    copy: bool | None = None,
 ) -> Generator[ChangeBatch]:
     """Yield op=r batches for ``tables``; the last batch carries ``final_position``.
 
     ``prefix`` and ``db`` go into each event's source block; ``stopping`` is polled between
     batches (the source's ``stop()`` was called: end without yielding what is held);
-    ``reporter`` gets each table's progress.
+    ``reporter`` gets each table's progress; ``copy``: read with COPY and convert in the
+    compiled path (True), or by the reference path (False; None: ``COPY``). Both give the same
+    events.
 
     Every batch but the last has ``snapshot=True``; the last one, whose ``final_position`` is
     where streaming starts (or says an initial_only snapshot is complete), has it False.
 
     Positions in between record per-table progress so an interrupted snapshot resumes:
-    ``{"lsn": consistent point,
-    "snapshot": {"done": [...], "after": {table: last key}, "rows": {table: n}}}``.
+    ``{"lsn": consistent point, "snapshot": {"done": [...], "after": {table: last key},
+    "ranges": {table: [[lo, hi, last key, done], ...]}, "rows": {table: n}}}``: a table read
+    in key ranges (``KeyRange``) has its ranges' progress under ``ranges``, any other table its
+    last key under ``after`` (positions written before ranges existed have only that).
+
+    The connections read table ranges at once: a table's rows come in key order within each
+    range, and batches of different ranges and tables interleave in the order they were read.
+    A range's last batch is held until the table's every range is read, so that the table's
+    last row written carries ``last_in_data_collection``.
 
     Across resumes (``done``/``counts`` from such a position): event ids derive from the
     consistent point (the same in every attempt), the table and the row's primary key (its tuple
@@ -223,79 +179,127 @@ def run(
     and carries ``final_position``, as Debezium's buffering snapshot receiver does. A durable
     position therefore always leaves at least one row to read, which carries the mark.
     """
-    todo: queue.Queue[SnapshotTable] = queue.Queue()
+    todo: queue.Queue[tuple[SnapshotTable, KeyRange]] = queue.Queue()
     for t in tables:
-        todo.put(t)
-    out: queue.Queue[Any] = queue.Queue(maxsize=4 * len(conns))
+        for r in t.ranges:
+            if not r.done:
+                todo.put((t, r))
+    # a batch read ahead per connection and two more: memory stays flat as connections are
+    # added (each range also holds its newest batch)
+    out: queue.Queue[Any] = queue.Queue(maxsize=len(conns) + 2)
     stop = threading.Event()
+    scope = str(lsn)  # as stream event ids write LSNs
+    copy_scope = scope if (COPY if copy is None else copy) else None
+    log.info("%s", describe(copy_scope is not None))
     threads = [
         threading.Thread(
-            target=_worker, args=(c, todo, fetch, out, stop), daemon=True, name=f"snapshot-{i}"
+            target=worker,
+            args=(c, todo, fetch, out, stop, copy_scope),
+            daemon=True,
+            name=f"snapshot-{i}",
         )
         for i, c in enumerate(conns)
     ]
-    after: dict[str, list[str]] = {t.name: t.resume_after for t in tables if t.resume_after}
     ts_us = time.time_ns() // 1000
-    held: dict[str, tuple[SnapshotTable, list[Any], Any]] = {}
+    # the newest batch read of each range, by (table, index of the range), and its last key
+    held: dict[tuple[str, int], tuple[SnapshotTable, KeyRange, Any, Any]] = {}
+    reading = {t.name: {i for i, r in enumerate(t.ranges) if not r.done} for t in tables}
     first_overall = not done and not any(counts.values())
-    scope = str(lsn)  # as stream event ids write LSNs
     for t in tables:
         # a table resumed after its last key goes on counting; one read from its start restarts
-        t.rows = counts.get(t.name, 0) if t.resume_after else 0
+        t.rows = counts.get(t.name, 0) if t.resumed else 0
         counts[t.name] = t.rows
     live = len(threads)
     remaining = {t.name for t in tables}
     last_report = time.monotonic()
     for t in tables:
         log.info(
-            "snapshot %s: started%s (about %s rows)",
+            "snapshot %s: started%s (about %s rows)%s",
             t.name,
-            " (resuming after the last key written)" if t.resume_after else "",
+            " (resuming after the last key written)" if t.resumed else "",
             f"{t.estimate:,}" if t.estimate >= 0 else "an unknown number of",
+            f" in {len(t.ranges)} key ranges of {t.rel.schema.columns[t.rel.schema.key[0]].name}"
+            if t.split
+            else "",
         )
         reporter.snapshot_progress(t.name, t.rows, t.estimate)
     for th in threads:
         th.start()
 
     def position() -> Position:
-        return {
-            "lsn": lsn,
-            "snapshot": {"done": sorted(done), "after": dict(after), "rows": dict(counts)},
-        }
+        after: dict[str, list[str]] = {}
+        ranges: dict[str, list[list[Any]]] = {}
+        for t in tables:
+            if t.name in done:
+                continue
+            if t.split:
+                ranges[t.name] = [r.saved() for r in t.ranges]
+            elif t.ranges[0].after is not None:
+                after[t.name] = list(t.ranges[0].after)
+        snap: dict[str, Any] = {"done": sorted(done), "after": after, "rows": dict(counts)}
+        if ranges:
+            snap["ranges"] = ranges
+        return {"lsn": lsn, "snapshot": snap}
 
-    def emit(t: SnapshotTable, rows: list[Any], last_key: Any, table_done: bool) -> ChangeBatch:
+    def emit(
+        t: SnapshotTable, r: KeyRange, rows: Any, last_key: Any, table_done: bool
+    ) -> ChangeBatch:
+        """The batch of ``rows``: raw text rows (the reference reader), or ``(converted rows,
+        event ids)`` from ``_copy_table`` (an id is a str, or the key's texts)."""
         nonlocal first_overall
         rel = t.rel
         schema = rel.schema
         key = schema.key
-        events: list[Any] = []
-        n = len(rows)
-        for i, raw in enumerate(rows):
-            flag = "true"
+        n = len(rows) if isinstance(rows, list) else len(rows[0])
+        # Rows marked "true" share one source block: nothing changes a block after this but the
+        # last row's, which has its own (below).
+        shared = source_block(prefix, db, schema, ts_us, None, lsn, 0, snapshot="true")
+        ts_ms = ts_us // 1000
+        if isinstance(rows, tuple):
+            converted, ids = rows
+        else:
+            converted, ids = [], []
+            for raw in rows:
+                values = list(raw)
+                if key:
+                    ids.append(snapshot_event_id(scope, t.name, [values[k] for k in key]))
+                else:
+                    # the tuple id: unique in one snapshot, and the same when an unchanged row
+                    # is read again; a changed row has a new one
+                    ids.append(f"s:{scope}:{t.name}:ctid{values.pop()}")
+                converted.append(snapshot_row(rel, values, True))
+        name = t.name
+        events: list[Any] = [
+            RowChange(
+                schema,
+                "r",
+                None,
+                row,
+                shared,
+                ts_ms,
+                eid if type(eid) is str else snapshot_event_id(scope, name, eid),
+            )
+            for row, eid in zip(converted, ids, strict=True)
+        ]
+        # Debezium's markers on the first and last rows, which get blocks of their own (the
+        # batch's last row may become the snapshot's "last")
+        marks: dict[int, str] = {}
+        if n:
+            marks[n - 1] = "last_in_data_collection" if table_done else "true"
             if first_overall:
-                flag = "first"
+                marks[0] = "first"
                 first_overall = False
-            elif table_done and i == n - 1:
-                flag = "last_in_data_collection"
-            elif t.rows == 0 and i == 0:
-                flag = "first_in_data_collection"
-            values = list(raw)
-            if key:
-                eid = snapshot_event_id(scope, t.name, [values[k] for k in key])
-            else:
-                # the tuple id: unique in one snapshot, and the same when an unchanged row is
-                # read again; a changed row has a new one
-                eid = f"s:{scope}:{t.name}:ctid{values.pop()}"
-            after_row = snapshot_row(rel, values, True)
-            src = source_block(prefix, db, schema, ts_us, None, lsn, 0, snapshot=flag)
-            events.append(RowChange(schema, "r", None, after_row, src, ts_us // 1000, eid))
+            elif t.rows == 0 and not (table_done and n == 1):
+                marks[0] = "first_in_data_collection"
+        for i, flag in marks.items():
+            events[i].source = source_block(prefix, db, schema, ts_us, None, lsn, 0, flag)
         t.rows += n
         counts[t.name] = t.rows
         reporter.snapshot_progress(t.name, t.rows, t.rows if table_done else None)
         if last_key is not None:
-            after[t.name] = [str(v) for v in last_key]
+            r.after = [str(v) for v in last_key]
         if table_done:
-            _table_done(t, done, after)
+            _table_done(t, done)
         return ChangeBatch(events, position(), snapshot=True)
 
     pending: ChangeBatch | None = None  # the newest batch, held until the next one exists
@@ -317,11 +321,13 @@ def run(
                 kind, t, rows, key = out.get(timeout=0.2)
             except queue.Empty:
                 continue
-            if kind is _DONE:
+            if kind is DONE:
                 live -= 1
                 continue
             if kind == "error":
                 stop.set()
+                if isinstance(rows, _tuples.ValueConversionError):
+                    raise rows  # located by snapshot_row, as the reference path raises it
                 # text that is not valid UTF-8 (SQL_ASCII) fails again on every restart
                 bad_text = isinstance(rows, psycopg.errors.CharacterNotInRepertoire)
                 what = f"snapshot of {t.name}" if t is not None else "snapshot"
@@ -329,22 +335,31 @@ def run(
                     f"{what} failed: {str(rows).strip()}" + (f". {NOT_UTF8}" if bad_text else ""),
                     retryable=not bad_text,
                 ) from rows
-            ready: ChangeBatch | None = None
+            ready: list[ChangeBatch | None] = []
+            r, last_key = key
+            slot = (t.name, t.ranges.index(r))
             if kind == "rows":
-                prev = held.pop(t.name, None)
-                held[t.name] = (t, rows, key)
+                prev = held.pop(slot, None)
+                held[slot] = (t, r, rows, last_key)
                 if prev is not None:
-                    ready = hold(emit(prev[0], prev[1], prev[2], False))
+                    ready.append(hold(emit(*prev, False)))
             elif kind == "done":
-                remaining.discard(t.name)
-                prev = held.pop(t.name, None)
-                if prev is not None:
-                    ready = hold(emit(prev[0], prev[1], prev[2], True))
-                else:
-                    _table_done(t, done, after)
-                    reporter.snapshot_progress(t.name, t.rows, t.rows)
-            if ready is not None:
-                yield ready
+                reading[t.name].discard(slot[1])
+                if slot not in held:
+                    r.done = True  # all its rows are in batches made already
+                if not reading[t.name]:  # the table's last range: its held batches go now
+                    remaining.discard(t.name)
+                    finals = [k for k in held if k[0] == t.name]
+                    for k in finals:
+                        prev = held.pop(k)
+                        prev[1].done = True
+                        ready.append(hold(emit(*prev, k == finals[-1])))
+                    if not finals:
+                        _table_done(t, done)
+                        reporter.snapshot_progress(t.name, t.rows, t.rows)
+            for batch in ready:
+                if batch is not None:
+                    yield batch
             now = time.monotonic()
             if now - last_report >= PROGRESS_EVERY_S:
                 last_report = now
@@ -374,9 +389,8 @@ def run(
                 c.close()
 
 
-def _table_done(t: SnapshotTable, done: list[str], after: dict[str, list[str]]) -> None:
+def _table_done(t: SnapshotTable, done: list[str]) -> None:
     done.append(t.name)
-    after.pop(t.name, None)
     log.info(
         "snapshot %s: done, %s rows in %.1fs",
         t.name,

@@ -261,7 +261,13 @@ class PostgresSource:
             done = list(snap["done"]) if snap else []
             conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, None)
             tables = _snapshot.tables(
-                self.catalog, self.relations, self.tables, done, snap["after"] if snap else {}
+                self.catalog,
+                self.relations,
+                self.tables,
+                done,
+                snap["after"] if snap else {},
+                snap.get("ranges") if snap else None,
+                n,
             )
             counts = dict(snap["rows"]) if snap else {}
             final = {"lsn": 0, "snapshot_only_done": True}
@@ -290,7 +296,9 @@ class PostgresSource:
                     self.slot_ctl.drop()
                 lsn, name = self.slot_ctl.create(conn, export=True)
                 conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, name)
-                tables = _snapshot.tables(self.catalog, self.relations, self.tables, [], {})
+                tables = _snapshot.tables(
+                    self.catalog, self.relations, self.tables, [], {}, None, n
+                )
                 yield from self.slot_ctl.watched(
                     self._snapshot(conns, tables, [], {}, lsn, fetch, {"lsn": lsn})
                 )
@@ -301,7 +309,13 @@ class PostgresSource:
                 done = list(snap["done"])
                 conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, None)
                 tables = _snapshot.tables(
-                    self.catalog, self.relations, self.tables, done, snap["after"]
+                    self.catalog,
+                    self.relations,
+                    self.tables,
+                    done,
+                    snap["after"],
+                    snap.get("ranges"),
+                    n,
                 )
                 yield from self.slot_ctl.watched(
                     self._snapshot(

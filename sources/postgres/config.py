@@ -119,7 +119,11 @@ class PostgresSourceConfig(BaseModel):
         "when the position to resume from is lost (slot dropped or invalidated)",
     )
     snapshot_parallelism: int = Field(
-        1, ge=1, le=16, description="tables read at once during a snapshot, one connection each"
+        1,
+        ge=1,
+        le=16,
+        description="connections reading a snapshot at once: tables, and key ranges of a large "
+        "table (at least 50,000 rows, integer first key column)",
     )
     snapshot_fetch_size: int = Field(
         5000, ge=100, description="rows fetched per round trip (and per batch) during a snapshot"

@@ -589,6 +589,24 @@ def test_native_calendar_and_numbers_match_the_converters() -> None:
         assert results["ok"] > 30, (spec, results)
 
 
+def corrupted(rnd: random.Random, good: bytes, overwrite: bytes, insert: bytes) -> bytes:
+    """``good`` cut short, with bits flipped, a byte overwritten by one of ``overwrite`` or 1-4
+    bytes of ``insert`` inserted (for fuzz tests of decoders)."""
+    bad = bytearray(good)
+    op = rnd.random()
+    if op < 0.3:
+        bad = bad[: rnd.randrange(len(bad) + 1)]
+    elif op < 0.6:
+        for _ in range(rnd.randint(1, 3)):
+            bad[rnd.randrange(len(bad))] ^= 1 << rnd.randrange(8)
+    elif op < 0.8:
+        bad[rnd.randrange(len(bad))] = rnd.choice(overwrite)
+    else:
+        k = rnd.randrange(len(bad) + 1)
+        bad[k:k] = bytes(rnd.choice(insert) for _ in range(rnd.randint(1, 4)))
+    return bytes(bad)
+
+
 def test_native_decoder_survives_truncated_and_corrupted_tuples() -> None:
     """Fuzz: cut, flipped, overwritten and inserted bytes in tuples of every type: the compiled
     decoder returns or raises exactly what the generic path does (an exception, never a crash
@@ -606,20 +624,8 @@ def test_native_decoder_survives_truncated_and_corrupted_tuples() -> None:
             tuple_data([rnd.choice([None, _tuples.UNCHANGED, *POOLS[c][1][:6]]) for c in cols])
         )
         for _ in range(20):
-            bad = bytearray(good)
-            op = rnd.random()
-            if op < 0.3:
-                bad = bad[: rnd.randrange(len(bad) + 1)]
-            elif op < 0.6:
-                for _ in range(rnd.randint(1, 3)):
-                    bad[rnd.randrange(len(bad))] ^= 1 << rnd.randrange(8)
-            elif op < 0.8:
-                k = rnd.randrange(len(bad))
-                bad[k] = rnd.choice([0, 0xFF, ord("n"), ord("t"), ord("u"), 0x80])
-            else:
-                k = rnd.randrange(len(bad) + 1)
-                bad[k:k] = bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 4)))
-            check(table, maps, bytes(bad), 0, decs)
+            bad = corrupted(rnd, bytes(good), b"\x00\xffntu\x80", bytes(range(256)))
+            check(table, maps, bad, 0, decs)
         at = rnd.choice([-1, len(good), len(good) + 10, 2**40])
         check(table, maps, bytes(good), at, decs)
     table = table_of(["bigint"], [True])
