@@ -478,12 +478,14 @@ def load(path: str | Path) -> Config:
         config.status_file = default_status_file(p)
     elif not config.status_file.is_absolute():
         config.status_file = (p.parent / config.status_file).resolve()
-    # Relative sink paths are relative to the config file, not to wherever the daemon starts.
+    # Relative paths (a log sink's, a log source's) are relative to the config file, not to
+    # wherever the daemon starts.
     for pl in config.pipelines:
-        sink: Any = pl.sink
-        sink_path = getattr(sink, "path", None)
-        if isinstance(sink_path, Path) and not sink_path.is_absolute():
-            sink.path = (p.parent / sink_path).resolve()
+        for part in (pl.sink, pl.source):
+            plugin: Any = part
+            part_path = getattr(plugin, "path", None)
+            if isinstance(part_path, Path) and not part_path.is_absolute():
+                plugin.path = (p.parent / part_path).resolve()
     return config
 
 

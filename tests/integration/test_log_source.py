@@ -1,0 +1,298 @@
+"""The built-in log as a source: Postgres -> log, then log -> log and log -> a row sink, against
+the same changes fed directly (a real Postgres, `cdc run` as real processes)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from cdc.config import parse
+from cdc.model import ChangeBatch, RowChange, TableSchema, TxBoundary
+from cdc.pipeline import Parts, Pipeline, registered_source
+from tests.conftest import wait_until
+from tests.logtools import (
+    assert_same_per_topic,
+    comparable,
+    log_by_topic,
+    read_log,
+    row_events,
+    write_config,
+)
+
+pytestmark = pytest.mark.integration
+
+TABLES = (
+    "CREATE TABLE orders (id int PRIMARY KEY, amount numeric(12,2) NOT NULL DEFAULT 1.50, "
+    "loose numeric, status text DEFAULT 'new', created timestamptz, d date, u uuid, j jsonb, "
+    "b bytea DEFAULT '\\x01ff', f float8, r real, s smallint, big bigint, ok boolean, "
+    "ts timestamp, tags text[], t time, iv interval, p point, v varchar(20))",
+    "CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text)",
+    "ALTER TABLE customers REPLICA IDENTITY FULL",
+)
+ORDER = (
+    "INSERT INTO orders VALUES ({n}, 12.5, 3.14159265358979323846, 'new', "
+    "'2024-05-06 07:08:09.123456+02', '2024-02-29', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', "
+    "'{{\"a\": [1, 2]}}', '\\x00ff', 1.5, 2.25, -32768, 9223372036854775807, true, "
+    "'2001-02-03 04:05:06.789', '{{x,\"y z\"}}', '13:14:15.5', '1 day 2 hours', '(1.5,-2)', "
+    "'héllo')"
+)
+
+
+class RowsSink:
+    """A sink that takes decoded rows (as a database target does) and keeps every batch."""
+
+    def __init__(self) -> None:
+        self.written: list[ChangeBatch] = []
+        self.lock = threading.Lock()
+
+    def write_rows(self, batch: ChangeBatch) -> None:
+        with self.lock:
+            self.written.append(batch)
+
+    def committed(self) -> Any:
+        return None  # each run starts afresh: the test reads one run
+
+    def acknowledgeable(self) -> Any:
+        with self.lock:
+            return self.written[-1].position if self.written else None
+
+    def interrupt(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def events(self) -> list[RowChange | TxBoundary]:
+        with self.lock:
+            return [e for b in self.written for e in b.events]
+
+    def rows(self) -> list[RowChange]:
+        return [e for e in self.events() if isinstance(e, RowChange)]
+
+
+def slot(dsn: str, name: str) -> str:
+    return f"s_{name}_" + dsn.rsplit("dbname=", 1)[1]  # slots are per server
+
+
+def pg_pipeline(dsn: str, name: str, log: Path | None, tables: str, extra: str = "") -> str:
+    """One pipeline (YAML) capturing ``tables`` of ``dsn`` under the topic prefix shop, in
+    batches of at most 7 events (so a larger transaction spans frames), into ``log``."""
+    sink = f"{{type: log, path: {log}}}" if log else "{type: log, path: unused}"
+    return f"""
+  - name: {name}
+    topic_prefix: shop
+    batch: {{max_events: 7, max_wait_ms: 20}}
+    source: {{type: postgres, dsn: "{dsn}", tables: [{tables}], slot: {slot(dsn, name)}}}
+    sink: {sink}
+{extra}"""
+
+
+def log_pipeline(name: str, source: Path, log: Path, extra: str = "") -> str:
+    return f"""
+  - name: {name}
+    topic_prefix: shop
+    batch: {{max_wait_ms: 20}}
+    source: {{type: log, path: {source}{extra}}}
+    sink: {{type: log, path: {log}}}
+"""
+
+
+def in_process(yaml: str, sink: RowsSink) -> tuple[Pipeline, threading.Thread]:
+    """A pipeline of this process whose sink is ``sink``, started."""
+    cfg = parse("pipelines:" + yaml).pipelines[0]
+    p = Pipeline(cfg, Parts(open_source=registered_source, open_sink=lambda c, x: sink))
+    t = threading.Thread(target=p.run, daemon=True)
+    t.start()
+    return p, t
+
+
+@pytest.fixture
+def stopping() -> Iterator[list[tuple[Pipeline, threading.Thread]]]:
+    started: list[tuple[Pipeline, threading.Thread]] = []
+    yield started
+    for p, _ in started:
+        p.stop()
+    for _, t in started:
+        t.join(30)
+
+
+def slot_exists(dsn: str, name: str) -> bool:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s", (slot(dsn, name),)
+        ).fetchone()
+    return bool(row and row[0])
+
+
+def write_changes(dsn: str) -> None:
+    """Every kind of change, a transaction larger than a batch, and an ADD COLUMN between."""
+    with psycopg.connect(dsn) as c:
+        with c.transaction():
+            c.execute(ORDER.format(n=1))
+            c.execute("INSERT INTO orders (id) VALUES (2)")  # the defaults
+            c.execute("INSERT INTO customers VALUES (10, 'ann', 'ann@example.com')")
+        with c.transaction():
+            for n in range(100, 120):  # 20 rows + BEGIN + END: three batches of 7 and one more
+                c.execute(ORDER.format(n=n))
+        with c.transaction():
+            c.execute("UPDATE orders SET status = 'paid', amount = 13.00 WHERE id = 1")
+            c.execute("UPDATE customers SET email = NULL WHERE id = 10")
+        c.execute("ALTER TABLE orders ADD COLUMN note text DEFAULT 'n/a'")
+        c.commit()
+        with c.transaction():
+            c.execute("INSERT INTO orders (id, note) VALUES (3, 'after the alter')")
+            c.execute("DELETE FROM orders WHERE id = 2")
+            c.execute("UPDATE orders SET id = 4 WHERE id = 3")  # a primary key change
+            c.execute("DELETE FROM customers WHERE id = 10")
+        with c.transaction():
+            c.execute("TRUNCATE customers")
+
+
+def comparable_row(ev: RowChange) -> tuple[Any, ...]:
+    """What a row sink gets of a change, without the one field that depends on when the
+    pipeline's slot was made (``source.sequence``: its first element is the last commit seen)."""
+    source = {k: v for k, v in ev.source.items() if k != "sequence"}
+    return (ev.table.topic, ev.op, ev.before, ev.after, source, ev.ts_ms, ev.event_id, ev.tx)
+
+
+def columns(t: TableSchema) -> list[tuple[Any, ...]]:
+    """A version's columns as a log carries them (the log keeps no database column types)."""
+    return [(c.name, c.avro, c.optional, c.default) for c in t.columns]
+
+
+def test_a_row_sink_fed_through_the_log_gets_what_it_gets_directly_and_a_relay_log_the_same_avro(
+    tmp_path: Path, pg_db: str, daemon: Any, stopping: list[Any]
+) -> None:
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        for sql in TABLES:
+            c.execute(sql)
+    first, relay, orders_only = tmp_path / "log1", tmp_path / "log2", tmp_path / "log3"
+    tables = "public.orders, public.customers"
+    conf = write_config(
+        tmp_path / "cdc.yaml",
+        "pipelines:"
+        + pg_pipeline(pg_db, "cap", first, tables)
+        + log_pipeline("relay", first, relay)
+        + log_pipeline("orders_only", first, orders_only, ", tables: [public.orders]"),
+    )
+    d = daemon(conf).start()
+    direct, through_log = RowsSink(), RowsSink()
+    stopping.append(in_process(pg_pipeline(pg_db, "direct", None, tables), direct))
+    wait_until(lambda: slot_exists(pg_db, "direct") and slot_exists(pg_db, "cap"), 30, "slots")
+    # The log is read while it grows: this one starts before the first change is written.
+    stopping.append(in_process(log_pipeline("fromlog", first, relay), through_log))
+    write_changes(pg_db)
+    expected = 20 + 2 + 1 + 2 + 4 + 1 + 1  # rows of write_changes (a truncate is one)
+    wait_until(lambda: len(direct.rows()) >= expected, 60, f"{expected} direct rows")
+    wait_until(lambda: len(through_log.rows()) >= expected, 60, f"{expected} rows via the log")
+    wait_until(lambda: len(row_events(read_log(relay))) >= expected, 60, "the relay's rows")
+    assert len(row_events(read_log(orders_only))) > 0
+    assert d.terminate() == 0
+
+    # Value for value, the same row changes and the same transaction events, in one order.
+    got, want = through_log.events(), direct.events()
+    assert [comparable_row(e) for e in got if isinstance(e, RowChange)] == [
+        comparable_row(e) for e in want if isinstance(e, RowChange)
+    ]
+    assert [e for e in got if isinstance(e, TxBoundary)] == [
+        e for e in want if isinstance(e, TxBoundary)
+    ]
+    # One table version object per schema version, matching the direct ones one to one.
+    rows = [
+        (a.table, b.table)
+        for a, b in zip(got, want, strict=True)
+        if isinstance(a, RowChange) and isinstance(b, RowChange)
+    ]
+    pairs = {(id(a), id(b)) for a, b in rows}
+    assert len({a for a, _ in pairs}) == len({b for _, b in pairs}) == len(pairs) == 3
+    for a, b in rows:
+        assert columns(a) == columns(b)
+        assert (a.namespace, a.table, a.key) == (b.namespace, b.table, b.key)
+    # A batch ends inside a transaction exactly when the log's frame did: the 20-row one.
+    is_open = False
+    for batch in through_log.written:
+        for e in batch.events:
+            if isinstance(e, TxBoundary):
+                is_open = e.status == "BEGIN"
+        assert batch.open_txn == is_open
+    assert sum(b.open_txn for b in through_log.written) >= 3
+
+    # The relay's log decodes to the first log's values, record for record (keys, the
+    # transaction topic and all), apart from when each pipeline processed an event.
+    assert_same_per_topic(log_by_topic(relay), log_by_topic(first), "relay")
+    # A relay of one table: its rows, and END events counting only them.
+    kept = read_log(orders_only)
+    assert {r["topic"] for r in kept} == {"shop.public.orders", "shop.transaction"}
+    ends = [r["value"] for r in kept if r["topic"] == "shop.transaction"]
+    ends = [v for v in ends if v["status"] == "END"]
+    assert ends and all(
+        v["event_count"] == sum(dc["event_count"] for dc in v["data_collections"])
+        and all(dc["data_collection"] == "public.orders" for dc in v["data_collections"])
+        for v in ends
+    )
+    assert sum(v["event_count"] for v in ends) == len(row_events(kept))
+
+
+def records(path: Path) -> list[tuple[Any, ...]]:
+    """A log's records as what a consumer compares: topic, event id, key, value (without when
+    the pipeline processed it)."""
+    return [(r["topic"], r["event_id"], r["key"], comparable(r["value"])) for r in read_log(path)]
+
+
+def test_the_relay_follows_a_growing_log_and_resumes_exactly_once_after_kill_9(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL, note text)")
+    first, second = tmp_path / "log1", tmp_path / "log2"
+    capture = daemon(
+        write_config(
+            tmp_path / "capture.yaml",
+            "pipelines:" + pg_pipeline(pg_db, "cap", first, "public.items"),
+        )
+    ).start()
+    relay_conf = write_config(
+        tmp_path / "relay.yaml", "pipelines:" + log_pipeline("relay", first, second)
+    )
+    relay = daemon(relay_conf).start()
+    wait_until(lambda: slot_exists(pg_db, "cap"), 30, "the capture's slot")
+    done = threading.Event()
+
+    def writer() -> None:
+        with psycopg.connect(pg_db) as c:
+            for n in range(600):
+                with c.transaction():
+                    c.execute("INSERT INTO items VALUES (%s, %s, 'x')", (n, n % 7))
+                    if n % 3 == 0:
+                        c.execute("UPDATE items SET qty = qty + 1 WHERE id = %s", (n // 2,))
+                    if n % 5 == 0:
+                        c.execute("DELETE FROM items WHERE id = %s", (n // 3,))
+                time.sleep(0.005)  # paced, so that both kills land while the log grows
+        done.set()
+
+    w = threading.Thread(target=writer)
+    w.start()
+    killed_while_writing = []
+    try:
+        for at in (150, 500):  # two kill -9s of the relay while the first log keeps growing
+            wait_until(lambda at=at: len(read_log(second)) >= at, 60, f"{at} relayed records")
+            relay.kill()
+            killed_while_writing.append(not done.is_set())
+            relay = daemon(relay_conf).start()
+    finally:
+        w.join(120)
+    assert done.is_set()
+    assert killed_while_writing[0]
+    assert capture.terminate() == 0  # the first log is complete now: the relay catches up
+    total = len(read_log(first))
+    wait_until(lambda: len(read_log(second)) >= total, 60, f"the relay's {total} records")
+    assert relay.terminate() == 0
+    got, want = records(second), records(first)
+    assert [r[1] for r in got] == [r[1] for r in want]  # every event once, in the log's order
+    assert got == want

@@ -1,0 +1,85 @@
+"""The log source without servers: `cdc check` on its path, and where a relative path points."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from cdc.cli import main
+from cdc.config import load
+from cdc.model import EncodedRecord
+from cdc.sinks.log import LogReader, LogWriter
+from cdc.sources.log._source import LogSource
+from cdc.sources.log.config import LogSourceConfig
+from tests.conftest import wait_until
+
+
+def relay_config(tmp_path: Path, source_path: str) -> Path:
+    conf = tmp_path / "conf" / "cdc.yaml"
+    conf.parent.mkdir()
+    conf.write_text(
+        f"""
+pipelines:
+  - name: relay
+    source: {{type: log, path: "{source_path}"}}
+    sink: {{type: log, path: out}}
+"""
+    )
+    return conf
+
+
+def test_a_relative_source_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    config = load(relay_config(tmp_path, "../shop"))
+    source = config.pipelines[0].source
+    assert isinstance(source, LogSourceConfig)
+    assert source.path == tmp_path / "shop"
+
+
+def test_check_names_a_missing_log_and_a_directory_that_is_no_log(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = relay_config(tmp_path, str(tmp_path / "shop"))
+    assert main(["check", "-c", str(conf)]) == 1
+    out = capsys.readouterr().out
+    assert f"log {tmp_path / 'shop'} does not exist" in out
+    assert "sink.path of the pipeline that writes the log" in out
+
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "notes.txt").write_text("not a log")
+    assert main(["check", "-c", str(conf)]) == 1
+    assert "is not a cdc log (no segment files, no schemas.jsonl)" in capsys.readouterr().out
+
+
+def test_check_passes_on_a_log_and_a_stopped_source_returns_while_waiting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    writer = LogWriter(tmp_path / "shop")
+    writer.append([EncodedRecord("t", None, b"\x00\x00\x00\x00\x01", 0, "e1")], {"lsn": 1})
+    writer.close()
+    conf = relay_config(tmp_path, str(tmp_path / "shop"))
+    assert main(["check", "-c", str(conf)]) == 0
+    assert "pipeline relay (log source): ok" in capsys.readouterr().out
+
+    # Not created yet: the source waits for its writer, and stop() ends the wait.
+    source = LogSource(LogSourceConfig(type="log", path=tmp_path / "later"), "relay")
+    source.stop()
+    assert list(source.batches(None)) == []
+    source.close()
+
+    # Following a log with nothing new: stop() wakes the wait and batches() returns.
+    following = LogSource(
+        LogSourceConfig(type="log", path=tmp_path / "shop", start="latest"), "relay"
+    )
+    got: list[object] = []
+    t = threading.Thread(target=lambda: got.extend(following.batches(None)))
+    t.start()
+    wait_until(lambda: following.streaming, 10, "the source to follow")
+    following.stop()
+    t.join(10)
+    assert not t.is_alive()
+    following.close()
+    # What it did: it registered its named consumer at the log's end (retention keeps from there).
+    assert LogReader(tmp_path / "shop").consumers()[0]["name"] == "relay"
+    assert LogReader(tmp_path / "shop").consumers()[0]["committed"] == 1
