@@ -105,6 +105,7 @@ def _table(model: type[BaseModel], nested: list[type[BaseModel]]) -> list[str]:
         if extra.get("secret"):
             meaning += " (secret)"
         kind = _type_name(field.annotation, nested)
+        name = field.alias or name  # a field named after a BaseModel attribute (schema)
         lines.append(f"| `{name}` | {kind} | {_default(field)} | {_cell(meaning)} |")
     return lines
 

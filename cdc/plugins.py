@@ -25,6 +25,8 @@ SINKS: dict[str, str] = {
     "log": "cdc.sinks.log",
     "kafka": "cdc.sinks.kafka",
     "nats": "cdc.sinks.nats",
+    "postgres": "cdc.sinks.postgres",
+    "mysql": "cdc.sinks.mysql",
 }
 
 

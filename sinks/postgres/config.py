@@ -1,0 +1,28 @@
+"""Configuration of the Postgres target (imports no driver)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from cdc.sinks._sql.config import TargetOptions
+
+
+class PostgresSinkConfig(TargetOptions):
+    """A Postgres database the changes are applied to, exactly once (the migration target)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    type: Literal["postgres"] = Field(description="selects the Postgres target")
+    dsn: str = Field(
+        description="libpq connection string or URI of the target database; the user needs "
+        "CREATE on it (schemas and tables are created as needed) and write access to the tables",
+        json_schema_extra={"secret": True},
+    )
+    schema_: str | None = Field(
+        None,
+        alias="schema",
+        description="schema the tables go to (created if missing); default: the source's "
+        "schema (Postgres) or database (MySQL) of each table",
+    )
