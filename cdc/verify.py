@@ -474,7 +474,7 @@ def report(
             bad += 1
             say(f"{name}: the target lacks column(s) {', '.join(r.plan.missing)}")
         if not r.differences:
-            say(f"{name}: equal ({r.rows} rows)")
+            say(f"{name}: equal ({r.rows} row{'' if r.rows == 1 else 's'})")
             continue
         bad += 1
         shown = sorted(r.differences, key=lambda d: d.key)[:max_keys]
