@@ -20,6 +20,7 @@ import pytest
 from cdc import plugins
 from cdc.cli import main
 from cdc.verify import TableRef, Verifier, report, state_table
+from tests.conftest import wait_until
 from tests.logtools import write_config
 
 pytestmark = pytest.mark.integration
@@ -233,3 +234,73 @@ pipelines:
     assert "writes to a log sink: verify compares a database source with a database target" in (
         capsys.readouterr().err
     )
+
+
+def test_cdc_verify_of_a_running_mariadb_to_postgres_pipeline(
+    tmp_path: Path,
+    mariadb_server: Any,
+    mysql_db: str,
+    pg_db: str,
+    daemon: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The command end to end, on the database target applying a running MariaDB pipeline:
+    it waits for the target to apply through the binlog point it read, finds the tables equal
+    while rows keep arriving, then names a row deleted in the target by hand."""
+    from tests.integration.targets.conftest import mariadb_source, pg_sink, target_config
+
+    conn = mariadb_server.connect(mysql_db)
+    cur = conn.cursor()
+    cur.execute(MARIADB_TABLE)
+    conf = target_config(
+        tmp_path / "cdc.yaml", mariadb_source(mariadb_server, [f"{mysql_db}.*"]), pg_sink(pg_db)
+    )
+    d = daemon(conf).start()
+    insert = (
+        "INSERT INTO items VALUES (%s, 12.5, 1/3, 0.75, '2024-02-29', "
+        "'2024-02-29 23:59:59.999999', '2024-03-01 00:00:00.5', '12:34:56.000007', 'x', "
+        "X'00ff', 1, 'green', NULL)"
+    )
+    for n in range(1, 201):
+        cur.execute(insert, (n,))
+    conn.commit()
+    table = f"{mysql_db}.items"
+
+    def applied() -> bool:
+        try:
+            with psycopg.connect(pg_db, autocommit=True) as c:
+                row = c.execute(f'SELECT count(*) FROM "{mysql_db}".items').fetchone()
+        except psycopg.errors.UndefinedTable:
+            return False
+        return row is not None and row[0] == 200
+
+    wait_until(applied, 60, "the first rows applied")
+    done = threading.Event()
+
+    def writer() -> None:  # the pipeline keeps applying while verify runs
+        w = mariadb_server.connect(mysql_db)
+        n = 1000
+        while not done.is_set():
+            w.cursor().execute(insert, (n,))
+            w.commit()
+            n += 1
+        w.close()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        capsys.readouterr()
+        assert main(["verify", "-c", str(conf), "apply", table, "--chunk", "50"]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"{table} -> {mysql_db}.items: equal (")
+    finally:
+        done.set()
+        t.join(30)
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute(f'DELETE FROM "{mysql_db}".items WHERE id = 42')
+    assert main(["verify", "-c", str(conf), "apply", "--chunk", "50"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[1:] == ["  id=42: missing in the target"]
+    assert out[0].startswith(f"{table} -> {mysql_db}.items: 1 row(s) differ of ")
+    assert d.terminate() == 0
+    conn.close()
