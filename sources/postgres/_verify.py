@@ -4,7 +4,8 @@ Canonical texts (see cdc/verify.py): integers as digits; booleans 1/0; numeric w
 zeros; real/double precision rounded to 6 decimal places (approximate); date YYYY-MM-DD;
 timestamps YYYY-MM-DD HH:MM:SS.ffffff (timestamptz in UTC); time and interval as microseconds
 (an interval's months as 30 days, as extract(epoch) counts them); bytea as lower-case hex;
-everything else as the server prints it (uuid, text, json/jsonb, arrays, enums).
+json, jsonb and arrays as jsonb prints them (MySQL's JSON prints alike); everything else as the
+server prints it (uuid, text, enums).
 """
 
 from __future__ import annotations
@@ -51,6 +52,10 @@ def canonical(x: str, c: ColumnInfo) -> str:
         return _MICROS.format(x=x)
     if t == "bytea":
         return f"encode({x}, 'hex')"
+    if t in ("json", "jsonb", "array"):
+        # jsonb's text: keys ordered and spaced as MySQL prints its JSON type, so that a
+        # json/jsonb or an array applied into a MySQL JSON column reads the same
+        return f"to_jsonb({x})::text"
     return f"{x}::text"
 
 
