@@ -3,6 +3,7 @@ the same changes fed directly (a real Postgres, `cdc run` as real processes)."""
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -369,3 +370,74 @@ def test_postgres_to_log_to_postgres_gives_what_postgres_to_postgres_gives_and_v
         "  id=7: differs",
     ]
     assert d.terminate() == 0
+
+
+def test_a_mariadb_capture_through_the_log_gives_a_row_sink_the_direct_row_changes(
+    tmp_path: Path, mariadb_server: Any, mysql_db: str, stopping: list[Any]
+) -> None:
+    """The MySQL source's values (its own decoders: dates as days, TIME as micros, YEAR, SET,
+    BIT, unsigned BIGINT, FLOAT(M,D), JSON, ...) survive the log value for value."""
+    from cdc.status import BOARD
+    from tests.integration.targets.conftest import mariadb_source
+
+    server = mariadb_server
+    server.sql(
+        "CREATE TABLE kinds (id INT PRIMARY KEY, y YEAR, t TIME(6), f FLOAT, f2 FLOAT(7,3), "
+        "dd DOUBLE, dec1 DECIMAL(30,10), e ENUM('a','b,c'), s SET('x','y','z'), bits BIT(5), "
+        "bin BINARY(4), d DATE, dt DATETIME(6), ts TIMESTAMP(6) NULL, u BIGINT UNSIGNED, "
+        "m MEDIUMINT, j JSON, txt TEXT, blb BLOB, p POINT)",
+        mysql_db,
+    )
+    log = tmp_path / "log1"
+    source = mariadb_source(server, [f"{mysql_db}.*"])
+
+    def pipeline(name: str, server_id: int, sink: str) -> str:
+        src = {**source, "server_id": server_id}
+        return f"""
+  - name: {name}
+    topic_prefix: shop
+    batch: {{max_events: 7, max_wait_ms: 20}}
+    source: {json.dumps(src)}
+    sink: {sink}
+"""
+
+    cap_cfg = parse("pipelines:" + pipeline("mcap", 4101, f"{{type: log, path: {log}}}"))
+    cap = Pipeline(cap_cfg.pipelines[0])
+    t = threading.Thread(target=cap.run, daemon=True)
+    t.start()
+    stopping.append((cap, t))
+    direct, through_log = RowsSink(), RowsSink()
+    stopping.append(in_process(pipeline("mdirect", 4102, "{type: log, path: unused}"), direct))
+    wait_until(
+        lambda: (
+            BOARD.get("mcap").state == "streaming" and BOARD.get("mdirect").state == "streaming"
+        ),
+        60,
+        "both MariaDB pipelines streaming",
+    )
+    stopping.append(in_process(log_pipeline("mfromlog", log, tmp_path / "unused"), through_log))
+    conn = server.connect(mysql_db)
+    cur = conn.cursor()
+    for n in range(1, 13):
+        cur.execute(
+            "INSERT INTO kinds VALUES (%s, 1901 + %s, '-838:59:58.999999', 1.5e-3, 1234.5678, "
+            "1e300, '12345678901234567890.0123456789', 'b,c', 'x,z', b'10101', X'00ff', "
+            "'0000-00-00', '1000-01-01 00:00:00.000001', '2038-01-19 03:14:07.999999', "
+            "18446744073709551615, -8388608, '{\"k\": [1, null]}', 'é', X'00', POINT(1, 2))",
+            (n, n),
+        )
+        if n % 4 == 0:
+            cur.execute("UPDATE kinds SET t = '00:00:00', s = '' WHERE id = %s", (n - 1,))
+            cur.execute("DELETE FROM kinds WHERE id = %s", (n - 2,))
+        conn.commit()
+    conn.close()
+    expected = 12 + 3 + 3
+    wait_until(lambda: len(direct.rows()) >= expected, 60, f"{expected} direct rows")
+    wait_until(lambda: len(through_log.rows()) >= expected, 60, f"{expected} rows via the log")
+    got, want = through_log.events(), direct.events()
+    assert [comparable_row(e) for e in got if isinstance(e, RowChange)] == [
+        comparable_row(e) for e in want if isinstance(e, RowChange)
+    ]
+    assert [e for e in got if isinstance(e, TxBoundary)] == [
+        e for e in want if isinstance(e, TxBoundary)
+    ]
