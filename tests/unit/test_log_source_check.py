@@ -9,8 +9,9 @@ import pytest
 
 from cdc.cli import main
 from cdc.config import load
+from cdc.errors import PositionLost
 from cdc.model import EncodedRecord
-from cdc.sinks.log import LogReader, LogWriter
+from cdc.sinks.log import LogReader, LogWriter, segments
 from cdc.sources.log._source import LogSource
 from cdc.sources.log.config import LogSourceConfig
 from tests.conftest import wait_until
@@ -83,3 +84,19 @@ def test_check_passes_on_a_log_and_a_stopped_source_returns_while_waiting(
     # What it did: it registered its named consumer at the log's end (retention keeps from there).
     assert LogReader(tmp_path / "shop").consumers()[0]["name"] == "relay"
     assert LogReader(tmp_path / "shop").consumers()[0]["committed"] == 1
+
+
+def test_records_deleted_before_the_relay_read_them_stop_it_with_position_lost(
+    tmp_path: Path,
+) -> None:
+    writer = LogWriter(tmp_path / "shop", segment_bytes=1 << 20)
+    big = b"\x00" * (700 << 10)
+    for n in range(3):  # three frames of 700 KiB: the second and third each start a segment
+        writer.append([EncodedRecord("t", None, big, 0, f"e{n}")], {"n": n})
+    writer.close()
+    first = segments(tmp_path / "shop")[0][1]
+    first.unlink()  # as retention deletes a closed segment
+    source = LogSource(LogSourceConfig(type="log", path=tmp_path / "shop"), "relay")
+    with pytest.raises(PositionLost, match=r"offset 0 was deleted by the log's retention"):
+        next(source.batches({"offset": 0}))
+    source.close()
