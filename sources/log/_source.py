@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import io
 import logging
+import operator
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +95,10 @@ class LogSource:
         self._committed_at = 0.0
         self._pending_commit: int | None = None
         self._kinds: dict[int, tuple[int, Any]] = {}  # value schema id -> kind, parsed schema
-        self._keys: dict[int, Any] = {}  # key schema id -> parsed schema
         self._versions: dict[tuple[str, int], TableSchema] = {}
         self._wanted: dict[int, tuple[TableSchema, bool]] = {}  # id(table) -> included?
         self._kept_collections: set[str] = set()
+        self._rows: dict[int, tuple[TableSchema, Callable[[dict[str, Any]], tuple[Any, ...]]]] = {}
         self._in_txn = False
 
     # --- the Source contract -----------------------------------------------------------
@@ -251,6 +252,16 @@ class LogSource:
         before = [i for i in ids if i <= vsid + 1]
         return max(before, default=0)
 
+    def _row_of(self, t: TableSchema) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+        """The row tuple of a decoded before/after record of version ``t``."""
+        hit = self._rows.get(id(t))
+        if hit is None or hit[0] is not t:
+            names = [c.name for c in t.columns]
+            get = operator.itemgetter(*names)
+            row = get if len(names) > 1 else (lambda r: (get(r),))
+            hit = self._rows[id(t)] = (t, row)
+        return hit[1]
+
     def _included(self, t: TableSchema) -> bool:
         hit = self._wanted.get(id(t))
         if hit is None or hit[0] is not t:
@@ -285,7 +296,7 @@ class LogSource:
                 table = self._table(r.topic, vsid, ksid, value["source"])
                 if not self._included(table):
                     continue
-                out.append(self._change(table, value, tx, r.key, r.timestamp_ms, r.event_id))
+                out.append(self._change(table, value, tx, r.timestamp_ms, r.event_id))
             except CdcError:
                 raise
             except Exception as e:  # fastavro raises many kinds on bytes it cannot read
@@ -311,15 +322,16 @@ class LogSource:
         table: TableSchema,
         value: dict[str, Any],
         tx: dict[str, Any] | None,
-        key: bytes | None,
         ts_ms: int,
         event_id: str,
     ) -> RowChange:
-        names = [c.name for c in table.columns]
+        row = self._row_of(table)
         b, a = value["before"], value["after"]
-        before = None if b is None else tuple([b[n] for n in names])
-        after = None if a is None else tuple([a[n] for n in names])
-        ev = RowChange(
+        before = None if b is None else row(b)
+        after = None if a is None else row(a)
+        # The record's key is not read: the encoder made it from the row (no source sets
+        # key_override), so encoding the row again gives it back.
+        return RowChange(
             table,
             value["op"],
             before,
@@ -329,27 +341,6 @@ class LogSource:
             event_id,
             None if tx is None else (tx["id"], tx["total_order"], tx["data_collection_order"]),
         )
-        if key is not None and table.key and value["op"] != "t":
-            self._key_override(ev, key)
-        return ev
-
-    def _key_override(self, ev: RowChange, key: bytes) -> None:
-        """Keep a key the row does not give (a transform set it on the way into the log), as
-        ``key_override``: the encoder takes the key from after/before otherwise."""
-        row = ev.after or ev.before
-        assert row is not None and self._reader is not None
-        ksid, body = unframe(key)
-        parsed = self._keys.get(ksid)
-        if parsed is None:
-            parsed = self._keys[ksid] = fastavro.parse_schema(self._reader.schemas.get(ksid))
-        got = _read(parsed, body)
-        cols = ev.table.columns
-        if all(got[cols[i].name] == row[i] for i in ev.table.key):
-            return
-        override: list[Any] = [None] * len(cols)
-        for i in ev.table.key:
-            override[i] = got[cols[i].name]
-        ev.key_override = tuple(override)
 
     # --- the named consumer ------------------------------------------------------------
 
