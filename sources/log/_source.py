@@ -126,6 +126,18 @@ class LogSource:
             first = self._config.start
         if first == "latest":
             first = reader.end_offset()
+        elif isinstance(first, int) and first > (end := reader.end_offset()):
+            # Not an error: a frame the writer had not fsynced when the machine crashed is
+            # gone, and the writer writes those offsets again when it resumes.
+            log.warning(
+                "log source %s: this pipeline's position is offset %d but the log ends at "
+                "offset %d; waiting for the log to reach it (after a machine crash its writer "
+                "writes the lost frames again). If the log was started again from nothing, "
+                "re-create this pipeline's sink to read it from its start",
+                self._path,
+                first,
+                end,
+            )
         self._streaming = True
         log.info("log source %s: reading from offset %s", self._path, first)
         if start is None:
