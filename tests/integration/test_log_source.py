@@ -83,10 +83,12 @@ def slot(dsn: str, name: str) -> str:
     return f"s_{name}_" + dsn.rsplit("dbname=", 1)[1]  # slots are per server
 
 
-def pg_pipeline(dsn: str, name: str, log: Path | None, tables: str, extra: str = "") -> str:
+def pg_pipeline(
+    dsn: str, name: str, log: Path | None, tables: str, extra: str = "", sink_extra: str = ""
+) -> str:
     """One pipeline (YAML) capturing ``tables`` of ``dsn`` under the topic prefix shop, in
     batches of at most 7 events (so a larger transaction spans frames), into ``log``."""
-    sink = f"{{type: log, path: {log}}}" if log else "{type: log, path: unused}"
+    sink = f"{{type: log, path: {log}{sink_extra}}}" if log else "{type: log, path: unused}"
     return f"""
   - name: {name}
     topic_prefix: shop
@@ -96,13 +98,13 @@ def pg_pipeline(dsn: str, name: str, log: Path | None, tables: str, extra: str =
 {extra}"""
 
 
-def log_pipeline(name: str, source: Path, log: Path, extra: str = "") -> str:
+def log_pipeline(name: str, source: Path, log: Path, extra: str = "", sink_extra: str = "") -> str:
     return f"""
   - name: {name}
     topic_prefix: shop
     batch: {{max_wait_ms: 20}}
     source: {{type: log, path: {source}{extra}}}
-    sink: {{type: log, path: {log}}}
+    sink: {{type: log, path: {log}{sink_extra}}}
 """
 
 
@@ -259,11 +261,14 @@ def test_the_relay_follows_a_growing_log_and_resumes_exactly_once_after_kill_9(
     capture = daemon(
         write_config(
             tmp_path / "capture.yaml",
-            "pipelines:" + pg_pipeline(pg_db, "cap", first, "public.items"),
+            # tombstones in both logs: the relay reads none and its sink writes its own
+            "pipelines:"
+            + pg_pipeline(pg_db, "cap", first, "public.items", sink_extra=", tombstones: true"),
         )
     ).start()
     relay_conf = write_config(
-        tmp_path / "relay.yaml", "pipelines:" + log_pipeline("relay", first, second)
+        tmp_path / "relay.yaml",
+        "pipelines:" + log_pipeline("relay", first, second, sink_extra=", tombstones: true"),
     )
     relay = daemon(relay_conf).start()
     wait_until(lambda: slot_exists(pg_db, "cap"), 30, "the capture's slot")
@@ -301,6 +306,8 @@ def test_the_relay_follows_a_growing_log_and_resumes_exactly_once_after_kill_9(
     got, want = records(second), records(first)
     assert [r[1] for r in got] == [r[1] for r in want]  # every event once, in the log's order
     assert got == want
+    deletes = sum(isinstance(r[3], dict) and r[3].get("op") == "d" for r in got)
+    assert deletes > 0 and sum(r[3] is None for r in got) == deletes  # a tombstone after each
 
 
 def table_rows(dsn: str, table: str) -> list[tuple[Any, ...]]:
