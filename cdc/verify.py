@@ -101,8 +101,17 @@ class SqlSide:
 
     # --- what a dialect provides ------------------------------------------------------------
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def _execute(self, sql: str, params: list[Any] | None) -> list[tuple[Any, ...]]:
+        """Run one statement (``%s`` placeholders, literal ``%`` doubled when ``params`` is
+        not None) and return its rows."""
         raise NotImplementedError
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        # Statements are written with literal percent signs doubled, as the drivers want them
+        # when they format parameters in; without parameters they send the text as it is.
+        if not params:
+            return self._execute(sql.replace("%%", "%"), None)
+        return self._execute(sql, list(params))
 
     def quote(self, name: str) -> str:
         raise NotImplementedError

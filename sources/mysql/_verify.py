@@ -10,7 +10,6 @@ microseconds, binary strings as lower-case hex, everything else as the server pr
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 import pymysql
@@ -30,9 +29,9 @@ def _trimmed(s: str) -> str:
     )
 
 
-def canonical(x: str, c: ColumnInfo) -> str:
+def canonical(expr: str, column: ColumnInfo) -> str:
     """Literal percent signs are doubled (the driver formats the statement)."""
-    t = c.data_type
+    x, t = expr, column.data_type
     if t in _INTEGERS:
         return f"CAST({x} AS CHAR)"
     if t == "bit":
@@ -85,18 +84,15 @@ class MySqlSide(SqlSide):
         nums = tuple(int(p) for p in version.split("-")[0].split(".")[:3] if p.isdigit())
         self._status_sql = binlog_status_sql(self._mariadb, nums)
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if not params:
-            sql = sql.replace("%%", "%")
+    canonical = staticmethod(canonical)
+
+    def _execute(self, sql: str, params: list[Any] | None) -> list[tuple[Any, ...]]:
         with self._conn.cursor() as cur:
-            cur.execute(sql, list(params) or None)
+            cur.execute(sql, params)
             return list(cur.fetchall())
 
     def quote(self, name: str) -> str:
         return quote(name)
-
-    def canonical(self, expr: str, column: ColumnInfo) -> str:
-        return canonical(expr, column)
 
     def _row_hash(self, texts: list[str]) -> str:
         cols = ", ".join(f"COALESCE({t}, CHAR(30 USING utf8mb4))" for t in texts)

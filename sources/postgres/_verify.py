@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -32,8 +31,8 @@ def _trimmed(s: str) -> str:
     return f"(CASE WHEN strpos({s}, '.') > 0 THEN rtrim(rtrim({s}, '0'), '.') ELSE {s} END)"
 
 
-def canonical(x: str, c: ColumnInfo) -> str:
-    t = c.data_type
+def canonical(expr: str, column: ColumnInfo) -> str:
+    x, t = expr, column.data_type
     if t in _INTEGERS:
         return f"{x}::text"
     if t == "boolean":
@@ -74,18 +73,15 @@ class PostgresSide(SqlSide):
         self._conn.execute("SET datestyle = ISO; SET TimeZone = 'UTC'")
         self._in_txn = False
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        if not params:
-            sql = sql.replace("%%", "%")
+    canonical = staticmethod(canonical)
+
+    def _execute(self, sql: str, params: list[Any] | None) -> list[tuple[Any, ...]]:
         with self._conn.cursor() as cur:
-            cur.execute(sql.encode(), list(params) or None)  # type: ignore[arg-type]
+            cur.execute(sql.encode(), params)  # type: ignore[arg-type]  # built, not user SQL
             return cur.fetchall() if cur.description else []
 
     def quote(self, name: str) -> str:
         return '"' + name.replace('"', '""') + '"'
-
-    def canonical(self, expr: str, column: ColumnInfo) -> str:
-        return canonical(expr, column)
 
     def _row_hash(self, texts: list[str]) -> str:
         cols = ", ".join(f"coalesce({t}, chr(30))" for t in texts)

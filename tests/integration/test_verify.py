@@ -352,3 +352,31 @@ def test_cdc_verify_of_postgres_to_mariadb(
     assert main(["verify", "-c", str(conf), "shop"]) == 1
     assert capsys.readouterr().out.splitlines()[1:] == ["  id=9: differs"]
     assert d.terminate() == 0
+
+
+def test_a_composite_key_and_a_text_key(pg_db: str, pg_server: Any) -> None:
+    """Ranges and rows of a two-column key (tuple comparison in SQL), and keys that are text."""
+    tgt = target_db(pg_server)
+    for dsn in (pg_db, tgt):
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("CREATE TABLE lines (o int, n text, qty int, PRIMARY KEY (o, n))")
+            c.execute(
+                "INSERT INTO lines SELECT o, 'line ' || n, o * n FROM generate_series(1, 300) o, "
+                "generate_series(1, 5) n"
+            )
+    positions(tgt, {"lsn": wal_now(pg_db) + (1 << 30)})
+    with psycopg.connect(tgt, autocommit=True) as c:
+        c.execute("UPDATE lines SET qty = 0 WHERE o = 150 AND n = 'line 3'")
+        c.execute("DELETE FROM lines WHERE o = 7 AND n = 'line 5'")
+    source, target = pg_side(pg_db, "source"), pg_side(tgt, "target")
+    try:
+        code, lines = verify(source, target, "postgres", ["public.lines"])
+    finally:
+        source.close()
+        target.close()
+    assert lines == [
+        "public.lines -> public.lines: 2 row(s) differ of 1500",
+        "  o=150, n=line 3: differs",
+        "  o=7, n=line 5: missing in the target",
+    ]
+    assert code == 1
