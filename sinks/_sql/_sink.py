@@ -47,6 +47,8 @@ from typing import Any
 from cdc.errors import SinkError
 from cdc.model import NO_DEFAULT, ChangeBatch, Column, Position, RowChange, TableSchema
 from cdc.sinks._sql._types import (
+    UNAVAILABLE,
+    UNAVAILABLE_BYTES,
     UNAVAILABLE_VALUES,
     Dialect,
     Mapping,
@@ -91,6 +93,8 @@ class TablePlan:
     idx: list[int]  # index into version.columns of each written column
     convs: list[tuple[int, Callable[[Any], Any]]]
     key_pos: list[int]  # positions in names of the key columns
+    # the unchanged-TOAST placeholders this version's column types can hold (see _types)
+    placeholders: tuple[Any, ...] = ()
     sql: dict[Any, str] = field(default_factory=dict)  # statement cache, the dialect's keys
 
     @property
@@ -386,7 +390,12 @@ class SqlTarget:
                 continue
             row = plan.row(values)
             mask: tuple[int, ...] = ()
-            if op != "d" and any(u in values for u in UNAVAILABLE_VALUES):
+            ph = plan.placeholders
+            if (
+                ph
+                and op != "d"
+                and (ph[0] in values or (len(ph) > 1 and any(u in values for u in ph[1:])))
+            ):
                 mask = tuple(
                     pos for pos, i in enumerate(plan.idx) if values[i] in UNAVAILABLE_VALUES
                 )
@@ -528,12 +537,21 @@ class SqlTarget:
                 "or drop the target table so that it is created again"
             )
         types = [catalog[n] for n in names]
-        plan = TablePlan(version, target, names, types, idx, convs, key_pos)
+        kinds = {m.kind for m in maps}
+        placeholders: tuple[Any, ...] = ()
+        if kinds & {"string", "Json", "Xml", "Ltree", "TsVector", "Enum", "array"}:
+            placeholders += (UNAVAILABLE,)
+        if kinds & {"bytes", "array"}:
+            placeholders += (UNAVAILABLE_BYTES,)
+        if "array" in kinds:
+            placeholders = (*UNAVAILABLE_VALUES,)
+        plan = TablePlan(version, target, names, types, idx, convs, key_pos, placeholders)
         self._plans[version] = plan
-        # Plans of other versions were made against the table's shape before this one.
-        stale = [v for v, p in self._plans.items() if v is not version and p.target == target]
-        for other in stale:
-            del self._plans[other]
+        if seen[-1] is version:
+            # Plans of older versions were made against the table's shape before this one.
+            stale = [v for v, p in self._plans.items() if v is not version and p.target == target]
+            for other in stale:
+                del self._plans[other]
         return plan
 
     def _catalog_of(self, target: TargetTable) -> dict[str, str] | None:

@@ -1,8 +1,12 @@
-"""The Postgres target: psycopg 3, one connection, multi-row statements with typed parameters.
+"""The Postgres target: psycopg 3, one connection, statements over many rows.
 
-Every parameter is cast to its column's type in the statement (``%s::numeric(10,2)``): the
-converters send temporal values as text in Postgres' own syntax, and the casts make a multi-row
-VALUES list take the column types rather than guess them from the first row.
+Rows go as one array per column, unnested in the statement (``INSERT ... SELECT * FROM
+unnest(%s::bigint[], %s::numeric(12,2)[], ...) ON CONFLICT ...``): the statement text is the same
+for any number of rows (prepared once by psycopg), and each array is one parameter, which
+psycopg's C adapters dump fast (a VALUES list of one placeholder per value cost more to build
+than the server took to apply it). Every array is cast to its column's type: the converters send
+temporal values as text in Postgres' own syntax. Tables with an array column, which ``unnest``
+would flatten, get one row per statement, pipelined by ``executemany``.
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ from cdc.sinks._sql._sink import POSITIONS_TABLE, SqlTarget, TablePlan, TargetTa
 from cdc.sinks._sql._types import normalize
 from cdc.sinks.postgres.config import PostgresSinkConfig
 
-# Postgres takes at most 65535 parameters per statement; rows per statement stay below that.
-_MAX_PARAMS = 60000
-_MAX_ROWS = 1000
+# Rows per statement: each column is one array parameter, so a statement's size does not depend
+# on its row count; this bounds the memory of one statement.
+_MAX_ROWS = 5000
 
 
 class PostgresTarget(SqlTarget):
@@ -145,50 +149,52 @@ class PostgresTarget(SqlTarget):
     # --- statements ---------------------------------------------------------------------------
 
     def _upsert(self, plan: TablePlan, rows: list[list[Any]], mask: tuple[int, ...]) -> None:
-        cols = [i for i in range(len(plan.names)) if i not in mask] if mask else None
-        per = max(1, min(_MAX_ROWS, _MAX_PARAMS // max(1, len(plan.names))))
-        for start in range(0, len(rows), per):
-            chunk = rows[start : start + per]
-            key = ("upsert", len(chunk), mask)
-            statement = plan.sql.get(key)
+        which = [i for i in range(len(plan.names)) if i not in mask]
+        if any(plan.types[i].endswith("[]") for i in which):
+            # unnest would flatten array values: one row per statement, pipelined.
+            statement = plan.sql.get(("upsert1", mask))
             if statement is None:
-                statement = plan.sql[key] = self._upsert_sql(plan, len(chunk), cols)
-            if cols is None:
-                params = [v for row in chunk for v in row]
-            else:
-                params = [row[i] for row in chunk for i in cols]
-            self._execute(statement, params)
+                statement = plan.sql[("upsert1", mask)] = self._upsert_sql(plan, which, False)
+            with self._cursor() as cur:
+                cur.executemany(statement.encode(), [[r[i] for i in which] for r in rows])
+            return
+        statement = plan.sql.get(("upsert", mask))
+        if statement is None:
+            statement = plan.sql[("upsert", mask)] = self._upsert_sql(plan, which, True)
+        for start in range(0, len(rows), _MAX_ROWS):
+            chunk = rows[start : start + _MAX_ROWS]
+            self._execute(statement, [[r[i] for r in chunk] for i in which])
 
-    def _upsert_sql(self, plan: TablePlan, n: int, cols: list[int] | None) -> str:
-        which = list(range(len(plan.names))) if cols is None else cols
-        one = "(" + ", ".join(f"%s::{plan.types[i]}" for i in which) + ")"
+    def _upsert_sql(self, plan: TablePlan, which: list[int], columnar: bool) -> str:
+        """One statement for many rows (``columnar``: one array parameter per column, unnested),
+        or for one row."""
         names = [plan.names[i] for i in which]
+        if columnar:
+            arrays = ", ".join(f"%s::{plan.types[i]}[]" for i in which)
+            rows = f"SELECT * FROM unnest({arrays})"
+        else:
+            rows = "VALUES (" + ", ".join(f"%s::{plan.types[i]}" for i in which) + ")"
         keys = set(plan.key_names)
         update = ", ".join(
             f"{self.quote(c)} = EXCLUDED.{self.quote(c)}" for c in names if c not in keys
         )
         action = f"DO UPDATE SET {update}" if update else "DO NOTHING"
         return (
-            f"INSERT INTO {self.qualified(plan.target)} ({self.key_list(names)}) VALUES "
-            + ", ".join([one] * n)
-            + f" ON CONFLICT ({self.key_list(plan.key_names)}) {action}"
+            f"INSERT INTO {self.qualified(plan.target)} ({self.key_list(names)}) {rows}"
+            f" ON CONFLICT ({self.key_list(plan.key_names)}) {action}"
         )
 
     def _delete(self, plan: TablePlan, keys: list[list[Any]]) -> None:
-        width = len(plan.key_pos)
-        per = max(1, min(_MAX_ROWS, _MAX_PARAMS // width))
-        types = [plan.types[i] for i in plan.key_pos]
-        one = "(" + ", ".join(f"%s::{t}" for t in types) + ")"
-        for start in range(0, len(keys), per):
-            chunk = keys[start : start + per]
-            key = ("delete", len(chunk))
-            statement = plan.sql.get(key)
-            if statement is None:
-                statement = plan.sql[key] = (
-                    f"DELETE FROM {self.qualified(plan.target)} WHERE "
-                    f"({self.key_list(plan.key_names)}) IN ({', '.join([one] * len(chunk))})"
-                )
-            self._execute(statement, [v for k in chunk for v in k])
+        statement = plan.sql.get("delete")
+        if statement is None:
+            arrays = ", ".join(f"%s::{plan.types[i]}[]" for i in plan.key_pos)
+            statement = plan.sql["delete"] = (
+                f"DELETE FROM {self.qualified(plan.target)} WHERE "
+                f"({self.key_list(plan.key_names)}) IN (SELECT * FROM unnest({arrays}))"
+            )
+        for start in range(0, len(keys), _MAX_ROWS):
+            chunk = keys[start : start + _MAX_ROWS]
+            self._execute(statement, [[k[j] for k in chunk] for j in range(len(plan.key_pos))])
 
     def _truncate(self, target: TargetTable) -> None:
         self._execute(f"TRUNCATE {self.qualified(target)}")
