@@ -4,7 +4,9 @@ source")."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from cdc.model import PipelineContext, Problem, Source
 from cdc.sources.log.config import LogSourceConfig
@@ -30,3 +32,11 @@ def check_source(config: LogSourceConfig, pipeline: PipelineConfig) -> list[Prob
 
 
 __all__ = ["Config", "LogSourceConfig", "check_source", "open_source"]
+
+
+def verify_applied_through(path: Path, offset: int, covers: Callable[[Any], bool]) -> bool:
+    """``cdc verify`` through a log: whether a pipeline at log offset ``offset`` has passed the
+    source point ``covers`` recognises in the log writer's frame positions."""
+    from cdc.sources.log._source import applied_through
+
+    return applied_through(path, offset, covers)

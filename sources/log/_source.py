@@ -376,3 +376,21 @@ class LogSource:
         self._consumer.commit(offset)
         self._committed_at = t
         self._pending_commit = None
+
+
+def applied_through(path: Path, offset: int, covers: Callable[[Position | None], bool]) -> bool:
+    """Whether a pipeline reading the log at ``path`` up to ``offset`` (exclusive: its
+    position) has passed every change up to a point of the log writer's source: ``covers``
+    says whether one of the writer's source positions (each frame carries the position after
+    it) is at or past that point. The frames checked are the ones ending at or before
+    ``offset``, from the one holding ``offset - 1``: the last of them is the newest position
+    passed (an empty frame at ``offset``, a heartbeat, counts: it holds nothing to apply)."""
+    if not path.is_dir():
+        return False
+    reader = LogReader(path)
+    for fr in reader.frames(max(offset - 1, 0)):
+        if fr.base_offset + fr.count > offset:
+            return False
+        if covers(fr.position):
+            return True
+    return False

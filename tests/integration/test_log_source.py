@@ -87,13 +87,15 @@ def pg_pipeline(
     dsn: str, name: str, log: Path | None, tables: str, extra: str = "", sink_extra: str = ""
 ) -> str:
     """One pipeline (YAML) capturing ``tables`` of ``dsn`` under the topic prefix shop, in
-    batches of at most 7 events (so a larger transaction spans frames), into ``log``."""
+    batches of at most 7 events (so a larger transaction spans frames), into ``log``; a
+    heartbeat every half second (what `cdc verify` waits for when nothing else is written)."""
     sink = f"{{type: log, path: {log}{sink_extra}}}" if log else "{type: log, path: unused}"
     return f"""
   - name: {name}
     topic_prefix: shop
     batch: {{max_events: 7, max_wait_ms: 20}}
-    source: {{type: postgres, dsn: "{dsn}", tables: [{tables}], slot: {slot(dsn, name)}}}
+    source: {{type: postgres, dsn: "{dsn}", tables: [{tables}], slot: {slot(dsn, name)},
+              heartbeat_interval_s: 0.5}}
     sink: {sink}
 {extra}"""
 
@@ -371,6 +373,20 @@ def test_postgres_to_log_to_postgres_gives_what_postgres_to_postgres_gives_and_v
     assert capsys.readouterr().out.splitlines() == [
         "public.orders -> public.orders: 1 row(s) differ of 23",
         "  id=7: differs",
+    ]
+    # Through the hub: the database the log's writer captures against the target the log
+    # feeds; the target's position (a log offset) waited for through the log's frames.
+    assert main(["verify", "-c", str(conf), "apply"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "public.orders -> public.orders: equal (23 rows)",
+        "public.customers -> public.customers: equal (1 row)",
+    ]
+    with psycopg.connect(via_log, autocommit=True) as c:
+        c.execute("DELETE FROM customers WHERE id = 11")
+    assert main(["verify", "-c", str(conf), "apply"]) == 1
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "public.customers -> public.customers: 1 row(s) differ of 1",
+        "  id=11: missing in the target",
     ]
     assert d.terminate() == 0
 

@@ -226,8 +226,13 @@ pipelines:
   - name: shop
     source: {{type: postgres, dsn: "{pg_db}", tables: [public.accounts]}}
     sink: {{type: log, path: log}}
+  - name: apply
+    source: {{type: log, path: elsewhere}}
+    sink: {{type: postgres, dsn: "{pg_db}"}}
 """,
     )
+    assert main(["verify", "-c", str(conf), "apply"]) == 2
+    assert "reads the log" in (err := capsys.readouterr().err) and "which no pipeline of" in err
     assert main(["verify", "-c", str(conf), "nosuch"]) == 2
     assert "no pipeline 'nosuch' in" in capsys.readouterr().err
     assert main(["verify", "-c", str(conf), "shop"]) == 2
