@@ -420,7 +420,7 @@ def parse(text: str, origin: str = "<config>") -> Config:
             if problem not in problems:
                 problems.append(problem)
     else:
-        problems += _shared_objects(config)
+        problems += _shared_objects(config) + _reads_its_own_log(config)
         if not problems:
             return config
     found = secrets.secrets_in(data)
@@ -445,6 +445,21 @@ def _shared_objects(config: Config) -> list[str]:
                 )
             else:
                 owners[what] = (i, p.name)
+    return problems
+
+
+def _reads_its_own_log(config: Config) -> list[str]:
+    """A pipeline whose log source is its own log sink would relay its own events forever."""
+    problems = []
+    for i, p in enumerate(config.pipelines):
+        source: Any = p.source
+        sink: Any = p.sink
+        if source.type == "log" and sink.type == "log" and source.path == sink.path:
+            problems.append(
+                f"pipelines[{i}].source.path: {str(source.path)!r} is this pipeline's own "
+                "sink.path: it would read back what it writes, forever; give it the path of "
+                "the log another pipeline writes"
+            )
     return problems
 
 

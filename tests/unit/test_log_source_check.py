@@ -122,3 +122,17 @@ def test_a_position_past_the_log_s_end_is_waited_for_with_a_warning(
     source.close()
     assert "position is offset 500 but the log ends at offset 1; waiting" in caplog.text
     assert "re-create this pipeline's sink" in caplog.text
+
+
+def test_a_pipeline_reading_its_own_log_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    conf = tmp_path / "cdc.yaml"
+    conf.write_text(
+        "pipelines:\n  - name: loop\n    source: {type: log, path: shop}\n"
+        "    sink: {type: log, path: shop}\n"
+    )
+    assert main(["validate", "-c", str(conf)]) == 2
+    assert "pipelines[0].source.path: 'shop' is this pipeline's own sink.path" in (
+        capsys.readouterr().err
+    )
