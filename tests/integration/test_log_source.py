@@ -180,13 +180,15 @@ def test_a_row_sink_fed_through_the_log_gets_what_it_gets_directly_and_a_relay_l
         for sql in TABLES:
             c.execute(sql)
     first, relay, orders_only = tmp_path / "log1", tmp_path / "log2", tmp_path / "log3"
+    by_topic = tmp_path / "log4"
     tables = "public.orders, public.customers"
     conf = write_config(
         tmp_path / "cdc.yaml",
         "pipelines:"
         + pg_pipeline(pg_db, "cap", first, tables)
         + log_pipeline("relay", first, relay)
-        + log_pipeline("orders_only", first, orders_only, ", tables: [public.orders]"),
+        + log_pipeline("orders_only", first, orders_only, ", tables: [public.orders]")
+        + log_pipeline("by_topic", first, by_topic, ", topics: [shop.public.orders]"),
     )
     d = daemon(conf).start()
     direct, through_log = RowsSink(), RowsSink()
@@ -199,7 +201,13 @@ def test_a_row_sink_fed_through_the_log_gets_what_it_gets_directly_and_a_relay_l
     wait_until(lambda: len(direct.rows()) >= expected, 60, f"{expected} direct rows")
     wait_until(lambda: len(through_log.rows()) >= expected, 60, f"{expected} rows via the log")
     wait_until(lambda: len(row_events(read_log(relay))) >= expected, 60, "the relay's rows")
-    assert len(row_events(read_log(orders_only))) > 0
+    orders = len([e for e in direct.rows() if e.table.table == "orders"])
+    for one_table in (orders_only, by_topic):
+        wait_until(
+            lambda p=one_table: len(row_events(read_log(p))) >= orders,
+            60,
+            f"{orders} rows in {one_table.name}",
+        )
     assert d.terminate() == 0
 
     # Value for value, the same row changes and the same transaction events, in one order.
@@ -244,6 +252,8 @@ def test_a_row_sink_fed_through_the_log_gets_what_it_gets_directly_and_a_relay_l
         for v in ends
     )
     assert sum(v["event_count"] for v in ends) == len(row_events(kept))
+    # ... and the same when the one table is chosen by its topic
+    assert_same_per_topic(log_by_topic(by_topic), log_by_topic(orders_only), "by topic")
 
 
 def records(path: Path) -> list[tuple[Any, ...]]:
