@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 Key = tuple[Any, ...]
 LEAF = 256  # a differing range of at most this many rows (on both sides) is compared row by row
 ROUNDS = 5  # how often a key whose source row keeps changing is checked again
+CANDIDATE_LIMIT = 10000  # rows found apart in a table before further differing ranges are
+# only counted
 SEP = "\x1f"  # between the canonical texts of a row's columns (unit separator)
 NULL = "\\N"  # the canonical text of NULL
 
@@ -249,6 +251,8 @@ class TableResult:
     rows: int = 0  # source rows compared
     differences: list[Difference] = field(default_factory=list)
     problem: str | None = None  # a table or key missing: nothing compared
+    unresolved_ranges: int = 0  # differing ranges not bisected (past CANDIDATE_LIMIT)
+    unresolved_rows: int = 0  # the rows of those ranges (the larger side's count)
 
 
 def plan_table(
@@ -404,8 +408,15 @@ class Verifier:
             s = src.checksum(plan.source, plan.source_columns, plan.key, lo, hi)
             t = tgt.checksum(plan.target, plan.target_columns, plan.key, lo, hi)
             res.rows += s[0]
-            if s != t:
-                _bisect(src, tgt, plan, lo, hi, (s[0], t[0]), found)
+            if s == t:
+                continue
+            if len(found.source) + len(found.target) >= CANDIDATE_LIMIT:
+                # Past this many rows apart, naming more keys helps nobody and would pull
+                # the table into memory: the rest of the differing ranges are only counted.
+                res.unresolved_ranges += 1
+                res.unresolved_rows += max(s[0], t[0])
+                continue
+            _bisect(src, tgt, plan, lo, hi, (s[0], t[0]), found)
         return found.keys()
 
     def _confirm(self, pending: list[tuple[Plan, TableResult, dict[str, Key]]]) -> None:
@@ -483,7 +494,7 @@ def report(
         if r.plan.missing:
             bad += 1
             say(f"{name}: the target lacks column(s) {', '.join(r.plan.missing)}")
-        if not r.differences:
+        if not r.differences and not r.unresolved_ranges:
             say(f"{name}: equal ({r.rows} row{'' if r.rows == 1 else 's'})")
             continue
         bad += 1
@@ -494,6 +505,12 @@ def report(
             say(f"  {d.key}: {d.what}")
         if more:
             say(f"  ... and {more} more (--max-keys to show more)")
+        if r.unresolved_ranges:
+            say(
+                f"  ... and {r.unresolved_ranges} more key range(s) differ ({r.unresolved_rows} "
+                f"rows), not searched past {CANDIDATE_LIMIT} rows apart: repair what is named, "
+                "then verify again"
+            )
     if bad and behind:
         say(f"note: {behind}")
     return 1 if bad else 0

@@ -133,3 +133,20 @@ def test_a_row_that_changes_at_every_check_is_unsettled() -> None:
         "  id=2: unsettled (changed at every check)",
     ]
     assert code == 1
+
+
+def test_past_the_candidate_limit_further_differing_ranges_are_only_counted(
+    monkeypatch: Any,
+) -> None:
+    """A target that lost most of a table: verify names keys up to the limit and counts the
+    ranges left, rather than fetching every row's hash."""
+    import cdc.verify
+
+    monkeypatch.setattr(cdc.verify, "CANDIDATE_LIMIT", 150)
+    rows = {k: f"v{k}" for k in range(1, 1001)}
+    source = MemorySide(lambda: rows, lambda: 1)
+    target = MemorySide(lambda: {k: v for k, v in rows.items() if k <= 100}, lambda: 1)
+    code, lines = run(source, target)
+    assert lines[0] == "public.t -> public.t: 200 row(s) differ of 1000"
+    assert lines[-1].startswith("  ... and 7 more key range(s) differ (700 rows), not searched")
+    assert code == 1
