@@ -15,7 +15,7 @@ from typing import Any
 import pymysql
 
 from cdc.errors import SourceError
-from cdc.sources.mysql._server import binlog_status_sql, quote
+from cdc.sources.mysql._server import binlog_status_sql, parse_gtid_state, quote
 from cdc.verify import ColumnInfo, SqlSide, TableRef
 
 _INTEGERS = frozenset({"tinyint", "smallint", "mediumint", "int", "integer", "bigint", "year"})
@@ -106,11 +106,14 @@ class MySqlSide(SqlSide):
         self._query("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
 
     def point(self) -> Any:
-        """The binlog's end (file, offset) now: at or past every commit the snapshot sees."""
+        """The binlog's end (file, offset) and the GTIDs written (MariaDB's gtid_binlog_pos,
+        MySQL's gtid_executed) now: at or past every commit the snapshot sees."""
         rows = self._query(self._status_sql)
         if not rows:
             raise SourceError("the source's binary log is off: verify needs log_bin")
-        return {"file": str(rows[0][0]), "pos": int(rows[0][1])}
+        sql = "SELECT @@gtid_binlog_pos" if self._mariadb else "SELECT @@GLOBAL.gtid_executed"
+        gtid = str(self._query(sql)[0][0] or "").replace("\n", "")
+        return {"file": str(rows[0][0]), "pos": int(rows[0][1]), "gtid": gtid or None}
 
     def applied(self, state: TableRef, pipeline: str) -> dict[str, Any] | None:
         exists = self._query(
@@ -153,9 +156,42 @@ class MySqlSide(SqlSide):
         self._conn.close()
 
 
+def _intervals(gtid_set: str) -> dict[str, list[tuple[int, int]]]:
+    """MySQL GTID set text ("uuid:1-5:7,uuid2:3") -> {uuid: [(1, 5), (7, 7)]}."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for part in gtid_set.replace("\n", "").split(","):
+        if not part.strip():
+            continue
+        sid, *ranges = part.strip().split(":")
+        for r in ranges:
+            lo, _, hi = r.partition("-")
+            out.setdefault(sid.lower(), []).append((int(lo), int(hi or lo)))
+    return out
+
+
+def _gtids_cover(applied: str, point: str, mariadb: bool) -> bool:
+    """Whether the GTID state ``applied`` includes everything in ``point``: MariaDB's per
+    domain (a sequence number at least the point's), MySQL's as a set."""
+    if mariadb:
+        have = {d: int(g.rsplit("-", 1)[1]) for d, g in parse_gtid_state(applied).items()}
+        want = {d: int(g.rsplit("-", 1)[1]) for d, g in parse_gtid_state(point).items()}
+        return all(have.get(d, -1) >= n for d, n in want.items())
+    have_sets = _intervals(applied)
+    for sid, ranges in _intervals(point).items():
+        mine = have_sets.get(sid, [])
+        if not all(any(a <= lo and hi <= b for a, b in mine) for lo, hi in ranges):
+            return False
+    return True
+
+
 def reached(applied: dict[str, Any] | None, point: Any) -> bool:
-    """Whether a MySQL source position (``{"file", "pos", ...}``: the end of the last
-    transaction applied) is at or past the binlog point (binlog file names sort in order)."""
+    """Whether a MySQL source position (``{"file", "pos", "gtid"}``: the end of the last
+    transaction applied) covers the point: its GTIDs include the point's (when both have
+    them; a transaction the source did not capture counts too), or its binlog file and
+    offset are at or past the point's (file names sort in order)."""
     if applied is None or "file" not in applied:
         return False
+    have, want = applied.get("gtid"), point.get("gtid")
+    if have and want and _gtids_cover(str(have), str(want), ":" not in str(want)):
+        return True
     return (str(applied["file"]), int(applied["pos"])) >= (point["file"], point["pos"])

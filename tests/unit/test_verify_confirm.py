@@ -150,3 +150,23 @@ def test_past_the_candidate_limit_further_differing_ranges_are_only_counted(
     assert lines[0] == "public.t -> public.t: 200 row(s) differ of 1000"
     assert lines[-1].startswith("  ... and 7 more key range(s) differ (700 rows), not searched")
     assert code == 1
+
+
+def test_a_mysql_target_position_covers_the_point_by_gtids_or_by_binlog_offset() -> None:
+    from cdc.sources.mysql._verify import reached
+
+    at = {"file": "bin.000002", "pos": 900}
+    # MariaDB: per domain; an idle server's binlog end may lie past the last commit
+    assert reached(
+        {**at, "gtid": "0-1-21,1-1-5"}, {"file": "bin.000003", "pos": 4, "gtid": "0-1-21"}
+    )
+    assert not reached({**at, "gtid": "0-1-20"}, {"file": "bin.000003", "pos": 4, "gtid": "0-1-21"})
+    # MySQL: as a set
+    sid = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+    point = {"file": "bin.000003", "pos": 4, "gtid": f"{sid.upper()}:1-5:7"}
+    assert reached({**at, "gtid": f"{sid}:1-9"}, point)
+    assert not reached({**at, "gtid": f"{sid}:1-5"}, point)
+    # without GTIDs: the binlog file and offset
+    assert reached({**at, "gtid": None}, {"file": "bin.000002", "pos": 900, "gtid": None})
+    assert not reached({**at, "gtid": None}, {"file": "bin.000002", "pos": 901, "gtid": None})
+    assert not reached(None, {"file": "bin.000002", "pos": 1, "gtid": None})
