@@ -32,6 +32,11 @@ it as they did in the source), drops the columns the version before it had and i
 widens types (``_types.widens``); any other type change stops the pipeline naming the table,
 the column and the change. Columns are never dropped on first sight of a table after a restart
 (a target column the daemon has not seen dropped is left alone: it may be the user's own).
+
+One file past 500 lines on purpose: the apply, its retries and the schema changes made inside
+its transactions share one connection's state (plans, catalogs, the open transaction, what to
+replay) and are read together; the type mapping (``_types``) and each driver's glue
+(``sinks/<name>/_sink.py``) live apart.
 """
 
 from __future__ import annotations
@@ -65,10 +70,6 @@ POSITIONS_TABLE = "cdc_positions"
 REPLAY_LIMIT = 200_000
 # Rows of a failed statement tried one by one to name the row the target refuses.
 LOCATE_LIMIT = 2000
-
-
-class Refused(Exception):
-    """A statement the target refused for a reason a retry does not change."""
 
 
 @dataclass(frozen=True, slots=True)

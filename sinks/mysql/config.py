@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from cdc.sinks._sql.config import TargetOptions
+from cdc.sources.mysql.config import apply_dsn, check_dsn
 
 
 class MySqlSinkConfig(TargetOptions):
@@ -40,20 +40,9 @@ class MySqlSinkConfig(TargetOptions):
     @field_validator("dsn")
     @classmethod
     def _dsn(cls, v: str | None) -> str | None:
-        if v is not None:
-            parts = urlsplit(v)
-            if parts.scheme not in ("mysql", "mariadb") or not parts.hostname:
-                raise ValueError("invalid dsn: use mysql://user:password@host:port")
-        return v
+        return check_dsn(v)
 
     @model_validator(mode="after")
     def _apply_dsn(self) -> MySqlSinkConfig:
-        if self.dsn is not None:
-            parts = urlsplit(self.dsn)
-            self.host = parts.hostname or self.host
-            self.port = parts.port or self.port
-            if parts.username is not None:
-                self.user = unquote(parts.username)
-            if parts.password is not None:
-                self.password = unquote(parts.password)
+        apply_dsn(self)
         return self

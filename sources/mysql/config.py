@@ -3,12 +3,41 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Literal, Protocol
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _GLOB = re.compile(r"^[^.\s]+\.[^.\s]+$")
+
+
+class _Connection(Protocol):
+    dsn: str | None
+    host: str
+    port: int
+    user: str
+    password: str
+
+
+def check_dsn(v: str | None) -> str | None:
+    """A ``dsn`` field's validator (shared with the MySQL target's config)."""
+    if v is not None:
+        parts = urlsplit(v)
+        if parts.scheme not in ("mysql", "mariadb") or not parts.hostname:
+            raise ValueError("invalid dsn: use mysql://user:password@host:port")
+    return v
+
+
+def apply_dsn(config: _Connection) -> None:
+    """Set host, port, user and password from ``config.dsn`` where it gives them."""
+    if config.dsn is not None:
+        parts = urlsplit(config.dsn)
+        config.host = parts.hostname or config.host
+        config.port = parts.port or config.port
+        if parts.username is not None:
+            config.user = unquote(parts.username)
+        if parts.password is not None:
+            config.password = unquote(parts.password)
 
 
 class MySqlSourceConfig(BaseModel):
@@ -85,20 +114,9 @@ class MySqlSourceConfig(BaseModel):
     @field_validator("dsn")
     @classmethod
     def _dsn(cls, v: str | None) -> str | None:
-        if v is not None:
-            parts = urlsplit(v)
-            if parts.scheme not in ("mysql", "mariadb") or not parts.hostname:
-                raise ValueError("invalid dsn: use mysql://user:password@host:port")
-        return v
+        return check_dsn(v)
 
     @model_validator(mode="after")
     def _apply_dsn(self) -> MySqlSourceConfig:
-        if self.dsn is not None:
-            parts = urlsplit(self.dsn)
-            self.host = parts.hostname or self.host
-            self.port = parts.port or self.port
-            if parts.username is not None:
-                self.user = unquote(parts.username)
-            if parts.password is not None:
-                self.password = unquote(parts.password)
+        apply_dsn(self)
         return self

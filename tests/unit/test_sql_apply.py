@@ -266,3 +266,49 @@ def test_temporal_values_beyond_datetime_reach_postgres_as_text() -> None:
     assert zoned("+12345-06-07T08:09:10.500000Z") == "12345-06-07T08:09:10.500000Z"
     clock = map_column(avro.TIME_MICROS, "mysql").convert
     assert clock is not None and clock(-3020399000000) == "-838:59:59.000000"
+
+
+def test_a_commit_whose_answer_was_lost_is_not_applied_again() -> None:
+    t = _table("id", "v")
+
+    class LostAfterCommit(FakeTarget):
+        lose = False
+
+        def _commit(self) -> None:
+            super()._commit()
+            if self.lose:
+                self.lose = False
+                self.work = None
+                raise Lost("connection reset after COMMIT")
+
+    sink = LostAfterCommit()
+    sink.committed()
+    sink.lose = True
+    sink.write_rows(_batch(_ev(t, "c", None, (1, 1)), pos=1))
+    assert sink.committed() == {"n": 1}
+    last_open = len(sink.statements) - 1 - sink.statements[::-1].index("state")
+    after_reconnect = sink.statements[last_open + 1 :]
+    assert after_reconnect == ["load", "COMMIT", "load"]  # read the position: committed
+
+
+def test_example_config_loads_and_bad_target_options_are_located(tmp_path: Any) -> None:
+    from pathlib import Path
+
+    from cdc.config import load
+    from cdc.errors import ConfigError
+
+    root = Path(__file__).resolve().parents[2]
+    sink = load(root / "config" / "mysql-to-postgres.yaml").pipelines[0].sink
+    assert sink.type == "postgres" and sink.schema_ == "shop"
+    assert sink.column_types == {"shop.orders.prep_time": "interval"}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "pipelines:\n  - name: p\n    source: {type: postgres, dsn: x, tables: [public.t]}\n"
+        "    sink: {type: mysql, dsn: 'postgres://h', column_types: {t.c: int}, tables: {t: u}}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        load(bad)
+    text = str(e.value)
+    assert "pipelines[0].sink.dsn: invalid dsn: use mysql://user:password@host:port" in text
+    assert "invalid column_types key 't.c': use namespace.table.column" in text
+    assert "invalid tables key 't': use namespace.table" in text

@@ -26,12 +26,11 @@ def pg_sink(dsn: str, **extra: Any) -> dict[str, Any]:
 
 
 def mysql_sink(server: Any, **extra: Any) -> dict[str, Any]:
+    """A MySQL target on ``server``: the connection fields a source on it has."""
+    source = mysql_source(server, [], MYSQL_CLIENT_SERVER_ID)
     return {
         "type": "mysql",
-        "host": server.host,
-        "port": server.port,
-        "user": server.user,
-        "password": server.password,
+        **{k: source[k] for k in ("host", "port", "user", "password")},
         **extra,
     }
 
@@ -72,6 +71,16 @@ def pg_query(dsn: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
 
     with psycopg.connect(dsn, autocommit=True, options="-c TimeZone=UTC") as conn:
         return list(conn.execute(sql, params).fetchall())
+
+
+def pg_rows(dsn: str, sql: str) -> list[tuple[Any, ...]] | None:
+    """``pg_query``, or None while the table does not exist (the target creates it)."""
+    import psycopg
+
+    try:
+        return pg_query(dsn, sql)
+    except psycopg.errors.UndefinedTable:
+        return None
 
 
 def pg_exec(dsn: str, *statements: str) -> None:

@@ -217,3 +217,42 @@ def test_inserts_updates_deletes_pk_change_truncate_and_columns_added_and_droppe
     # The applied position sits in the target, in the same transaction as the rows.
     (position,) = pg_query(pg_db, "SELECT position FROM cdc.cdc_positions WHERE pipeline = 'apply'")
     assert position[0]
+
+
+def test_widening_is_applied_and_another_type_change_stops_naming_it(
+    mariadb_server: Any, mysql_db: str, pg_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    from cdc.errors import SinkError
+    from tests.integration.targets.conftest import pg_rows, stopped_with
+
+    db = mysql_db
+    src = mariadb_server
+    src.sql("CREATE TABLE w (id INT PRIMARY KEY, n INT, d DECIMAL(6,2), s VARCHAR(5))", db)
+    src.sql("INSERT INTO w VALUES (1, 1, 1.25, 'a')", db)
+    cfg = target_config(
+        tmp_path / "c.yaml", mariadb_source(src, [f"{db}.w"]), pg_sink(pg_db, schema="m")
+    )
+    p = run_pipeline(cfg)
+    src.sql("ALTER TABLE w MODIFY n BIGINT, MODIFY d DECIMAL(10,3)", db)
+    src.sql("INSERT INTO w VALUES (2, 9000000000, 1234567.125, 'b')", db)
+    wait_until(
+        lambda: (
+            pg_rows(pg_db, "SELECT id, n, d::text FROM m.w ORDER BY id")
+            == [(1, 1, "1.250"), (2, 9000000000, "1234567.125")]
+        ),
+        60,
+        "the widened columns",
+    )
+    types = pg_query(
+        pg_db,
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'm.w'::regclass AND attname IN ('n', 'd') ORDER BY attname",
+    )
+    assert types == [("d", "numeric(10,3)"), ("n", "bigint")]
+    src.sql("UPDATE w SET s = '7'", db)
+    src.sql("ALTER TABLE w MODIFY s INT", db)  # a change of kind: text to integer
+    src.sql("INSERT INTO w VALUES (3, 3, 3, 3)", db)
+    err = stopped_with(p)
+    assert isinstance(err, SinkError) and not err.retryable
+    assert "postgres target table m.w, column s: text -> integer" in str(err)
+    assert pg_query(pg_db, "SELECT count(*) FROM m.w") == [(2,)]

@@ -197,4 +197,20 @@ def test_mysql_to_mysql(
     )
     json_doc = "SELECT j FROM items WHERE id = 1"
     assert my_query(mysql_server, db, json_doc) == [('{"k": [1, 2]}',)]
+    # Schema changes on a MySQL target (DDL outside the data transaction there).
+    src.sql("ALTER TABLE items ADD COLUMN qty INT NOT NULL DEFAULT 7, DROP COLUMN bin", db)
+    src.sql("ALTER TABLE items MODIFY price DECIMAL(12,3)", db)
+    my_exec(src, db, "INSERT INTO items (id, name, price, qty) VALUES (4, 'four', 4.125, 40)")
+    select = "SELECT id, name, price, qty FROM items ORDER BY id"
+    wait_equal(
+        lambda: my_query(src, db, select), lambda: my_query(mysql_server, db, select), "altered"
+    )
+    columns = my_query(
+        mysql_server,
+        None,
+        "SELECT COLUMN_NAME, COLUMN_TYPE FROM information_schema.COLUMNS "
+        f"WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'items' AND COLUMN_NAME IN "
+        "('bin', 'price', 'qty') ORDER BY COLUMN_NAME",
+    )
+    assert columns == [("price", "decimal(12,3)"), ("qty", "int")]
     p.stop()

@@ -19,10 +19,13 @@ from typing import Any
 
 import pytest
 
-from tests.conformance.test_sources import Db, MySqlDb, PostgresDb
+from tests.conformance.test_sources import Db, PostgresDb
 from tests.conftest import scaled, wait_until
 from tests.integration.targets.conftest import pg_query, pg_sink, target_config, wait_equal
+from tests.integration.test_chaos import db  # the source: Postgres or MariaDB, a fresh database
 from tests.servers import _counter
+
+__all__ = ["db"]
 
 pytestmark = [pytest.mark.integration, pytest.mark.scale]
 
@@ -127,24 +130,9 @@ class Reader(threading.Thread):
                 self.stop.wait(0.2)
 
 
-@pytest.fixture(params=["mariadb", "postgres"])
-def source_db(request: pytest.FixtureRequest) -> Any:
-    d: PostgresDb | MySqlDb
-    if request.param == "postgres":
-        d = PostgresDb(request.getfixturevalue("pg_server"))
-    else:
-        d = MySqlDb("mariadb", request.getfixturevalue("mariadb_server"))
-    try:
-        yield d
-    finally:
-        d.close_writers()
-        d.drop()
-
-
 def test_apply_under_kills_and_target_loss_keeps_every_commit_whole(
-    source_db: Db, pg_server: Any, daemon: Any, tmp_path: Path
+    db: Db, pg_server: Any, daemon: Any, tmp_path: Path
 ) -> None:
-    db = source_db
     same_server = isinstance(db, PostgresDb)
     target = pg_server.create_database(f"tgt{next(_counter)}_{random.randrange(10**6)}")
     db.execute(

@@ -15,6 +15,7 @@ from tests.conftest import wait_until
 from tests.integration.targets.conftest import (
     mariadb_source,
     my_exec,
+    mysql_sink,
     pg_exec,
     pg_query,
     pg_sink,
@@ -148,3 +149,31 @@ def test_a_table_without_primary_key_is_a_clear_error(
     assert f"table {db}.nokey has no primary key" in str(err)
     assert "add one to the source table" in str(err)
     assert pg_query(pg_db, "SELECT to_regclass(%s)", (f"{db}.nokey",)) == [(None,)]
+
+
+def test_a_mysql_target_refusing_a_change_stops_naming_table_and_key(
+    mariadb_server: Any, mysql_db: str, mysql_server: Any, tmp_path: Path, run_pipeline: Any
+) -> None:
+    db = mysql_db
+    mariadb_server.sql("CREATE TABLE items (id INT PRIMARY KEY, price DECIMAL(8,2))", db)
+    mysql_server.create_database(db)
+    mysql_server.sql(
+        "CREATE TABLE items (id INT PRIMARY KEY, price DECIMAL(8,2), "
+        "CONSTRAINT cheap CHECK (price < 100))",
+        db,
+    )
+    cfg = target_config(
+        tmp_path / "c.yaml",
+        mariadb_source(mariadb_server, [f"{db}.items"]),
+        mysql_sink(mysql_server),
+    )
+    p = run_pipeline(cfg)
+    my_exec(mariadb_server, db, "INSERT INTO items VALUES (1, 5)")
+    wait_until(lambda: mysql_server.sql("SELECT id FROM items", db) == [(1,)], 30, "row 1")
+    my_exec(mariadb_server, db, "INSERT INTO items VALUES (2, 6), (3, 500)")
+    err = stopped_with(p)
+    assert isinstance(err, SinkError) and not err.retryable
+    text = str(err)
+    assert f"mysql target refused a change to table {db}.items (key id=3)" in text
+    assert "Check constraint 'cheap' is violated" in text
+    assert mysql_server.sql("SELECT id FROM items", db) == [(1,)]
