@@ -78,6 +78,14 @@ class RowsSink:
     def rows(self) -> list[RowChange]:
         return [e for e in self.events() if isinstance(e, RowChange)]
 
+    def complete(self, rows: int) -> bool:
+        """At least ``rows`` row changes, and the last transaction's END (a batch may end
+        just before it)."""
+        events = self.events()
+        last = events[-1] if events else None
+        done = isinstance(last, TxBoundary) and last.status == "END"
+        return done and sum(isinstance(e, RowChange) for e in events) >= rows
+
 
 def slot(dsn: str, name: str) -> str:
     return f"s_{name}_" + dsn.rsplit("dbname=", 1)[1]  # slots are per server
@@ -198,15 +206,22 @@ def test_a_row_sink_fed_through_the_log_gets_what_it_gets_directly_and_a_relay_l
     stopping.append(in_process(log_pipeline("fromlog", first, relay), through_log))
     write_changes(pg_db)
     expected = 20 + 2 + 1 + 2 + 4 + 1 + 1  # rows of write_changes (a truncate is one)
-    wait_until(lambda: len(direct.rows()) >= expected, 60, f"{expected} direct rows")
-    wait_until(lambda: len(through_log.rows()) >= expected, 60, f"{expected} rows via the log")
-    wait_until(lambda: len(row_events(read_log(relay))) >= expected, 60, "the relay's rows")
-    orders = len([e for e in direct.rows() if e.table.table == "orders"])
+    wait_until(lambda: direct.complete(expected), 60, f"{expected} direct rows")
+    wait_until(lambda: through_log.complete(expected), 60, f"{expected} rows via the log")
+    # Every record relayed, the transaction events after the last row too (the first log is
+    # complete: its last transaction, the truncate, is one frame).
+    wait_until(lambda: len(row_events(read_log(first))) >= expected, 60, "the first log")
+    total = len(read_log(first))
+    ends = sum(1 for r in read_log(first) if r["value"] and r["value"].get("status") == "END")
+    wait_until(lambda: len(read_log(relay)) >= total, 60, f"the relay's {total} records")
     for one_table in (orders_only, by_topic):
         wait_until(
-            lambda p=one_table: len(row_events(read_log(p))) >= orders,
+            lambda p=one_table: (
+                sum(1 for r in read_log(p) if r["value"] and r["value"].get("status") == "END")
+                >= ends
+            ),
             60,
-            f"{orders} rows in {one_table.name}",
+            f"{ends} transactions in {one_table.name}",
         )
     assert d.terminate() == 0
 
@@ -244,14 +259,14 @@ def test_a_row_sink_fed_through_the_log_gets_what_it_gets_directly_and_a_relay_l
     # A relay of one table: its rows, and END events counting only them.
     kept = read_log(orders_only)
     assert {r["topic"] for r in kept} == {"shop.public.orders", "shop.transaction"}
-    ends = [r["value"] for r in kept if r["topic"] == "shop.transaction"]
-    ends = [v for v in ends if v["status"] == "END"]
-    assert ends and all(
+    ends_kept = [r["value"] for r in kept if r["topic"] == "shop.transaction"]
+    ends_kept = [v for v in ends_kept if v["status"] == "END"]
+    assert ends_kept and all(
         v["event_count"] == sum(dc["event_count"] for dc in v["data_collections"])
         and all(dc["data_collection"] == "public.orders" for dc in v["data_collections"])
-        for v in ends
+        for v in ends_kept
     )
-    assert sum(v["event_count"] for v in ends) == len(row_events(kept))
+    assert sum(v["event_count"] for v in ends_kept) == len(row_events(kept))
     # ... and the same when the one table is chosen by its topic
     assert_same_per_topic(log_by_topic(by_topic), log_by_topic(orders_only), "by topic")
 
@@ -461,8 +476,8 @@ def test_a_mariadb_capture_through_the_log_gives_a_row_sink_the_direct_row_chang
         conn.commit()
     conn.close()
     expected = 12 + 3 + 3
-    wait_until(lambda: len(direct.rows()) >= expected, 60, f"{expected} direct rows")
-    wait_until(lambda: len(through_log.rows()) >= expected, 60, f"{expected} rows via the log")
+    wait_until(lambda: direct.complete(expected), 60, f"{expected} direct rows")
+    wait_until(lambda: through_log.complete(expected), 60, f"{expected} rows via the log")
     got, want = through_log.events(), direct.events()
     assert [comparable_row(e) for e in got if isinstance(e, RowChange)] == [
         comparable_row(e) for e in want if isinstance(e, RowChange)
