@@ -9,7 +9,7 @@ How (docs/verify.md has the user's view):
    (``SqlSide.canonical``), so that the same value prints the same on Postgres and on MySQL
    (decimals without trailing zeros, times as microseconds, timestamps in UTC with six
    fractional digits, bytes as lower-case hex, booleans as 1/0; floats rounded to 6 decimal
-   places: the one approximate comparison). A row's hash is the MD5 of its columns' canonical
+   places: the one approximate comparison). A row's hash is the SHA-256 of its columns' canonical
    texts; a range's checksum is its row count and the sum of the first 60 bits of its rows'
    hashes (order-independent, so the two servers may scan in any order).
 2. The source is read in one snapshot, at a source point P (a Postgres WAL position, a binlog
@@ -124,7 +124,8 @@ class SqlSide:
         raise NotImplementedError
 
     def _row_hash(self, texts: list[str]) -> str:
-        """SQL of the MD5 (32 hex digits) of the texts joined by SEP, NULL as NULL's text."""
+        """SQL of the SHA-256 (64 hex digits) of the texts' UTF-8 joined by SEP, NULL as
+        NULL's text."""
         raise NotImplementedError
 
     def _hash_sum(self, hash_sql: str) -> str:

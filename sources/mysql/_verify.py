@@ -96,7 +96,8 @@ class MySqlSide(SqlSide):
 
     def _row_hash(self, texts: list[str]) -> str:
         cols = ", ".join(f"COALESCE({t}, CHAR(30 USING utf8mb4))" for t in texts)
-        return f"MD5(CONCAT_WS(CHAR(31 USING utf8mb4), {cols}))"
+        # SHA-256: MySQL 9 has no MD5() any more
+        return f"SHA2(CONCAT_WS(CHAR(31 USING utf8mb4), {cols}), 256)"
 
     def _hash_sum(self, hash_sql: str) -> str:
         return f"SUM(CAST(CONV(SUBSTRING({hash_sql}, 1, 15), 16, 10) AS UNSIGNED))"

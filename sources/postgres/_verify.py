@@ -85,7 +85,7 @@ class PostgresSide(SqlSide):
 
     def _row_hash(self, texts: list[str]) -> str:
         cols = ", ".join(f"coalesce({t}, chr(30))" for t in texts)
-        return f"md5(concat_ws(chr(31), {cols}))"
+        return f"encode(sha256(convert_to(concat_ws(chr(31), {cols}), 'UTF8')), 'hex')"
 
     def _hash_sum(self, hash_sql: str) -> str:
         return f"sum(('x' || substr({hash_sql}, 1, 15))::bit(60)::bigint)"
