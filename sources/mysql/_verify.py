@@ -1,10 +1,11 @@
 """``cdc verify`` on a MySQL/MariaDB server (a source or a target): connections and SQL.
 
 Canonical texts as the Postgres side writes them (see cdc/verify.py and
-sources/postgres/_verify.py): integers (and BIT, YEAR) as digits, DECIMAL without trailing zeros,
-FLOAT/DOUBLE rounded to 6 decimal places (approximate), DATE YYYY-MM-DD, DATETIME/TIMESTAMP
-YYYY-MM-DD HH:MM:SS.ffffff (the session runs in UTC, so a TIMESTAMP is UTC), TIME as signed
-microseconds, binary strings as lower-case hex, everything else as the server prints it.
+sources/postgres/_verify.py): integers (and BIT(1), YEAR) as digits, a wider BIT as its binary
+digits, DECIMAL without trailing zeros, FLOAT/DOUBLE rounded to 6 decimal places (approximate),
+DATE YYYY-MM-DD, DATETIME/TIMESTAMP YYYY-MM-DD HH:MM:SS.ffffff (the session runs in UTC, so a
+TIMESTAMP is UTC), TIME as signed microseconds, binary strings as lower-case hex, everything
+else as the server prints it. Rows are hashed with SHA-256 (MySQL 9 has no MD5()).
 """
 
 from __future__ import annotations
@@ -35,7 +36,12 @@ def canonical(expr: str, column: ColumnInfo) -> str:
     if t in _INTEGERS:
         return f"CAST({x} AS CHAR)"
     if t == "bit":
-        return f"CAST({x} + 0 AS CHAR)"
+        # BIT(1) is a boolean in the change events (1/0); a wider BIT a bit string, which a
+        # Postgres target holds as bit varying(n) and prints as n binary digits
+        if column.column_type.replace(" ", "").lower() in ("bit(1)", "bit"):
+            return f"CAST({x} + 0 AS CHAR)"
+        n = "".join(ch for ch in column.column_type if ch.isdigit()) or "1"
+        return f"LPAD(BIN({x} + 0), {int(n)}, '0')"
     if t == "decimal":
         return _trimmed(f"CAST({x} AS CHAR)")
     if t in ("float", "double", "real"):

@@ -1,11 +1,11 @@
 """``cdc verify`` on a Postgres database (a source or a target): connections and SQL.
 
-Canonical texts (see cdc/verify.py): integers as digits; booleans 1/0; numeric without trailing
-zeros; real/double precision rounded to 6 decimal places (approximate); date YYYY-MM-DD;
-timestamps YYYY-MM-DD HH:MM:SS.ffffff (timestamptz in UTC); time and interval as microseconds
-(an interval's months as 30 days, as extract(epoch) counts them); bytea as lower-case hex;
-json, jsonb and arrays as jsonb prints them (MySQL's JSON prints alike); everything else as the
-server prints it (uuid, text, enums).
+Canonical texts (see cdc/verify.py): integers as digits; booleans 1/0; numeric (and money, as a
+number) without trailing zeros; real/double precision rounded to 6 decimal places
+(approximate); date YYYY-MM-DD; timestamps YYYY-MM-DD HH:MM:SS.ffffff (timestamptz in UTC);
+time and interval as microseconds (an interval's months as 30 days, as extract(epoch) counts
+them); bytea as lower-case hex; json, jsonb and arrays as jsonb prints them (MySQL's JSON prints
+alike); everything else as the server prints it (uuid, text, enums, bit strings).
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ def canonical(expr: str, column: ColumnInfo) -> str:
         return f"(CASE WHEN {x} THEN '1' WHEN NOT {x} THEN '0' END)"
     if t == "numeric":
         return _trimmed(f"{x}::text")
+    if t == "money":  # a decimal in the change events: a numeric (or DECIMAL) in a target
+        return _trimmed(f"{x}::numeric::text")
     if t in ("real", "double precision"):
         return _trimmed(f"round({x}::numeric, 6)::text")
     if t == "date":

@@ -28,13 +28,14 @@ _counter = itertools.count()
 
 PG_TABLE = (
     "CREATE TABLE accounts (id int PRIMARY KEY, name text, balance numeric(12,2), "
-    "score float8, ok boolean, at timestamptz, d date, raw bytea, t time, tags text[])"
+    "score float8, ok boolean, at timestamptz, d date, raw bytea, t time, tags text[], "
+    "price money)"
 )
 PG_ROWS = (
     "INSERT INTO accounts SELECT n, 'name ' || n, n * 1.25, n / 7.0, n % 2 = 0, "
     "timestamptz '2024-01-01 00:00:00+02' + n * interval '1 minute 0.5 seconds', "
     "date '2020-02-29' + n, decode(lpad(to_hex(n), 8, '0'), 'hex'), "
-    "time '00:00:00.25' + n * interval '1 second', ARRAY['a', n::text] "
+    "time '00:00:00.25' + n * interval '1 second', ARRAY['a', n::text], n * 0.25 "
     "FROM generate_series(1, 3000) AS n"
 )
 
@@ -137,13 +138,13 @@ def test_postgres_to_postgres_equal_then_each_hand_made_change_named(
 MARIADB_TABLE = (
     "CREATE TABLE items (id int PRIMARY KEY, price decimal(10,2), ratio double, f float, "
     "d date, dt datetime(6), ts timestamp(6) NULL, t time(6), name varchar(50), "
-    "raw varbinary(20), flag tinyint(1), color enum('red','green'), note text)"
+    "raw varbinary(20), flag tinyint(1), color enum('red','green'), note text, bits bit(5))"
 )
 # the target's table as sinks/_sql maps the MariaDB columns' Avro types into Postgres
 MAPPED_TABLE = (
     "CREATE TABLE items (id int PRIMARY KEY, price numeric(10,2), ratio double precision, "
     "f real, d date, dt timestamp(6), ts timestamptz, t time(6), name text, raw bytea, "
-    "flag boolean, color text, note text)"
+    "flag boolean, color text, note text, bits bit varying(5))"
 )
 
 
@@ -178,13 +179,13 @@ def test_mariadb_to_postgres_canonical_values_agree_and_differences_are_named(
                 None if n % 5 == 0 else f"note {n}",
             )
         )
-    cur.executemany(f"INSERT INTO items VALUES ({', '.join(['%s'] * 13)})", rows)
+    cur.executemany(f"INSERT INTO items VALUES ({', '.join(['%s'] * 13)}, b'00101')", rows)
     conn.commit()
     with psycopg.connect(pg_db, autocommit=True) as c:
         c.execute(MAPPED_TABLE)
         with c.cursor() as pc:
             pc.executemany(
-                f"INSERT INTO items VALUES ({', '.join(['%s'] * 13)})",
+                f"INSERT INTO items VALUES ({', '.join(['%s'] * 13)}, B'00101')",
                 [
                     (*r[:6], None if r[6] is None else r[6] + "+00", *r[7:10], bool(r[10]), *r[11:])
                     for r in rows
@@ -269,7 +270,7 @@ def test_cdc_verify_of_a_running_mariadb_to_postgres_pipeline(
     insert = (
         "INSERT INTO items VALUES (%s, 12.5, 1/3, 0.75, '2024-02-29', "
         "'2024-02-29 23:59:59.999999', '2024-03-01 00:00:00.5', '12:34:56.000007', 'x', "
-        "X'00ff', 1, 'green', NULL)"
+        "X'00ff', 1, 'green', NULL, b'00011')"
     )
     for n in range(1, 201):
         cur.execute(insert, (n,))
@@ -333,7 +334,7 @@ def test_cdc_verify_of_postgres_to_mariadb(
 
     database = f"pgmy{os.getpid()}_{next(_counter)}"
     with psycopg.connect(pg_db, autocommit=True) as c:
-        c.execute(PG_TABLE.replace("tags text[])", "tags text[], u uuid, doc jsonb)"))
+        c.execute(PG_TABLE.replace("price money)", "price money, u uuid, doc jsonb)"))
     conf = target_config(
         tmp_path / "cdc.yaml",
         pg_source(pg_db, ["public.accounts"], heartbeat_interval_s=0.5),
