@@ -156,7 +156,7 @@ class SqlTarget:
         self._catalogs: dict[TargetTable, dict[str, str] | None] = {}
         self._versions: dict[TargetTable, list[TableSchema]] = {}  # seen, in stream order
         self._schemas_made: set[str] = set()
-        self._down_since: float | None = None
+        self._down = False  # an outage was logged: log the recovery
 
     # --- driver hooks (subclasses) --------------------------------------------------------
 
@@ -313,9 +313,9 @@ class SqlTarget:
                     if reconnected is not None:
                         reconnected()
                 attempt()
-                if self._down_since is not None:
-                    log.info("%s reachable again: applying", self.label)
-                    self._down_since = None
+                if self._down:
+                    log.info("%s available again: applying", self.label)
+                    self._down = False
                 return
             except SinkError:
                 self._abandon()
@@ -325,17 +325,17 @@ class SqlTarget:
                     self._abandon()
                     raise SinkError(f"{self.label} failed: {self._describe(e)[0]}") from e
                 self._drop()
-                if self._down_since is None:
-                    self._down_since = 0.0
+                if not self._down:
+                    self._down = True
                     log.warning(
-                        "%s unreachable (%s): retrying with backoff; nothing is acknowledged "
+                        "%s unavailable (%s): retrying with backoff; nothing is acknowledged "
                         "meanwhile",
                         self.label,
                         str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
                     )
                 if self._interrupted.wait(delay):
                     raise SinkError(
-                        f"{self.label} unreachable: gave up on stop ({e})", retryable=True
+                        f"{self.label} unavailable: gave up on stop ({e})", retryable=True
                     ) from e
                 delay = min(delay * 2, self.options.max_retry_backoff_s)
 

@@ -52,7 +52,9 @@ class PostgresTarget(SqlTarget):
             conn.close()
 
     def _is_down(self, exc: BaseException) -> bool:
-        if isinstance(exc, psycopg.errors.QueryCanceled | psycopg.errors.LockNotAvailable):
+        # Connection errors, shutdowns, deadlocks, lock timeouts: a new attempt may succeed. A
+        # statement cancelled (statement_timeout, pg_cancel_backend) would be again: refused.
+        if isinstance(exc, psycopg.errors.QueryCanceled):
             return False
         return isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
 

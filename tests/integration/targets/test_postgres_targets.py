@@ -57,12 +57,23 @@ PG_TYPES = [
     ("ai", "integer[]", "'{1,NULL,-3}'"),
     ("at", "text[]", """'{plain,"with space",NULL}'"""),
     ("ad", "date[]", "'{2024-01-01,NULL}'"),
+    ("oi", "oid", "4294967295"),
+    ("c1", '"char"', "'x'"),
+    ("nm", "name", "'pg_class'"),
+    ("xm", "xml", "'<a>1</a>'"),
+    ("ip", "inet", "'192.168.0.1/24'"),
+    ("cd", "cidr", "'10.0.0.0/8'"),
+    ("ma", "macaddr", "'08:00:2b:01:02:03'"),
+    ("rg", "int4range", "'[1,5)'"),
+    ("tv", "tsvector", "'a b'"),
 ]
 # Lossy (docs/targets.md): (column, type, literal, the target's text). An interval goes through
 # Debezium's MicroDuration (a month is 30.4375 days); a timetz through ZonedTime (in UTC).
 LOSSY = [
     ("iv", "interval", "'1 year 2 mons 3 days 04:05:06.789'", "429 days 07:05:06.789"),
     ("tt", "timetz", "'13:14:15.25+02'", "11:14:15.25+00"),
+    ("mo", "money", "'-1234.56'", "-1234.56"),  # numeric: the amount, no currency format
+    ("vb", "varbit(20)", "B'101'", "00000000000000000101"),  # padded to its length
 ]
 
 

@@ -195,7 +195,7 @@ def test_apply_under_kills_and_target_loss_keeps_every_commit_whole(
         pg_server.start()
     writer.resume.set()
     # The next batch finds the connection gone, reconnects and replays its transaction.
-    wait_until(lambda: "postgres target reachable again" in run.output(), 120, "a reconnect")
+    wait_until(lambda: "postgres target available again" in run.output(), 120, "a reconnect")
     past(0.7)
     run.kill()
     run = daemon(cfg).start()
