@@ -404,6 +404,13 @@ class Verifier:
         src, tgt = self.source, self.target
         bounds: list[Key | None] = [None, *src.boundaries(plan.source, plan.key, self.chunk)]
         bounds.append(None)
+        log.info(
+            "verify %s -> %s: %d key range(s) of about %d rows",
+            plan.source,
+            plan.target,
+            len(bounds) - 1,
+            self.chunk,
+        )
         found = _Candidates()
         for lo, hi in itertools.pairwise(bounds):
             s = src.checksum(plan.source, plan.source_columns, plan.key, lo, hi)
