@@ -64,11 +64,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Compare a pipeline's source tables with its database target's (docs/verify.md)."""
-    from cdc import logs, verify
+    from cdc import logs, verifycmd
     from cdc.config import load
 
     logs.add_secrets(logs.secrets_in(load(args.config)))  # a driver's message may quote the DSN
-    return verify.run(
+    return verifycmd.run(
         args.config,
         args.pipeline,
         args.tables,

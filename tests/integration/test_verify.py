@@ -19,7 +19,8 @@ import pytest
 
 from cdc import plugins
 from cdc.cli import main
-from cdc.verify import TableRef, Verifier, report, state_table
+from cdc.verify import TableRef, Verifier, report
+from cdc.verifycmd import state_table
 from tests.conftest import wait_until
 from tests.logtools import write_config
 
