@@ -444,7 +444,7 @@ def parse(text: str, origin: str = "<config>") -> Config:
             if problem not in problems:
                 problems.append(problem)
     else:
-        problems += _shared_objects(config)
+        problems += _shared_objects(config) + _reads_its_own_log(config)
         if not problems:
             return config
     found = secrets.secrets_in(data)
@@ -469,6 +469,21 @@ def _shared_objects(config: Config) -> list[str]:
                 )
             else:
                 owners[what] = (i, p.name)
+    return problems
+
+
+def _reads_its_own_log(config: Config) -> list[str]:
+    """A pipeline whose log source is its own log sink would relay its own events forever."""
+    problems = []
+    for i, p in enumerate(config.pipelines):
+        source: Any = p.source
+        sink: Any = p.sink
+        if source.type == "log" and sink.type == "log" and source.path == sink.path:
+            problems.append(
+                f"pipelines[{i}].source.path: {str(source.path)!r} is this pipeline's own "
+                "sink.path: it would read back what it writes, forever; give it the path of "
+                "the log another pipeline writes"
+            )
     return problems
 
 
@@ -502,12 +517,14 @@ def load(path: str | Path) -> Config:
         config.status_file = default_status_file(p)
     elif not config.status_file.is_absolute():
         config.status_file = (p.parent / config.status_file).resolve()
-    # Relative sink paths are relative to the config file, not to wherever the daemon starts.
+    # Relative paths (a log sink's, a log source's) are relative to the config file, not to
+    # wherever the daemon starts.
     for pl in config.pipelines:
-        sink: Any = pl.sink
-        sink_path = getattr(sink, "path", None)
-        if isinstance(sink_path, Path) and not sink_path.is_absolute():
-            sink.path = (p.parent / sink_path).resolve()
+        for part in (pl.sink, pl.source):
+            plugin: Any = part
+            part_path = getattr(plugin, "path", None)
+            if isinstance(part_path, Path) and not part_path.is_absolute():
+                plugin.path = (p.parent / part_path).resolve()
     return config
 
 

@@ -19,6 +19,7 @@ from cdc.model import PipelineContext, Problem, RowSink, Sink, Source
 SOURCES: dict[str, str] = {
     "postgres": "cdc.sources.postgres",
     "mysql": "cdc.sources.mysql",
+    "log": "cdc.sources.log",
 }
 SINKS: dict[str, str] = {
     "log": "cdc.sinks.log",

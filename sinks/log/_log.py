@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,14 @@ class OffsetOutOfRange(SinkError):
         self.offset = offset
         self.start_offset = start_offset
         super().__init__(message)
+
+
+def _waited_out(stop: threading.Event | None, poll: float) -> bool:
+    """Wait ``poll`` seconds for new data; True when ``stop`` was set meanwhile (or before)."""
+    if stop is None:
+        time.sleep(poll)
+        return False
+    return stop.wait(poll)
 
 
 def _deleted(directory: Path, offset: int, start: int) -> OffsetOutOfRange:
@@ -124,7 +133,11 @@ class LogReader:
         return start
 
     def frames(
-        self, from_offset: Start = "earliest", follow: bool = False, poll: float = 0.2
+        self,
+        from_offset: Start = "earliest",
+        follow: bool = False,
+        poll: float = 0.2,
+        stop: threading.Event | None = None,
     ) -> Iterator[FrameInfo]:
         """Frames holding records at or after ``from_offset`` (and empty frames from there), in
         order. ``from_offset``: an offset, ``"earliest"`` (the log's start) or ``"latest"`` (its
@@ -133,7 +146,8 @@ class LogReader:
         Without ``follow`` it stops at the end (an incomplete last frame, being written or torn,
         is not returned). With ``follow`` it waits for new frames until the caller stops iterating.
         Raises ``OffsetOutOfRange`` if the records wanted are deleted by retention, before or
-        while reading (with ``"earliest"``, only once it has returned a frame).
+        while reading (with ``"earliest"``, only once it has returned a frame). ``stop``: when
+        set, a follow that is waiting for new frames returns at once (a source's ``stop()``).
         """
         earliest = from_offset == "earliest"
         offset = self._resolve(from_offset)
@@ -146,9 +160,8 @@ class LogReader:
             segs = segments(self.directory)
             if cur is None:
                 if not segs:
-                    if not follow:
+                    if not follow or _waited_out(stop, poll):
                         return
-                    time.sleep(poll)
                     continue
                 if want < segs[0][0]:
                     if not (earliest and not started):
@@ -209,9 +222,8 @@ class LogReader:
                 cur = segs[idx + 1][0]
                 pos = 0
                 continue
-            if not follow:
+            if not follow or _waited_out(stop, poll):
                 return
-            time.sleep(poll)
 
     def records(
         self,

@@ -36,3 +36,18 @@ def check_source(config: MySqlSourceConfig, pipeline: PipelineConfig) -> list[Pr
 
 
 __all__ = ["Config", "MySqlSourceConfig", "check_source", "open_source"]
+
+
+def verify_side(host: str, port: int, user: str, password: str, label: str) -> object:
+    """A connected ``cdc.verify.SqlSide`` on a MySQL/MariaDB server (``cdc verify``'s source or
+    target side)."""
+    from cdc.sources.mysql._verify import MySqlSide
+
+    return MySqlSide(host, port, user, password, label)
+
+
+def verify_reached(applied: dict[str, object] | None, point: object) -> bool:
+    """Whether a target's applied position of this source covers a verify point."""
+    from cdc.sources.mysql._verify import reached
+
+    return reached(applied, point)

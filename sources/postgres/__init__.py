@@ -44,3 +44,18 @@ def plan_drop(config: PostgresSourceConfig, pipeline: str) -> object:
     from cdc.sources.postgres._teardown import Teardown
 
     return Teardown(config, pipeline)
+
+
+def verify_side(dsn: str, label: str) -> object:
+    """A connected ``cdc.verify.SqlSide`` on the Postgres database ``dsn`` (``cdc verify``'s
+    source or target side)."""
+    from cdc.sources.postgres._verify import PostgresSide
+
+    return PostgresSide(dsn, label)
+
+
+def verify_reached(applied: dict[str, object] | None, point: object) -> bool:
+    """Whether a target's applied position of this source covers a verify point."""
+    from cdc.sources.postgres._verify import reached
+
+    return reached(applied, point)

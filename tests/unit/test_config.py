@@ -57,7 +57,7 @@ pipelines:
         "use a-z, 0-9 and _ (at most 63 characters)",
         "pipelines[0].sink.segment_bytes: bad size 'lots': use a number of bytes or a size "
         "such as 500MB, 10GiB (KB/MB/GB/TB: powers of 1000; KiB/MiB/GiB/TiB: of 1024)",
-        "pipelines[1].source: unknown type 'oracle': use one of postgres, mysql",
+        "pipelines[1].source: unknown type 'oracle': use one of postgres, mysql, log",
         "pipelines[1].sink.colour: unknown field; check its spelling against docs/configuration.md",
     ]
 
