@@ -370,6 +370,12 @@ def _cmd_log_read(args: argparse.Namespace) -> int:
             consumer.close()
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cdc import serve
+
+    return serve.run(args.config)
+
+
 def _cmd_log_info(args: argparse.Namespace) -> int:
     from cdc.sinks.log import LogReader
 
@@ -479,6 +485,14 @@ def build_parser() -> argparse.ArgumentParser:
     drp.add_argument("pipeline", help="the pipeline's name in the config file")
     drp.add_argument("--yes", action="store_true", help="drop without asking (for scripts)")
     drp.set_defaults(func=_cmd_drop)
+
+    srv = sub.add_parser(
+        "serve",
+        help="serve the pipelines' built-in logs over HTTP: Server-Sent Events and a pull "
+        "consumer API (the config's serve: block; docs/log.md)",
+    )
+    srv.add_argument("-c", "--config", required=True, help="YAML config file")
+    srv.set_defaults(func=_cmd_serve)
 
     lg = sub.add_parser("log", help="read the built-in log")
     lsub = lg.add_subparsers(dest="log_command", required=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -124,14 +124,20 @@ class LogReader:
         return start
 
     def frames(
-        self, from_offset: Start = "earliest", follow: bool = False, poll: float = 0.2
+        self,
+        from_offset: Start = "earliest",
+        follow: bool = False,
+        poll: float = 0.2,
+        wait: Callable[[float], object] = time.sleep,
     ) -> Iterator[FrameInfo]:
         """Frames holding records at or after ``from_offset`` (and empty frames from there), in
         order. ``from_offset``: an offset, ``"earliest"`` (the log's start) or ``"latest"`` (its
         end: only what is written from now on).
 
         Without ``follow`` it stops at the end (an incomplete last frame, being written or torn,
-        is not returned). With ``follow`` it waits for new frames until the caller stops iterating.
+        is not returned). With ``follow`` it waits for new frames until the caller stops iterating,
+        calling ``wait(poll)`` each time it has caught up (a server passes one that sends
+        keep-alives and raises to stop a reader whose client went away).
         Raises ``OffsetOutOfRange`` if the records wanted are deleted by retention, before or
         while reading (with ``"earliest"``, only once it has returned a frame).
         """
@@ -148,7 +154,7 @@ class LogReader:
                 if not segs:
                     if not follow:
                         return
-                    time.sleep(poll)
+                    wait(poll)
                     continue
                 if want < segs[0][0]:
                     if not (earliest and not started):
@@ -211,7 +217,7 @@ class LogReader:
                 continue
             if not follow:
                 return
-            time.sleep(poll)
+            wait(poll)
 
     def records(
         self,
