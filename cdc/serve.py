@@ -300,6 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif raw_time is not None:
             since = _since(raw_time)
         log_ = self._open(pipeline)
+        if start == "latest":  # what is written after this request, not after the headers
+            start = log_.end_offset()
         if isinstance(start, int):
             self._start(log_, start)
         if since is not None:

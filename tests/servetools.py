@@ -9,6 +9,7 @@ import json
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,10 +135,14 @@ class SseStream:
         self.status = resp.status
         self.comments = 0
 
-    def events(self) -> Iterator[dict[str, Any]]:
-        """``{"id", "event", "data"}`` per event, as they come; ends when the server closes."""
+    def events(self, timeout: float = 120.0) -> Iterator[dict[str, Any]]:
+        """``{"id", "event", "data"}`` per event, as they come; ends when the server closes.
+        Fails the test after ``timeout`` seconds (keep-alive comments would wait forever)."""
+        deadline = time.monotonic() + timeout
         fields: dict[str, Any] = {}
         for raw in self.resp:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no end of the SSE stream after {timeout}s")
             line = raw.decode().rstrip("\r\n")
             if not line:
                 if "data" in fields:

@@ -5,6 +5,7 @@ reconnects by itself with Last-Event-ID and gets every event once, in order."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import threading
@@ -15,7 +16,6 @@ from typing import Any
 
 import pytest
 
-from cdc._jsonout import dumps
 from cdc.config import ServeConfig
 from cdc.serve import LogServer
 from cdc.sinks.log import open_log
@@ -23,35 +23,45 @@ from tests.conftest import wait_until
 from tests.servetools import TOKEN, write_log
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 TOPIC = "shop.public.orders"
+# docs/log.md's EventSource snippet runs as written (its host swapped for the server's), with a
+# console.log that reports what it prints back to the test
 PAGE = """<!doctype html>
-<html><body><ol id="got"></ol><script>
-const source = new EventSource("%(url)s");
-const got = [];
-source.onmessage = (e) => {
-  got.push({id: e.lastEventId, data: e.data});
-  const li = document.createElement("li");
-  li.textContent = e.lastEventId + " " + e.data;
-  document.getElementById("got").appendChild(li);
+<html><body><script>
+const token = %(token)s;
+const printed = [];
+console.log = (...args) => {
+  printed.push(args);
   // everything so far, each time: the test keeps the longest (reports may overtake each other)
-  fetch("/report", {method: "POST", body: JSON.stringify(got)});
+  fetch("/report", {method: "POST", body: JSON.stringify(printed)});
 };
+</script><script>
+%(snippet)s
 </script></body></html>
 """
+
+
+def documented_snippet() -> str:
+    doc = (ROOT / "docs" / "log.md").read_text()
+    section = doc.split("## Over HTTP (`cdc serve`)", 1)[1]
+    found = re.search(r"```javascript\n(.*?)```", section, re.S)
+    assert found is not None, "docs/log.md lost its EventSource example"
+    return found.group(1)
 
 
 class _Page:
     """Serves the page, and collects what it reports it received."""
 
     def __init__(self) -> None:
-        self.es_url = ""  # what the page's EventSource follows: set before a browser opens it
-        self.reports: list[list[dict[str, Any]]] = []
+        self.script = ""  # the page's script: set before a browser opens it
+        self.reports: list[list[Any]] = []
         page = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                body = (PAGE % {"url": page.es_url}).encode()
+                body = (PAGE % {"token": json.dumps(TOKEN), "snippet": page.script}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html")
                 self.send_header("Content-Length", str(len(body)))
@@ -72,8 +82,8 @@ class _Page:
         self.url = self.origin + "/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def received(self) -> list[dict[str, Any]]:
-        """What the page's EventSource got: ``{"id", "data"}`` per event, in its order."""
+    def received(self) -> list[Any]:
+        """What the page printed with console.log, in its order."""
         return max(self.reports, key=len, default=[])
 
     def close(self) -> None:
@@ -122,7 +132,9 @@ def test_a_browser_follows_a_topic_with_eventsource_across_a_server_restart(
     config = ServeConfig(port=0, allow_origins=[page.origin], keepalive=1)
     server = LogServer(config, {"shop": log_dir}, token=TOKEN)
     config.port = server.port  # restarted on the same address, as a browser expects
-    page.es_url = f"{server.url}/logs/shop/events?topic={TOPIC}&access_token={TOKEN}"
+    snippet = documented_snippet()
+    assert f"?topic={TOPIC}&access_token=" in snippet.replace('"\n  + "', "")
+    page.script = snippet.replace("https://cdc.example.com:8081", server.url)
     try:
         chromium(page.url)
         wait_until(lambda: len(page.received()) >= 10, 60, "the browser to get the first 10 orders")
@@ -134,7 +146,7 @@ def test_a_browser_follows_a_topic_with_eventsource_across_a_server_restart(
     finally:
         server.close()
         page.close()
-    expected = [dumps(ev.as_json()) for ev in open_log(log_dir).events(topic=TOPIC)]
+    expected = [[ev.offset, "c", ev.value["after"]] for ev in open_log(log_dir).events(topic=TOPIC)]
     got = page.received()
-    assert [int(r["id"]) for r in got] == list(range(0, 30, 2))  # once each, in order
-    assert [r["data"] for r in got] == expected
+    assert [p[0] for p in got] == list(range(0, 30, 2))  # once each, in order
+    assert got == expected

@@ -3,7 +3,10 @@ written by the log sink, with plain HTTP clients as another language's program w
 
 from __future__ import annotations
 
+import json
 import logging
+import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -25,6 +28,13 @@ from tests.servetools import TOKEN, Client, self_signed, write_log
 
 ROOT = Path(__file__).resolve().parents[2]
 Serve = Callable[..., tuple[LogServer, Client]]
+# a config file's pipeline writing the log in ./log (relative to the file); serve: follows
+PIPELINE = """pipelines:
+  - name: shop
+    source: {type: postgres, dsn: 'host=localhost dbname=shop', slot: s, tables: [public.orders]}
+    sink: {type: log, path: log}
+"""
+TLS = "tls_cert: cert.pem, tls_key: key.pem"
 
 
 @pytest.fixture
@@ -243,15 +253,7 @@ def test_tls_with_a_self_signed_pair(tmp_path: Path, serve: Serve) -> None:
     cert, _ = self_signed(tmp_path)
     (tmp_path / "token").write_text(TOKEN + "\n")
     cfg = tmp_path / "cdc.yaml"
-    cfg.write_text(
-        "pipelines:\n"
-        "  - name: shop\n"
-        "    source: {type: postgres, dsn: 'host=localhost dbname=shop', slot: s, "
-        "tables: [public.orders]}\n"
-        "    sink: {type: log, path: log}\n"
-        "serve: {port: 0, bind: 127.0.0.1, token_file: token, tls_cert: cert.pem, "
-        "tls_key: key.pem}\n"
-    )
+    cfg.write_text(PIPELINE + "serve: {port: 0, token_file: token, " + TLS + "}\n")
     server = start(load(cfg), cfg)
     try:
         assert server.url.startswith("https://")
@@ -278,10 +280,7 @@ def test_tls_with_a_self_signed_pair(tmp_path: Path, serve: Serve) -> None:
 
 
 def test_config_refuses_an_open_address_without_a_token(tmp_path: Path) -> None:
-    base = (
-        "pipelines:\n  - name: shop\n    source: {type: postgres, dsn: 'host=x', slot: s, "
-        "tables: [public.t]}\n    sink: {type: log, path: /tmp/x}\n"
-    )
+    base = PIPELINE
     with pytest.raises(ConfigError) as e:
         parse(base + "serve: {bind: 0.0.0.0}\n")
     assert "bind '0.0.0.0' is not a loopback address" in str(e.value.problems)
@@ -312,3 +311,63 @@ def test_the_example_config_validates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CDC_SERVE_TOKEN", TOKEN)
     config = load(ROOT / "config" / "serve.yaml")
     assert config.serve.bind == "0.0.0.0" and config.serve.tls_cert is not None
+
+
+def _doc_section() -> str:
+    doc = (ROOT / "docs" / "log.md").read_text()
+    return doc.split("## Over HTTP (`cdc serve`)", 1)[1].split("\n## ", 1)[0]
+
+
+def test_cdc_serve_runs_the_documented_curl_commands(tmp_path: Path) -> None:
+    """`cdc serve -c FILE` as a process, and docs/log.md's curl lines against it, as written
+    (the documented host swapped for the server's address); SIGTERM ends it with status 0."""
+    write_log(tmp_path / "log", 2500)
+    cert, _ = self_signed(tmp_path)
+    (tmp_path / "token").write_text(TOKEN)
+    cfg = tmp_path / "cdc.yaml"
+    cfg.write_text(PIPELINE + "serve: {port: 0, token_file: token, " + TLS + "}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cdc", "serve", "-c", str(cfg)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        assert "serving the logs of shop on https://127.0.0.1:" in line, line
+        url = line.split(" on ", 1)[1].split("/logs", 1)[0]
+        blocks = re.findall(r"```sh\n(.*?)```", _doc_section(), re.S)
+        commands = [
+            c.replace("https://cdc.example.com:8081", url)
+            for block in blocks
+            for c in block.replace("\\\n", " ").splitlines()
+        ]
+        env = {"TOKEN": TOKEN, "PATH": "/usr/bin:/bin", "CURL_CA_BUNDLE": str(cert)}
+
+        def curl(command: str, seconds: float | None = None) -> str:
+            args = ["--max-time", str(seconds)] if seconds else []
+            done = subprocess.run(
+                ["bash", "-c", command.replace("curl ", f"curl {' '.join(args)} ", 1)],
+                env=env,
+                capture_output=True,
+                text=True,
+            )
+            return done.stdout
+
+        sse = [c for c in commands if "/events" in c]
+        resumed = curl(sse[1], 3)  # follows until --max-time
+        ids = [int(x[4:]) for x in resumed.splitlines() if x.startswith("id: ")]
+        assert ids == list(range(1235, 2500))
+        first = next(x for x in resumed.splitlines() if x.startswith("data: "))
+        assert first == "data: " + _expected(tmp_path / "log")[1235]
+        fetch = next(c for c in commands if "/fetch" in c)
+        body = json.loads(curl(fetch))
+        assert [e["offset"] for e in body["events"]] == list(range(1000))
+        assert body["next_offset"] == 1000 and body["committed"] is None
+        commit = next(c for c in commands if "/commit" in c)
+        assert json.loads(curl(commit)) == {"committed": 2000}
+        assert json.loads(curl(fetch))["events"][0]["offset"] == 2000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
