@@ -371,3 +371,21 @@ def test_cdc_serve_runs_the_documented_curl_commands(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
+
+
+def test_a_client_that_stops_reading_is_dropped(tmp_path: Path, serve: Serve) -> None:
+    """A stalled SSE client (it connected, then takes nothing) does not keep its thread: once
+    the socket's buffers are full, the write waits idle_timeout and the connection is closed."""
+    write_log(tmp_path / "log", 40_000, per_batch=5000)  # several MB: more than the buffers
+    server, client = serve(idle_timeout=0.5)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(("127.0.0.1", client.port))
+    stalled.sendall(
+        f"GET /logs/shop/events HTTP/1.0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    )
+    try:
+        wait_until(lambda: server.active == 1, what="the stalled stream to be served")
+        wait_until(lambda: server.active == 0, 60, "the stalled client to be dropped")
+    finally:
+        stalled.close()
