@@ -73,6 +73,16 @@ class _Stop(Exception):
     """Raised from a reader's wait to end a stream or a long poll."""
 
 
+def _gone(offset: int, start: int) -> HttpError:
+    return HttpError(
+        410,
+        f"offset {offset} is no longer in the log (retention deleted it); the log starts at "
+        f"offset {start} now: read from there, or from=earliest, knowing that the records in "
+        "between are gone",
+        start_offset=start,
+    )
+
+
 def _bad(message: str) -> NoReturn:
     raise HttpError(400, message)
 
@@ -204,8 +214,9 @@ class _Handler(BaseHTTPRequestHandler):
                 )
         except HttpError as e:
             self._json(e.status, {"error": e.message, **e.extra})
-        except OffsetOutOfRange as e:
-            self._json(410, {"error": str(e), "start_offset": e.start_offset})
+        except OffsetOutOfRange as e:  # retention overtook the reader while it read
+            gone = _gone(e.offset, e.start_offset)
+            self._json(gone.status, {"error": gone.message, **gone.extra})
         except CdcError as e:
             log.warning("serve: %s %s: %s", method, url.path, e)
             self._json(500, {"error": str(e)})
@@ -267,6 +278,10 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
     def _start(self, log_: EventLog, offset: int) -> int:
+        """``offset`` if the log holds it (or it is the end); else 400, or 410 if deleted."""
+        first = log_.start_offset()
+        if offset < first:
+            raise _gone(offset, first)
         end = log_.end_offset()
         if offset > end:
             raise HttpError(
@@ -355,7 +370,8 @@ class _Handler(BaseHTTPRequestHandler):
         except CdcError as e:  # headers are sent: say it in the stream, then end it
             error: dict[str, Any] = {"error": str(e)}
             if isinstance(e, OffsetOutOfRange):
-                error["start_offset"] = e.start_offset
+                gone = _gone(e.offset, e.start_offset)
+                error = {"error": gone.message, **gone.extra}
             try:
                 out.write(f"event: error\ndata: {json.dumps(error)}\n\n".encode())
                 out.flush()

@@ -40,10 +40,13 @@ def _table(name: str) -> TableSchema:
 TABLES = (_table("orders"), _table("items"))
 
 
-def write_log(path: Path, count: int, *, first: int = 0, per_batch: int = 1000) -> None:
+def write_log(
+    path: Path, count: int, *, first: int = 0, per_batch: int = 1000, **settings: Any
+) -> None:
     """Append ``count`` row inserts (ids ``first``..) to the log in ``path`` through the real log
-    sink: even ids on shop.public.orders, odd ones on shop.public.items."""
-    sink = LogSink(LogSinkConfig(type="log", path=path, fsync=False))
+    sink (``settings``: more of its config): even ids on shop.public.orders, odd ones on
+    shop.public.items."""
+    sink = LogSink(LogSinkConfig(type="log", path=path, fsync=False, **settings))
     enc = avro.Encoder(sink.registry, SOURCE, "shop.transaction", tombstones=False)
     src = {"ts_us": 1}
     try:

@@ -22,7 +22,7 @@ from cdc._jsonout import dumps
 from cdc.config import ServeConfig, load, parse
 from cdc.errors import ConfigError
 from cdc.serve import LogServer, read_token, start
-from cdc.sinks.log import open_log
+from cdc.sinks.log import LogRetention, open_log
 from tests.conftest import scaled, wait_until
 from tests.servetools import TOKEN, Client, self_signed, write_log
 
@@ -389,3 +389,21 @@ def test_a_client_that_stops_reading_is_dropped(tmp_path: Path, serve: Serve) ->
         wait_until(lambda: server.active == 0, 60, "the stalled client to be dropped")
     finally:
         stalled.close()
+
+
+def test_an_offset_retention_deleted_is_410_naming_the_start(tmp_path: Path, serve: Serve) -> None:
+    small = {"segment_bytes": 1 << 20, "per_batch": 2000}
+    write_log(tmp_path / "log", 30_000, **small)  # a few segments of 1 MiB
+    write_log(
+        tmp_path / "log", 10, first=30_000, retention=LogRetention(max_bytes=1 << 20), **small
+    )
+    start = open_log(tmp_path / "log").start_offset()
+    assert start > 0  # retention deleted the first segments
+    _, client = serve()
+    status, body = client.get("/logs/shop/events?from=0")
+    assert status == 410 and body["start_offset"] == start and "retention" in body["error"]
+    status, body = client.get("/logs/shop/consumers/late/fetch?from=0")
+    assert status == 410 and body["start_offset"] == start
+    # a consumer that never committed starts where the log starts now
+    status, body = client.get("/logs/shop/consumers/new/fetch?max=1")
+    assert status == 200 and body["events"][0]["offset"] == start
