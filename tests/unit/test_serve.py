@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from cdc import serve as serve_module
 from cdc._jsonout import dumps
 from cdc.config import ServeConfig, load, parse
 from cdc.errors import ConfigError
@@ -210,9 +211,16 @@ def test_each_bad_request_gets_a_clear_status(tmp_path: Path, serve: Serve) -> N
     assert client.get("/logs")[1] == {"pipelines": ["empty", "shop"]}
 
 
-def test_fetch_by_topic_and_long_poll(tmp_path: Path, serve: Serve) -> None:
+def test_fetch_by_topic_and_long_poll(
+    tmp_path: Path, serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_log(tmp_path / "log", 10, per_batch=5)
     _, client = serve()
+    # a rare topic: one fetch passes over at most MAX_SCAN records, then answers
+    monkeypatch.setattr(serve_module, "MAX_SCAN", 5)
+    status, body = client.get("/logs/shop/consumers/o/fetch?topic=shop.public.rare")
+    assert (body["events"], body["next_offset"], body["end_offset"]) == ([], 5, 10)
+    monkeypatch.undo()
     status, body = client.get("/logs/shop/consumers/o/fetch?topic=shop.public.items&max=100")
     assert [e["offset"] for e in body["events"]] == [1, 3, 5, 7, 9]
     assert body["next_offset"] == 10 and body["committed"] is None
