@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from cdc import serve as serve_module
 from cdc._jsonout import dumps
 from cdc.config import ServeConfig, load, parse
 from cdc.errors import ConfigError
 from cdc.serve import LogServer, read_token, start
+from cdc.serve import _routes as serve_module
 from cdc.sinks.log import LogRetention, open_log
 from tests.conftest import scaled, wait_until
 from tests.servetools import TOKEN, Client, self_signed, write_log
