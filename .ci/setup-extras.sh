@@ -26,6 +26,7 @@ java_ok || need_apt+=(default-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 # rewrites the private Postgres 17/18 roots' binaries to use the root's loader (scratch/_debian.py)
 command -v patchelf >/dev/null 2>&1 || need_apt+=(patchelf)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # headless: the EventSource test of cdc serve
 if [ ${#need_apt[@]} -gt 0 ]; then
   mapfile -t need_apt < <(printf '%s\n' "${need_apt[@]}" | sort -u)
   echo "setup-extras: installing ${need_apt[*]}" >&2

@@ -386,6 +386,12 @@ def _cmd_log_read(args: argparse.Namespace) -> int:
             consumer.close()
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cdc import serve
+
+    return serve.run(args.config)
+
+
 def _cmd_log_info(args: argparse.Namespace) -> int:
     from cdc.sinks.log import LogReader
 
@@ -520,6 +526,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--chunk", type=int, default=10000, help="rows per checksummed key range (default 10000)"
     )
     ver.set_defaults(func=_cmd_verify)
+    srv = sub.add_parser(
+        "serve",
+        help="serve the pipelines' built-in logs over HTTP: Server-Sent Events and a pull "
+        "consumer API (the config's serve: block; docs/log.md)",
+    )
+    srv.add_argument("-c", "--config", required=True, help="YAML config file")
+    srv.set_defaults(func=_cmd_serve)
 
     lg = sub.add_parser("log", help="read the built-in log")
     lsub = lg.add_subparsers(dest="log_command", required=True)

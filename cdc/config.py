@@ -7,6 +7,7 @@ replaced from the environment; values of secret fields are never shown in messag
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ from cdc.errors import ConfigError
 
 # the transforms' models live beside the transforms, as each plugin's config beside it
 from cdc.transforms.config import TRANSFORM_TYPES, TransformConfig, check_order
+from cdc.units import DURATION_HELP, Duration
 
 
 def _models(kind: str) -> list[type[BaseModel]]:
@@ -153,6 +155,95 @@ class HttpConfig(BaseModel):
     )
 
 
+class ServeConfig(BaseModel):
+    """`cdc serve -c FILE`: the log sinks of this file's pipelines over HTTP (Server-Sent Events
+    and a pull consumer API, docs/log.md "Over HTTP"). Only these logs, by pipeline name."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bind: str = Field(
+        "127.0.0.1",
+        description="address to listen on; the default answers this machine only. Any other "
+        "address needs `token` or `token_file`",
+    )
+    port: int = Field(
+        8081, ge=0, le=65535, description="TCP port to listen on (0: any free port, logged)"
+    )
+    token: str | None = Field(
+        None,
+        description="bearer token every request must carry (`Authorization: Bearer TOKEN`, or "
+        "`?access_token=TOKEN` for a browser's EventSource); write `${ENV_VAR}`. At least 16 "
+        "characters",
+        json_schema_extra={"secret": True},
+    )
+    token_file: Path | None = Field(
+        None,
+        description="file holding the bearer token (surrounding whitespace ignored), instead of "
+        "`token`; relative to the config file",
+    )
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate (chain) file: serve HTTPS; needs `tls_key`"
+    )
+    tls_key: Path | None = Field(None, description="PEM private key file of `tls_cert`")
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description="web origins (`https://app.example.com`, or `*`) whose pages may read the "
+        "logs from a browser (CORS); default none",
+    )
+    max_connections: int = Field(
+        32,
+        ge=1,
+        le=10000,
+        description="connections served at once (each SSE stream holds one); past it a client "
+        "gets 503",
+    )
+    idle_timeout: Duration = Field(
+        30.0,
+        gt=0,
+        description="close a connection whose request does not arrive, or that does not take "
+        f"what is written to it, within this long; {DURATION_HELP}",
+    )
+    keepalive: Duration = Field(
+        15.0,
+        gt=0,
+        description="an idle SSE stream gets a comment line this often (keeps proxies from "
+        "closing it, and finds clients that went away)",
+    )
+    max_fetch: int = Field(
+        10000, ge=1, description="most events one pull `fetch` returns (its `max` is capped)"
+    )
+
+    @model_validator(mode="after")
+    def _safe(self) -> ServeConfig:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("set token or token_file, not both")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both, or neither")
+        if self.token is not None and len(self.token.strip()) < MIN_TOKEN:
+            raise ValueError(
+                f"token too short ({len(self.token.strip())} characters): use at least "
+                f"{MIN_TOKEN}, e.g. the output of `openssl rand -hex 32`"
+            )
+        if not _is_loopback(self.bind) and self.token is None and self.token_file is None:
+            raise ValueError(
+                f"bind {self.bind!r} is not a loopback address, so anyone who can reach it "
+                "could read the logs: set serve.token_file (or serve.token), or bind 127.0.0.1"
+            )
+        return self
+
+
+MIN_TOKEN = 16
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
 class Config(BaseModel):
     """The whole file: pipelines and daemon-wide settings."""
 
@@ -164,6 +255,10 @@ class Config(BaseModel):
     http: HttpConfig = Field(
         default_factory=HttpConfig,  # type: ignore[arg-type]
         description="the HTTP endpoint for /metrics, /health and /ready (off by default)",
+    )
+    serve: ServeConfig = Field(
+        default_factory=ServeConfig,  # type: ignore[arg-type]
+        description="`cdc serve`: the pipelines' logs over HTTP (SSE and pull consumers)",
     )
     status_file: Path | None = Field(
         None,

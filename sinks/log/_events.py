@@ -10,7 +10,8 @@ processing gives at-least-once.
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -137,20 +138,22 @@ class EventLog:
         since: int | float | str | datetime | None = None,
         topic: str | None = None,
         follow: bool = False,
+        wait: Callable[[float], object] = time.sleep,
     ) -> Iterator[EventBatch]:
         """The log's frames as ``EventBatch`` objects, from ``start`` (an offset, ``"earliest"``
         or ``"latest"``) or, given ``since`` (a datetime, ms since the epoch, or a string such
         as ``"2026-11-27T10:00:00Z"`` or ``"10m"``), from the first frame written at or after
         that time. Only events of ``topic`` when given (the batch is then maybe empty: its
         ``next_offset`` still moves on). With ``follow``, waits for new frames until the caller
-        stops iterating. Raises ``OffsetOutOfRange`` when retention deleted what is asked for.
+        stops iterating, calling ``wait(seconds)`` when caught up (``LogReader.frames``).
+        Raises ``OffsetOutOfRange`` when retention deleted what is asked for.
         """
         since_ms = None if since is None else _since_ms(since)
         if since_ms is not None:
             start = self.reader.offset_for_time(since_ms)
         first = start if isinstance(start, int) else 0
         decode = self._decode
-        for fr in self.reader.frames(start, follow):
+        for fr in self.reader.frames(start, follow, wait=wait):
             if since_ms is not None:
                 if fr.timestamp_ms < since_ms:  # a time still ahead when following began
                     continue

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,14 +36,6 @@ class OffsetOutOfRange(SinkError):
         self.offset = offset
         self.start_offset = start_offset
         super().__init__(message)
-
-
-def _waited_out(stop: threading.Event | None, poll: float) -> bool:
-    """Wait ``poll`` seconds for new data; True when ``stop`` was set meanwhile (or before)."""
-    if stop is None:
-        time.sleep(poll)
-        return False
-    return stop.wait(poll)
 
 
 def _deleted(directory: Path, offset: int, start: int) -> OffsetOutOfRange:
@@ -137,17 +128,19 @@ class LogReader:
         from_offset: Start = "earliest",
         follow: bool = False,
         poll: float = 0.2,
-        stop: threading.Event | None = None,
+        wait: Callable[[float], object] = time.sleep,
     ) -> Iterator[FrameInfo]:
         """Frames holding records at or after ``from_offset`` (and empty frames from there), in
         order. ``from_offset``: an offset, ``"earliest"`` (the log's start) or ``"latest"`` (its
         end: only what is written from now on).
 
         Without ``follow`` it stops at the end (an incomplete last frame, being written or torn,
-        is not returned). With ``follow`` it waits for new frames until the caller stops iterating.
+        is not returned). With ``follow`` it waits for new frames until the caller stops iterating,
+        calling ``wait(poll)`` each time it has caught up; a true result ends the iteration (a
+        source passes its stop event's ``wait``), and so does an exception it raises (a server's
+        wait sends keep-alives and raises when the client went away).
         Raises ``OffsetOutOfRange`` if the records wanted are deleted by retention, before or
-        while reading (with ``"earliest"``, only once it has returned a frame). ``stop``: when
-        set, a follow that is waiting for new frames returns at once (a source's ``stop()``).
+        while reading (with ``"earliest"``, only once it has returned a frame).
         """
         earliest = from_offset == "earliest"
         offset = self._resolve(from_offset)
@@ -160,7 +153,7 @@ class LogReader:
             segs = segments(self.directory)
             if cur is None:
                 if not segs:
-                    if not follow or _waited_out(stop, poll):
+                    if not follow or wait(poll):
                         return
                     continue
                 if want < segs[0][0]:
@@ -222,7 +215,7 @@ class LogReader:
                 cur = segs[idx + 1][0]
                 pos = 0
                 continue
-            if not follow or _waited_out(stop, poll):
+            if not follow or wait(poll):
                 return
 
     def records(

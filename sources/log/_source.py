@@ -149,7 +149,7 @@ class LogSource:
                 begin if isinstance(first, int) else "earliest",
                 follow=True,
                 poll=POLL_S,
-                stop=self._stop,
+                wait=self._stop.wait,  # returns True once stop() is called
             )
             for fr in frames:
                 events = self._events(fr, reader, begin)
