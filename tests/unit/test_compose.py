@@ -31,6 +31,7 @@ def compose() -> dict[str, Any]:
 def env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGPASSWORD", "cdc")
     monkeypatch.setenv("MYSQL_PASSWORD", "cdc")
+    monkeypatch.setenv("CDC_SERVE_TOKEN", "0123456789abcdef0123")  # config/serve.yaml
 
 
 def _container_config(compose: dict[str, Any]) -> Path:
