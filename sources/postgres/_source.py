@@ -14,7 +14,12 @@ transactions and events that ``start`` says were already delivered are dropped h
 
 This module is the glue (snapshot then stream, batches, acknowledgements, stop); the protocol
 is in ``_pgoutput``, relations and types in ``_relations``, the slot, the publication and their
-health in ``_slot``, fault messages in ``_faults``, the snapshot in ``_snapshot``.
+health in ``_slot``, fault messages in ``_faults``, the snapshot in ``_snapshot``, incremental
+snapshots in ``_incremental``.
+
+Over 500 lines because ``_stream`` is one loop on purpose: its state (the open transaction, the
+resume LSN, heartbeats, the incremental window's table) lives in locals that the hot path reads
+without attribute lookups, and splitting the loop would pass them back and forth per message.
 """
 
 from __future__ import annotations
