@@ -191,11 +191,6 @@ class PostgresSource:
             reporter=self.reporter,
         )
 
-    def _streams_at(self, lsn: int) -> Position:
-        """The position where streaming starts after the initial snapshot: every captured
-        table counts as snapshotted (a table added to the config later is backfilled)."""
-        return {"lsn": lsn, "incremental": {"snapshotted": sorted(self.names)}}
-
     def _more_buffered(self, conn: PGconn) -> bool:
         """Whether more of the stream is here right now: a complete message in libpq's buffer
         (read ahead and kept for ``_recv``) or bytes on the socket (select with timeout 0).
@@ -304,7 +299,7 @@ class PostgresSource:
                 conns = _snapshot.open_connections(self.config.dsn, SESSION_OPTIONS, n, name)
                 tables = _snapshot.tables(self.catalog, self.relations, self.tables, [], {})
                 yield from self.slot_ctl.watched(
-                    self._snapshot(conns, tables, [], {}, lsn, fetch, self._streams_at(lsn))
+                    self._snapshot(conns, tables, [], {}, lsn, fetch, {"lsn": lsn})
                 )
                 start = {"lsn": lsn}
             elif snap is not None:
@@ -317,7 +312,7 @@ class PostgresSource:
                 )
                 yield from self.slot_ctl.watched(
                     self._snapshot(
-                        conns, tables, done, dict(snap["rows"]), lsn, fetch, self._streams_at(lsn)
+                        conns, tables, done, dict(snap["rows"]), lsn, fetch, {"lsn": lsn}
                     )
                 )
                 start = {"lsn": lsn}
