@@ -108,6 +108,7 @@ class Incremental:
         self._running: set[str] = set()  # transactions running when the low watermark was written
         self.estimate: int = -1  # of the last table read (pg_class.reltuples; -1: unknown)
         self._logged = 0.0  # when progress was last logged
+        self._reading: dict[str, _snapshot.SnapshotTable] = {}  # tables begun, for progress
 
     def start(self, state: dict[str, Any] | None, chunk_size: int, *, backfill: bool) -> None:
         """Resume from a position's ``state`` (None: every captured table counts as
@@ -203,16 +204,15 @@ class Incremental:
     def _progress(self, request: str, table: str, done: int, finished: bool) -> None:
         self.reporter.snapshot_progress(table, done, done if finished else self.estimate)
         now = time.monotonic()
-        if finished or now - self._logged >= _snapshot.PROGRESS_EVERY_S:
+        t = self._reading.get(table)
+        if finished:
+            self._reading.pop(table, None)
+            took = f" in {now - t.started:.1f}s" if t is not None else ""
+            log.info("incremental snapshot %s: %s: %s rows%s", request, table, f"{done:,}", took)
+        elif t is not None and now - self._logged >= _snapshot.PROGRESS_EVERY_S:
             self._logged = now
-            est = self.estimate
-            log.info(
-                "incremental snapshot %s: %s: %s rows%s",
-                request,
-                table,
-                f"{done:,}",
-                " (done)" if finished else f" of about {est:,}" if est > 0 else "",
-            )
+            t.rows = done
+            _snapshot._report(t, now)  # rows of the estimate, rate, ETA: as the initial snapshot
 
     def window(self, chunk: Chunk, kind: str) -> None:
         """Write the low (``WINDOW_OPEN``) or high (``WINDOW_CLOSE``) watermark of ``chunk``;
@@ -252,14 +252,17 @@ class Incremental:
         snapshot is taken now. ``ns``, ``name``: the table ``chunk.table`` names. SourceError
         when the server refuses (the user's condition)."""
         # The stream's relation versions stay the stream's: a chunk is converted by the
-        # catalog's current shape, which may be ahead of the stream's place in the WAL.
-        saved = dict(self.relations.by_id)
+        # catalog's current shape, which may be ahead of the stream's place in the WAL. A table
+        # the stream has not announced yet keeps the version built here (the stream announces
+        # the same shape, and gets this object: encoders plan once per object).
+        by_id = self.relations.by_id
+        saved = dict(by_id)
         try:
             t = _snapshot.tables(self.catalog, self.relations, [(ns, name)], [], {})[0]
         finally:
-            self.relations.by_id.clear()
-            self.relations.by_id.update(saved)
+            by_id.update(saved)
         self.estimate = t.estimate
+        t.started = self._reading.setdefault(chunk.table, t).started
         schema = t.rel.schema
         if not schema.key:
             return schema, [], None  # the caller refuses it (cdc.incremental names the table)
