@@ -269,6 +269,8 @@ class PostgresSource:
         if start is not None and inc_state is None and "snapshot" not in start:
             published = [f"{ns}.{t}" for ns, t, _, pub in self.slot_ctl.table_states() if pub]
             inc_state = {"snapshotted": [t for t in published if t in self.names]}
+        if self.signal_table is not None:
+            _incremental.check_signal_table(self.catalog, *self.signal_table)
         self.slot_ctl.ensure_publication(adopt=start is not None)
         if start is not None and start.get("snapshot_only_done"):
             log.info("snapshot: initial_only snapshot already complete; nothing to do")

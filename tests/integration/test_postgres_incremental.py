@@ -324,3 +324,20 @@ def test_a_transaction_committing_right_after_a_watermark_is_delivered(
     ids = [r["key"]["id"] for r in row_events(read_log(cfg.parent / "log"))]
     assert ids == [1, 2]
     assert d.terminate() == 0, d.output()
+
+
+def test_a_missing_signal_table_is_named_with_how_to_create_it(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    fill(pg_db, 0)
+    cfg = config(tmp_path, pg_db, "[public.items]", "signal_table: public.nosuch")
+    d = daemon(cfg).start()
+    wait_until(
+        lambda: (
+            "signal table public.nosuch (source.signal_table) does not exist: create it with "
+            "CREATE TABLE public.nosuch (id varchar(64) PRIMARY KEY" in d.output()
+        ),
+        60,
+        "the error",
+    )
+    d.terminate()
