@@ -527,8 +527,8 @@ class PostgresSource:
                         yield asm.heartbeat(at(resume_lsn))
             elif skip_txn:
                 continue
-            elif signal_ids and relid(buf) in signal_ids:
-                if tag == INSERT:
+            elif signal_ids and tag in (INSERT, UPDATE, DELETE) and relid(buf) in signal_ids:
+                if tag == INSERT:  # a signal (Debezium acts on inserted rows only)
                     rel = relations[relid(buf)]
                     incr.signal_row(rel.schema, rel.decode_new(buf, TUPLE)[0])
                     watch = inc.watching
