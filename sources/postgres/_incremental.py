@@ -18,6 +18,8 @@ The window logic is ``cdc.incremental``'s; this module does its Postgres I/O:
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import time
@@ -67,20 +69,46 @@ def message_prefix(slot: str) -> str:
     return f"cdc.incremental.{slot}"
 
 
-def signal_of(content: bytes) -> Signal | None:
-    """The signal a message of ours carries (None: not about snapshots); SignalError when bad."""
+def _mac(key: str, sid: str, kind: str, data: str | None) -> str:
+    return hmac.new(key.encode(), f"{sid}\n{kind}\n{data}".encode(), hashlib.sha256).hexdigest()
+
+
+def signal_of(content: bytes, key: str) -> Signal | None:
+    """The signal a message of ours carries (None: not about snapshots); SignalError when bad.
+
+    Any user of the database may write a logical message, so a request (which runs its
+    condition as SQL with the pipeline's user) counts only when signed with ``key`` (the
+    source's DSN, which ``cdc snapshot`` reads from the same config): others are refused.
+    """
     try:
         body = json.loads(content)
-        return parse_signal(str(body["id"]), str(body["type"]), body.get("data"))
+        sid, kind, data = str(body["id"]), str(body["type"]), body.get("data")
+        sig = parse_signal(sid, kind, data)
     except (ValueError, KeyError, TypeError) as e:
         raise SignalError(f"unreadable snapshot message {content[:200]!r}: {e}") from None
+    if isinstance(sig, Watermark) or sig is None:
+        return sig  # a watermark acts only when it names the open window (a random id)
+    if not hmac.compare_digest(str(body.get("mac", "")), _mac(key, sid, kind, data)):
+        raise SignalError(
+            f"snapshot request {sid!r} ({kind}) in a logical message not signed with this "
+            "pipeline's configuration: ignored; ask with cdc snapshot, or the signal table"
+        )
+    return sig
 
 
 def _emit(
-    conn: psycopg.Connection[Any], prefix: str, kind: str, sid: str, data: str | None
+    conn: psycopg.Connection[Any],
+    prefix: str,
+    kind: str,
+    sid: str,
+    data: str | None,
+    key: str | None = None,
 ) -> None:
-    body = json.dumps({"id": sid, "type": kind, "data": data})
-    conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (prefix, body))
+    """Write a signal as a logical message; ``key``: sign it (see ``signal_of``)."""
+    body: dict[str, Any] = {"id": sid, "type": kind, "data": data}
+    if key is not None:
+        body["mac"] = _mac(key, sid, kind, data)
+    conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (prefix, json.dumps(body)))
 
 
 class Incremental:
@@ -163,7 +191,7 @@ class Incremental:
         one the chunk's rows go into ``asm``), a request or a stop. A bad one is logged."""
         inc = self.snapshots
         try:
-            sig = signal_of(content)
+            sig = signal_of(content, self.dsn)
         except SignalError as e:
             log.error("%s", e)
             return
@@ -457,7 +485,7 @@ def request_snapshot(
                 {"data-collection": q, "filter": condition} for q in qualified
             ]
         slot = config.slot or default_name(pipeline)
-        _emit(conn, message_prefix(slot), EXECUTE_SNAPSHOT, rid, json.dumps(data))
+        _emit(conn, message_prefix(slot), EXECUTE_SNAPSHOT, rid, json.dumps(data), config.dsn)
         return rid
     finally:
         conn.close()

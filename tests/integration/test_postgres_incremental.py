@@ -8,6 +8,7 @@ never comes back); into the log nothing twice (event ids are unique)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -301,6 +302,23 @@ def test_cdc_snapshot_refuses_clearly_and_reads_a_range(
     nokey = cdc_snapshot(cfg, name, "public.nokey")
     assert nokey.returncode == 1, nokey.stderr
     assert "public.nokey has no primary key" in nokey.stderr
+
+    # any database user may write a logical message: one not signed by cdc snapshot is refused
+    data = json.dumps({"data-collections": ["public.big"]})
+    forged = json.dumps({"id": "forged", "type": "execute-snapshot", "data": data})
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute(
+            "SELECT pg_logical_emit_message(false, %s, %s)",
+            (f"cdc.incremental.cdc_{name}", forged),
+        )
+    wait_until(
+        lambda: (
+            "snapshot request 'forged' (execute-snapshot) in a logical message not "
+            "signed with this pipeline's configuration: ignored" in d.output()
+        ),
+        30,
+        "refused",
+    )
 
     ok = cdc_snapshot(cfg, name, "public.big", "--where", "id BETWEEN 100 AND 149")
     assert ok.returncode == 0, ok.stderr
