@@ -146,14 +146,32 @@ class Incremental:
         self._logged = 0.0  # when progress was last logged
         self._reading: dict[str, _snapshot.SnapshotTable] = {}  # tables begun, for progress
 
-    def start(self, state: dict[str, Any] | None, chunk_size: int, *, backfill: bool) -> None:
-        """Resume from a position's ``state`` (None: every captured table counts as
-        snapshotted); ``backfill`` False: a captured table not snapshotted yet is not read."""
-        inc = IncrementalSnapshots(state, list(self.names), chunk_size=chunk_size)
+    def start(
+        self,
+        state: dict[str, Any] | None,
+        chunk_size: int,
+        *,
+        backfill: bool,
+        published: list[str] | None = None,
+    ) -> list[str]:
+        """Resume from a position's ``state``; returns the tables queued for a backfill.
+
+        ``published``: the captured tables the publication held at this start (None: a new
+        snapshot reads every table, so all count as snapshotted). Those were captured before
+        (a table renamed to a name now in ``tables`` keeps its place in the publication; a
+        position from before incremental snapshots records none), so only a table the
+        publication did not hold is backfilled. ``backfill`` False: none is.
+        """
+        names = list(self.names)
+        if published is None:
+            inc = IncrementalSnapshots(None, names, chunk_size=chunk_size)
+        else:
+            inc = IncrementalSnapshots(state or {}, names, chunk_size=chunk_size)
+            inc.snapshotted |= set(published) & set(names)
         if not backfill:
-            inc.snapshotted |= set(self.names)
-        inc.captured(list(self.names))
+            inc.snapshotted |= set(names)
         self.snapshots = inc
+        return inc.captured(names)
 
     def step(self) -> None:
         """Open a window when none is: write the low watermark, read the chunk, write the high

@@ -262,13 +262,19 @@ class PostgresSource:
         """Snapshot (as configured) and stream; see the module docstring for positions."""
         mode = self.config.snapshot
         self.catalog.connect()
-        # A position from before incremental snapshots (or from a stop before the first
-        # streamed batch) says nothing of what was snapshotted: the tables the publication
-        # held before this start were captured before, so only the others are backfilled.
-        inc_state = start.get("incremental") if start else None
-        if start is not None and inc_state is None and "snapshot" not in start:
+        backfill = self.config.snapshot != "never"  # never: stream only, later tables too
+        chunk = self.config.incremental_chunk_size
+        if start is not None and "snapshot" not in start and not start.get("snapshot_only_done"):
+            # Tables the publication does not hold yet are backfilled (see Incremental.start).
             published = [f"{ns}.{t}" for ns, t, _, pub in self.slot_ctl.table_states() if pub]
-            inc_state = {"snapshotted": [t for t in published if t in self.names]}
+            if self.incremental.start(
+                start.get("incremental"), chunk, backfill=backfill, published=published
+            ):
+                # Durable before they join the publication: after that, a restart could not
+                # tell them from tables captured before. (The start position, and the queue.)
+                yield ChangeBatch([], {**start, "incremental": self.incremental.snapshots.state})
+        else:
+            self.incremental.start(None, chunk, backfill=backfill)
         if self.signal_table is not None:
             _incremental.check_signal_table(self.catalog, *self.signal_table)
         self.slot_ctl.ensure_publication(adopt=start is not None)
@@ -297,7 +303,7 @@ class PostgresSource:
                     raise PositionLost(f"{problem}. {self.faults.ways_out()}")
                 log.warning("%s; snapshot: when_needed, so taking a new snapshot", problem)
                 fresh, snap = True, None
-                inc_state = None  # the new snapshot reads every table
+                self.incremental.start(None, chunk, backfill=backfill)  # it reads every table
         conn = connect_replication(self.config.dsn)
         try:
             if fresh:
@@ -335,11 +341,6 @@ class PostgresSource:
             conn.finish()
             self._repl = None
             raise
-        self.incremental.start(
-            inc_state,
-            self.config.incremental_chunk_size,
-            backfill=self.config.snapshot != "never",  # never: stream only, later tables too
-        )
         try:
             yield from self._stream(conn, start)
         except _tuples.ValueConversionError as e:
