@@ -267,9 +267,10 @@ class PostgresSource:
         if start is not None and "snapshot" not in start and not start.get("snapshot_only_done"):
             # Tables the publication does not hold yet are backfilled (see Incremental.start).
             published = [f"{ns}.{t}" for ns, t, _, pub in self.slot_ctl.table_states() if pub]
-            if self.incremental.start(
+            queued = self.incremental.start(
                 start.get("incremental"), chunk, backfill=backfill, published=published
-            ):
+            )
+            if queued and self.faults.position_problem(self.slot_ctl.state(), start) is None:
                 # Durable before they join the publication: after that, a restart could not
                 # tell them from tables captured before. (The start position, and the queue.)
                 yield ChangeBatch([], {**start, "incremental": self.incremental.snapshots.state})
