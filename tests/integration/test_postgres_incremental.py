@@ -262,8 +262,12 @@ def test_signal_table_snapshots_the_matching_rows_and_stop_snapshot_stops(
 
 
 def cdc_snapshot(cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cdc_cmd("snapshot", cfg, *args)
+
+
+def cdc_cmd(command: str, cfg: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "cdc", "snapshot", "-c", str(cfg), *args],
+        [sys.executable, "-m", "cdc", command, "-c", str(cfg), *args],
         capture_output=True,
         text=True,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
@@ -327,6 +331,15 @@ def test_cdc_snapshot_refuses_clearly_and_reads_a_range(
     caught_up(pg_db, cfg.parent / "log", 10**6)  # the rows logged as read are in the log too
     reads = [r for r in row_events(read_log(cfg.parent / "log")) if r["value"]["op"] == "r"]
     assert sorted(r["key"]["id"] for r in reads) == list(range(100, 150))
+
+    def shown() -> dict[str, Any]:  # what cdc status shows of the pipeline
+        out = cdc_cmd("status", cfg, "--json")
+        doc = json.loads(out.stdout) if out.stdout.strip() else {}
+        return next((p for p in doc.get("pipelines", []) if p["name"] == name), {})
+
+    # progress as for the initial snapshot (the rows done), while the pipeline streams
+    wait_until(lambda: shown().get("snapshot", {}).get("public.big", {}).get("done") == 50, 30)
+    assert shown()["state"] == "streaming"
     assert d.terminate() == 0, d.output()
 
 
