@@ -155,11 +155,12 @@ def backfill_while_writing(
     d = daemon(cfg).start()
     wait_until(lambda: "streaming from slot" in d.output(), 60, "streaming")
     assert d.terminate() == 0, d.output()
-    # big joins the pipeline's tables while the daemon is down, and is written to from now on;
-    # with kills, small chunks keep the backfill running across all of them
-    config(
-        tmp_path, dsn, "[public.items, public.big]", *(["incremental_chunk_size: 50"] * bool(kills))
-    )
+    # big joins the pipeline's tables while the daemon is down, and is written to from now on.
+    # The default chunks (1024 rows) catch the most changes inside a window (the case the window
+    # is for: about the writer's rate x one chunk's read time x the chunk size); with kills,
+    # 2000 small windows keep the backfill running across every kill.
+    small_chunks = [f"incremental_chunk_size: {rows // 2000}"] if kills else []
+    config(tmp_path, dsn, "[public.items, public.big]", *small_chunks)
     writer = Writer(dsn, rows + 1)
     writer.start()
     started = time.monotonic()
