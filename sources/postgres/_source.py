@@ -560,8 +560,8 @@ class PostgresSource:
                 continue
             elif signal_ids and tag in (INSERT, UPDATE, DELETE) and relid(buf) in signal_ids:
                 if tag == INSERT:  # a signal (Debezium acts on inserted rows only)
-                    rel = relations[relid(buf)]
-                    incr.signal_row(rel.schema, rel.decode_new(buf, TUPLE)[0])
+                    sig = relations[relid(buf)]
+                    incr.signal_row(sig.schema, sig.decode_new(buf, TUPLE)[0])
                     watch = inc.watching
             elif tag == INSERT:
                 rel = relations.get(relid(buf))  # None: a table the pipeline does not capture
