@@ -174,6 +174,19 @@ def _select_list(schema: Any) -> sql.Composable:
     return cols
 
 
+def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> None:
+    """Hand ``item`` to the snapshot's consumer, unless it stopped: a worker blocked on a full
+    queue nobody reads would keep its connection busy (mid-COPY), and the consumer's cleanup
+    waits on that connection."""
+    while True:
+        try:
+            out.put(item, timeout=0.1)
+            return
+        except queue.Full:
+            if stop.is_set():
+                return
+
+
 def _copy_table(
     conn: Any,
     t: SnapshotTable,
@@ -201,7 +214,7 @@ def _copy_table(
         rows, ids, last = dec.decode(b"".join(buf))
         buf.clear()
         after = list(last) if schema.key else None
-        out.put(("rows", t, (rows, ids), (r, after)))
+        _put(out, ("rows", t, (rows, ids), (r, after)), stop)
 
     while not stop.is_set():
         query = base + _where(t, r, after)
@@ -219,7 +232,7 @@ def _copy_table(
         if not schema.key or n < fetch:
             break
     if not stop.is_set():
-        out.put(("done", t, None, (r, None)))
+        _put(out, ("done", t, None, (r, None)), stop)
     return True
 
 
@@ -257,10 +270,10 @@ def _read_table(
             break
         last = rows[-1]
         last_key = [last[k] for k in schema.key] if key_names else None
-        out.put(("rows", t, rows, (r, last_key)))
+        _put(out, ("rows", t, rows, (r, last_key)), stop)
     cur.close()
     if not stop.is_set():
-        out.put(("done", t, None, (r, None)))
+        _put(out, ("done", t, None, (r, None)), stop)
 
 
 def worker(
@@ -283,6 +296,6 @@ def worker(
             if scope is None or not _copy_table(conn, t, r, fetch, out, stop, scope):
                 _read_table(conn, t, r, fetch, out, stop)
     except Exception as e:
-        out.put(("error", t, e, None))
+        _put(out, ("error", t, e, None), stop)
     finally:
-        out.put((DONE, None, None, None))
+        _put(out, (DONE, None, None, None), stop)
