@@ -35,6 +35,7 @@ from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position
 from cdc.sources.mysql import _decoders, _json
+from cdc.sources.mysql._incremental import Windows
 from cdc.sources.mysql._schema import TableVersion
 from cdc.sources.mysql._server import Server, format_gtid_state, parse_gtid_state
 from cdc.sources.mysql._tables import Tables
@@ -90,6 +91,7 @@ class BinlogStream:
         max_events: int,
         max_wait_s: float,
         stopping: Callable[[], bool],
+        windows: Windows | None = None,
     ) -> None:
         self.server = server
         self.tables = tables
@@ -99,6 +101,7 @@ class BinlogStream:
         self.max_events = max_events
         self.max_wait = max_wait_s
         self.stopping = stopping  # the source was asked to stop: yield what is gathered, end
+        self.windows = windows  # snapshots while streaming (cdc.incremental), if any
         self.reader: BinLogStreamReader | None = None
 
     def close(self) -> None:
@@ -178,6 +181,9 @@ class BinlogStream:
         pending_skip = int(start.get("skip", 0))  # for the first transaction only
         cur_file, end_pos = commit_file, commit_pos
         tables: dict[int, TableVersion | None] = {}
+        windows = self.windows
+        signals = windows.signals if windows is not None else None
+        signal_ids: set[int] = set()  # table ids of the signal table (never captured)
 
         # the open group (what the position and the GTID state need beyond the assembler's)
         standalone = False
@@ -190,6 +196,8 @@ class BinlogStream:
             p: Position = {"file": commit_file, "pos": commit_pos, "gtid": gtid or None}
             if asm.in_txn and asm.seq > 0:
                 p["skip"] = asm.seq
+            if windows is not None:
+                p["incremental"] = windows.snapshots.state
             return p
 
         def begin_group(gtid: str | None, domain: int) -> None:
@@ -198,6 +206,8 @@ class BinlogStream:
             tx_id = gtid or f"{cur_file}:{end_pos}"
             asm.begin(tx_id, begin_event_id=f"{tx_id}:begin", skip=pending_skip)
             pending_skip = 0
+            if windows is not None:
+                windows.begin()
 
         def commit(end: int) -> None:
             # The position and GTID state move on even for a commit outside a group (as before)
@@ -209,6 +219,36 @@ class BinlogStream:
             elif txn_gtid is not None and mysql_set is not None:
                 mysql_set.merge_gtid(Gtid(txn_gtid))
             standalone = False
+            if windows is not None:
+                # its signals; a chunk's rows go after its END, before the next transaction
+                windows.commit(asm.reads, read_source)
+
+        def observe(schema: Any, row: tuple[Any, ...]) -> None:
+            assert windows is not None
+            windows.snapshots.observe(schema.qualified, tuple(row[k] for k in schema.key))
+
+        def read_source(schema: Any) -> dict[str, Any]:
+            """The source block of an incremental snapshot row: where the binlog stands."""
+            now_ms = int(time.time() * 1000)
+            return {
+                "version": version_str,
+                "connector": self.connector,
+                "name": prefix,
+                "ts_ms": now_ms,
+                "snapshot": "incremental",
+                "db": schema.namespace,
+                "sequence": None,
+                "ts_us": now_ms * 1000,
+                "ts_ns": now_ms * 1_000_000,
+                "table": schema.table,
+                "server_id": self.server.server_id,
+                "gtid": None,
+                "file": commit_file,
+                "pos": commit_pos,
+                "row": 0,
+                "thread": None,
+                "query": None,
+            }
 
         def convert(
             values: dict[str, Any], none_sources: dict[str, str], v: TableVersion
@@ -248,6 +288,8 @@ class BinlogStream:
                 last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
             if self.stopping():
                 return
+            if windows is not None and not asm.in_txn and windows.ready():
+                windows.open()  # its watermarks come later in this stream
             try:
                 ev = fetch()
             except pymysql.err.MySQLError as e:
@@ -303,14 +345,22 @@ class BinlogStream:
             if ev_end:
                 end_pos = ev_end
             if isinstance(ev, TableMapEvent):
-                if self.tables.captured(ev.schema, ev.table):
+                if signals is not None and signals.matches(ev.schema, ev.table):
+                    signal_ids.add(ev.table_id)
+                    tables[ev.table_id] = None
+                elif self.tables.captured(ev.schema, ev.table):
                     tables[ev.table_id] = self.tables.binlog_version(ev, f"{cur_file}:{ev_start}")
                 else:
                     tables[ev.table_id] = None
+                    signal_ids.discard(ev.table_id)
                 continue
             if isinstance(ev, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
                 v = tables.get(ev.table_id)
                 if v is None or not asm.in_txn:
+                    inserted = isinstance(ev, WriteRowsEvent) and ev.table_id in signal_ids
+                    if windows is not None and inserted and asm.in_txn:
+                        for r in ev.rows:
+                            windows.row(r["values"])
                     continue
                 ts = ev.timestamp
                 ts_ms = ts * 1000
@@ -344,18 +394,27 @@ class BinlogStream:
                         "column's type or character set, or leave the table out of source.tables",
                         retryable=False,
                     ) from None
+                # a chunk window is open on this table: its changed keys leave the chunk
+                watched = windows is not None and windows.snapshots.watching == schema.qualified
                 for i, r in enumerate(rows):
                     src = dict(src_base, row=i) if i else src_base
                     eid = f"{cur_file}:{ev_start}:{i}"
                     if isinstance(ev, WriteRowsEvent):
                         after = convert(r["values"], r["none_sources"], v)
                         asm.change(schema, "c", None, after, src, ts_ms, eid)
+                        if watched:
+                            observe(schema, after)
                     elif isinstance(ev, DeleteRowsEvent):
                         before = convert(r["values"], r["none_sources"], v)
                         asm.change(schema, "d", before, None, src, ts_ms, eid)
+                        if watched:
+                            observe(schema, before)
                     else:
                         before = convert(r["before_values"], r["before_none_sources"], v)
                         after = convert(r["after_values"], r["after_none_sources"], v)
+                        if watched:
+                            observe(schema, before)
+                            observe(schema, after)
                         if schema.key and any(before[k] != after[k] for k in schema.key):
                             asm.change(schema, "d", before, None, src, ts_ms, eid + ":d")
                             asm.change(schema, "c", None, after, src, ts_ms, eid + ":c")
@@ -386,5 +445,9 @@ class BinlogStream:
                     if not asm.in_txn:
                         begin_group(None, -1)
                     self.tables.forget()
+                    if windows is not None and windows.snapshots.watching:
+                        # a TRUNCATE or ALTER may have changed the chunk's rows or columns:
+                        # read it again under a new window (its high watermark is ignored)
+                        windows.snapshots.abandon()
                     commit(ev_end)
                 continue
