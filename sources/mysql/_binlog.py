@@ -267,6 +267,11 @@ class BinlogStream:
                     row[i] = ""
             return tuple(row)
 
+        if windows is not None and "incremental" not in start:
+            # the first position with the snapshotted tables (all captured now, cdc.incremental)
+            # is made durable at once: a table added to tables before the next batch is then
+            # known as one to backfill
+            yield asm.heartbeat(position())
         fetch = reader.fetchone
         last_yield = time.monotonic()
         yielded_at = (commit_file, commit_pos)

@@ -9,12 +9,15 @@ the events never go back to an older row state (each row carries a version the w
 from __future__ import annotations
 
 import json
+import random
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.conftest import wait_until
+from tests.conftest import scaled, wait_until
 from tests.integration.mysql.conftest import connect, read_log, seq, write_config
 from tests.logtools import row_events
 
@@ -44,6 +47,15 @@ def _incremental_reads(log_dir: Path, topic: str) -> int:
     if not log_dir.exists():
         return 0
     return sum(1 for r in LogReader(log_dir).records(0, topic) if r.event_id.startswith("s:"))
+
+
+def _backfilled(log_dir: Path) -> int:
+    """Rows the running incremental snapshot wrote of its table, as the position says."""
+    return int((_position(log_dir).get("incremental") or {}).get("rows", 0))
+
+
+def _backfill_done(log_dir: Path, db: str) -> bool:
+    return f"{db}.big" in (_position(log_dir).get("incremental") or {}).get("snapshotted", [])
 
 
 def _idle(log_dir: Path) -> bool:
@@ -124,3 +136,155 @@ def test_signal_table_execute_with_conditions_and_stop(
         assert v["before"] is None
     assert not any(r["topic"].endswith(".sig") for r in records), "signal rows were emitted"
     assert _position(log_dir)["incremental"]["snapshotted"] == [f"{db}.other", f"{db}.t", f"{db}.u"]
+
+
+def _replay(log_dir: Path, topic: str) -> tuple[dict[int, tuple[Any, ...]], list[str]]:
+    """The table the log's events of ``topic`` rebuild, by key; and every way an event went
+    back to an older row state (a version lower than the key's last, an event after a delete:
+    no row is inserted again under a deleted key), or read a key twice."""
+    table: dict[int, tuple[Any, ...]] = {}
+    last: dict[int, int] = {}
+    deleted: set[int] = set()
+    read: set[int] = set()
+    wrong: list[str] = []
+    for r in row_events(read_log(log_dir, topic)):
+        v = r["value"]
+        key = r["key"]["id"]
+        if key in deleted:
+            wrong.append(f"{v['op']} of {key} after its delete")
+        if v["op"] == "d":
+            table.pop(key, None)
+            deleted.add(key)
+            continue
+        a = v["after"]
+        if a["version"] < last.get(key, -1):
+            wrong.append(f"{v['op']} of {key} at version {a['version']} after {last[key]}")
+        if v["op"] == "r":
+            if key in read:
+                wrong.append(f"{key} read twice")
+            read.add(key)
+        last[key] = a["version"]
+        table[key] = (a["id"], a["version"], a["pad"])
+    return table, wrong
+
+
+def _backfill_under_writes(
+    server: Any, db: str, tmp_path: Path, daemon: Any, kills: int
+) -> dict[str, Any]:
+    """A table of ``scaled(200_000, 20_000)`` rows added to a running pipeline while a writer
+    updates, deletes and inserts in it (~500 transactions/s); the daemon killed ``kills`` times
+    (kill -9) during the backfill. Checks the replayed log against SELECT."""
+    rows = scaled(200_000, 20_000)
+    cur = connect(server, db).cursor()
+    cur.execute(
+        "CREATE TABLE big (id INT PRIMARY KEY, version INT NOT NULL, pad VARCHAR(40) NOT NULL)"
+    )
+    cur.execute(f"INSERT INTO big SELECT seq, 0, REPEAT('x', 40) FROM {seq(server, rows)}")
+    cur.execute("CREATE TABLE other (id INT PRIMARY KEY)")
+    cur.execute(SIGNAL_DDL.format("sig"))
+    log_dir = tmp_path / "log"
+    cfg_path = write_config(
+        tmp_path / "c.yaml",
+        server,
+        [f"{db}.other"],
+        log_dir,
+        # many small windows when killed: three kills land inside the backfill
+        snapshot_chunk_rows=rows // (1000 if kills else 20),
+        signal_table=f"{db}.sig",
+    )
+    d = daemon(cfg_path).start()
+    wait_until(lambda: _position(log_dir), 60, "the first position")
+
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    done = [0]
+
+    def write() -> None:
+        rnd = random.Random(16)
+        next_id = rows
+        try:
+            w = connect(server, db)
+            wc = w.cursor()
+            while not stop.is_set():
+                k = rnd.randint(1, rows)
+                op = rnd.random()
+                if op < 0.6:
+                    wc.execute(
+                        "UPDATE big SET version = version + 1, pad = %s WHERE id = %s",
+                        (f"u{done[0]}", k),
+                    )
+                elif op < 0.8:
+                    wc.execute("DELETE FROM big WHERE id = %s", (k,))
+                else:
+                    next_id += 1
+                    wc.execute("INSERT INTO big VALUES (%s, 0, 'i')", (next_id,))
+                done[0] += 1
+                stop.wait(0.002)  # about 500 transactions a second
+            w.close()
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    topic = f"mysqltest.{db}.big"
+    try:
+        wait_until(lambda: done[0] >= 200, 30, "the writer to get going")
+        # the table enters the pipeline: config edited, daemon restarted
+        assert d.terminate() == 0, d.output()
+        config = yaml.safe_load(cfg_path.read_text())
+        config["pipelines"][0]["source"]["tables"].append(f"{db}.big")
+        cfg_path.write_text(yaml.safe_dump(config))
+        d = daemon(cfg_path).start()
+        wait_until(lambda: "backfilling while streaming" in d.output(), 60, "the backfill")
+        lock = connect(server, db).cursor()
+        progress = 0
+        for _ in range(kills):
+
+            def advanced(was: int = progress) -> int:
+                # While this lock is held the daemon's next watermark waits for it: the
+                # progress holds still, and the kill comes between windows or inside one.
+                lock.execute("LOCK TABLES sig WRITE")
+                assert not _backfill_done(log_dir, db), "it ended before the kill: nothing tested"
+                now = _backfilled(log_dir)
+                if now > was and not _idle(log_dir):
+                    return now
+                lock.execute("UNLOCK TABLES")
+                return 0
+
+            progress = wait_until(advanced, 120, "the backfill to move on")
+            d.kill()
+            lock.execute("UNLOCK TABLES")
+            d = daemon(cfg_path).start()
+        wait_until(lambda: _backfill_done(log_dir, db), 600, "the end of the backfill")
+        after = done[0]
+        wait_until(lambda: done[0] >= after + 200, 30, "writes after the backfill")
+    finally:
+        stop.set()
+        writer.join(60)
+    assert not errors, errors
+    _marker(cur, db, log_dir, 1)
+    assert d.terminate() == 0, d.output()
+
+    cur.execute("SELECT id, version, pad FROM big")
+    expected = {row[0]: tuple(row) for row in cur.fetchall()}
+    got, wrong = _replay(log_dir, topic)
+    assert not wrong, wrong[:10]
+    assert got == expected
+    return {"rows": rows, "writes": done[0], "reads": _incremental_reads(log_dir, topic)}
+
+
+@pytest.mark.scale
+def test_a_table_added_later_is_backfilled_under_writes(
+    server: Any, mysql_db: str, tmp_path: Path, daemon: Any
+) -> None:
+    figures = _backfill_under_writes(server, mysql_db, tmp_path, daemon, kills=0)
+    print(f"backfill under writes: {figures}")
+
+
+@pytest.mark.scale
+@pytest.mark.parametrize("server", ["mariadb"], indirect=True)
+def test_a_backfill_survives_kill_9_three_times(
+    server: Any, mysql_db: str, tmp_path: Path, daemon: Any
+) -> None:
+    figures = _backfill_under_writes(server, mysql_db, tmp_path, daemon, kills=3)
+    print(f"backfill under writes, killed 3 times: {figures}")
