@@ -288,3 +288,95 @@ def test_a_backfill_survives_kill_9_three_times(
 ) -> None:
     figures = _backfill_under_writes(server, mysql_db, tmp_path, daemon, kills=3)
     print(f"backfill under writes, killed 3 times: {figures}")
+
+
+def test_bad_requests_are_refused_with_clear_errors_and_streaming_goes_on(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, caplog: Any
+) -> None:
+    db = mysql_db
+    cur = connect(server, db).cursor()
+    cur.execute("CREATE TABLE nokey (x INT)")
+    cur.execute("INSERT INTO nokey VALUES (1), (2)")
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    cur.execute("INSERT INTO t VALUES (1), (2), (3)")
+    cur.execute("CREATE TABLE other (id INT PRIMARY KEY)")
+    cur.execute(SIGNAL_DDL.format("sig"))
+    log_dir = tmp_path / "log"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        server,
+        [f"{db}.nokey", f"{db}.t", f"{db}.other"],
+        log_dir,
+        snapshot="never",
+        signal_table=f"{db}.sig",
+    )
+    p = run_pipeline(cfg)
+    wait_until(lambda: _position(log_dir), 60, "the first position")
+    bad_condition = {"data-collection": f"{db}.t", "filter": "no_such_column > 1"}
+    signals = [
+        ("s1", {"data-collections": [f"{db}.nokey"]}),
+        ("s2", {"data-collections": [f"{db}.t"], "additional-conditions": [bad_condition]}),
+        ("s3", {"data-collections": [f"{db}.not_captured"]}),
+        ("s4", {"data-collections": [f"{db}.t"], "type": "blocking"}),
+    ]
+    for id, data in signals:
+        _signal(cur, "sig", id, "execute-snapshot", data)
+    cur.execute("INSERT INTO sig VALUES ('s5', 'execute-snapshot', 'not json')")
+    _marker(cur, db, log_dir, 1)
+    wait_until(lambda: _idle(log_dir), 30, "the refused requests to leave the queue")
+    _marker(cur, db, log_dir, 2)
+    p.stop()
+    assert not [r for r in row_events(read_log(log_dir)) if r["value"]["op"] == "r"]
+    errors = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    assert f"table {db}.nokey has no primary key" in errors, errors
+    assert f"the server rejects the chunk query on {db}.t WHERE no_such_column > 1" in errors
+    assert "Unknown column 'no_such_column'" in errors
+    assert f"{db}.not_captured not captured by this pipeline" in errors
+    assert "snapshot type 'blocking' is not supported" in errors
+    assert "signal 's5' (execute-snapshot): data is not JSON" in errors
+
+
+def test_a_missing_or_read_only_signal_table_is_refused(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    from cdc.config import load
+    from cdc.sources.mysql import check_source
+
+    db = mysql_db
+    cur = connect(server, db).cursor()
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY)")
+    log_dir = tmp_path / "log"
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        server,
+        [f"{db}.t"],
+        log_dir,
+        snapshot="never",
+        signal_table=f"{db}.sig",
+    )
+    p = run_pipeline(cfg)
+    wait_until(lambda: not p.thread.is_alive(), 60, "the pipeline to stop")
+    assert f"signal table {db}.sig (source.signal_table) does not exist" in str(p.error)
+    assert "CREATE TABLE `" in str(p.error)
+
+    cur.execute(SIGNAL_DDL.format("sig"))
+    user = f"ro_{db}"
+    cur.execute(f"CREATE USER '{user}'@'%' IDENTIFIED BY 'pw'")
+    try:
+        cur.execute(f"GRANT SELECT ON `{db}`.* TO '{user}'@'%'")
+        pipeline = load(write_config(tmp_path / "ro.yaml", server, [f"{db}.t"], log_dir)).pipelines[
+            0
+        ]
+        source = pipeline.source.model_copy(
+            update={"user": user, "password": "pw", "signal_table": f"{db}.sig"}
+        )
+        problems = [str(problem) for problem in check_source(source, pipeline)]
+        assert any(
+            f"the user '{user}' cannot insert into the signal table {db}.sig" in text
+            and f"GRANT INSERT ON `{db}`.`sig`" in text
+            for text in problems
+        ), problems
+        cur.execute("SELECT COUNT(*) FROM sig")
+        assert cur.fetchone()[0] == 0  # the check left nothing behind
+    finally:
+        cur.execute(f"DROP USER '{user}'@'%'")
