@@ -14,7 +14,12 @@ transactions and events that ``start`` says were already delivered are dropped h
 
 This module is the glue (snapshot then stream, batches, acknowledgements, stop); the protocol
 is in ``_pgoutput``, relations and types in ``_relations``, the slot, the publication and their
-health in ``_slot``, fault messages in ``_faults``, the snapshot in ``_snapshot``.
+health in ``_slot``, fault messages in ``_faults``, the snapshot in ``_snapshot``, incremental
+snapshots in ``_incremental``.
+
+Over 500 lines because ``_stream`` is one loop on purpose: its state (the open transaction, the
+resume LSN, heartbeats, the incremental window's table) lives in locals that the hot path reads
+without attribute lookups, and splitting the loop would pass them back and forth per message.
 """
 
 from __future__ import annotations
@@ -33,8 +38,8 @@ from psycopg.pq.abc import PGconn
 from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost
 from cdc.model import ChangeBatch, NullReporter, Op, Position, Problem, Reporter, TableSchema
+from cdc.sources.postgres import _incremental, _snapshot, _tuples
 from cdc.sources.postgres import _pgoutput as pgo
-from cdc.sources.postgres import _snapshot, _tuples
 from cdc.sources.postgres._connections import SESSION_OPTIONS, Catalog, connect_replication
 from cdc.sources.postgres._faults import Faults
 from cdc.sources.postgres._lsn import format_lsn
@@ -45,6 +50,7 @@ from cdc.sources.postgres._pgoutput import (
     INSERT,
     KEEPALIVE,
     MARKER,
+    MESSAGE,
     OLD_KEY,
     OLD_ROW,
     RELATION,
@@ -88,6 +94,13 @@ class PostgresSource:
         self.max_wait = max_wait_ms / 1000
         self.tx_metadata = transaction_metadata
         self.tables = [parse_table(t) for t in config.tables]
+        # incremental snapshots: tables by TableSchema.qualified, and Debezium's signal table
+        # (published with the tables; its rows are signals, never events)
+        self.names = {f"{ns}.{t}": (ns, t) for ns, t in self.tables}
+        self.signal_table = parse_table(config.signal_table) if config.signal_table else None
+        published = list(self.tables)
+        if self.signal_table is not None and self.signal_table not in published:
+            published.append(self.signal_table)
         self.catalog = Catalog(config.dsn)
         self.faults = Faults(self.catalog, pipeline_name, self.slot, self.publication, prefix)
         # specialise False: decode tuples by the generic path of _tuples (the reference)
@@ -98,10 +111,13 @@ class PostgresSource:
             pipeline_name,
             self.slot,
             self.publication,
-            self.tables,
+            published,
             self.catalog,
             self.faults,
             self.relations,
+        )
+        self.incremental = _incremental.Incremental(
+            config.dsn, self.catalog, self.relations, self.slot, self.names, self.reporter
         )
         self._stopping = False
         # stop() writes a byte here so that a select() waiting on an idle stream wakes at once
@@ -130,7 +146,7 @@ class PostgresSource:
     def _start_streaming(self, conn: PGconn, start_lsn: int) -> PGconn:
         cmd = (
             f'START_REPLICATION SLOT "{self.slot}" LOGICAL {format_lsn(start_lsn)} '
-            f"(proto_version '1', publication_names '{self.publication}')"
+            f"(proto_version '1', publication_names '{self.publication}', messages 'true')"
         )
         res = conn.exec_(cmd.encode())
         if res.status != pq.ExecStatus.COPY_BOTH:
@@ -309,6 +325,11 @@ class PostgresSource:
             conn.finish()
             self._repl = None
             raise
+        self.incremental.start(
+            start.get("incremental") if start else None,
+            self.config.incremental_chunk_size,
+            backfill=self.config.snapshot != "never",  # never: stream only, later tables too
+        )
         try:
             yield from self._stream(conn, start)
         except _tuples.ValueConversionError as e:
@@ -351,19 +372,39 @@ class PostgresSource:
         confirm = False
         next_hb = next_action = time.monotonic() + hb
         next_health = time.monotonic()
+        # Incremental snapshots (_incremental): their state rides in every position; ``watch``
+        # is the table whose changes drop keys from the chunk of the open window (else None).
+        incr = self.incremental
+        inc = incr.snapshots
+        watch: str | None = None
+        msg_prefix = incr.prefix
+        signal_ids: set[int] = set()  # relation ids of the signal table
+
+        def at(lsn: int) -> Position:
+            return {"lsn": lsn, "incremental": inc.state}
 
         def position() -> Position:
             if asm.in_txn and asm.seq > 0:
-                return {"lsn": resume_lsn, "txn": txn_lsn, "skip": asm.seq}
-            return {"lsn": resume_lsn}
+                return {
+                    "lsn": resume_lsn,
+                    "txn": txn_lsn,
+                    "skip": asm.seq,
+                    "incremental": inc.state,
+                }
+            return at(resume_lsn)
 
         def change(
             table: TableSchema, op: Op, before: Any, after: Any, src: dict[str, Any]
         ) -> None:
+            if watch is not None and table.qualified == watch:
+                row = after if after is not None else before
+                inc.observe(watch, None if row is None else tuple(row[k] for k in table.key))
             # event ids: the transaction's commit LSN and the event's seq in it (BEGIN is 0)
             asm.change(table, op, before, after, src, ts_ms, f"{txn_lsn}:{asm.row_seq}")
 
         while True:
+            if inc.active and not self._stopping:
+                incr.step()  # a new window, when none is open
             # outside a transaction, a batch is written as soon as the stream pauses
             more = asm.in_txn or not asm.events or self._more_buffered(conn)
             if asm.due(more_buffered=more, stopping=self._stopping):
@@ -386,8 +427,8 @@ class PostgresSource:
                     # follows lets the server's shutdown complete. Nothing is acknowledged
                     # that is not covered by a later durable batch.
                     resume_lsn = yielded = target
-                    yield asm.heartbeat({"lsn": target})
-                    yield asm.heartbeat({"lsn": target})
+                    yield asm.heartbeat(at(target))
+                    yield asm.heartbeat(at(target))
                     next_hb = time.monotonic() + hb
                     if self._stopping:
                         return
@@ -404,7 +445,7 @@ class PostgresSource:
             if beat and now >= next_hb:
                 resume_lsn = yielded = max(wal_end, resume_lsn)
                 next_hb = now + hb
-                yield asm.heartbeat({"lsn": resume_lsn})
+                yield asm.heartbeat(at(resume_lsn))
                 continue
             wait_s = asm.wait_s()
             if wait_s is not None:
@@ -451,9 +492,28 @@ class PostgresSource:
                     resume_lsn = end_lsn
                 in_txn = False
             elif tag == RELATION:
-                self.relations.announced(pgo.relation(buf))
+                rmsg = pgo.relation(buf)
+                self.relations.announced(rmsg)
+                if self.signal_table == (rmsg.namespace, rmsg.name):
+                    signal_ids.add(rmsg.relid)
+            elif tag == MESSAGE:
+                m = pgo.message(buf)
+                if m.transactional or m.prefix != msg_prefix or m.lsn < resume_lsn:
+                    continue  # not ours, or read before the position resumed from
+                incr.message(m.content, m.lsn, asm, self.prefix, self.db)
+                watch = inc.watching
+                if not in_txn:
+                    # between transactions: every one committed before the message was yielded
+                    # and every later one commits after it, so resuming past it is exact (and a
+                    # request is not read again after a restart)
+                    resume_lsn = max(resume_lsn, m.lsn + 1)
             elif skip_txn:
                 continue
+            elif signal_ids and relid(buf) in signal_ids:
+                if tag == INSERT:
+                    rel = relations[relid(buf)]
+                    incr.signal_row(rel.schema, rel.decode_new(buf, TUPLE)[0])
+                    watch = inc.watching
             elif tag == INSERT:
                 rel = relations[relid(buf)]
                 after, _ = rel.decode_new(buf, TUPLE)
@@ -490,12 +550,15 @@ class PostgresSource:
                 change(table, "d", before, None, src)
             elif tag == TRUNCATE:
                 for rid in pgo.truncated(buf):
+                    if rid in signal_ids:
+                        continue
                     table = relations[rid].schema
                     src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
                     change(table, "t", None, None, src)
-            # ORIGIN, TYPE, MESSAGE: nothing to emit
+            # ORIGIN, TYPE: nothing to emit
 
     def close(self) -> None:
+        self.incremental.close()
         if self._repl is not None:
             with contextlib.suppress(Exception):
                 self._send_status(self._repl, force=True)

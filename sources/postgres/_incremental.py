@@ -1,0 +1,369 @@
+"""Incremental snapshots on Postgres: the watermarks, the chunk reads, and snapshot requests.
+
+The window logic is ``cdc.incremental``'s; this module does its Postgres I/O:
+- watermarks and requests are logical decoding messages written by
+  ``pg_logical_emit_message(false, <prefix>, <json>)`` on a normal connection; non-transactional,
+  they come in the stream between transactions, at their place in the WAL, and need no table.
+  The prefix names the pipeline's slot (``message_prefix``), so that pipelines reading the same
+  database never act on each other's. The content is a Debezium signal as JSON: ``{"id": ...,
+  "type": ..., "data": ...}`` (the columns of its signal table);
+- a chunk is read on its own connection in a REPEATABLE READ READ ONLY transaction begun after
+  the low watermark was written: ``WHERE (key) > (last) AND (condition) ORDER BY key LIMIT n``.
+  Values are read as the initial snapshot reads them (``_snapshot``: the wire's text, converted
+  by the stream's converters), so snapshot, stream and incremental values are identical;
+- ``request_snapshot`` (``cdc snapshot``) checks a request on a read-only connection and sends
+  it as such a message, which the running source reads from its stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.string import TextLoader
+
+from cdc.assembler import TransactionAssembler
+from cdc.errors import ConfigError, SourceError
+from cdc.incremental import (
+    EXECUTE_SNAPSHOT,
+    WINDOW_CLOSE,
+    WINDOW_OPEN,
+    Chunk,
+    IncrementalSnapshots,
+    Signal,
+    SignalError,
+    Watermark,
+    parse_signal,
+)
+from cdc.model import Reporter, TableSchema
+from cdc.sources.postgres import _snapshot
+from cdc.sources.postgres._connections import SESSION_OPTIONS, Catalog
+from cdc.sources.postgres._relations import Relations, snapshot_row
+from cdc.sources.postgres._sourceinfo import source_block
+from cdc.sources.postgres.config import PostgresSourceConfig, default_name, parse_table, sql_table
+
+log = logging.getLogger(__name__)
+
+
+def message_prefix(slot: str) -> str:
+    """The prefix of the logical messages of the pipeline reading ``slot``."""
+    return f"cdc.incremental.{slot}"
+
+
+def signal_of(content: bytes) -> Signal | None:
+    """The signal a message of ours carries (None: not about snapshots); SignalError when bad."""
+    try:
+        body = json.loads(content)
+        return parse_signal(str(body["id"]), str(body["type"]), body.get("data"))
+    except (ValueError, KeyError, TypeError) as e:
+        raise SignalError(f"unreadable snapshot message {content[:200]!r}: {e}") from None
+
+
+def _emit(
+    conn: psycopg.Connection[Any], prefix: str, kind: str, sid: str, data: str | None
+) -> None:
+    body = json.dumps({"id": sid, "type": kind, "data": data})
+    conn.execute("SELECT pg_logical_emit_message(false, %s, %s)", (prefix, body))
+
+
+class Incremental:
+    """The incremental snapshots of one Postgres source, driven by its stream's thread.
+
+    ``names``: the captured tables by ``TableSchema.qualified``; ``start`` (each time the source
+    starts streaming) makes ``snapshots`` from the position's state; then the stream calls
+    ``step`` between messages (a new window when none is open), ``message`` for each message
+    with our prefix, ``signal_row`` for each row inserted into the signal table, and gives each
+    captured change of ``snapshots.watching`` to ``snapshots.observe``.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        catalog: Catalog,
+        relations: Relations,
+        slot: str,
+        names: dict[str, tuple[str, str]],
+        reporter: Reporter,
+    ) -> None:
+        self.dsn = dsn
+        self.catalog = catalog
+        self.relations = relations
+        self.names = names
+        self.reporter = reporter
+        self.prefix = message_prefix(slot)
+        self.snapshots = IncrementalSnapshots({}, list(names))
+        self._conn: psycopg.Connection[Any] | None = None
+        self._loaders: set[int] = set()
+        self.estimate: int = -1  # of the last table read (pg_class.reltuples; -1: unknown)
+        self._logged = 0.0  # when progress was last logged
+
+    def start(self, state: dict[str, Any] | None, chunk_size: int, *, backfill: bool) -> None:
+        """Resume from a position's ``state`` (None: every captured table counts as
+        snapshotted); ``backfill`` False: a captured table not snapshotted yet is not read."""
+        inc = IncrementalSnapshots(state, list(self.names), chunk_size=chunk_size)
+        if not backfill:
+            inc.snapshotted |= set(self.names)
+        inc.captured(list(self.names))
+        self.snapshots = inc
+
+    def step(self) -> None:
+        """Open a window when none is: write the low watermark, read the chunk, write the high
+        watermark. The stream brings the watermarks back; the chunk's rows go out at the high
+        one (``message``)."""
+        inc = self.snapshots
+        chunk = inc.next_chunk()
+        if chunk is None:
+            return
+        ns, name = self.names[chunk.table]
+        if chunk.after is None and inc.rows == 0:
+            log.info(
+                "incremental snapshot %s: reading %s%s",
+                chunk.request,
+                chunk.table,
+                f" WHERE {chunk.condition}" if chunk.condition else "",
+            )
+        try:
+            self.window(chunk, WINDOW_OPEN)
+            schema, rows, last = self.read(chunk, ns, name)
+            inc.chunk_read(chunk.window, schema, rows, last)
+        except SignalError as e:  # no primary key, or the server rejects the condition
+            inc.abandon()
+            inc.reject_current(str(e))
+            return
+        except BaseException:
+            inc.abandon()
+            raise
+        self.window(chunk, WINDOW_CLOSE)
+
+    def message(
+        self, content: bytes, lsn: int, asm: TransactionAssembler, prefix: str, db: str
+    ) -> None:
+        """A message with our prefix at ``lsn``, between transactions: a watermark (at the high
+        one the chunk's rows go into ``asm``), a request or a stop. A bad one is logged."""
+        inc = self.snapshots
+        try:
+            sig = signal_of(content)
+        except SignalError as e:
+            log.error("%s", e)
+            return
+        if isinstance(sig, Watermark):
+            if sig.low:
+                inc.low_watermark(sig.window)
+                return
+            cur, before = inc.current, inc.rows
+            now_us = time.time_ns() // 1000
+            rows = inc.high_watermark(
+                sig.window,
+                lambda s: source_block(prefix, db, s, now_us, None, lsn, 0, "incremental"),
+                now_us // 1000,
+            )
+            if rows is not None and cur is not None:
+                asm.reads(rows)
+                self._progress(cur[0].id, cur[1], before + len(rows), inc.current != cur)
+        elif sig is not None:
+            self._apply(sig)
+
+    def signal_row(self, schema: TableSchema, row: tuple[Any, ...]) -> None:
+        """A row inserted into the signal table (columns id, type and data, as Debezium's)."""
+        cols = {c.name: i for i, c in enumerate(schema.columns)}
+        if not {"id", "type", "data"} <= cols.keys():
+            log.error(
+                "signal table %s needs the columns id, type and data (it has %s): ignoring its row",
+                schema.qualified,
+                ", ".join(cols),
+            )
+            return
+        sid, kind, data = (row[cols[c]] for c in ("id", "type", "data"))
+        try:
+            sig = parse_signal(str(sid), str(kind), None if data is None else str(data))
+        except SignalError as e:
+            log.error("%s", e)
+            return
+        if sig is not None and not isinstance(sig, Watermark):
+            self._apply(sig)
+
+    def _apply(self, sig: Signal) -> None:
+        try:
+            self.snapshots.signal(sig)
+        except SignalError as e:  # a request naming a table not captured...: streaming goes on
+            log.error("%s", e)
+
+    def _progress(self, request: str, table: str, done: int, finished: bool) -> None:
+        self.reporter.snapshot_progress(table, done, done if finished else self.estimate)
+        now = time.monotonic()
+        if finished or now - self._logged >= _snapshot.PROGRESS_EVERY_S:
+            self._logged = now
+            est = self.estimate
+            log.info(
+                "incremental snapshot %s: %s: %s rows%s",
+                request,
+                table,
+                f"{done:,}",
+                " (done)" if finished else f" of about {est:,}" if est > 0 else "",
+            )
+
+    def window(self, chunk: Chunk, kind: str) -> None:
+        """Write the low (``WINDOW_OPEN``) or high (``WINDOW_CLOSE``) watermark of ``chunk``."""
+        _emit(self.catalog.connect(), self.prefix, kind, chunk.window, None)
+
+    def read(
+        self, chunk: Chunk, ns: str, name: str
+    ) -> tuple[TableSchema, list[tuple[Any, ...]], list[str] | None]:
+        """The rows of ``chunk`` (converted), its table's schema, and the text form of the last
+        row's key (None when no row). Call after the low watermark was written: the read's
+        snapshot is taken now. ``ns``, ``name``: the table ``chunk.table`` names. SourceError
+        when the server refuses (the user's condition)."""
+        # The stream's relation versions stay the stream's: a chunk is converted by the
+        # catalog's current shape, which may be ahead of the stream's place in the WAL.
+        saved = dict(self.relations.by_id)
+        try:
+            t = _snapshot.tables(self.catalog, self.relations, [(ns, name)], [], {})[0]
+        finally:
+            self.relations.by_id.clear()
+            self.relations.by_id.update(saved)
+        self.estimate = t.estimate
+        schema = t.rel.schema
+        if not schema.key:
+            return schema, [], None  # the caller refuses it (cdc.incremental names the table)
+        conn = self._connect()
+        cols = sql.SQL(", ").join(sql.Identifier("_t", c.name) for c in schema.columns)
+        keys = sql.SQL(", ").join(sql.Identifier("_t", schema.columns[k].name) for k in schema.key)
+        query = sql.SQL("SELECT {} FROM ONLY {} AS _t").format(cols, sql.Identifier(ns, name))
+        probe = query + sql.SQL(" LIMIT 0")
+        where: list[sql.Composable] = []
+        params: list[str] = []
+        if chunk.after is not None:
+            casts = sql.SQL(", ").join(
+                sql.SQL("{}::{}").format(sql.Placeholder(), sql.SQL(typ)) for typ in t.key_types
+            )
+            where.append(sql.SQL("({}) > ({})").format(keys, casts))
+            params = list(chunk.after)
+        if chunk.condition:
+            # the user's SQL as written; a % in it is not a placeholder of ours
+            where.append(sql.SQL("({})").format(sql.SQL(chunk.condition.replace("%", "%%"))))
+        if where:
+            query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
+        query += sql.SQL(" ORDER BY {} LIMIT {}").format(keys, sql.Literal(chunk.size))
+        try:
+            conn.rollback()  # a new transaction: its snapshot is taken by the first query
+            self._text_loaders(conn, conn.execute(probe).description)
+            raw = conn.execute(query, params).fetchall()
+            conn.rollback()
+        except psycopg.OperationalError as e:  # the connection: a restart reads it again
+            self.close()
+            raise SourceError(
+                f"incremental snapshot of {chunk.table}: the chunk query failed: {str(e).strip()}"
+            ) from None
+        except psycopg.Error as e:  # the server refuses the query: the user's condition
+            with contextlib.suppress(psycopg.Error):
+                conn.rollback()
+            raise SignalError(
+                f"the chunk query was refused by the server: {str(e).strip()}"
+                + (f" (the condition is {chunk.condition!r})" if chunk.condition else "")
+            ) from None
+        rows = [snapshot_row(t.rel, list(r), True) for r in raw]
+        last = [str(raw[-1][k]) for k in schema.key] if raw else None
+        return schema, rows, last
+
+    def _text_loaders(self, conn: psycopg.Connection[Any], description: Any) -> None:
+        # the wire's text for every column, as _snapshot reads it (see _snapshot._read_table)
+        for d in description or ():
+            if d.type_code not in self._loaders:
+                conn.adapters.register_loader(d.type_code, TextLoader)
+                self._loaders.add(d.type_code)
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = _snapshot.open_connections(self.dsn, SESSION_OPTIONS, 1, None)[0]
+            self._loaders = set()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def request_snapshot(
+    config: PostgresSourceConfig, pipeline: str, tables: list[str], condition: str | None
+) -> str:
+    """Ask the running source of ``pipeline`` for an incremental snapshot of ``tables`` (as
+    written in ``source.tables``), restricted by the SQL ``condition`` when given; returns the
+    request's id once the server holds the request (the source reads it from its stream).
+
+    Checked first, nothing sent when a check fails: every table is captured by the pipeline
+    (ConfigError), exists with a primary key, and ``condition`` is accepted by the server for
+    each of them (``EXPLAIN`` on a read-only connection; SourceError showing the server's
+    words).
+    """
+    wanted = {parse_table(t): t for t in config.tables}
+    names: list[tuple[str, str]] = []
+    for t in tables:
+        try:
+            parsed = parse_table(t)
+        except ValueError as e:
+            raise ConfigError([str(e)]) from None
+        if parsed not in wanted:
+            raise ConfigError(
+                [
+                    f"table {t!r} is not captured by pipeline {pipeline!r} (its tables: "
+                    f"{', '.join(config.tables)}): add it to source.tables and restart the "
+                    "daemon (a table added later is backfilled by itself)"
+                ]
+            )
+        names.append(parsed)
+    try:
+        conn = psycopg.connect(config.dsn, options=SESSION_OPTIONS, autocommit=False)
+    except psycopg.Error as e:
+        raise SourceError(f"cannot connect to postgres: {str(e).strip()}") from None
+    try:
+        conn.read_only = True
+        for ns, name in names:
+            has_key = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indisprimary AND i.indrelid = "
+                "(SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = %s AND c.relname = %s))",
+                (ns, name),
+            ).fetchone()
+            if not has_key or not has_key[0]:
+                raise SourceError(
+                    f"table {sql_table(ns, name)} has no primary key (or does not exist): an "
+                    "incremental snapshot reads a table in key order; add a primary key to it",
+                    retryable=False,
+                )
+            if condition:
+                query = sql.SQL("EXPLAIN SELECT 1 FROM {} WHERE ({})").format(
+                    sql.Identifier(ns, name), sql.SQL(condition)
+                )
+                try:
+                    conn.execute(query)
+                except psycopg.Error as e:
+                    raise SourceError(
+                        f"the condition {condition!r} is rejected by the server for table "
+                        f"{sql_table(ns, name)}: {str(e).strip()}; correct it (it is SQL for "
+                        "the WHERE clause of a SELECT of that table)",
+                        retryable=False,
+                    ) from None
+                finally:
+                    conn.rollback()
+        conn.rollback()
+        conn.read_only = False
+        conn.autocommit = True
+        rid = f"cdc-{uuid.uuid4().hex[:12]}"
+        qualified = [f"{ns}.{name}" for ns, name in names]
+        data: dict[str, Any] = {"data-collections": qualified, "type": "incremental"}
+        if condition:
+            data["additional-conditions"] = [
+                {"data-collection": q, "filter": condition} for q in qualified
+            ]
+        slot = config.slot or default_name(pipeline)
+        _emit(conn, message_prefix(slot), EXECUTE_SNAPSHOT, rid, json.dumps(data))
+        return rid
+    finally:
+        conn.close()
