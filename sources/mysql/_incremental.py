@@ -30,7 +30,7 @@ from typing import Any
 
 import pymysql
 
-from cdc.errors import SourceError
+from cdc.errors import ConfigError, SourceError
 from cdc.incremental import (
     EXECUTE_SNAPSHOT,
     WINDOW_CLOSE,
@@ -42,9 +42,10 @@ from cdc.incremental import (
     parse_signal,
 )
 from cdc.model import Problem, Reporter, RowChange, TableSchema
-from cdc.sources.mysql._schema import TableVersion
+from cdc.sources.mysql._schema import SchemaCache, TableVersion
 from cdc.sources.mysql._server import Server, quote
 from cdc.sources.mysql._tables import Tables
+from cdc.sources.mysql.config import MySqlSourceConfig
 
 log = logging.getLogger(__name__)
 _COLUMNS = ("id", "type", "data")
@@ -509,3 +510,54 @@ class Windows:
         self.reader.close()
         if self.signals is not None:
             self.signals.close()
+
+
+def request_snapshot(
+    config: MySqlSourceConfig, pipeline: str, tables: list[str], condition: str | None
+) -> str:
+    """Ask the running source of ``pipeline`` for an incremental snapshot of ``tables``
+    ("database.table", captured by ``source.tables``), restricted by the SQL ``condition`` when
+    given: an execute-snapshot row in the signal table, which the source reads from the binlog.
+    Returns the request's id once the row is committed.
+
+    Checked first, nothing sent when a check fails: a signal table is configured and every table
+    is captured (ConfigError), exists with a primary key, and the server accepts the chunk query
+    with ``condition`` (run with LIMIT 0 in a read-only transaction; SourceError with the
+    server's words).
+    """
+    if config.signal_table is None:
+        raise ConfigError(
+            [
+                f"pipeline {pipeline!r}: the mysql source reads snapshot requests from its signal "
+                "table: create one and set source.signal_table (docs/source-mysql.md)"
+            ]
+        )
+    server = Server(config)
+    captured = Tables(
+        server, config.tables, SchemaCache(pipeline), signal_table=config.signal_table
+    )
+    for t in tables:
+        db, _, table = t.partition(".")
+        if not table or not captured.captured(db, table):
+            raise ConfigError(
+                [
+                    f"table {t!r} is not captured by pipeline {pipeline!r} (its tables: "
+                    f"{', '.join(config.tables)}): add it to source.tables and restart the "
+                    "daemon (a table added later is backfilled by itself)"
+                ]
+            )
+    reader = ChunkReader(server, captured)
+    signals = SignalTable(server, config.signal_table)
+    try:
+        server.catalog()
+        for t in tables:
+            db, _, table = t.partition(".")
+            try:
+                reader.read(reader.version(db, table), None, condition, 0)
+            except SignalError as e:
+                raise SourceError(f"{e}; nothing was sent", retryable=False) from None
+        return signals.request(tables, condition)
+    finally:
+        signals.close()
+        reader.close()
+        server.close()

@@ -130,7 +130,7 @@ class MySqlSource:
         was never snapshotted (added to tables since) is queued for a backfill."""
         present = self.tables.present()
         snapshots = IncrementalSnapshots(
-            start.get("incremental"), present, chunk_size=self.config.snapshot_chunk_rows
+            start.get("incremental"), present, chunk_size=self.config.incremental_chunk_size
         )
         missing = snapshots.captured(present)
         if self.signals is not None:

@@ -57,6 +57,12 @@ class MySqlSourceConfig(BaseModel):
     snapshot_chunk_rows: int = Field(
         10000, ge=1, description="rows per primary-key-ordered chunk read during the snapshot"
     )
+    incremental_chunk_size: int = Field(
+        1024,
+        ge=1,
+        description="rows read per chunk (one watermark window) of an incremental snapshot: a "
+        "table added to tables later, `cdc snapshot`, or the signal table",
+    )
     signal_table: str | None = Field(
         None,
         description='Debezium\'s signal table, "database.table" (columns id VARCHAR(42) '

@@ -96,7 +96,7 @@ def test_signal_table_execute_with_conditions_and_stop(
         [f"{db}.*"],  # the signal table matches too: its rows are never events
         log_dir,
         snapshot="never",
-        snapshot_chunk_rows=7,
+        incremental_chunk_size=7,
         signal_table=f"{db}.sig",
     )
     p = run_pipeline(cfg)
@@ -189,7 +189,7 @@ def _backfill_under_writes(
         [f"{db}.other"],
         log_dir,
         # many small windows when killed: three kills land inside the backfill
-        snapshot_chunk_rows=rows // (1000 if kills else 20),
+        incremental_chunk_size=rows // (1000 if kills else 20),
         signal_table=f"{db}.sig",
     )
     d = daemon(cfg_path).start()
@@ -380,3 +380,60 @@ def test_a_missing_or_read_only_signal_table_is_refused(
         assert cur.fetchone()[0] == 0  # the check left nothing behind
     finally:
         cur.execute(f"DROP USER '{user}'@'%'")
+
+
+@pytest.mark.parametrize("server", ["mariadb"], indirect=True)  # the same checks run on MySQL
+def test_cdc_snapshot_checks_before_sending_and_reads_a_range(
+    server: Any, mysql_db: str, tmp_path: Path, daemon: Any
+) -> None:
+    from tests.integration.test_postgres_incremental import cdc_snapshot
+
+    db = mysql_db
+    cur = connect(server, db).cursor()
+    cur.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+    cur.execute(f"INSERT INTO t SELECT seq, seq FROM {seq(server, 300)}")
+    cur.execute("CREATE TABLE nokey (x INT)")
+    cur.execute("CREATE TABLE other (id INT PRIMARY KEY)")
+    cur.execute(SIGNAL_DDL.format("sig"))
+    log_dir = tmp_path / "log"
+    tables = [f"{db}.t", f"{db}.nokey", f"{db}.other"]
+    cfg = write_config(tmp_path / "c.yaml", server, tables, log_dir, snapshot="never")
+
+    d = daemon(cfg).start()
+    wait_until(lambda: _position(log_dir), 60, "the first position")
+    wait_until(lambda: cfg.with_name("c.status.json").exists(), 30, "the status file")
+    no_signal_table = cdc_snapshot(cfg, "mysqltest", f"{db}.t")
+    assert no_signal_table.returncode == 2, no_signal_table.stderr
+    assert "set source.signal_table" in no_signal_table.stderr
+    assert d.terminate() == 0, d.output()
+
+    cfg = write_config(cfg, server, tables, log_dir, snapshot="never", signal_table=f"{db}.sig")
+    down = cdc_snapshot(cfg, "mysqltest", f"{db}.t")
+    assert down.returncode == 1, down.stderr
+    assert "the daemon is not running" in down.stderr and "nothing was sent" in down.stderr
+
+    d = daemon(cfg).start()
+    wait_until(lambda: "streaming the binlog" in d.output(), 60, "streaming")
+    wait_until(lambda: cdc_snapshot(cfg, "mysqltest", f"{db}.sig").returncode == 2, 30, "running")
+    other = cdc_snapshot(cfg, "mysqltest", f"{db}.sig")
+    assert other.returncode == 2, other.stderr
+    assert f"error: table '{db}.sig' is not captured by pipeline 'mysqltest'" in other.stderr
+
+    bad = cdc_snapshot(cfg, "mysqltest", f"{db}.t", "--where", "no_such_column > 3")
+    assert bad.returncode == 1, bad.stderr
+    assert f"the server rejects the chunk query on {db}.t WHERE no_such_column > 3" in bad.stderr
+    assert "Unknown column 'no_such_column'" in bad.stderr and "nothing was sent" in bad.stderr
+
+    nokey = cdc_snapshot(cfg, "mysqltest", f"{db}.nokey")
+    assert nokey.returncode == 1, nokey.stderr
+    assert f"table {db}.nokey has no primary key" in nokey.stderr
+    cur.execute("SELECT COUNT(*) FROM sig")
+    assert cur.fetchone()[0] == 0, "a refused request was sent"
+
+    ok = cdc_snapshot(cfg, "mysqltest", f"{db}.t", "--where", "id BETWEEN 100 AND 149")
+    assert ok.returncode == 0, ok.stderr
+    assert "requested" in ok.stdout
+    wait_until(lambda: ": finished" in d.output(), 60, "the snapshot to finish")
+    assert d.terminate() == 0, d.output()
+    reads = [r for r in row_events(read_log(log_dir)) if r["value"]["op"] == "r"]
+    assert [r["key"]["id"] for r in reads] == list(range(100, 150))
