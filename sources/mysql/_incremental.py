@@ -89,9 +89,10 @@ class SignalTable:
     # --- checks -------------------------------------------------------------------------------
 
     def problems(self) -> list[Problem]:
-        """What keeps the source from writing watermarks: the table missing, without
-        Debezium's columns, or not writable by the user. Checked by inserting a row in a
-        transaction that is rolled back (nothing reaches the binlog)."""
+        """What keeps the source from writing watermarks (blocking): the table missing, without
+        Debezium's columns, or not writable by the user, checked by inserting a row in a
+        transaction that is rolled back (nothing reaches the binlog); and what makes the chunks
+        unsafe (MySQL's binlog_order_commits OFF: a warning)."""
         cols = {
             str(r[0]).lower()
             for r in self.server.all(
@@ -124,6 +125,19 @@ class SignalTable:
                     blocking=True,
                 )
             ]
+        self.server.catalog()
+        problems = []
+        if not self.server.is_mariadb and str(
+            self.server.one("SELECT @@GLOBAL.binlog_order_commits")
+        ) in ("0", "OFF"):
+            problems.append(
+                Problem(
+                    "binlog_order_commits is OFF",
+                    "a snapshot chunk read while streaming may then miss a transaction written "
+                    "to the binlog before its low watermark, and write an older row state",
+                    "SET PERSIST binlog_order_commits = ON",
+                )
+            )
         conn = self.server.connect()
         try:
             cur = conn.cursor()
@@ -148,7 +162,7 @@ class SignalTable:
                     cur.execute("ROLLBACK")
         finally:
             conn.close()
-        return []
+        return problems
 
     # --- writing ------------------------------------------------------------------------------
 

@@ -134,9 +134,12 @@ class MySqlSource:
         )
         missing = snapshots.captured(present)
         if self.signals is not None:
-            problems = [str(p) for p in self.signals.problems()]
-            if problems:
-                raise SourceError("; ".join(problems))
+            problems = self.signals.problems()
+            blocking = [str(p) for p in problems if p.blocking]
+            if blocking:
+                raise SourceError("; ".join(blocking))
+            for p in problems:
+                log.warning("%s", p)
         elif snapshots.active:
             log.warning(
                 "%s cannot be snapshotted while streaming without a signal table: its existing "
