@@ -48,6 +48,7 @@ from cdc.sources.mysql._tables import Tables
 from cdc.sources.mysql.config import MySqlSourceConfig
 
 log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 5.0  # how often a running snapshot logs its progress
 _COLUMNS = ("id", "type", "data")
 # Debezium's ids of a window's watermark rows: "<window id>-open", "<window id>-close"
 _SUFFIXES = {WINDOW_OPEN: "-open", WINDOW_CLOSE: "-close"}
@@ -442,7 +443,9 @@ class Windows:
         self.reader = reader
         self.reporter = reporter
         self._pending: list[Signal] = []  # of the open transaction
-        self._estimates: dict[str, int] = {}
+        self._estimates: dict[str, int] = {}  # rows per table, the server's estimate (-1: none)
+        self._began: dict[str, tuple[float, int]] = {}  # table -> (when, rows) in this process
+        self._logged = 0.0  # when progress was last logged
 
     def ready(self) -> bool:
         """Whether a window should be opened now (called between transactions)."""
@@ -469,10 +472,18 @@ class Windows:
         except BaseException:
             self.snapshots.abandon()
             raise
-        if chunk.after is None and chunk.table not in self._estimates:
-            estimate = self.reader.estimate(db, table)
-            self._estimates[chunk.table] = estimate
-            self.reporter.snapshot_progress(chunk.table, 0, estimate)
+        if chunk.table not in self._estimates:
+            estimate = self._estimates[chunk.table] = self.reader.estimate(db, table)
+            self._began[chunk.table] = (time.monotonic(), self.snapshots.rows)
+            self.reporter.snapshot_progress(chunk.table, self.snapshots.rows, estimate)
+            log.info(
+                "incremental snapshot %s: reading %s%s%s (about %s rows)",
+                chunk.request,
+                chunk.table,
+                f" WHERE {chunk.condition}" if chunk.condition else "",
+                f", resuming after {self.snapshots.rows:,} rows" if chunk.after else "",
+                f"{estimate:,}",
+            )
         cursor = key_to_json(read.keys[-1]) if read.keys else None
         self.snapshots.chunk_read(chunk.window, version.schema, read.rows, cursor)
         self.signals.watermark(chunk.window, low=False)
@@ -509,16 +520,37 @@ class Windows:
                 if rows is None or current is None:
                     continue
                 reads(rows)
-                table = current[1]
-                count = before + len(rows)
-                done = snapshots.current != current
-                total = count if done else self._estimates.get(table, -1)
-                self.reporter.snapshot_progress(table, count, total)
+                self._progress(current[1], before + len(rows), snapshots.current != current)
                 continue
             try:
                 snapshots.signal(sig)
             except SignalError as e:
                 log.error("ignoring a signal: %s", e)
+
+    def _progress(self, table: str, count: int, done: bool) -> None:
+        """Rows written of ``table`` (``done``: all of them) to the reporter, and to the log
+        every PROGRESS_EVERY_S with the rate and the time left, as the initial snapshot does."""
+        estimate = self._estimates.get(table, -1)
+        self.reporter.snapshot_progress(table, count, count if done else estimate)
+        now = time.monotonic()
+        if done or now - self._logged < PROGRESS_EVERY_S:
+            return
+        self._logged = now
+        since, then = self._began.get(table, (now, count))
+        rate = (count - then) / max(now - since, 1e-3)
+        left = (
+            f", about {(estimate - count) / rate:.0f} s left"
+            if rate > 0 and count < estimate
+            else ""
+        )
+        log.info(
+            "incremental snapshot: %s %s of about %s rows (%s rows/s%s)",
+            table,
+            f"{count:,}",
+            f"{max(estimate, 0):,}",
+            f"{rate:,.0f}",
+            left,
+        )
 
     def close(self) -> None:
         self.reader.close()

@@ -132,6 +132,8 @@ class MySqlSource:
         snapshots = IncrementalSnapshots(
             start.get("incremental"), present, chunk_size=self.config.incremental_chunk_size
         )
+        if self.config.snapshot == "never":  # stream only, tables added later too (as Postgres)
+            snapshots.snapshotted |= set(present)
         missing = snapshots.captured(present)
         if self.signals is not None:
             problems = self.signals.problems()

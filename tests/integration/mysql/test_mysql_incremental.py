@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import random
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,10 +232,12 @@ def _backfill_under_writes(
         wait_until(lambda: done[0] >= 200, 30, "the writer to get going")
         # the table enters the pipeline: config edited, daemon restarted
         assert d.terminate() == 0, d.output()
+        writes_before = done[0]
         config = yaml.safe_load(cfg_path.read_text())
         config["pipelines"][0]["source"]["tables"].append(f"{db}.big")
         cfg_path.write_text(yaml.safe_dump(config))
         d = daemon(cfg_path).start()
+        began = time.monotonic()
         wait_until(lambda: "backfilling while streaming" in d.output(), 60, "the backfill")
         lock = connect(server, db).cursor()
         progress = 0
@@ -256,6 +259,8 @@ def _backfill_under_writes(
             lock.execute("UNLOCK TABLES")
             d = daemon(cfg_path).start()
         wait_until(lambda: _backfill_done(log_dir, db), 600, "the end of the backfill")
+        seconds = time.monotonic() - began  # reported, never asserted
+        writes_during = done[0] - writes_before
         after = done[0]
         wait_until(lambda: done[0] >= after + 200, 30, "writes after the backfill")
     finally:
@@ -270,7 +275,13 @@ def _backfill_under_writes(
     got, wrong = _replay(log_dir, topic)
     assert not wrong, wrong[:10]
     assert got == expected
-    return {"rows": rows, "writes": done[0], "reads": _incremental_reads(log_dir, topic)}
+    return {
+        "rows": rows,
+        "backfill_s (restart to done, with the kills)": round(seconds, 1),
+        "writes_during_backfill": writes_during,
+        "writes": done[0],
+        "reads": _incremental_reads(log_dir, topic),
+    }
 
 
 @pytest.mark.scale
