@@ -51,6 +51,11 @@ from cdc.sources.postgres.config import PostgresSourceConfig, default_name, pars
 log = logging.getLogger(__name__)
 
 
+COMMIT_WAIT_S = 1.0  # the longest a chunk waits for transactions committing at its low watermark
+# the transactions running now (ids as text: the same whatever loaders a connection has)
+_RUNNING = "SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) x"
+
+
 def message_prefix(slot: str) -> str:
     """The prefix of the logical messages of the pipeline reading ``slot``."""
     return f"cdc.incremental.{slot}"
@@ -100,8 +105,10 @@ class Incremental:
         self.snapshots = IncrementalSnapshots({}, list(names))
         self._conn: psycopg.Connection[Any] | None = None
         self._loaders: set[int] = set()
+        self._running: set[str] = set()  # transactions running when the low watermark was written
         self.estimate: int = -1  # of the last table read (pg_class.reltuples; -1: unknown)
         self._logged = 0.0  # when progress was last logged
+        self._reading: dict[str, _snapshot.SnapshotTable] = {}  # tables begun, for progress
 
     def start(self, state: dict[str, Any] | None, chunk_size: int, *, backfill: bool) -> None:
         """Resume from a position's ``state`` (None: every captured table counts as
@@ -197,20 +204,45 @@ class Incremental:
     def _progress(self, request: str, table: str, done: int, finished: bool) -> None:
         self.reporter.snapshot_progress(table, done, done if finished else self.estimate)
         now = time.monotonic()
-        if finished or now - self._logged >= _snapshot.PROGRESS_EVERY_S:
+        t = self._reading.get(table)
+        if finished:
+            self._reading.pop(table, None)
+            took = f" in {now - t.started:.1f}s" if t is not None else ""
+            log.info("incremental snapshot %s: %s: %s rows%s", request, table, f"{done:,}", took)
+        elif t is not None and now - self._logged >= _snapshot.PROGRESS_EVERY_S:
             self._logged = now
-            est = self.estimate
-            log.info(
-                "incremental snapshot %s: %s: %s rows%s",
-                request,
-                table,
-                f"{done:,}",
-                " (done)" if finished else f" of about {est:,}" if est > 0 else "",
-            )
+            t.rows = done
+            _snapshot._report(t, now)  # rows of the estimate, rate, ETA: as the initial snapshot
 
     def window(self, chunk: Chunk, kind: str) -> None:
-        """Write the low (``WINDOW_OPEN``) or high (``WINDOW_CLOSE``) watermark of ``chunk``."""
-        _emit(self.catalog.connect(), self.prefix, kind, chunk.window, None)
+        """Write the low (``WINDOW_OPEN``) or high (``WINDOW_CLOSE``) watermark of ``chunk``;
+        after the low one, note the transactions running then (see ``_begin_chunk``)."""
+        conn = self.catalog.connect()
+        _emit(conn, self.prefix, kind, chunk.window, None)
+        if kind == WINDOW_OPEN:
+            self._running = {r[0] for r in conn.execute(_RUNNING).fetchall()}
+
+    def _begin_chunk(self, conn: psycopg.Connection[Any]) -> None:
+        """Begin the chunk's transaction with a snapshot that sees every transaction whose
+        commit precedes the low watermark in the stream.
+
+        A transaction's commit record is written before it becomes visible (the server flushes
+        it in between), so one that committed just before the low watermark may be invisible
+        to a snapshot taken just after: its change comes before the window opens, and the
+        chunk's older copy of the row would follow it. Every such transaction was running when
+        the watermark was written (``window`` noted them): wait until the chunk's snapshot
+        shows none of them running. One still running after COMMIT_WAIT_S is a long one, whose
+        commit comes after the watermark (its changes then drop their keys from the chunk).
+        """
+        deadline = time.monotonic() + COMMIT_WAIT_S
+        delay = 0.0005
+        while True:
+            conn.rollback()  # a new transaction: this first query takes its snapshot
+            running = {r[0] for r in conn.execute(_RUNNING).fetchall()}
+            if not running & self._running or time.monotonic() >= deadline:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
 
     def read(
         self, chunk: Chunk, ns: str, name: str
@@ -220,14 +252,17 @@ class Incremental:
         snapshot is taken now. ``ns``, ``name``: the table ``chunk.table`` names. SourceError
         when the server refuses (the user's condition)."""
         # The stream's relation versions stay the stream's: a chunk is converted by the
-        # catalog's current shape, which may be ahead of the stream's place in the WAL.
-        saved = dict(self.relations.by_id)
+        # catalog's current shape, which may be ahead of the stream's place in the WAL. A table
+        # the stream has not announced yet keeps the version built here (the stream announces
+        # the same shape, and gets this object: encoders plan once per object).
+        by_id = self.relations.by_id
+        saved = dict(by_id)
         try:
             t = _snapshot.tables(self.catalog, self.relations, [(ns, name)], [], {})[0]
         finally:
-            self.relations.by_id.clear()
-            self.relations.by_id.update(saved)
+            by_id.update(saved)
         self.estimate = t.estimate
+        t.started = self._reading.setdefault(chunk.table, t).started
         schema = t.rel.schema
         if not schema.key:
             return schema, [], None  # the caller refuses it (cdc.incremental names the table)
@@ -251,7 +286,7 @@ class Incremental:
             query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
         query += sql.SQL(" ORDER BY {} LIMIT {}").format(keys, sql.Literal(chunk.size))
         try:
-            conn.rollback()  # a new transaction: its snapshot is taken by the first query
+            self._begin_chunk(conn)
             self._text_loaders(conn, conn.execute(probe).description)
             raw = conn.execute(query, params).fetchall()
             conn.rollback()

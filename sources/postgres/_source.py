@@ -262,6 +262,13 @@ class PostgresSource:
         """Snapshot (as configured) and stream; see the module docstring for positions."""
         mode = self.config.snapshot
         self.catalog.connect()
+        # A position from before incremental snapshots (or from a stop before the first
+        # streamed batch) says nothing of what was snapshotted: the tables the publication
+        # held before this start were captured before, so only the others are backfilled.
+        inc_state = start.get("incremental") if start else None
+        if start is not None and inc_state is None and "snapshot" not in start:
+            published = [f"{ns}.{t}" for ns, t, _, pub in self.slot_ctl.table_states() if pub]
+            inc_state = {"snapshotted": [t for t in published if t in self.names]}
         self.slot_ctl.ensure_publication(adopt=start is not None)
         if start is not None and start.get("snapshot_only_done"):
             log.info("snapshot: initial_only snapshot already complete; nothing to do")
@@ -288,6 +295,7 @@ class PostgresSource:
                     raise PositionLost(f"{problem}. {self.faults.ways_out()}")
                 log.warning("%s; snapshot: when_needed, so taking a new snapshot", problem)
                 fresh, snap = True, None
+                inc_state = None  # the new snapshot reads every table
         conn = connect_replication(self.config.dsn)
         try:
             if fresh:
@@ -326,7 +334,7 @@ class PostgresSource:
             self._repl = None
             raise
         self.incremental.start(
-            start.get("incremental") if start else None,
+            inc_state,
             self.config.incremental_chunk_size,
             backfill=self.config.snapshot != "never",  # never: stream only, later tables too
         )

@@ -295,3 +295,16 @@ def test_debezium_signals_parse() -> None:
 def test_bad_signals_are_refused_with_what_is_wrong(data: str, message: str) -> None:
     with pytest.raises(SignalError, match=message):
         parse_signal("x", "execute-snapshot", data)
+
+
+def test_the_position_metric_label_leaves_the_incremental_state_out() -> None:
+    # the state holds key values (row data) and a set of tables: not for a metrics label
+    from cdc.model import ChangeBatch
+    from cdc.pipeline import position_label
+
+    inc = make()
+    inc.request(Request("r1", ("s.a",)))
+    window(inc, A, [(1, "x"), (2, "y"), (4711, "z")])
+    batch = ChangeBatch([], {"lsn": 5, "incremental": inc.state})
+    assert inc.state["after"] == 4711
+    assert position_label(batch) == '{"lsn":5}'
