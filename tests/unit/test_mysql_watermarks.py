@@ -141,3 +141,12 @@ def test_a_stop_in_the_same_binlog_before_the_high_watermark_drops_the_chunk() -
     assert _commit(w) == []
     assert not w.snapshots.active
     assert w.snapshots.stop(Stop(None)) == []
+
+
+def test_the_signal_table_is_never_captured_even_when_a_pattern_matches_it() -> None:
+    from cdc.sources.mysql._schema import SchemaCache
+    from cdc.sources.mysql._tables import Tables
+
+    tables = Tables(None, ["shop.*"], SchemaCache("p"), signal_table="shop.sig")  # type: ignore[arg-type]
+    assert tables.captured("shop", "orders")
+    assert not tables.captured("shop", "sig")
