@@ -79,7 +79,7 @@ def _marker(cur: Any, db: str, log_dir: Path, n: int) -> None:
     wait_until(seen, 60, f"marker {n} in the log")
 
 
-def test_signal_table_execute_with_conditions_and_stop(
+def test_signal_table_execute_with_conditions_and_stop_before_and_during(
     server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
 ) -> None:
     db = mysql_db
@@ -88,6 +88,8 @@ def test_signal_table_execute_with_conditions_and_stop(
     cur.execute(f"INSERT INTO t SELECT seq, CONCAT('v', seq) FROM {seq(server, 100)}")
     cur.execute("CREATE TABLE u (id INT PRIMARY KEY)")
     cur.execute(f"INSERT INTO u SELECT seq FROM {seq(server, 50)}")
+    cur.execute("CREATE TABLE w (id INT PRIMARY KEY)")
+    cur.execute(f"INSERT INTO w SELECT seq FROM {seq(server, 700)}")
     cur.execute("CREATE TABLE other (id INT PRIMARY KEY)")
     cur.execute(SIGNAL_DDL.format("sig"))
     log_dir = tmp_path / "log"
@@ -122,12 +124,24 @@ def test_signal_table_execute_with_conditions_and_stop(
     _signal(cur, "sig", "stop-2", "stop-snapshot", {"data-collections": [f"{db}.u"]})
     p = run_pipeline(cfg)
     _marker(cur, db, log_dir, 1)
-    wait_until(lambda: _idle(log_dir), 30, "the stopped snapshot to leave the queue")
-    _marker(cur, db, log_dir, 2)
+    assert _idle(log_dir)
+    # (3) stop a snapshot under way (100 windows of 7 rows): while the test holds this lock the
+    # source's next watermark waits, so the stop lands in the binlog before it
+    _signal(cur, "sig", "ad-hoc-3", "execute-snapshot", {"data-collections": [f"{db}.w"]})
+    topic_w = f"mysqltest.{db}.w"
+    wait_until(lambda: _incremental_reads(log_dir, topic_w) >= 14, 60, "two chunks of w")
+    cur.execute("LOCK TABLES sig WRITE")
+    _signal(cur, "sig", "stop-3", "stop-snapshot", {"data-collections": [f"{db}.w"]})
+    cur.execute("UNLOCK TABLES")
+    _marker(cur, db, log_dir, 2)  # committed after the stop: its position holds the stop too
+    assert _idle(log_dir)
     p.stop()
 
     records = row_events(read_log(log_dir))
-    reads = [r for r in records if r["value"]["op"] == "r"]
+    stopped = [r["key"]["id"] for r in records if r["topic"] == topic_w]
+    assert 14 <= len(stopped) < 700 and len(stopped) % 7 == 0, len(stopped)
+    assert stopped == list(range(1, len(stopped) + 1))  # whole chunks, in key order
+    reads = [r for r in records if r["value"]["op"] == "r" and r["topic"] != topic_w]
     assert [r["key"]["id"] for r in reads] == list(range(10, 101, 10))
     assert {r["topic"] for r in reads} == {f"mysqltest.{db}.t"}
     for r in reads:
@@ -136,7 +150,8 @@ def test_signal_table_execute_with_conditions_and_stop(
         assert v["after"] == {"id": v["after"]["id"], "v": f"v{v['after']['id']}"}
         assert v["before"] is None
     assert not any(r["topic"].endswith(".sig") for r in records), "signal rows were emitted"
-    assert _position(log_dir)["incremental"]["snapshotted"] == [f"{db}.other", f"{db}.t", f"{db}.u"]
+    snapshotted = [f"{db}.other", f"{db}.t", f"{db}.u", f"{db}.w"]  # snapshot: never counts all
+    assert _position(log_dir)["incremental"]["snapshotted"] == snapshotted
 
 
 def _replay(log_dir: Path, topic: str) -> tuple[dict[int, tuple[Any, ...]], list[str]]:
