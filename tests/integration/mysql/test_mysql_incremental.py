@@ -41,8 +41,8 @@ def _position(log_dir: Path) -> dict[str, Any]:
     return LogReader(log_dir).info()["last_position"] or {}
 
 
-def _incremental_reads(log_dir: Path, topic: str) -> int:
-    """Records of ``topic`` that an incremental snapshot wrote (event ids "s:<request>:...")."""
+def _snapshot_reads(log_dir: Path, topic: str) -> int:
+    """Records of ``topic`` that a snapshot wrote, initial or incremental (event ids "s:...")."""
     from cdc.sinks.log import LogReader
 
     if not log_dir.exists():
@@ -116,7 +116,7 @@ def test_signal_table_execute_with_conditions_and_stop_before_and_during(
             "additional-conditions": [{"data-collection": f"{db}.t", "filter": "id % 10 = 0"}],
         },
     )
-    wait_until(lambda: _incremental_reads(log_dir, f"mysqltest.{db}.t") == 10, 60, "10 reads")
+    wait_until(lambda: _snapshot_reads(log_dir, f"mysqltest.{db}.t") == 10, 60, "10 reads")
     # (2) execute then stop, committed before the source reads either: the stop comes before
     # the first window's watermarks in the binlog, so nothing of u is read
     p.stop()
@@ -129,7 +129,7 @@ def test_signal_table_execute_with_conditions_and_stop_before_and_during(
     # source's next watermark waits, so the stop lands in the binlog before it
     _signal(cur, "sig", "ad-hoc-3", "execute-snapshot", {"data-collections": [f"{db}.w"]})
     topic_w = f"mysqltest.{db}.w"
-    wait_until(lambda: _incremental_reads(log_dir, topic_w) >= 14, 60, "two chunks of w")
+    wait_until(lambda: _snapshot_reads(log_dir, topic_w) >= 14, 60, "two chunks of w")
     cur.execute("LOCK TABLES sig WRITE")
     _signal(cur, "sig", "stop-3", "stop-snapshot", {"data-collections": [f"{db}.w"]})
     cur.execute("UNLOCK TABLES")
@@ -299,7 +299,7 @@ def _backfill_under_writes(
         "writes_during_backfill": writes_during,
         "writes_per_s_during_backfill": round(writes_during / seconds),
         "writes": done[0],
-        "reads": _incremental_reads(log_dir, topic),
+        "reads": _snapshot_reads(log_dir, topic),
     }
 
 
@@ -467,3 +467,40 @@ def test_cdc_snapshot_checks_before_sending_and_reads_a_range(
     assert d.terminate() == 0, d.output()
     reads = [r for r in row_events(read_log(log_dir)) if r["value"]["op"] == "r"]
     assert [r["key"]["id"] for r in reads] == list(range(100, 150))
+
+
+TYPED = (
+    "CREATE TABLE ty (id INT PRIMARY KEY, d DECIMAL(20,6), f FLOAT, g DOUBLE, dt DATETIME(6), "
+    "ts TIMESTAMP(6) NULL, dd DATE, tm TIME(3), y YEAR, e ENUM('a','b'), st SET('x','y'), "
+    "b BIT(5), bn BINARY(4), vb VARBINARY(10), j JSON, tx TEXT, u BIGINT UNSIGNED)"
+)
+TYPED_ROWS = [
+    "(1, 12345678901234.123456, 1.5, -2.25, '2024-02-29 23:59:59.999999', "
+    "'2024-01-01 00:00:00.5', '0001-01-01', '-838:59:59.000', 2155, 'b', 'x,y', b'10101', "
+    "x'00ff', x'', '{\"k\": [1, 2.5, null]}', 'é ✓', 18446744073709551615)",
+    "(2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, '', NULL, NULL, NULL, NULL, "
+    "NULL, 0)",
+]
+
+
+def test_an_incremental_snapshot_gives_the_initial_snapshots_values_per_type(
+    server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    db = mysql_db
+    cur = connect(server, db).cursor()
+    cur.execute(TYPED)
+    cur.execute(f"INSERT INTO ty VALUES {', '.join(TYPED_ROWS)}")
+    cur.execute(SIGNAL_DDL.format("sig"))
+    log_dir = tmp_path / "log"
+    cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.ty"], log_dir, signal_table=f"{db}.sig")
+    p = run_pipeline(cfg)
+    topic = f"mysqltest.{db}.ty"
+    wait_until(lambda: len(read_log(log_dir, topic)) == 2, 60, "the initial snapshot")
+    _signal(cur, "sig", "again", "execute-snapshot", {"data-collections": [f"{db}.ty"]})
+    wait_until(lambda: _snapshot_reads(log_dir, topic) == 2 + 2, 60, "the incremental snapshot")
+    p.stop()
+    records = read_log(log_dir, topic)
+    initial = [(r["key"], r["value"]["after"]) for r in records[:2]]
+    again = [(r["key"], r["value"]["after"]) for r in records[2:]]
+    assert [r["value"]["source"]["snapshot"] for r in records[2:]] == ["incremental"] * 2
+    assert again == initial
