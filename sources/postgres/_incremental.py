@@ -325,6 +325,30 @@ class Incremental:
             self._conn = None
 
 
+def check_signal_table(catalog: Catalog, ns: str, name: str) -> None:
+    """Raise a SourceError saying how to create it when the configured signal table is missing
+    or lacks Debezium's columns (id, type, data)."""
+    cols = {
+        r[0]
+        for r in catalog.connect()
+        .execute(
+            "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s "
+            "AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped",
+            (ns, name),
+        )
+        .fetchall()
+    }
+    if not {"id", "type", "data"} <= cols:
+        what = "does not exist" if not cols else f"lacks Debezium's columns (it has {sorted(cols)})"
+        raise SourceError(
+            f"signal table {sql_table(ns, name)} (source.signal_table) {what}: create it with "
+            f"CREATE TABLE {sql_table(ns, name)} (id varchar(64) PRIMARY KEY, type varchar(32) "
+            "NOT NULL, data varchar(2048)), or remove signal_table",
+            retryable=False,
+        )
+
+
 def request_snapshot(
     config: PostgresSourceConfig, pipeline: str, tables: list[str], condition: str | None
 ) -> str:

@@ -121,9 +121,10 @@ def relation(buf: bytes) -> RelationMessage:
 
 @dataclass(frozen=True, slots=True)
 class LogicalMessage:
-    """A MESSAGE: what ``pg_logical_emit_message(transactional, prefix, content)`` wrote, at
-    WAL position ``lsn``. A transactional one comes inside its transaction (when it commits),
-    a non-transactional one between transactions, where the server decoded it."""
+    """A MESSAGE: what ``pg_logical_emit_message(transactional, prefix, content)`` wrote;
+    ``lsn`` is the END of its WAL record (the server reports that, not its start). A
+    transactional one comes inside its transaction (when it commits), a non-transactional one
+    between transactions, where the server decoded it."""
 
     transactional: bool
     lsn: int

@@ -269,6 +269,8 @@ class PostgresSource:
         if start is not None and inc_state is None and "snapshot" not in start:
             published = [f"{ns}.{t}" for ns, t, _, pub in self.slot_ctl.table_states() if pub]
             inc_state = {"snapshotted": [t for t in published if t in self.names]}
+        if self.signal_table is not None:
+            _incremental.check_signal_table(self.catalog, *self.signal_table)
         self.slot_ctl.ensure_publication(adopt=start is not None)
         if start is not None and start.get("snapshot_only_done"):
             log.info("snapshot: initial_only snapshot already complete; nothing to do")
@@ -506,15 +508,17 @@ class PostgresSource:
                     signal_ids.add(rmsg.relid)
             elif tag == MESSAGE:
                 m = pgo.message(buf)
-                if m.transactional or m.prefix != msg_prefix or m.lsn < resume_lsn:
+                if m.transactional or m.prefix != msg_prefix or m.lsn <= resume_lsn:
                     continue  # not ours, or read before the position resumed from
                 incr.message(m.content, m.lsn, asm, self.prefix, self.db)
                 watch = inc.watching
                 if not in_txn:
-                    # between transactions: every one committed before the message was yielded
-                    # and every later one commits after it, so resuming past it is exact (and a
-                    # request is not read again after a restart)
-                    resume_lsn = max(resume_lsn, m.lsn + 1)
+                    # Between transactions, at the message's end (its LSN: where the record
+                    # after it starts): every transaction committed before it was yielded and
+                    # every later one commits at or after it, so resuming there is exact (and a
+                    # request is not read again after a restart). Not a byte further: the
+                    # commit record right after the message starts at this LSN.
+                    resume_lsn = max(resume_lsn, m.lsn)
             elif skip_txn:
                 continue
             elif signal_ids and relid(buf) in signal_ids:
