@@ -92,10 +92,10 @@ class _Fakes:
         return len(self.rows)
 
 
-def _windows(rows: list[tuple[Any, ...]]) -> tuple[Windows, _Fakes]:
+def _windows(rows: list[tuple[Any, ...]], reporter: Any = None) -> tuple[Windows, _Fakes]:
     fakes = _Fakes(rows)
     snapshots = IncrementalSnapshots(None, ["shop.t"], chunk_size=2)
-    w = Windows(snapshots, fakes, fakes, NullReporter())  # type: ignore[arg-type]
+    w = Windows(snapshots, fakes, fakes, reporter or NullReporter())  # type: ignore[arg-type]
     return w, fakes
 
 
@@ -127,6 +127,22 @@ def test_signals_take_effect_at_their_commit_and_rows_come_after_it() -> None:
     assert [r.after for r in rows] == [(1,), (2,)]
     assert rows[0].source["snapshot"] == "incremental"
     assert w.snapshots.state["after"] == [2]
+
+
+def test_progress_is_reported_per_chunk_of_the_estimate_and_the_total_at_the_end() -> None:
+    from tests.conftest import RecordingReporter
+
+    reporter = RecordingReporter()
+    w, fakes = _windows([(1,), (2,), (3,)], reporter)
+    w.snapshots.request(Request("r1", ("shop.t",)))
+    while w.snapshots.active:
+        w.open()
+        window = fakes.marks[-1][0]
+        for kind in ("open", "close"):
+            w.begin()
+            w.row(_signal_row(f"{window}-{kind}", f"snapshot-window-{kind}"))
+            _commit(w)
+    assert reporter.progress == [("shop.t", 0, 3), ("shop.t", 2, 3), ("shop.t", 3, 3)]
 
 
 def test_a_stop_in_the_same_binlog_before_the_high_watermark_drops_the_chunk() -> None:
