@@ -29,10 +29,11 @@ from cdc.errors import PositionLost, SourceError
 from cdc.incremental import IncrementalSnapshots
 from cdc.model import ChangeBatch, NullReporter, Position, Problem, Reporter
 from cdc.sources.mysql._binlog import BinlogStream
-from cdc.sources.mysql._incremental import ChunkReader, SignalTable, Windows
+from cdc.sources.mysql._incremental import ChunkReader, Windows
 from cdc.sources.mysql._preflight import check, require_settings
 from cdc.sources.mysql._schema import SchemaCache
 from cdc.sources.mysql._server import Server
+from cdc.sources.mysql._signals import SignalTable
 from cdc.sources.mysql._snapshot import Snapshot
 from cdc.sources.mysql._tables import Tables
 from cdc.sources.mysql.config import MySqlSourceConfig

@@ -12,13 +12,8 @@ import pytest
 
 from cdc.incremental import IncrementalSnapshots, Request, Stop, Watermark
 from cdc.model import Column, NullReporter, RowChange, TableSchema
-from cdc.sources.mysql._incremental import (
-    ChunkReader,
-    SignalTable,
-    Windows,
-    key_from_json,
-    key_to_json,
-)
+from cdc.sources.mysql._incremental import ChunkReader, Windows, key_from_json, key_to_json
+from cdc.sources.mysql._signals import SignalTable
 
 
 def _version(*names: str, key: tuple[int, ...] = (0,)) -> Any:
