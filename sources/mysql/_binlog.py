@@ -281,16 +281,24 @@ class BinlogStream:
             if asm.due(more_buffered=more, stopping=self.stopping()):
                 yield asm.take(position())
                 last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
+                if windows is not None:
+                    windows.moved = False
             elif (
                 not asm.events
                 and not asm.in_txn
                 and (commit_file, commit_pos) != yielded_at
-                and time.monotonic() - last_yield >= POSITION_INTERVAL_S
+                and (
+                    time.monotonic() - last_yield >= POSITION_INTERVAL_S
+                    # a snapshot request, stop or progress without rows: durable at once
+                    or (windows is not None and windows.moved)
+                )
             ):
                 # Nothing captured for a while, but the binlog moved on (other tables): record
                 # the position so a restart does not re-read, or lose to purging, what was passed.
                 yield asm.heartbeat(position())
                 last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
+                if windows is not None:
+                    windows.moved = False
             if self.stopping():
                 return
             if windows is not None and not asm.in_txn and windows.ready():

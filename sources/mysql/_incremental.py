@@ -276,6 +276,9 @@ class Windows:
         self._estimates: dict[str, int] = {}  # rows per table, the server's estimate (-1: none)
         self._began: dict[str, tuple[float, int]] = {}  # table -> (when, rows) in this process
         self._logged = 0.0  # when progress was last logged
+        # the state changed since the last position the stream yielded (the stream makes it
+        # durable at once, with a heartbeat when no rows came with the change)
+        self.moved = False
 
     def ready(self) -> bool:
         """Whether a window should be opened now (called between transactions)."""
@@ -298,6 +301,7 @@ class Windows:
         except SignalError as e:
             self.snapshots.abandon()
             self.snapshots.reject_current(str(e))
+            self.moved = True
             return
         except BaseException:
             self.snapshots.abandon()
@@ -343,17 +347,19 @@ class Windows:
         for sig in signals:
             if isinstance(sig, Watermark):
                 if sig.low:
-                    snapshots.low_watermark(sig.window)
+                    snapshots.low_watermark(sig.window)  # not in the state: nothing moved
                     continue
                 current, before = snapshots.current, snapshots.rows
                 rows = snapshots.high_watermark(sig.window, source, int(time.time() * 1000))
                 if rows is None or current is None:
                     continue
                 reads(rows)
+                self.moved = True
                 self._progress(current[1], before + len(rows), snapshots.current != current)
                 continue
             try:
                 snapshots.signal(sig)
+                self.moved = True
             except SignalError as e:
                 log.error("ignoring a signal: %s", e)
 
