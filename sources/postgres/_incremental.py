@@ -52,8 +52,14 @@ log = logging.getLogger(__name__)
 
 
 COMMIT_WAIT_S = 1.0  # the longest a chunk waits for transactions committing at its low watermark
-# the transactions running now (ids as text: the same whatever loaders a connection has)
-_RUNNING = "SELECT x::text FROM pg_snapshot_xip(pg_current_snapshot()) x"
+# after a watermark: the snapshot of that moment, and an xid (its commit flushes the WAL)
+_OPENED = "SELECT pg_current_snapshot()::text, pg_current_xact_id()::text"
+
+
+def _snapshot_parts(text: str) -> tuple[int, int, set[int]]:
+    """xmin, xmax and the in-progress xids of a ``pg_snapshot`` in its text form."""
+    xmin, xmax, xip = text.split(":")
+    return int(xmin), int(xmax), {int(x) for x in xip.split(",") if x}
 
 
 def message_prefix(slot: str) -> str:
@@ -105,7 +111,9 @@ class Incremental:
         self.snapshots = IncrementalSnapshots({}, list(names))
         self._conn: psycopg.Connection[Any] | None = None
         self._loaders: set[int] = set()
-        self._running: set[str] = set()  # transactions running when the low watermark was written
+        # at the low watermark: in-progress xids, xmax, and the xid window() took (_begin_chunk)
+        self._opened: tuple[set[int], int, int] = (set(), 0, 0)
+        self._long: set[int] = set()  # transactions that outlasted COMMIT_WAIT_S: not awaited
         self.estimate: int = -1  # of the last table read (pg_class.reltuples; -1: unknown)
         self._logged = 0.0  # when progress was last logged
         self._reading: dict[str, _snapshot.SnapshotTable] = {}  # tables begun, for progress
@@ -218,9 +226,18 @@ class Incremental:
         """Write the low (``WINDOW_OPEN``) or high (``WINDOW_CLOSE``) watermark of ``chunk``;
         after the low one, note the transactions running then (see ``_begin_chunk``)."""
         conn = self.catalog.connect()
-        _emit(conn, self.prefix, kind, chunk.window, None)
+        # In a transaction that takes an xid (after the watermark and the snapshot of that
+        # moment, see _begin_chunk) and commits synchronously, so that its commit flushes the
+        # WAL: a watermark alone is not flushed (before Postgres 17), and the stream would
+        # bring it only at the WAL writer's next flush (up to wal_writer_delay per watermark).
+        with conn.transaction():
+            conn.execute("SET LOCAL synchronous_commit = on")
+            _emit(conn, self.prefix, kind, chunk.window, None)
+            row = conn.execute(_OPENED).fetchone()
+        assert row is not None
         if kind == WINDOW_OPEN:
-            self._running = {r[0] for r in conn.execute(_RUNNING).fetchall()}
+            _, xmax, xip = _snapshot_parts(row[0])
+            self._opened = (xip, xmax, int(row[1]))
 
     def _begin_chunk(self, conn: psycopg.Connection[Any]) -> None:
         """Begin the chunk's transaction with a snapshot that sees every transaction whose
@@ -230,16 +247,34 @@ class Incremental:
         it in between), so one that committed just before the low watermark may be invisible
         to a snapshot taken just after: its change comes before the window opens, and the
         chunk's older copy of the row would follow it. Every such transaction was running when
-        the watermark was written (``window`` noted them): wait until the chunk's snapshot
-        shows none of them running. One still running after COMMIT_WAIT_S is a long one, whose
-        commit comes after the watermark (its changes then drop their keys from the chunk).
+        the watermark was written: in that moment's snapshot (``window``) it is in progress,
+        or at or past its xmax and before the xid ``window`` took itself. Wait until the chunk's
+        snapshot shows none of them in progress. One still running after COMMIT_WAIT_S is a
+        long one, whose commit comes after the watermark (its changes then drop their keys from
+        the chunk); it is not waited for again while it runs (the residual risk: it commits
+        just as a later low watermark is written, and that chunk's snapshot misses it).
         """
+        xip0, xmax0, own = self._opened
         deadline = time.monotonic() + COMMIT_WAIT_S
         delay = 0.0005
         while True:
             conn.rollback()  # a new transaction: this first query takes its snapshot
-            running = {r[0] for r in conn.execute(_RUNNING).fetchall()}
-            if not running & self._running or time.monotonic() >= deadline:
+            row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+            assert row is not None
+            _, _, running = _snapshot_parts(row[0])  # all < own < its xmax: own committed
+            self._long &= running
+            waiting = {x for x in running if x in xip0 or xmax0 <= x < own} - self._long
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                # Long ones: not waited for again (each chunk would wait COMMIT_WAIT_S)
+                self._long |= waiting
+                log.info(
+                    "incremental snapshot: transactions %s still run %.0fs after a low "
+                    "watermark: reading on (taken as long ones, committing after it)",
+                    ", ".join(str(x) for x in sorted(waiting)),
+                    COMMIT_WAIT_S,
+                )
                 return
             time.sleep(delay)
             delay = min(delay * 2, 0.05)

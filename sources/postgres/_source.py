@@ -510,6 +510,7 @@ class PostgresSource:
                 m = pgo.message(buf)
                 if m.transactional or m.prefix != msg_prefix or m.lsn <= resume_lsn:
                     continue  # not ours, or read before the position resumed from
+                state = inc.state
                 incr.message(m.content, m.lsn, asm, self.prefix, self.db)
                 watch = inc.watching
                 if not in_txn:
@@ -519,6 +520,11 @@ class PostgresSource:
                     # request is not read again after a restart). Not a byte further: the
                     # commit record right after the message starts at this LSN.
                     resume_lsn = max(resume_lsn, m.lsn)
+                    if not asm.events and inc.state != state:
+                        # progress without rows (a table's last chunk came empty, a request):
+                        # durable now, not at the next heartbeat
+                        yielded = resume_lsn
+                        yield asm.heartbeat(at(resume_lsn))
             elif skip_txn:
                 continue
             elif signal_ids and relid(buf) in signal_ids:

@@ -341,3 +341,29 @@ def test_a_missing_signal_table_is_named_with_how_to_create_it(
         "the error",
     )
     d.terminate()
+
+
+def test_a_long_transaction_is_waited_for_once_not_per_chunk(
+    tmp_path: Path, pg_db: str, daemon: Any
+) -> None:
+    fill(pg_db, 1000)
+    cfg = config(
+        tmp_path,
+        pg_db,
+        "[public.items, public.big]",
+        "snapshot: never",
+        "incremental_chunk_size: 100",
+    )
+    d = daemon(cfg).start()
+    wait_until(lambda: "streaming from slot" in d.output(), 60, "streaming")
+    wait_until(lambda: cfg.with_name("cdc.status.json").exists(), 30, "the status file")
+    with psycopg.connect(pg_db) as long:
+        long.execute("UPDATE items SET note = 'held' WHERE id = 0")  # takes an xid
+        long.execute("SELECT pg_current_xact_id()")
+        ok = cdc_snapshot(cfg, name_of(pg_db), "public.big")
+        assert ok.returncode == 0, ok.stderr
+        wait_until(lambda: ": finished" in d.output(), 120, "the snapshot to finish")
+    assert d.output().count("still run 1s after a low watermark") == 1
+    reads = [r for r in row_events(read_log(cfg.parent / "log")) if r["value"]["op"] == "r"]
+    assert sorted(r["key"]["id"] for r in reads) == list(range(1, 1001))
+    assert d.terminate() == 0, d.output()
