@@ -154,13 +154,20 @@ def backfill_while_writing(
     d = daemon(cfg).start()
     wait_until(lambda: "streaming from slot" in d.output(), 60, "streaming")
     assert d.terminate() == 0, d.output()
-    # big joins the pipeline's tables while the daemon is down, and is written to from now on
-    config(tmp_path, dsn, "[public.items, public.big]")
+    # big joins the pipeline's tables while the daemon is down, and is written to from now on;
+    # with kills, small chunks keep the backfill running across all of them
+    config(
+        tmp_path, dsn, "[public.items, public.big]", *(["incremental_chunk_size: 50"] * bool(kills))
+    )
     writer = Writer(dsn, rows + 1)
     writer.start()
     started = time.monotonic()
-    d = daemon(cfg).start()
-    wait_until(lambda: "backfilling while streaming" in d.output(), 60, "the backfill logged")
+    runs = [daemon(cfg).start()]
+
+    def said(text: str) -> bool:
+        return any(text in r.output() for r in runs)
+
+    wait_until(lambda: said("backfilling while streaming"), 60, "the backfill logged")
     log = cfg.parent / "log"
 
     def reads() -> int:
@@ -169,10 +176,12 @@ def backfill_while_writing(
     for i in range(kills):
         # kill -9 once the backfill has moved past what the previous run left
         floor = reads()
-        wait_until(lambda floor=floor: reads() > floor + 1000, 120, f"progress before kill {i}")
-        d.kill()
-        d = daemon(cfg).start()
-    wait_until(lambda: "finished" in d.output(), 900, "the backfill to finish")
+        wait_until(lambda floor=floor: reads() > floor, 120, f"progress before kill {i}")
+        runs[-1].kill()
+        assert not said("finished"), f"the backfill finished before kill {i}"
+        runs.append(daemon(cfg).start())
+    d = runs[-1]
+    wait_until(lambda: said("finished"), 900, "the backfill to finish")
     elapsed = time.monotonic() - started
     writer.stop()
     caught_up(dsn, log, 10**9)
