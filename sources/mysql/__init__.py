@@ -35,7 +35,17 @@ def check_source(config: MySqlSourceConfig, pipeline: PipelineConfig) -> list[Pr
     return check(config, pipeline.name)
 
 
-__all__ = ["Config", "MySqlSourceConfig", "check_source", "open_source"]
+def request_snapshot(
+    config: MySqlSourceConfig, pipeline: str, tables: list[str], condition: str | None
+) -> str:
+    """Ask this pipeline's running source for an incremental snapshot of ``tables``
+    ("database.table"), only rows meeting the SQL ``condition`` when given (``cdc snapshot``):
+    checked first (ConfigError: no signal table, a table not captured; SourceError: no primary
+    key, a condition the server rejects), then an execute-snapshot row is inserted into the
+    signal table; returns its id. The running source reads it from the binlog."""
+    from cdc.sources.mysql._incremental import request_snapshot as send
+
+    return send(config, pipeline, tables, condition)
 
 
 def verify_side(host: str, port: int, user: str, password: str, label: str) -> object:
@@ -51,3 +61,12 @@ def verify_reached(applied: dict[str, object] | None, point: object) -> bool:
     from cdc.sources.mysql._verify import reached
 
     return reached(applied, point)
+
+
+__all__ = [
+    "Config",
+    "MySqlSourceConfig",
+    "check_source",
+    "open_source",
+    "request_snapshot",
+]

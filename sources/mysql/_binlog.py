@@ -35,6 +35,7 @@ from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, Position
 from cdc.sources.mysql import _decoders, _json, _rows
+from cdc.sources.mysql._incremental import Windows
 from cdc.sources.mysql._schema import TableVersion
 from cdc.sources.mysql._server import Server, format_gtid_state, parse_gtid_state
 from cdc.sources.mysql._tables import Tables
@@ -90,6 +91,7 @@ class BinlogStream:
         max_events: int,
         max_wait_s: float,
         stopping: Callable[[], bool],
+        windows: Windows | None = None,
     ) -> None:
         self.server = server
         self.tables = tables
@@ -99,6 +101,7 @@ class BinlogStream:
         self.max_events = max_events
         self.max_wait = max_wait_s
         self.stopping = stopping  # the source was asked to stop: yield what is gathered, end
+        self.windows = windows  # snapshots while streaming (cdc.incremental), if any
         self.reader: BinLogStreamReader | None = None
 
     def close(self) -> None:
@@ -180,6 +183,9 @@ class BinlogStream:
         tables: dict[int, TableVersion | None] = {}
         decoders = _rows.RowsDecoders()  # the rows decoder of each table map: _rows.py
         table_decoders: dict[int, _rows.RowsDecoder | None] = {}
+        windows = self.windows
+        signals = windows.signals if windows is not None else None
+        signal_ids: set[int] = set()  # table ids of the signal table (never captured)
 
         # the open group (what the position and the GTID state need beyond the assembler's)
         standalone = False
@@ -192,6 +198,8 @@ class BinlogStream:
             p: Position = {"file": commit_file, "pos": commit_pos, "gtid": gtid or None}
             if asm.in_txn and asm.seq > 0:
                 p["skip"] = asm.seq
+            if windows is not None:
+                p["incremental"] = windows.snapshots.state
             return p
 
         def begin_group(gtid: str | None, domain: int) -> None:
@@ -200,6 +208,8 @@ class BinlogStream:
             tx_id = gtid or f"{cur_file}:{end_pos}"
             asm.begin(tx_id, begin_event_id=f"{tx_id}:begin", skip=pending_skip)
             pending_skip = 0
+            if windows is not None:
+                windows.begin()
 
         def commit(end: int) -> None:
             # The position and GTID state move on even for a commit outside a group (as before)
@@ -211,7 +221,42 @@ class BinlogStream:
             elif txn_gtid is not None and mysql_set is not None:
                 mysql_set.merge_gtid(Gtid(txn_gtid))
             standalone = False
+            if windows is not None:
+                # its signals; a chunk's rows go after its END, before the next transaction
+                windows.commit(asm.reads, read_source)
 
+        def observe(schema: Any, row: tuple[Any, ...]) -> None:
+            assert windows is not None
+            windows.snapshots.observe(schema.qualified, tuple(row[k] for k in schema.key))
+
+        def read_source(schema: Any) -> dict[str, Any]:
+            """The source block of an incremental snapshot row: where the binlog stands."""
+            now_ms = int(time.time() * 1000)
+            return {
+                "version": version_str,
+                "connector": self.connector,
+                "name": prefix,
+                "ts_ms": now_ms,
+                "snapshot": "incremental",
+                "db": schema.namespace,
+                "sequence": None,
+                "ts_us": now_ms * 1000,
+                "ts_ns": now_ms * 1_000_000,
+                "table": schema.table,
+                "server_id": self.server.server_id,
+                "gtid": None,
+                "file": commit_file,
+                "pos": commit_pos,
+                "row": 0,
+                "thread": None,
+                "query": None,
+            }
+
+        if windows is not None and "incremental" not in start:
+            # the first position with the snapshotted tables (all captured now, cdc.incremental)
+            # is made durable at once: a table added to tables before the next batch is then
+            # known as one to backfill
+            yield asm.heartbeat(position())
         fetch = reader.fetchone
         last_yield = time.monotonic()
         yielded_at = (commit_file, commit_pos)
@@ -221,18 +266,28 @@ class BinlogStream:
             if asm.due(more_buffered=more, stopping=self.stopping()):
                 yield asm.take(position())
                 last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
+                if windows is not None:
+                    windows.moved = False
             elif (
                 not asm.events
                 and not asm.in_txn
                 and (commit_file, commit_pos) != yielded_at
-                and time.monotonic() - last_yield >= POSITION_INTERVAL_S
+                and (
+                    time.monotonic() - last_yield >= POSITION_INTERVAL_S
+                    # a snapshot request, stop or progress without rows: durable at once
+                    or (windows is not None and windows.moved)
+                )
             ):
                 # Nothing captured for a while, but the binlog moved on (other tables): record
                 # the position so a restart does not re-read, or lose to purging, what was passed.
                 yield asm.heartbeat(position())
                 last_yield, yielded_at = time.monotonic(), (commit_file, commit_pos)
+                if windows is not None:
+                    windows.moved = False
             if self.stopping():
                 return
+            if windows is not None and not asm.in_txn and windows.ready():
+                windows.open()  # its watermarks come later in this stream
             try:
                 ev = fetch()
             except pymysql.err.MySQLError as e:
@@ -289,16 +344,24 @@ class BinlogStream:
             if ev_end:
                 end_pos = ev_end
             if isinstance(ev, TableMapEvent):
-                if self.tables.captured(ev.schema, ev.table):
+                if signals is not None and signals.matches(ev.schema, ev.table):
+                    signal_ids.add(ev.table_id)
+                    tables[ev.table_id] = None
+                elif self.tables.captured(ev.schema, ev.table):
                     version = self.tables.binlog_version(ev, f"{cur_file}:{ev_start}")
                     tables[ev.table_id] = version
                     table_decoders[ev.table_id] = decoders.for_table_map(ev, version)
                 else:
                     tables[ev.table_id] = None
+                    signal_ids.discard(ev.table_id)
                 continue
             if isinstance(ev, WriteRowsEvent | UpdateRowsEvent | DeleteRowsEvent):
                 v = tables.get(ev.table_id)
                 if v is None or not asm.in_txn:
+                    inserted = isinstance(ev, WriteRowsEvent) and ev.table_id in signal_ids
+                    if windows is not None and inserted and asm.in_txn:
+                        for r in ev.rows:
+                            windows.row(r["values"])
                     continue
                 ts = ev.timestamp
                 ts_ms = ts * 1000
@@ -334,18 +397,28 @@ class BinlogStream:
                         "column's type or character set, or leave the table out of source.tables",
                         retryable=False,
                     ) from None
+                # a chunk window is open on this table: its changed keys leave the chunk
+                watched = windows is not None and windows.snapshots.watching == schema.qualified
                 for i, (before, after) in enumerate(rows):
                     src = dict(src_base, row=i) if i else src_base
                     eid = f"{cur_file}:{ev_start}:{i}"
                     if before is None:
                         asm.change(schema, "c", None, after, src, ts_ms, eid)
+                        if watched and after is not None:
+                            observe(schema, after)
                     elif after is None:
                         asm.change(schema, "d", before, None, src, ts_ms, eid)
-                    elif schema.key and any(before[k] != after[k] for k in schema.key):
-                        asm.change(schema, "d", before, None, src, ts_ms, eid + ":d")
-                        asm.change(schema, "c", None, after, src, ts_ms, eid + ":c")
+                        if watched:
+                            observe(schema, before)
                     else:
-                        asm.change(schema, "u", before, after, src, ts_ms, eid)
+                        if watched:
+                            observe(schema, before)
+                            observe(schema, after)
+                        if schema.key and any(before[k] != after[k] for k in schema.key):
+                            asm.change(schema, "d", before, None, src, ts_ms, eid + ":d")
+                            asm.change(schema, "c", None, after, src, ts_ms, eid + ":c")
+                        else:
+                            asm.change(schema, "u", before, after, src, ts_ms, eid)
                 continue
             if isinstance(ev, MariadbGtidEvent):
                 begin_group(ev.gtid, ev.domain_id)
@@ -371,5 +444,9 @@ class BinlogStream:
                     if not asm.in_txn:
                         begin_group(None, -1)
                     self.tables.forget()
+                    if windows is not None and windows.snapshots.watching:
+                        # a TRUNCATE or ALTER may have changed the chunk's rows or columns:
+                        # read it again under a new window (its high watermark is ignored)
+                        windows.snapshots.abandon()
                     commit(ev_end)
                 continue

@@ -25,12 +25,15 @@ from collections.abc import Iterator
 from typing import Any
 
 from cdc import avro
-from cdc.errors import PositionLost
+from cdc.errors import PositionLost, SourceError
+from cdc.incremental import IncrementalSnapshots
 from cdc.model import ChangeBatch, NullReporter, Position, Problem, Reporter
 from cdc.sources.mysql._binlog import BinlogStream
+from cdc.sources.mysql._incremental import ChunkReader, Windows
 from cdc.sources.mysql._preflight import check, require_settings
 from cdc.sources.mysql._schema import SchemaCache
 from cdc.sources.mysql._server import Server
+from cdc.sources.mysql._signals import SignalTable
 from cdc.sources.mysql._snapshot import Snapshot
 from cdc.sources.mysql._tables import Tables
 from cdc.sources.mysql.config import MySqlSourceConfig
@@ -76,9 +79,16 @@ class MySqlSource:
         self._stopping = False
         self.server = Server(config)
         self.tables = Tables(
-            self.server, config.tables, SchemaCache(prefix, adjust_years=config.time_adjuster)
+            self.server,
+            config.tables,
+            SchemaCache(prefix, adjust_years=config.time_adjuster),
+            signal_table=config.signal_table,
+        )
+        self.signals = (
+            SignalTable(self.server, config.signal_table) if config.signal_table else None
         )
         self._stream: BinlogStream | None = None
+        self._windows: Windows | None = None
         self.connector = config.connector_name
         if self.connector != "mysql":  # Debezium's MariaDB connector: same fields, its own name
             self.source_schema = avro.source_schema(
@@ -86,8 +96,12 @@ class MySqlSource:
             )
 
     def check(self) -> list[Problem]:
-        """Preflight problems of the binlog settings and privileges; [] when none."""
-        return check(self.server)
+        """Preflight problems of the binlog settings and privileges, and of the signal table
+        when one is configured; [] when none."""
+        problems = check(self.server)
+        if self.signals is not None:
+            problems += self.signals.problems()
+        return problems
 
     def acknowledge(self, upto: Position) -> None:
         """Nothing to tell the server: a binlog reader keeps no state there."""
@@ -112,7 +126,36 @@ class MySqlSource:
             reporter=self.reporter,
         )
 
-    def _binlog(self) -> BinlogStream:
+    def _incremental(self, start: Position) -> Windows:
+        """Snapshots while streaming, from the state ``start`` carries; a captured table that
+        was never snapshotted (added to tables since) is queued for a backfill."""
+        present = self.tables.present()
+        snapshots = IncrementalSnapshots(
+            start.get("incremental"), present, chunk_size=self.config.incremental_chunk_size
+        )
+        if self.config.snapshot == "never":  # stream only, tables added later too (as Postgres)
+            snapshots.snapshotted |= set(present)
+        missing = snapshots.captured(present)
+        if self.signals is not None:
+            problems = self.signals.problems()
+            blocking = [str(p) for p in problems if p.blocking]
+            if blocking:
+                raise SourceError("; ".join(blocking))
+            for p in problems:
+                log.warning("%s", p)
+        elif snapshots.active:
+            log.warning(
+                "%s cannot be snapshotted while streaming without a signal table: its existing "
+                "rows are not captured. Create one and set source.signal_table "
+                "(docs/source-mysql.md); the snapshot waits for it",
+                ", ".join(missing) or "a queued table",
+            )
+        self._windows = Windows(
+            snapshots, self.signals, ChunkReader(self.server, self.tables), self.reporter
+        )
+        return self._windows
+
+    def _binlog(self, start: Position) -> BinlogStream:
         self._stream = BinlogStream(
             self.server,
             self.tables,
@@ -122,6 +165,7 @@ class MySqlSource:
             max_events=self.max_events,
             max_wait_s=self.max_wait,
             stopping=lambda: self._stopping,
+            windows=self._incremental(start),
         )
         return self._stream
 
@@ -173,9 +217,11 @@ class MySqlSource:
             start = yield from self._snapshot().run(start)
             if mode == "initial_only" or self._stopping:
                 return
-        yield from self._binlog().run(start)
+        yield from self._binlog(start).run(start)
 
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
+        if self._windows is not None:
+            self._windows.close()
         self.server.close()

@@ -56,10 +56,19 @@ class Tables:
     """The captured tables of one source. What the catalog adds to a table map (FLOAT(M,D),
     MariaDB's JSON columns, defaults) is read once per table until ``forget`` (after a DDL)."""
 
-    def __init__(self, server: Server, patterns: list[str], schemas: SchemaCache) -> None:
+    def __init__(
+        self,
+        server: Server,
+        patterns: list[str],
+        schemas: SchemaCache,
+        *,
+        signal_table: str | None = None,
+    ) -> None:
         self.server = server
         self.schemas = schemas
         self._patterns = [tuple(p.split(".", 1)) for p in patterns]
+        # the signal table carries the source's own marks and requests, never captured rows
+        self._signal = tuple(signal_table.split(".", 1)) if signal_table else None
         self._match_cache: dict[tuple[str, str], bool] = {}
         self._float_cache: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
         self._json_cache: dict[tuple[str, str], frozenset[str]] = {}
@@ -69,12 +78,24 @@ class Tables:
         key = (db, table)
         hit = self._match_cache.get(key)
         if hit is None:
-            hit = db not in SYSTEM_DATABASES and any(
-                fnmatch.fnmatchcase(db, d) and fnmatch.fnmatchcase(table, t)
-                for d, t in self._patterns
+            hit = (
+                db not in SYSTEM_DATABASES
+                and (db, table) != self._signal
+                and any(
+                    fnmatch.fnmatchcase(db, d) and fnmatch.fnmatchcase(table, t)
+                    for d, t in self._patterns
+                )
             )
             self._match_cache[key] = hit
         return hit
+
+    def present(self) -> list[str]:
+        """The captured tables the server has now, as "database.table", sorted."""
+        rows = self.server.all(
+            "SELECT TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES "
+            "WHERE TABLE_TYPE = 'BASE TABLE'"
+        )
+        return sorted(f"{d}.{t}" for d, t in rows if self.captured(str(d), str(t)))
 
     def forget(self) -> None:
         """A DDL went by: read the catalog's additions again."""

@@ -86,6 +86,20 @@ class MySqlSourceConfig(BaseModel):
     snapshot_chunk_rows: int = Field(
         10000, ge=1, description="rows per primary-key-ordered chunk read during the snapshot"
     )
+    incremental_chunk_size: int = Field(
+        1024,
+        ge=1,
+        description="rows read per chunk (one watermark window) of an incremental snapshot: a "
+        "table added to tables later, `cdc snapshot`, or the signal table",
+    )
+    signal_table: str | None = Field(
+        None,
+        description='Debezium\'s signal table, "database.table" (columns id VARCHAR(42) '
+        "PRIMARY KEY, type VARCHAR(32), data TEXT): snapshots while streaming write their "
+        "watermarks into it (the user needs INSERT on it) and execute-snapshot / stop-snapshot "
+        "signals are read from it; without it a table added to tables later is not backfilled "
+        "and cdc snapshot is refused (docs/source-mysql.md)",
+    )
     connector_name: Literal["mysql", "mariadb"] = Field(
         "mysql",
         description="the connector named in each event's source block and in its schema "
@@ -109,6 +123,13 @@ class MySqlSourceConfig(BaseModel):
             )
         if len(set(v)) != len(v):
             raise ValueError("a table pattern is listed twice")
+        return v
+
+    @field_validator("signal_table")
+    @classmethod
+    def _signal_table(cls, v: str | None) -> str | None:
+        if v is not None and (not _GLOB.match(v) or any(ch in v for ch in "*?[")):
+            raise ValueError(f"invalid signal_table {v!r}: use database.table (no globs)")
         return v
 
     @field_validator("dsn")
