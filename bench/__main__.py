@@ -80,6 +80,20 @@ def _args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def capture_beside_apply(new: list[Result], earlier: list[Result]) -> None:
+    """Put the capture rate of the same source into the log, same run and workload, beside the
+    apply rate of a pipeline into a database target (the goal: apply keeps up with capture)."""
+    for r in new:
+        source, sink = r.pipeline.split("-")
+        if sink != "postgres":
+            continue
+        for c in earlier:
+            if (c.pipeline, c.run, c.workload) == (f"{source}-log", r.run, r.workload) and (
+                c.rows_per_s
+            ):
+                r.ceilings[f"capture {c.pipeline}"] = c.rows_per_s
+
+
 def main(argv: list[str] | None = None) -> int:
     a = _args(sys.argv[1:] if argv is None else argv)
     pipelines = [p.strip() for p in a.pipelines.split(",") if p.strip()]
@@ -125,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"starting servers (work directory {workdir})")
         servers = _servers.start(
             stack,
-            postgres=any(p.startswith("postgres") for p in pipelines),
+            postgres=any("postgres" in p for p in pipelines),  # a source or the target
             mysql=any(p.startswith("mysql") for p in pipelines),
             kafka=any(p.endswith("kafka") for p in pipelines),
             mysql_flavour=a.mysql_flavour,
@@ -156,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             for pipeline in pipelines:
                 pr = PipelineRun(opts, servers, pipeline, run)
                 pr.execute()
+                capture_beside_apply(pr.results, results)
                 results.extend(pr.results)
                 if pr.latency is not None:
                     latency.append(pr.latency)
