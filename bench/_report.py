@@ -84,7 +84,10 @@ def summarise(results: list[Result], latency: list[Latency]) -> dict[str, Any]:
                 "rows_per_s": spread([r.rows_per_s for r in rs]),
                 "cpu_s": spread([r.cpu_s for r in rs]),
                 "cpu_us_per_row": spread(
-                    [r.cpu_s * 1e6 / r.rows if r.cpu_s is not None else None for r in rs]
+                    [
+                        r.cpu_s * 1e6 / (r.cpu_rows or r.rows) if r.cpu_s is not None else None
+                        for r in rs
+                    ]
                 ),
                 "peak_rss_mb": spread([r.peak_rss_mb for r in rs]),
                 "ceilings": {k: spread(v) for k, v in ceilings.items()},

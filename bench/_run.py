@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import shutil
 import threading
 import time
@@ -19,7 +20,7 @@ from bench import _workloads as wl
 from bench._daemon import Daemon
 from bench._observe import KafkaObserver, LogObserver, Observer
 from bench._stats import percentile, rate
-from bench._target import SCHEMA, TargetObserver
+from bench._target import SCHEMA, TargetObserver, logged_at
 
 PIPELINES = (
     "postgres-log",
@@ -66,6 +67,9 @@ class Result:
     ceilings: dict[str, float] = field(default_factory=dict)
     load_s: float = 0.0
     profiled: bool = False
+    # the rows the daemon's CPU went to when that is not ``rows`` (W4: backfill and stream)
+    cpu_rows: int | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -331,9 +335,10 @@ class PipelineRun:
         want = self.src.state()
         d = self._daemon(config)
         try:
-            span = obs.wait_applied(
+            done = obs.wait_applied(
                 obs.progress, lambda p: p[0] >= markers, d, 300 + rows / 300, f"{workload} apply"
             )
+            span = done - logged_at(d.output(), re.escape(self.src.streaming_text))
             stats = d.stop()
         except BaseException:
             d.kill()
@@ -435,9 +440,10 @@ class PipelineRun:
         want = self.src.state()
         d = self._daemon(config)
         try:
-            span = obs.wait_applied(
+            done = obs.wait_applied(
                 obs.state, lambda s: s == want, d, 300 + rows / 300, "W3 apply", exits=True
             )
+            span = done - logged_at(d.output(), "snapshot .*started")
             stats = d.stop()  # initial_only may exit by itself once done, or may not yet
         except BaseException:
             d.kill()
@@ -539,23 +545,16 @@ class PipelineRun:
         if st_rate:
             w3["W1 stream beside it"] = st_rate
         w1 = {k: v for k, v in beside.items() if k.startswith("W1")}
-        self.results.append(
-            Result(self.pipeline, "W4", self.run, rows, bf_rate, bf_span, cpu, rss, w3)
-        )
-        self.results.append(
-            Result(
-                self.pipeline,
-                "W4s",
-                self.run,
-                self.sizes.w1_changes,
-                st_rate,
-                st_span,
-                cpu,
-                rss,
-                w1,
-            )
-        )
+        changes = self.sizes.w1_changes
+        both = rows + changes
+        notes = {"stream_rows_during_backfill": during, "stream_rows": changes}
+        self.results += [
+            Result(self.pipeline, "W4", self.run, rows, bf_rate, bf_span, cpu, rss, w3,
+                   cpu_rows=both, notes=notes),
+            Result(self.pipeline, "W4s", self.run, changes, st_rate, st_span, cpu, rss, w1,
+                   cpu_rows=both, notes=notes),
+        ]  # fmt: skip
         self.opts.say(
-            f"[{self.pipeline} run {self.run}] W4: {during:,} of {stream:,} stream rows became "
+            f"[{self.pipeline} run {self.run}] W4: {during:,} of {changes:,} stream rows became "
             "durable while the backfill ran"
         )

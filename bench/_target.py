@@ -1,17 +1,20 @@
 """A Postgres database target (`sink: {type: postgres}`) watched from outside the daemon: when
 the applied rows are visible, and the target's own bulk-load rate of the same rows.
 
-Streamed workloads are followed by a marker row in the source: the apply is done when the target
-holds it (a source transaction is applied as one target transaction, in commit order), and it
-started when the pipeline's row in ``cdc_positions`` first changed; the target's ``orders`` is
-then checked against the source's (row count and sum of ``amount``). A snapshot (W3) is done when
-``orders`` equals the source's. The span runs from the last poll that saw nothing applied to the
-first that saw all of it, so the rate is a lower bound, off by at most one polling interval (the
-interval grows with the cost of the query, to keep the polling's own load small).
+The span of an apply runs from the daemon's log line that it started streaming (or its snapshot)
+to the first poll that sees all of it applied: daemon start-up is outside it, as for the other
+sinks. Streamed workloads are followed by a marker row in the source: the apply is done when the
+target holds it (a source transaction is applied as one target transaction, in commit order);
+the target's ``orders`` is then checked against the source's (row count and sum of ``amount``).
+A snapshot (W3) is done when ``orders`` equals the source's. The rate is a lower bound, off by
+at most one polling interval (which grows with the cost of the query, to keep the polling's own
+load small).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 import subprocess
 import tempfile
 import time
@@ -74,23 +77,19 @@ class TargetObserver:
         what: str,
         exits: bool = False,
     ) -> float:
-        """Poll ``probe`` until ``done``; the seconds from the last poll that saw the value it
-        had at the start (nothing applied yet) to the first that is done. ``exits``: the daemon
-        may exit once done (an initial_only snapshot)."""
+        """Poll ``probe`` until ``done``; the wall-clock time (time.time()) of the first poll
+        that is done. ``exits``: the daemon may exit once done (an initial_only snapshot)."""
         deadline = time.monotonic() + timeout
-        first = probe()
-        last_before = time.perf_counter()
         while True:
+            at = time.time()
             t0 = time.perf_counter()
             now = probe()
             took = time.perf_counter() - t0
             if done(now):
-                return max(t0 - last_before, 1e-6)
-            if now == first:
-                last_before = t0
+                return at
             if exits and not daemon.alive():
                 if done(probe()):
-                    return max(time.perf_counter() - last_before, 1e-6)
+                    return time.time()
                 daemon.check()
             elif not exits:
                 daemon.check()
@@ -125,3 +124,13 @@ class TargetObserver:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def logged_at(output: str, pattern: str) -> float:
+    """The time (as time.time()) of the daemon's first log line matching ``pattern``: when it
+    started streaming or snapshotting. The log's timestamps are local time, to the millisecond."""
+    for line in output.splitlines():
+        if re.search(pattern, line):
+            stamp = dt.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f")
+            return stamp.timestamp()
+    raise RuntimeError(f"bench: no log line matching {pattern!r} in the daemon's output")
