@@ -33,7 +33,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=DEFAULT_SCALE,
         help=f"fraction of the issue's sizes (1 = W1 1.2M changes, W2 100k transactions, W3 2M "
-        f"rows); default {DEFAULT_SCALE}",
+        f"rows, W4 W3's rows backfilled beside W1); default {DEFAULT_SCALE}",
     )
     p.add_argument("--runs", type=int, default=3, help="repeats; the table shows min/median/max")
     p.add_argument(
@@ -42,7 +42,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(PIPELINES)}",
     )
     p.add_argument(
-        "--workloads", default=",".join(WORKLOADS), help="comma-separated subset of W1,W2,W3"
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (W4: Postgres into log/kafka)",
     )
     p.add_argument("--no-ceilings", action="store_true", help="skip the ceiling measurements")
     p.add_argument(
