@@ -90,10 +90,11 @@ def capture_beside_apply(new: list[Result], earlier: list[Result]) -> None:
         if sink != "postgres":
             continue
         for c in earlier:
-            if (c.pipeline, c.run, c.workload) == (f"{source}-log", r.run, r.workload) and (
-                c.rows_per_s
-            ):
-                r.ceilings[f"capture {c.pipeline}"] = c.rows_per_s
+            if (c.pipeline, c.run, c.workload) == (f"{source}-log", r.run, r.workload):
+                # timed like the apply: from the daemon's streaming log line (W3: the log's span)
+                capture = c.notes.get("rows_per_s_from_streaming", c.rows_per_s)
+                if capture:
+                    r.ceilings[f"capture {c.pipeline}"] = capture
 
 
 def main(argv: list[str] | None = None) -> int:
