@@ -30,6 +30,11 @@ lint:
 	$(PYTHON) -m ruff check cdc sources sinks scratch tests bench
 	$(PYTHON) -m ruff format --check cdc sources sinks scratch tests bench
 	$(PYTHON) -m mypy cdc  # cdc/sources and cdc/sinks: symlinks to sources/ and sinks/
+	@# the compiled hot path (native/): rustfmt and clippy, where cargo and those components are
+	@if [ -f "$$HOME/.cargo/env" ]; then . "$$HOME/.cargo/env"; fi; \
+	if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then \
+	  cd native && cargo fmt --check && cargo clippy -q --release -- -D warnings; \
+	else echo "lint: cargo fmt/clippy not found: native/ not linted (it still builds)"; fi
 
 format:
 	$(PYTHON) -m ruff format cdc sources sinks scratch tests bench

@@ -119,6 +119,14 @@ class TransactionAssembler:
             )
         self.in_txn = False
 
+    def reads(self, rows: list[RowChange]) -> None:
+        """Rows of an incremental snapshot chunk (``cdc.incremental``), between transactions:
+        no BEGIN or END, no transaction block, in the one order of the batches."""
+        assert not self.in_txn, "snapshot rows go between transactions"
+        if rows and not self.events:
+            self._first_at = self._clock()
+        self.events.extend(rows)
+
     def _add(self, ev: RowChange | TxBoundary) -> None:
         if self.seq >= self._skip:
             if not self.events:

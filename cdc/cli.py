@@ -300,6 +300,12 @@ def _cmd_drop(args: argparse.Namespace) -> int:
         plan.close()
 
 
+def _cmd_snapshot(args: argparse.Namespace) -> int:
+    from cdc.snapshotcmd import run
+
+    return run(args.config, args.pipeline, args.tables, args.where)
+
+
 def _log_start(text: str) -> int | Literal["earliest", "latest"]:
     if text == "earliest":
         return "earliest"
@@ -533,6 +539,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.add_argument("-c", "--config", required=True, help="YAML config file")
     srv.set_defaults(func=_cmd_serve)
+    snp = sub.add_parser(
+        "snapshot",
+        help="ask the running daemon for an incremental snapshot of tables of a pipeline, "
+        "while it streams (re-read a table, or a range of it with --where)",
+    )
+    snp.add_argument("-c", "--config", required=True, help="YAML config file")
+    snp.add_argument("pipeline", help="the pipeline's name in the config file")
+    snp.add_argument("tables", nargs="+", metavar="TABLE", help="tables as in source.tables")
+    snp.add_argument(
+        "--where",
+        metavar="CONDITION",
+        help="only rows meeting this SQL condition (run by the server as written, on a "
+        "read-only connection)",
+    )
+    snp.set_defaults(func=_cmd_snapshot)
 
     lg = sub.add_parser("log", help="read the built-in log")
     lsub = lg.add_subparsers(dest="log_command", required=True)

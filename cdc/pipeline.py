@@ -42,12 +42,12 @@ def position_label(batch: ChangeBatch) -> str:
     A snapshot batch's position (opaque here) holds the snapshot's progress, primary-key values
     among it (row data, not for a metrics label): only its plain values are shown (where
     streaming will start: an LSN, a binlog file and offset, a GTID set), with
-    ``"snapshot": "running"``.
+    ``"snapshot": "running"``. A streaming position's nested values (an incremental
+    snapshot's progress, also holding key values) are left out alike.
     """
-    shown = batch.position
+    plain = (str, int, float, bool, type(None))
+    shown = {k: v for k, v in batch.position.items() if isinstance(v, plain)}
     if batch.snapshot:
-        plain = (str, int, float, bool, type(None))
-        shown = {k: v for k, v in shown.items() if isinstance(v, plain)}
         shown["snapshot"] = "running"
     return json.dumps(shown, sort_keys=True, separators=(",", ":"), default=str)
 

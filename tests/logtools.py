@@ -82,9 +82,12 @@ def assert_same_per_topic(
         assert len(got[topic]) == len(expected[topic]), topic
 
 
-def postgres_items_config(path: Path, name: str, dsn: str, extra: str = "") -> Path:
-    """A config at ``path`` of one pipeline ``name`` capturing ``public.items`` of ``dsn`` into a
-    log beside it (``extra``: more source fields, as YAML on one line)."""
+def postgres_items_config(
+    path: Path, name: str, dsn: str, extra: str = "", tables: str = "[public.items]"
+) -> Path:
+    """A config at ``path`` of one pipeline ``name`` capturing ``public.items`` (or ``tables``,
+    a YAML list) of ``dsn`` into a log beside it (``extra``: more source fields, as YAML on one
+    line)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         f"""
@@ -94,7 +97,7 @@ pipelines:
     source:
       type: postgres
       dsn: "{dsn}"
-      tables: [public.items]
+      tables: {tables}
       {extra}
     sink:
       type: log

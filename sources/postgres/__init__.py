@@ -33,7 +33,23 @@ def check_source(config: PostgresSourceConfig, pipeline: PipelineConfig) -> list
     return check(config, pipeline.name)
 
 
-__all__ = ["Config", "PostgresSourceConfig", "check_source", "open_source"]
+def request_snapshot(
+    config: PostgresSourceConfig, pipeline: str, tables: list[str], condition: str | None
+) -> str:
+    """Ask this pipeline's running source for an incremental snapshot of ``tables`` (names as
+    in ``source.tables``), only rows meeting the SQL ``condition`` when given (``cdc snapshot``).
+
+    Optional for a source plugin. Checks first and sends nothing when a check fails: a table
+    not captured (ConfigError), without a primary key, or a condition the server rejects (a
+    CdcError saying which and why). Then sends the request through the source's own change
+    stream and returns its id once the server holds it; the running source reads it there.
+    """
+    from cdc.sources.postgres._incremental import request_snapshot as send
+
+    return send(config, pipeline, tables, condition)
+
+
+__all__ = ["Config", "PostgresSourceConfig", "check_source", "open_source", "request_snapshot"]
 
 
 def plan_drop(config: PostgresSourceConfig, pipeline: str) -> object:

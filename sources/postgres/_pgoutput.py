@@ -29,7 +29,7 @@ INSERT = ord("I")
 UPDATE = ord("U")
 DELETE = ord("D")
 TRUNCATE = ord("T")
-MESSAGE = ord("M")
+MESSAGE = ord("M")  # a logical decoding message (pg_logical_emit_message), with messages 'true'
 
 # --- what precedes a tuple in an update or delete -----------------------------------------
 OLD_KEY = ord("K")  # the replica identity's columns only (the key)
@@ -44,6 +44,7 @@ _KEEPALIVE = struct.Struct(">Qq?")  # 'k': wal end, send time, reply requested
 _BEGIN = struct.Struct(">QqI")  # final lsn, commit time, xid
 _COMMIT = struct.Struct(">BQQq")  # flags, commit lsn, end lsn, commit time
 _STATUS = struct.Struct(">cQQQqB")
+_MESSAGE = struct.Struct(">BQ")  # 'M': flags (1: transactional), the message's LSN
 
 XLOG_HEADER = 1 + _XLOG.size  # an XLogData's payload (the pgoutput message) starts here
 MARKER = 5  # an INSERT's, UPDATE's or DELETE's first tuple marker: after the tag and relid
@@ -116,6 +117,29 @@ def relation(buf: bytes) -> RelationMessage:
         i += 8
         cols.append((cname, type_oid, typmod))
     return RelationMessage(rel, ns, name, cols)
+
+
+@dataclass(frozen=True, slots=True)
+class LogicalMessage:
+    """A MESSAGE: what ``pg_logical_emit_message(transactional, prefix, content)`` wrote;
+    ``lsn`` is the END of its WAL record (the server reports that, not its start). A
+    transactional one comes inside its transaction (when it commits), a non-transactional one
+    between transactions, where the server decoded it."""
+
+    transactional: bool
+    lsn: int
+    prefix: str
+    content: bytes
+
+
+def message(buf: bytes) -> LogicalMessage:
+    """Decode a MESSAGE (protocol version 1: no xid, as in-progress transactions are not
+    streamed)."""
+    flags, lsn = _MESSAGE.unpack_from(buf, 1)
+    prefix, i = _cstring(buf, 1 + _MESSAGE.size)
+    (n,) = _U32.unpack_from(buf, i)
+    i += 4
+    return LogicalMessage(bool(flags & 1), lsn, prefix, bytes(buf[i : i + n]))
 
 
 def _cstring(buf: bytes, i: int) -> tuple[str, int]:

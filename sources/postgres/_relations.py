@@ -67,6 +67,8 @@ class Relations:
         self.faults = faults
         self.prefix = prefix
         self.tables = tables
+        # tables decoded but not captured: the signal table (its rows are signals, not events)
+        self.decoded: set[tuple[str, str]] = set()
         self.specialise = specialise
         self.by_id: dict[int, Relation] = {}
         self._types: dict[int, TypeInfo | None] = {}
@@ -116,7 +118,7 @@ class Relations:
     def captured(self, relid: int, ns: str, name: str) -> bool:
         """Whether the relation is a captured table or a partition of one (pgoutput names the
         partition unless the publication publishes via the root)."""
-        if (ns, name) in self.tables:
+        if (ns, name) in self.tables or (ns, name) in self.decoded:
             return True
         ancestors = (
             self.catalog.connect()

@@ -14,11 +14,12 @@ transactions and events that ``start`` says were already delivered are dropped h
 
 This module is the glue (snapshot then stream, batches, acknowledgements, stop); the protocol
 is in ``_pgoutput``, relations and types in ``_relations``, the slot, the publication and their
-health in ``_slot``, fault messages in ``_faults``, the snapshot in ``_snapshot``.
+health in ``_slot``, fault messages in ``_faults``, the snapshot in ``_snapshot``, incremental
+snapshots in ``_incremental``.
 
 Over 500 lines because ``_stream`` is one loop on purpose: its state (the open transaction, the
-resume LSN, heartbeats) lives in locals that the hot path reads without attribute lookups, and
-splitting the loop would pass them back and forth per message.
+resume LSN, heartbeats, the incremental window's table) lives in locals that the hot path reads
+without attribute lookups, and splitting the loop would pass them back and forth per message.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from psycopg.pq.abc import PGconn
 from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost
 from cdc.model import ChangeBatch, NullReporter, Op, Position, Problem, Reporter, TableSchema
+from cdc.sources.postgres import _incremental, _snapshot, _tuples
 from cdc.sources.postgres import _pgoutput as pgo
-from cdc.sources.postgres import _snapshot, _tuples
 from cdc.sources.postgres._connections import SESSION_OPTIONS, Catalog, connect_replication
 from cdc.sources.postgres._faults import Faults
 from cdc.sources.postgres._lsn import format_lsn
@@ -49,6 +50,7 @@ from cdc.sources.postgres._pgoutput import (
     INSERT,
     KEEPALIVE,
     MARKER,
+    MESSAGE,
     OLD_KEY,
     OLD_ROW,
     RELATION,
@@ -92,20 +94,32 @@ class PostgresSource:
         self.max_wait = max_wait_ms / 1000
         self.tx_metadata = transaction_metadata
         self.tables = [parse_table(t) for t in config.tables]
+        # incremental snapshots: tables by TableSchema.qualified, and Debezium's signal table
+        # (published with the tables; its rows are signals, never events)
+        self.names = {f"{ns}.{t}": (ns, t) for ns, t in self.tables}
+        self.signal_table = parse_table(config.signal_table) if config.signal_table else None
+        published = list(self.tables)
+        if self.signal_table is not None and self.signal_table not in published:
+            published.append(self.signal_table)
         self.catalog = Catalog(config.dsn)
         self.faults = Faults(self.catalog, pipeline_name, self.slot, self.publication, prefix)
         # specialise False: decode tuples by the generic path of _tuples (the reference)
         # instead of decoders generated per relation version
         self.relations = Relations(self.catalog, self.faults, prefix, self.tables, specialise)
+        if self.signal_table is not None:
+            self.relations.decoded.add(self.signal_table)
         self.slot_ctl = Slot(
             config,
             pipeline_name,
             self.slot,
             self.publication,
-            self.tables,
+            published,
             self.catalog,
             self.faults,
             self.relations,
+        )
+        self.incremental = _incremental.Incremental(
+            config.dsn, self.catalog, self.relations, self.slot, self.names, self.reporter
         )
         self._stopping = False
         # stop() writes a byte here so that a select() waiting on an idle stream wakes at once
@@ -134,7 +148,7 @@ class PostgresSource:
     def _start_streaming(self, conn: PGconn, start_lsn: int) -> PGconn:
         cmd = (
             f'START_REPLICATION SLOT "{self.slot}" LOGICAL {format_lsn(start_lsn)} '
-            f"(proto_version '1', publication_names '{self.publication}')"
+            f"(proto_version '1', publication_names '{self.publication}', messages 'true')"
         )
         res = conn.exec_(cmd.encode())
         if res.status != pq.ExecStatus.COPY_BOTH:
@@ -250,6 +264,29 @@ class PostgresSource:
         """Snapshot (as configured) and stream; see the module docstring for positions."""
         mode = self.config.snapshot
         self.catalog.connect()
+        backfill = self.config.snapshot != "never"  # never: stream only, later tables too
+        chunk = self.config.incremental_chunk_size
+        if start is not None and "snapshot" not in start and not start.get("snapshot_only_done"):
+            # Tables captured before this start are not backfilled (see Incremental.start).
+            # Filtered mode keeps the publication to exactly the captured tables, so the tables
+            # it holds are those; another mode's publication may hold any table, so there the
+            # position's own record decides (and the publication only for a position older
+            # than that record).
+            state = start.get("incremental")
+            published: list[str] = []
+            if state is None or self.config.publication_autocreate_mode == "filtered":
+                published = [
+                    f"{ns}.{t}" for ns, t, _, pub in self.slot_ctl.pub.table_states() if pub
+                ]
+            queued = self.incremental.start(state, chunk, backfill=backfill, published=published)
+            if queued and self.faults.position_problem(self.slot_ctl.state(), start) is None:
+                # Durable before they join the publication: after that, a restart could not
+                # tell them from tables captured before. (The start position, and the queue.)
+                yield ChangeBatch([], {**start, "incremental": self.incremental.snapshots.state})
+        else:
+            self.incremental.start(None, chunk, backfill=backfill)
+        if self.signal_table is not None:
+            _incremental.check_signal_table(self.catalog, *self.signal_table)
         self.slot_ctl.pub.ensure(adopt=start is not None)
         if start is not None and start.get("snapshot_only_done"):
             log.info("snapshot: initial_only snapshot already complete; nothing to do")
@@ -287,6 +324,7 @@ class PostgresSource:
                     raise PositionLost(f"{problem}. {self.faults.ways_out()}")
                 log.warning("%s; snapshot: when_needed, so taking a new snapshot", problem)
                 fresh, snap = True, None
+                self.incremental.start(None, chunk, backfill=backfill)  # it reads every table
         conn = connect_replication(self.config.dsn)
         try:
             if fresh:
@@ -375,19 +413,39 @@ class PostgresSource:
         confirm = False
         next_hb = next_action = time.monotonic() + hb
         next_health = time.monotonic()
+        # Incremental snapshots (_incremental): their state rides in every position; ``watch``
+        # is the table whose changes drop keys from the chunk of the open window (else None).
+        incr = self.incremental
+        inc = incr.snapshots
+        watch: str | None = None
+        msg_prefix = incr.prefix
+        signal_ids: set[int] = set()  # relation ids of the signal table
+
+        def at(lsn: int) -> Position:
+            return {"lsn": lsn, "incremental": inc.state}
 
         def position() -> Position:
             if asm.in_txn and asm.seq > 0:
-                return {"lsn": resume_lsn, "txn": txn_lsn, "skip": asm.seq}
-            return {"lsn": resume_lsn}
+                return {
+                    "lsn": resume_lsn,
+                    "txn": txn_lsn,
+                    "skip": asm.seq,
+                    "incremental": inc.state,
+                }
+            return at(resume_lsn)
 
         def change(
             table: TableSchema, op: Op, before: Any, after: Any, src: dict[str, Any]
         ) -> None:
+            if watch is not None and table.qualified == watch:
+                row = after if after is not None else before
+                inc.observe(watch, None if row is None else tuple(row[k] for k in table.key))
             # event ids: the transaction's commit LSN and the event's seq in it (BEGIN is 0)
             asm.change(table, op, before, after, src, ts_ms, f"{txn_lsn}:{asm.row_seq}")
 
         while True:
+            if inc.active and not self._stopping:
+                incr.step()  # a new window, when none is open
             # outside a transaction, a batch is written as soon as the stream pauses
             more = asm.in_txn or not asm.events or self._more_buffered(conn)
             if asm.due(more_buffered=more, stopping=self._stopping):
@@ -410,8 +468,8 @@ class PostgresSource:
                     # follows lets the server's shutdown complete. Nothing is acknowledged
                     # that is not covered by a later durable batch.
                     resume_lsn = yielded = target
-                    yield asm.heartbeat({"lsn": target})
-                    yield asm.heartbeat({"lsn": target})
+                    yield asm.heartbeat(at(target))
+                    yield asm.heartbeat(at(target))
                     next_hb = time.monotonic() + hb
                     if self._stopping:
                         return
@@ -428,7 +486,7 @@ class PostgresSource:
             if beat and now >= next_hb:
                 resume_lsn = yielded = max(wal_end, resume_lsn)
                 next_hb = now + hb
-                yield asm.heartbeat({"lsn": resume_lsn})
+                yield asm.heartbeat(at(resume_lsn))
                 continue
             wait_s = asm.wait_s()
             if wait_s is not None:
@@ -475,9 +533,36 @@ class PostgresSource:
                     resume_lsn = end_lsn
                 in_txn = False
             elif tag == RELATION:
-                self.relations.announced(pgo.relation(buf))
+                rmsg = pgo.relation(buf)
+                self.relations.announced(rmsg)
+                if self.signal_table == (rmsg.namespace, rmsg.name):
+                    signal_ids.add(rmsg.relid)
+            elif tag == MESSAGE:
+                m = pgo.message(buf)
+                if m.transactional or m.prefix != msg_prefix or m.lsn <= resume_lsn:
+                    continue  # not ours, or read before the position resumed from
+                state = inc.state
+                incr.message(m.content, m.lsn, asm, self.prefix, self.db)
+                watch = inc.watching
+                if not in_txn:
+                    # Between transactions, at the message's end (its LSN: where the record
+                    # after it starts): every transaction committed before it was yielded and
+                    # every later one commits at or after it, so resuming there is exact (and a
+                    # request is not read again after a restart). Not a byte further: the
+                    # commit record right after the message starts at this LSN.
+                    resume_lsn = max(resume_lsn, m.lsn)
+                    if not asm.events and inc.state != state:
+                        # progress without rows (a table's last chunk came empty, a request):
+                        # durable now, not at the next heartbeat
+                        yielded = resume_lsn
+                        yield asm.heartbeat(at(resume_lsn))
             elif skip_txn:
                 continue
+            elif signal_ids and tag in (INSERT, UPDATE, DELETE) and relid(buf) in signal_ids:
+                if tag == INSERT:  # a signal (Debezium acts on inserted rows only)
+                    sig = relations[relid(buf)]
+                    incr.signal_row(sig.schema, sig.decode_new(buf, TUPLE)[0])
+                    watch = inc.watching
             elif tag == INSERT:
                 rel = relations.get(relid(buf))  # None: a table the pipeline does not capture
                 if rel is None:
@@ -520,14 +605,15 @@ class PostgresSource:
                 change(table, "d", before, None, src)
             elif tag == TRUNCATE:
                 for rid in pgo.truncated(buf):
-                    if rid not in relations:
+                    if rid in signal_ids or rid not in relations:
                         continue
                     table = relations[rid].schema
                     src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
                     change(table, "t", None, None, src)
-            # ORIGIN, TYPE, MESSAGE: nothing to emit
+            # ORIGIN, TYPE: nothing to emit
 
     def close(self) -> None:
+        self.incremental.close()
         if self._repl is not None:
             with contextlib.suppress(Exception):
                 self._send_status(self._repl, force=True)

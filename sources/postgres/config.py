@@ -128,6 +128,20 @@ class PostgresSourceConfig(BaseModel):
     snapshot_fetch_size: int = Field(
         5000, ge=100, description="rows fetched per round trip (and per batch) during a snapshot"
     )
+    incremental_chunk_size: int = Field(
+        1024,
+        ge=1,
+        description="rows read per chunk (one watermark window) of an incremental snapshot: a "
+        "table added to tables later, `cdc snapshot`, or the signal table",
+    )
+    signal_table: str | None = Field(
+        None,
+        description="Debezium's signal table, schema.table with columns id, type and data (text); "
+        "rows inserted into it ask for an incremental snapshot (type execute-snapshot, data "
+        '{"data-collections": [...], "additional-conditions": [{"data-collection": ..., '
+        '"filter": ...}]}) or stop one (stop-snapshot); added to the publication, its rows are '
+        "read from the stream and never emitted as events",
+    )
     status_interval_s: float = Field(
         10.0, gt=0, description="how often to send standby status (flush position) to the server"
     )
@@ -171,6 +185,13 @@ class PostgresSourceConfig(BaseModel):
             raise ValueError(
                 f"invalid publication name {v!r}: use letters, digits and _ (at most 63 characters)"
             )
+        return v
+
+    @field_validator("signal_table")
+    @classmethod
+    def _signal_table(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_table(v)  # a ValueError names the problem
         return v
 
     @field_validator("tables")

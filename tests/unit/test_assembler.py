@@ -162,3 +162,22 @@ def test_a_batch_taken_inside_a_transaction_says_so() -> None:
     a.commit("e")
     assert not a.take({"at": 2}).open_txn
     assert not a.heartbeat({"at": 3}).open_txn
+
+
+def test_snapshot_reads_go_between_transactions_without_boundaries() -> None:
+    a, _ = make()
+    txn(a, "t1", [(T1, 1)])
+    read = RowChange(T1, "r", None, (5,), {}, 7, "s:x:s.a:5")
+    a.reads([read])
+    txn(a, "t2", [(T1, 2)])
+    evs = a.take({}).events
+    assert [getattr(e, "status", None) or e.op for e in evs] == [  # type: ignore[union-attr]
+        "BEGIN",
+        "c",
+        "END",
+        "r",
+        "BEGIN",
+        "c",
+        "END",
+    ]
+    assert read.tx is None

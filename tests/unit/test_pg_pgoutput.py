@@ -53,3 +53,12 @@ def test_keepalive_and_status_update() -> None:
     assert pgo.keepalive(ka) == (0x5000, True)
     status = pgo.status_update(0x5000, pgo.PG_EPOCH_US + 7)
     assert status == b"r" + struct.pack(">QQQqB", 0x5000, 0x5000, 0x5000, 7, 0)
+
+
+def test_logical_message() -> None:
+    content = b'{"type": "snapshot-window-open"}'
+    buf = b"M" + struct.pack(">BQ", 0, 0x2_0000_0010) + b"cdc.x\x00"
+    buf += struct.pack(">I", len(content)) + content + b"trailing"
+    assert pgo.message(buf) == pgo.LogicalMessage(False, 0x2_0000_0010, "cdc.x", content)
+    tx = b"M" + struct.pack(">BQ", 1, 7) + b"p\x00" + struct.pack(">I", 0)
+    assert pgo.message(tx) == pgo.LogicalMessage(True, 7, "p", b"")
