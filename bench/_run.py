@@ -18,7 +18,7 @@ from typing import Any
 from bench import _workloads as wl
 from bench._daemon import Daemon
 from bench._observe import KafkaObserver, LogObserver, Observer
-from bench._stats import percentile, rate
+from bench._stats import ProcStats, percentile, rate
 from bench._target import SCHEMA, TargetObserver, logged_at
 
 PIPELINES = (
@@ -98,6 +98,13 @@ def _wait_count(
             )
         time.sleep(delay)
         delay = min(delay * 1.5, 0.25)
+
+
+def _from_start(rows: int, stamps: list[tuple[int, int]], d: Daemon, line: str) -> dict[str, float]:
+    """The rate timed as a database target's apply is (bench/_target.py): from the daemon's log
+    line matching ``line`` (streaming, or the snapshot, started) to the last row durable."""
+    span = stamps[-1][0] / 1000 - logged_at(d.output(), line)
+    return {"rows_per_s_from_streaming": rows / max(span, 1e-3)}
 
 
 class PipelineRun:
@@ -301,24 +308,8 @@ class PipelineRun:
         r, span = rate(stamps)
         # As a database target's apply is timed (bench/_target.py): from the streaming log line
         # to the last row durable, so that the two compare like for like.
-        streaming = logged_at(d.output(), re.escape(self.src.streaming_text))
-        notes = {"rows_per_s_from_streaming": rows / max(stamps[-1][0] / 1000 - streaming, 1e-3)}
-        self.results.append(
-            Result(
-                self.pipeline,
-                workload,
-                self.run,
-                rows,
-                r,
-                span,
-                stats.cpu_s if stats else None,
-                stats.peak_rss_mb if stats else None,
-                ceilings,
-                load_s,
-                profile is not None,
-                notes=notes,
-            )
-        )
+        notes = _from_start(rows, stamps, d, re.escape(self.src.streaming_text))
+        self._record(workload, rows, r, span, stats, ceilings, load_s, profile is not None, notes)
         if peer:
             self._debezium(obs, rows, records, ceilings)
 
@@ -350,20 +341,25 @@ class PipelineRun:
             raise RuntimeError(f"{workload}: the target holds {obs.state()}, the source {want}")
         if self.opts.ceilings:
             ceilings.update(self._copy_ceiling(obs, base, base + rows))
+        self._record(workload, rows, rows / span, span, stats, ceilings, load_s)
+
+    def _record(
+        self,
+        workload: str,
+        rows: int,
+        r: float | None,
+        span: float,
+        stats: ProcStats | None,
+        ceilings: dict[str, float],
+        load_s: float,
+        profiled: bool = False,
+        notes: dict[str, Any] | None = None,
+    ) -> None:
+        cpu, rss = (stats.cpu_s, stats.peak_rss_mb) if stats else (None, None)
         self.results.append(
-            Result(
-                self.pipeline,
-                workload,
-                self.run,
-                rows,
-                rows / span,
-                span,
-                stats.cpu_s if stats else None,
-                stats.peak_rss_mb if stats else None,
-                ceilings,
-                load_s,
-            )
-        )
+            Result(self.pipeline, workload, self.run, rows, r, span, cpu, rss, ceilings, load_s,
+                   profiled, notes=notes or {})
+        )  # fmt: skip
 
     def _copy_ceiling(self, obs: TargetObserver, lo: int, hi: int) -> dict[str, float]:
         copied, took = obs.copy_ceiling(self.servers.pg, self.target_db, lo, hi)
@@ -420,21 +416,7 @@ class PipelineRun:
                     r, span, stats, notes = self._snapshot_log(config, obs, orders, rows)
             finally:
                 obs.close()
-            self.results.append(
-                Result(
-                    self.pipeline,
-                    "W3",
-                    self.run,
-                    rows,
-                    r,
-                    span,
-                    stats.cpu_s if stats else None,
-                    stats.peak_rss_mb if stats else None,
-                    ceilings,
-                    load_s,
-                    notes=notes,
-                )
-            )
+            self._record("W3", rows, r, span, stats, ceilings, load_s, notes=notes)
         finally:
             self.src.cleanup()
             self._target_cleanup()
@@ -477,9 +459,7 @@ class PipelineRun:
             raise
         stamps = obs.stamps(orders, 0, rows)
         r, span = rate(stamps)
-        started = logged_at(d.output(), "snapshot .*started")
-        # the snapshot's start, as a database target's W3 is timed
-        notes = {"rows_per_s_from_streaming": rows / max(stamps[-1][0] / 1000 - started, 1e-3)}
+        notes = _from_start(rows, stamps, d, "snapshot .*started")
         return r, span, stats, notes
 
     def _incremental(self) -> None:
