@@ -33,7 +33,7 @@ def _args(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=DEFAULT_SCALE,
         help=f"fraction of the issue's sizes (1 = W1 1.2M changes, W2 100k transactions, W3 2M "
-        f"rows); default {DEFAULT_SCALE}",
+        f"rows, W4 W3's rows backfilled beside W1); default {DEFAULT_SCALE}",
     )
     p.add_argument("--runs", type=int, default=3, help="repeats; the table shows min/median/max")
     p.add_argument(
@@ -42,7 +42,9 @@ def _args(argv: list[str]) -> argparse.Namespace:
         help=f"comma-separated subset of {','.join(PIPELINES)}",
     )
     p.add_argument(
-        "--workloads", default=",".join(WORKLOADS), help="comma-separated subset of W1,W2,W3"
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated subset of {','.join(WORKLOADS)} (W4: Postgres into log/kafka)",
     )
     p.add_argument("--no-ceilings", action="store_true", help="skip the ceiling measurements")
     p.add_argument(
@@ -78,6 +80,21 @@ def _args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--keep", action="store_true", help="keep the work directory (configs, logs)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p.parse_args(argv)
+
+
+def capture_beside_apply(new: list[Result], earlier: list[Result]) -> None:
+    """Put the capture rate of the same source into the log, same run and workload, beside the
+    apply rate of a pipeline into a database target (the goal: apply keeps up with capture)."""
+    for r in new:
+        source, sink = r.pipeline.split("-")
+        if sink != "postgres":
+            continue
+        for c in earlier:
+            if (c.pipeline, c.run, c.workload) == (f"{source}-log", r.run, r.workload):
+                # timed like the apply: from the daemon's streaming log line (W3: the log's span)
+                capture = c.notes.get("rows_per_s_from_streaming", c.rows_per_s)
+                if capture:
+                    r.ceilings[f"capture {c.pipeline}"] = capture
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"starting servers (work directory {workdir})")
         servers = _servers.start(
             stack,
-            postgres=any(p.startswith("postgres") for p in pipelines),
+            postgres=any("postgres" in p for p in pipelines),  # a source or the target
             mysql=any(p.startswith("mysql") for p in pipelines),
             kafka=any(p.endswith("kafka") for p in pipelines),
             mysql_flavour=a.mysql_flavour,
@@ -156,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
             for pipeline in pipelines:
                 pr = PipelineRun(opts, servers, pipeline, run)
                 pr.execute()
+                capture_beside_apply(pr.results, results)
                 results.extend(pr.results)
                 if pr.latency is not None:
                     latency.append(pr.latency)

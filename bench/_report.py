@@ -83,6 +83,12 @@ def summarise(results: list[Result], latency: list[Latency]) -> dict[str, Any]:
                 "runs": len(rs),
                 "rows_per_s": spread([r.rows_per_s for r in rs]),
                 "cpu_s": spread([r.cpu_s for r in rs]),
+                "cpu_us_per_row": spread(
+                    [
+                        r.cpu_s * 1e6 / (r.cpu_rows or r.rows) if r.cpu_s is not None else None
+                        for r in rs
+                    ]
+                ),
                 "peak_rss_mb": spread([r.peak_rss_mb for r in rs]),
                 "ceilings": {k: spread(v) for k, v in ceilings.items()},
                 "fraction_of_ceiling": {k: spread(v) for k, v in fractions.items()},
@@ -142,11 +148,13 @@ def table(doc: dict[str, Any]) -> str:
         f"{doc['machine']['ram_gb']} GB; load average at start "
         f"{doc['machine']['loadavg'][0]:.2f}, at end {doc['loadavg_end'][0]:.2f}",
         "  rows/s: median [min-max] of the runs, first to last event durable in the sink; "
-        "cpu s and peak RSS of the daemon",
+        "cpu s (and us per row, start-up included) and peak RSS of the daemon; into a database "
+        "target: rows visible in the target (polled)",
         "",
     ]
     head = (
-        f"{'pipeline':<23} {'work':<4} {'rows':>9} {'rows/s':>26} {'cpu s':>7} {'RSS MB':>7}"
+        f"{'pipeline':<23} {'work':<4} {'rows':>9} {'rows/s':>26} {'cpu s':>7} {'us/row':>6}"
+        f" {'RSS MB':>7}"
         f"  ceiling (rows/s, our fraction of it)"
     )
     lines += [head, "-" * len(head)]
@@ -157,7 +165,8 @@ def table(doc: dict[str, Any]) -> str:
         )
         lines.append(
             f"{r['pipeline']:<23} {r['workload']:<4} {r['rows']:>9,} {_spread(r['rows_per_s']):>26}"
-            f" {_n(r['cpu_s']['median'], 1):>7} {_n(r['peak_rss_mb']['median']):>7}  {ceil or '-'}"
+            f" {_n(r['cpu_s']['median'], 1):>7} {_n(r['cpu_us_per_row']['median'], 1):>6}"
+            f" {_n(r['peak_rss_mb']['median']):>7}  {ceil or '-'}"
         )
     if doc["summary"]["latency"]:
         lines += [

@@ -12,6 +12,7 @@ from cdc.sources.mysql._server import binlog_status_sql, parse_version
 from scratch.mysql import mysqlbinlog_argv
 
 LATENCY_BASE = 50_000_000  # ids of the latency rows: apart from W1's and W2's
+STATE_SQL = "SELECT count(*), coalesce(sum(amount), 0) FROM orders"
 INSERT = "INSERT INTO orders (id, customer_id, amount, status, note, created_at) VALUES "
 
 
@@ -63,6 +64,14 @@ class Postgres:
     def topic(self, prefix: str, table: str) -> str:
         return f"{prefix}.public.{table}"
 
+    def qualified(self, table: str) -> str:
+        return f"public.{table}"
+
+    def load_added(self, table: str, sizes: wl.Sizes) -> None:
+        """W4's table: the shape of ``orders``, W3's rows."""
+        self.server.psql(f"CREATE TABLE {table} (LIKE orders INCLUDING ALL)", self.db)
+        self.server.psql(wl.pg_w3(sizes.w3_rows, table), self.db)
+
     def marker(self) -> None:
         self.server.psql("INSERT INTO bench_marker DEFAULT VALUES", self.db)
 
@@ -91,6 +100,15 @@ class Postgres:
 
     def snapshot_ceiling(self, rows: int) -> dict[str, float]:
         return {self.snapshot_ceiling_name: rows / ceil.pg_copy(self.server, self.db, "orders")}
+
+    def state(self) -> tuple[int, Any]:
+        """(rows, sum of amount) of ``orders``: what a database target must end up holding."""
+        import psycopg
+
+        with psycopg.connect(self.server.dsn(self.db)) as conn:
+            row = conn.execute(STATE_SQL).fetchone()
+        assert row is not None
+        return (int(row[0]), row[1])
 
     def paced(self, rate: float, n: int, tx_rows: int) -> list[float]:
         import psycopg
@@ -200,6 +218,11 @@ class MySQL:
     def snapshot_ceiling(self, rows: int) -> dict[str, float]:
         took = ceil.mariadb_select(self.server, self.db, "orders")
         return {self.snapshot_ceiling_name: rows / took}
+
+    def state(self) -> tuple[int, Any]:
+        """(rows, sum of amount) of ``orders``: what a database target must end up holding."""
+        row = self.server.sql(STATE_SQL, self.db)[0]
+        return (int(row[0]), row[1])
 
     def paced(self, rate: float, n: int, tx_rows: int) -> list[float]:
         conn = self._conn()

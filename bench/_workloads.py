@@ -2,9 +2,11 @@
 
 W1 bulk: transactions of 1,000 inserts, then of 1,000 updates, then of 1,000 deletes (at scale 1:
 1,000 + 100 + 100 transactions, 1.2M row changes). W2: single-row insert transactions (100,000 at
-scale 1). W3: existing rows read by the initial snapshot (2M at scale 1). The server generates
-the rows itself (generate_series, MariaDB's sequence engine or MySQL's recursive CTE, a loop
-committing each row) so that loading is quick and the client's speed does not matter.
+scale 1). W3: existing rows read by the initial snapshot (2M at scale 1). W4: W3's rows in a table
+added to a running pipeline, backfilled by an incremental snapshot while W1 streams (Postgres).
+The server generates the rows itself (generate_series, MariaDB's sequence engine or MySQL's
+recursive CTE, a loop committing each row) so that loading is quick and the client's speed does
+not matter.
 """
 
 from __future__ import annotations
@@ -86,12 +88,12 @@ def pg_w2(n: int, base: int) -> str:
     )
 
 
-def pg_w3(n: int) -> str:
+def pg_w3(n: int, table: str = "orders") -> str:
     out = []
     for lo in range(0, n, 100_000):
         hi = min(n, lo + 100_000)
         out.append(
-            "INSERT INTO orders (id, customer_id, amount, status, note, created_at) "
+            f"INSERT INTO {table} (id, customer_id, amount, status, note, created_at) "
             "SELECT g, g % 1000, (g % 100000) / 100.0, 'new', 'note ' || g, now() "
             f"FROM generate_series({lo + 1}, {hi}) g;"
         )

@@ -17,7 +17,9 @@ import pytest
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-PIPELINES = ["postgres-log", "mysql-log"]  # the Kafka ones add two JVM starts: out of budget
+LOG = ["postgres-log", "mysql-log"]  # the Kafka ones add two JVM starts: out of budget
+TARGETS = ["postgres-postgres", "mysql-postgres"]  # apply into a database target
+PIPELINES = LOG + TARGETS
 
 
 def test_bench_reports_table_and_json(tmp_path: Path) -> None:
@@ -57,6 +59,7 @@ def test_bench_reports_table_and_json(tmp_path: Path) -> None:
     assert "pg_recvlogical" in out and "mariadb-binlog" in out
     assert "python-mysql-replication" in out
     assert "p99 ms" in out
+    assert "COPY into the target" in out
 
     files = list(tmp_path.glob("*.json"))
     assert len(files) == 1
@@ -67,10 +70,21 @@ def test_bench_reports_table_and_json(tmp_path: Path) -> None:
     assert {"python", "cdc", "postgres", "mariadb"} <= doc["versions"].keys()
     assert doc["git"]["commit"]
     rows = {(r["pipeline"], r["workload"]): r for r in doc["summary"]["throughput"]}
-    assert set(rows) == {(p, w) for p in PIPELINES for w in ("W1", "W2", "W3")}
+    # W4: a Postgres source into a sink with per-record times
+    incremental = {("postgres-log", "W4"), ("postgres-log", "W4s")}
+    assert set(rows) == {(p, w) for p in PIPELINES for w in ("W1", "W2", "W3")} | incremental
     for (pipeline, workload), r in rows.items():
         assert set(r["rows_per_s"]) == {"min", "median", "max"}
         assert r["cpu_s"]["median"] is not None and r["peak_rss_mb"]["median"] is not None
+        assert r["cpu_us_per_row"]["median"] is not None
+        if workload in ("W4", "W4s"):
+            # beside the same run's W3 / W1 (rates, absent when n/a at this scale)
+            assert set(r["ceilings"]) <= {
+                "W3 alone (same run)",
+                "W1 stream beside it",
+                "W1 alone (same run)",
+            }
+            continue
         if workload == "W3":
             want = (
                 {"COPY to /dev/null"}
@@ -81,10 +95,16 @@ def test_bench_reports_table_and_json(tmp_path: Path) -> None:
             want = {"pg_recvlogical"}
         else:
             want = {"mariadb-binlog", "python-mysql-replication"}
+        if pipeline in TARGETS:
+            want = want | {"COPY into the target"}
+            # the capture rate of the same source into the log, when it was measurable
+            capture = f"capture {pipeline.split('-')[0]}-log"
+            assert set(r["ceilings"]) - want <= {capture}
+            want = set(r["ceilings"])
         assert set(r["ceilings"]) == want
         assert set(r["fraction_of_ceiling"]) == want
-    assert len(doc["results"]) == 6
+    assert len(doc["results"]) == 3 * len(PIPELINES) + len(incremental)
     lat = {x["pipeline"]: x for x in doc["summary"]["latency"]}
-    assert set(lat) == set(PIPELINES)
+    assert set(lat) == set(LOG)  # a database target has no per-record times
     for x in lat.values():
         assert x["p50_ms"]["median"] <= x["p99_ms"]["median"] <= x["max_ms"]["max"]
