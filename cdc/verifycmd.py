@@ -53,8 +53,8 @@ def state_table(sink: Any) -> TableRef:
 def captured(kind: str, source_config: Any, side: SqlSide) -> list[TableRef]:
     """The tables the pipeline captures (MySQL's patterns resolved on the server)."""
     if kind == "postgres":
-        parse = plugins.config_module("source", "postgres").parse_table
-        return [TableRef(*parse(name)) for name in source_config.tables]
+        pg_side: Any = side
+        return list(pg_side.selected(source_config))
     lister: Any = side
     out = []
     for t in lister.tables():

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 
 from cdc.model import Problem
+from cdc.sources.postgres._selection import selection
 from cdc.sources.postgres.config import PostgresSourceConfig, default_name, sql_table
-from cdc.sources.postgres.config import parse_table as _split
 
 
 def check(config: PostgresSourceConfig, pipeline_name: str) -> list[Problem]:
@@ -224,7 +224,7 @@ def _problems(
     # Tables: exist, can be read, updates and deletes can be published.
     found: list[tuple[str, str]] = []
     owns_all = True
-    for schema, table in (_split(t) for t in config.tables):
+    for schema, table in selection(config).resolve(conn):
         info = conn.execute(
             "SELECT c.relkind, c.relreplident, "
             "EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), "

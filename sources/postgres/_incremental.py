@@ -442,14 +442,16 @@ def request_snapshot(
     each of them (``EXPLAIN`` on a read-only connection; SourceError showing the server's
     words).
     """
-    wanted = {parse_table(t): t for t in config.tables}
+    from cdc.sources.postgres._selection import selection
+
+    chosen = selection(config)
     names: list[tuple[str, str]] = []
     for t in tables:
         try:
             parsed = parse_table(t)
         except ValueError as e:
             raise ConfigError([str(e)]) from None
-        if parsed not in wanted:
+        if not chosen.matches(*parsed):
             raise ConfigError(
                 [
                     f"table {t!r} is not captured by pipeline {pipeline!r} (its tables: "

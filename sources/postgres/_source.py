@@ -36,9 +36,9 @@ from psycopg import pq
 from psycopg.pq.abc import PGconn
 
 from cdc.assembler import TransactionAssembler
-from cdc.errors import PositionLost
+from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch, NullReporter, Op, Position, Problem, Reporter, TableSchema
-from cdc.sources.postgres import _incremental, _snapshot, _tuples
+from cdc.sources.postgres import _incremental, _selection, _snapshot, _tuples
 from cdc.sources.postgres import _pgoutput as pgo
 from cdc.sources.postgres._connections import SESSION_OPTIONS, Catalog, connect_replication
 from cdc.sources.postgres._faults import Faults
@@ -93,14 +93,15 @@ class PostgresSource:
         self.max_events = max_events
         self.max_wait = max_wait_ms / 1000
         self.tx_metadata = transaction_metadata
-        self.tables = [parse_table(t) for t in config.tables]
+        # exact names now; patterns and schemas are resolved against the catalog at start and
+        # every slot_check_interval_s (_reselect); the lists below are updated in place
+        self.selection = _selection.selection(config)
+        self.tables = [t for t in self.selection.exact if not self.selection.excluded(*t)]
         # incremental snapshots: tables by TableSchema.qualified, and Debezium's signal table
         # (published with the tables; its rows are signals, never events)
         self.names = {f"{ns}.{t}": (ns, t) for ns, t in self.tables}
         self.signal_table = parse_table(config.signal_table) if config.signal_table else None
-        published = list(self.tables)
-        if self.signal_table is not None and self.signal_table not in published:
-            published.append(self.signal_table)
+        published = self._published(self.tables)
         self.catalog = Catalog(config.dsn)
         self.faults = Faults(self.catalog, pipeline_name, self.slot, self.publication, prefix)
         # specialise False: decode tuples by the generic path of _tuples (the reference)
@@ -132,6 +133,30 @@ class PostgresSource:
         self._last_status = 0.0
         self._change_lsn = 0  # WAL position of the message being decoded, for errors
         self._peeked: tuple[int, Any] | None = None  # get_copy_data's read by _more_buffered
+
+    def _published(self, tables: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """What the publication must hold: the captured tables, and the signal table."""
+        extra = [self.signal_table] if self.signal_table and self.signal_table not in tables else []
+        return list(tables) + extra
+
+    def _reselect(self) -> list[tuple[str, str]]:
+        """Resolve the table patterns and schemas now (``_selection``): the lists the relations,
+        the publication and incremental snapshots hold are updated in place. Returns the tables
+        that joined. Under publication_autocreate_mode disabled, a table a pattern matches but
+        the administrator's publication does not hold is left out (said once)."""
+        if self.selection.static:
+            return []
+        cat = self.catalog.connect()
+        now = self.selection.resolve(cat)
+        if self.config.publication_autocreate_mode == "disabled":
+            now = self.selection.published_only(cat, now, self.publication)
+        added = [t for t in now if t not in self.tables]
+        if added or len(now) != len(self.tables):
+            self.tables[:] = now
+            self.names.clear()
+            self.names.update({f"{ns}.{t}": (ns, t) for ns, t in now})
+            self.slot_ctl.pub.tables[:] = self._published(now)
+        return added
 
     @property
     def db(self) -> str:
@@ -264,6 +289,14 @@ class PostgresSource:
         """Snapshot (as configured) and stream; see the module docstring for positions."""
         mode = self.config.snapshot
         self.catalog.connect()
+        if not self.selection.static:
+            self._reselect()
+            if not self.tables:
+                raise SourceError(
+                    f"tables, schemas and exclude_tables select no table in database "
+                    f"{self.db!r}: nothing to capture",
+                    retryable=False,
+                )
         backfill = self.config.snapshot != "never"  # never: stream only, later tables too
         chunk = self.config.incremental_chunk_size
         if start is not None and "snapshot" not in start and not start.get("snapshot_only_done"):
@@ -479,6 +512,21 @@ class PostgresSource:
             if now >= next_health:
                 self.slot_ctl.health()
                 next_health = now + self.config.slot_check_interval_s
+                added = [] if in_txn else self._reselect()
+                if added:
+                    # A table created (or renamed) into the selection: its existing rows come
+                    # by a backfill, queued and durable before it joins the publication (a
+                    # restart then still knows it was never snapshotted).
+                    log.info("tables joined the selection: %s", ", ".join(map(str, added)))
+                    names = [f"{ns}.{t}" for ns, t in added]
+                    if self.config.snapshot == "never":
+                        inc.snapshotted.update(names)
+                    inc.captured(list(self.names))
+                    if asm.events:
+                        yield asm.take(position())
+                    yielded = resume_lsn
+                    yield asm.heartbeat(at(resume_lsn))
+                    self.slot_ctl.pub.ensure(adopt=True)
             if action and now >= next_action:
                 self.slot_ctl.heartbeat_action(action)
                 next_action = now + hb

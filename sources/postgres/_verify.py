@@ -141,6 +141,12 @@ class PostgresSide(SqlSide):
             str(r[0]) for r in key
         ]
 
+    def selected(self, config: Any) -> list[TableRef]:
+        """The tables a source config captures (its patterns and schemas resolved here)."""
+        from cdc.sources.postgres._selection import selection
+
+        return [TableRef(ns, t) for ns, t in selection(config).resolve(self._conn)]
+
     def close(self) -> None:
         self._conn.close()
 

@@ -6,7 +6,7 @@ import re
 from typing import Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _SLOT = re.compile(r"^[a-z0-9_]{1,63}$")
 # A name part: in double quotes (any characters, a double quote written twice), or bare (no
@@ -45,6 +45,26 @@ def parse_table(name: str) -> tuple[str, str]:
     return schema, table
 
 
+# not the dot (it separates schema and table) nor $ (Postgres identifiers may hold it; a pattern
+# is matched whole, so an anchor adds nothing)
+_REGEX_CHARS = re.compile(r"[*+?\[\](){}|^\\]")
+
+
+def is_pattern(entry: str) -> bool:
+    """Whether a ``tables``/``exclude_tables``/``schemas`` entry is a regular expression: it
+    holds one of ``* + ? [ ] ( ) { } | ^ \\`` outside double quotes (``_selection``)."""
+    unquoted = re.sub(r'"(?:[^"]|"")*"', "", entry)
+    return bool(_REGEX_CHARS.search(unquoted))
+
+
+def compile_pattern(entry: str, what: str) -> re.Pattern[str]:
+    """The entry as a regular expression, or a ValueError naming it."""
+    try:
+        return re.compile(entry)
+    except re.error as e:
+        raise ValueError(f"invalid {what} pattern {entry!r}: {e}") from None
+
+
 _PLAIN = re.compile(r"[a-z_][a-z0-9_$]*")
 
 
@@ -74,10 +94,24 @@ class PostgresSourceConfig(BaseModel):
         json_schema_extra={"secret": True},
     )
     tables: list[str] = Field(
-        min_length=1,
+        default_factory=list,
         description='tables to capture, "schema.table" (schema defaults to public), names as '
         "they are (case kept); a part holding a dot, a double quote or surrounding spaces in "
-        'double quotes, a double quote inside written twice: "my.schema"."a ""b"""',
+        'double quotes, a double quote inside written twice: "my.schema"."a ""b"""; or a '
+        "pattern: a regular expression on the whole schema.table, as Debezium's "
+        "table.include.list (an entry holding * + ? [ ] ( ) { } | ^ or \\ outside double "
+        "quotes: public\\.order_.*). Tables a pattern matches are picked up while running "
+        "(checked every slot_check_interval_s) and backfilled",
+    )
+    exclude_tables: list[str] = Field(
+        default_factory=list,
+        description="tables left out of what tables and schemas select: exact names or "
+        "patterns, written as in tables",
+    )
+    schemas: list[str] = Field(
+        default_factory=list,
+        description="capture every table of these schemas (exact names, or regular expressions "
+        "on the schema's name), beside tables",
     )
     slot: str | None = Field(
         None, description="replication slot name; default cdc_<pipeline name>; created if missing"
@@ -194,13 +228,16 @@ class PostgresSourceConfig(BaseModel):
             parse_table(v)  # a ValueError names the problem
         return v
 
-    @field_validator("tables")
+    @field_validator("tables", "exclude_tables")
     @classmethod
     def _tables(cls, v: list[str]) -> list[str]:
         seen: dict[tuple[str, str], str] = {}
         problems: list[str] = []  # every bad name at once
         for t in v:
             try:
+                if is_pattern(t):
+                    compile_pattern(t, "table")
+                    continue
                 parsed = parse_table(t)
             except ValueError as e:
                 problems.append(str(e))
@@ -211,6 +248,20 @@ class PostgresSourceConfig(BaseModel):
         if problems:
             raise ValueError("; ".join(problems))
         return v
+
+    @field_validator("schemas")
+    @classmethod
+    def _schemas(cls, v: list[str]) -> list[str]:
+        for s in v:
+            if is_pattern(s):
+                compile_pattern(s, "schemas")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> PostgresSourceConfig:
+        if not self.tables and not self.schemas:
+            raise ValueError("tables: list the tables to capture (or schemas: whole schemas)")
+        return self
 
 
 def default_name(pipeline: str) -> str:
