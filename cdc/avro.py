@@ -590,15 +590,17 @@ MESSAGE_NAMESPACE = "io.debezium.connector.postgresql"
 
 def message_schemas(source_schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """Key and value schemas of logical decoding message events (``TableSchema.form``
-    ``message``), as Debezium's Postgres connector names them: key ``MessageKey`` {prefix},
-    value ``MessageValue`` {op "m", ts_ms, source, message {prefix, content}}. Fixed names, as
-    the transaction topic's: the topic enters only the subjects."""
+    ``message``), as Debezium's PostgresSchemaFactory makes them (all version 1): key
+    ``MessageKey`` {prefix}, value ``MessageValue`` {op, ts_ms, source, transaction, message
+    ``Message`` {prefix, content}}, prefix and content optional. Fixed names, as the
+    transaction topic's: the topic enters only the subjects."""
     ns = MESSAGE_NAMESPACE
     key = {
         "type": "record",
         "name": "MessageKey",
         "namespace": ns,
         "fields": [{"name": "prefix", "type": ["null", "string"], "default": None}],
+        "connect.version": 1,
         "connect.name": f"{ns}.MessageKey",
     }
     block = {
@@ -609,6 +611,7 @@ def message_schemas(source_schema: dict[str, Any]) -> tuple[dict[str, Any], dict
             {"name": "prefix", "type": ["null", "string"], "default": None},
             {"name": "content", "type": ["null", "bytes"], "default": None},
         ],
+        "connect.version": 1,
         "connect.name": f"{ns}.Message",
     }
     value = {
@@ -619,20 +622,27 @@ def message_schemas(source_schema: dict[str, Any]) -> tuple[dict[str, Any], dict
             {"name": "op", "type": "string"},
             {"name": "ts_ms", "type": OPTIONAL_LONG, "default": None},
             {"name": "source", "type": source_schema},
-            {"name": "message", "type": ["null", block], "default": None},
+            {"name": "transaction", "type": ["null", TX_BLOCK], "default": None},
+            {"name": "message", "type": block},
         ],
+        "connect.version": 1,
         "connect.name": f"{ns}.MessageValue",
     }
     return key, value
 
 
 def message_value(ev: RowChange, now_us: int) -> dict[str, Any]:
-    """The value record of a message event (``message_schemas``); ``now_us``: when processed."""
+    """The value record of a message event (``message_schemas``); ``now_us``: when processed.
+    A transactional message has its transaction block, as a row change has."""
     assert ev.after is not None
+    tx = None
+    if ev.tx is not None:
+        tx = {"id": ev.tx[0], "total_order": ev.tx[1], "data_collection_order": ev.tx[2]}
     return {
         "op": "m",
         "ts_ms": now_us // 1000,
         "source": ev.source,
+        "transaction": tx,
         "message": {"prefix": ev.after[0], "content": ev.after[1]},
     }
 

@@ -107,9 +107,13 @@ class TableSchema:
     @property
     def qualified(self) -> str:
         if self.form == "message":
-            return "message"  # no table: its name in transaction metadata counts
+            return MESSAGE_COLLECTION  # no table: Debezium's name in transaction metadata
         return f"{self.namespace}.{self.table}"
 
+
+MESSAGE_COLLECTION = "LOGICAL_DECODING_MESSAGE"
+"""The data collection of message events in transaction metadata (Debezium's
+``LogicalDecodingMessageId``)."""
 
 MESSAGE_COLUMNS = (
     Column("prefix", "string", False, "text"),

@@ -104,7 +104,8 @@ def test_messages_in_commit_order_with_their_transaction(
     first, in_tx = records[0], records[1]
     assert first["key"] == {"prefix": "audit"}
     v = first["value"]
-    assert set(v) == {"op", "ts_ms", "source", "message"}
+    assert set(v) == {"op", "ts_ms", "source", "transaction", "message"}
+    assert v["transaction"] is None
     assert v["op"] == "m" and isinstance(v["ts_ms"], int)
     assert v["message"] == {"prefix": "audit", "content": b"\x00\xff during tx1"}
     src = v["source"]
@@ -112,9 +113,14 @@ def test_messages_in_commit_order_with_their_transaction(
     assert in_tx["key"] == {"prefix": "app.orders"}
     tx = read_log(log, "shop.transaction")
     assert in_tx["value"]["source"]["txId"] == int(tx[0]["value"]["id"].split(":")[0])
+    assert in_tx["value"]["transaction"] == {
+        "id": tx[0]["value"]["id"],
+        "total_order": 2,
+        "data_collection_order": 1,
+    }
     assert tx[1]["value"]["data_collections"] == [
         {"data_collection": "public.items", "event_count": 2},
-        {"data_collection": "message", "event_count": 1},
+        {"data_collection": "LOGICAL_DECODING_MESSAGE", "event_count": 1},
     ]
 
 

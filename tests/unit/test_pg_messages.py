@@ -68,6 +68,7 @@ def test_avro_record_is_debeziums_message_event() -> None:
     assert reg.decode(rec.key) == {"prefix": "app.orders"}
     value = reg.decode(rec.value)
     assert value["op"] == "m" and value["source"] == SRC
+    assert value["transaction"] == {"id": "1:9", "total_order": 2, "data_collection_order": 1}
     assert value["message"] == {"prefix": "app.orders", "content": b"\x00hi"}
     subjects = {subject: schema["name"] for subject, schema in reg.schemas.values()}
     assert subjects == {"shop.message-key": "MessageKey", "shop.message-value": "MessageValue"}
@@ -79,6 +80,7 @@ def test_json_record_is_debeziums_message_event() -> None:
     assert json.loads(rec.key or b"") == {"prefix": "app.orders"}
     value = json.loads(rec.value or b"")
     assert value["op"] == "m" and value["source"]["table"] == ""
+    assert value["transaction"]["total_order"] == 2
     assert value["message"] == {
         "prefix": "app.orders",
         "content": base64.b64encode(b"\x00hi").decode(),
