@@ -631,18 +631,22 @@ def message_schemas(source_schema: dict[str, Any]) -> tuple[dict[str, Any], dict
     return key, value
 
 
+def tx_block(tx: tuple[str, int, int] | None) -> dict[str, Any] | None:
+    """The envelope's ``transaction`` record of ``RowChange.tx`` (None outside transactions)."""
+    if tx is None:
+        return None
+    return {"id": tx[0], "total_order": tx[1], "data_collection_order": tx[2]}
+
+
 def message_value(ev: RowChange, now_us: int) -> dict[str, Any]:
     """The value record of a message event (``message_schemas``); ``now_us``: when processed.
     A transactional message has its transaction block, as a row change has."""
     assert ev.after is not None
-    tx = None
-    if ev.tx is not None:
-        tx = {"id": ev.tx[0], "total_order": ev.tx[1], "data_collection_order": ev.tx[2]}
     return {
         "op": "m",
         "ts_ms": now_us // 1000,
         "source": ev.source,
-        "transaction": tx,
+        "transaction": tx_block(ev.tx),
         "message": {"prefix": ev.after[0], "content": ev.after[1]},
     }
 
