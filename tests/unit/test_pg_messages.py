@@ -102,3 +102,14 @@ def test_a_database_target_ignores_messages() -> None:
     assert sink.rows() == {(1,): {"id": 1, "v": 10}, (2,): {"id": 2, "v": 20}}
     assert list(sink.committed_db["tables"]) == ['"tgt"."t"']  # no table made for messages
     assert sink.committed() == {"n": 1}
+
+
+def test_column_transforms_leave_messages_alone_and_routing_renames_their_topic() -> None:
+    t = transforms(
+        "      - {type: drop_columns, columns: ['.*\\.content']}\n"
+        "      - {type: hash_columns, columns: ['.*'], salt: x}\n"
+        "      - {type: route_topics, regex: 'shop\\.(.*)', replacement: 'x.$1'}\n"
+    )
+    (out,) = apply(t, message())
+    assert (out.table.topic, out.table.form) == ("x.message", "message")
+    assert out.table.columns == TABLE.columns and out.after == ("app.orders", b"\x00hi")
