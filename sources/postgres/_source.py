@@ -555,8 +555,11 @@ class PostgresSource:
                 if m.transactional or m.prefix != msg_prefix:
                     if captures is not None and captures(m.prefix):
                         if not m.transactional:
-                            # same rule as ours below: resuming after its LSN is exact
-                            if m.lsn <= resume_lsn or in_txn:
+                            # Same rule as ours below: resuming after its LSN is exact. The
+                            # server sends it as it decodes it, never inside a transaction
+                            # it replays (those go out whole at their commit): between
+                            # transactions (asm.reads asserts it).
+                            if m.lsn <= resume_lsn:
                                 continue  # delivered before the restart
                             now_us = time.time_ns() // 1000
                             src = source_block(
