@@ -585,10 +585,82 @@ class _TxCodec:
             )
 
 
-def shaped_schemas(table: TableSchema) -> tuple[Any, Any]:
+MESSAGE_NAMESPACE = "io.debezium.connector.postgresql"
+
+
+def message_schemas(source_schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Key and value schemas of logical decoding message events (``TableSchema.form``
+    ``message``), as Debezium's PostgresSchemaFactory makes them (all version 1): key
+    ``MessageKey`` {prefix}, value ``MessageValue`` {op, ts_ms, source, transaction, message
+    ``Message`` {prefix, content}}, prefix and content optional. Fixed names, as the
+    transaction topic's: the topic enters only the subjects."""
+    ns = MESSAGE_NAMESPACE
+    key = {
+        "type": "record",
+        "name": "MessageKey",
+        "namespace": ns,
+        "fields": [{"name": "prefix", "type": ["null", "string"], "default": None}],
+        "connect.version": 1,
+        "connect.name": f"{ns}.MessageKey",
+    }
+    block = {
+        "type": "record",
+        "name": "Message",
+        "namespace": ns,
+        "fields": [
+            {"name": "prefix", "type": ["null", "string"], "default": None},
+            {"name": "content", "type": ["null", "bytes"], "default": None},
+        ],
+        "connect.version": 1,
+        "connect.name": f"{ns}.Message",
+    }
+    value = {
+        "type": "record",
+        "name": "MessageValue",
+        "namespace": ns,
+        "fields": [
+            {"name": "op", "type": "string"},
+            {"name": "ts_ms", "type": OPTIONAL_LONG, "default": None},
+            {"name": "source", "type": source_schema},
+            {"name": "transaction", "type": ["null", TX_BLOCK], "default": None},
+            {"name": "message", "type": block},
+        ],
+        "connect.version": 1,
+        "connect.name": f"{ns}.MessageValue",
+    }
+    return key, value
+
+
+def tx_block(tx: tuple[str, int, int] | None) -> dict[str, Any] | None:
+    """The envelope's ``transaction`` record of ``RowChange.tx`` (None outside transactions)."""
+    if tx is None:
+        return None
+    return {"id": tx[0], "total_order": tx[1], "data_collection_order": tx[2]}
+
+
+def message_value(ev: RowChange, now_us: int) -> dict[str, Any]:
+    """The value record of a message event (``message_schemas``); ``now_us``: when processed.
+    A transactional message has its transaction block, as a row change has."""
+    assert ev.after is not None
+    return {
+        "op": "m",
+        "ts_ms": now_us // 1000,
+        "source": ev.source,
+        "transaction": tx_block(ev.tx),
+        "message": {"prefix": ev.after[0], "content": ev.after[1]},
+    }
+
+
+def shaped_schemas(
+    table: TableSchema, source_schema: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     """Key and value schemas (key None: no key) of a table a transform reshaped: ``row`` (the
     flat ``Value`` record, the table's ``Key``) or ``payload`` (the key column's and the payload
-    column's own types, as Debezium's outbox EventRouter gives them)."""
+    column's own types, as Debezium's outbox EventRouter gives them); or of the message events
+    (``message_schemas``: ``source_schema`` required)."""
+    if table.form == "message":
+        assert source_schema is not None
+        return message_schemas(source_schema)
     if table.form == "payload":
         k, v = table.columns[table.key[0]], table.columns[1]
         return (["null", k.avro] if k.optional else k.avro), (
@@ -598,12 +670,15 @@ def shaped_schemas(table: TableSchema) -> tuple[Any, Any]:
 
 
 class _ShapedCodec:
-    """Schemas of a reshaped table (``shaped_schemas``), registered like the envelope's."""
+    """Schemas of a reshaped table or of message events (``shaped_schemas``), registered like
+    the envelope's."""
 
     __slots__ = ("key_head", "key_of", "key_schema", "names", "value_head", "value_schema")
 
-    def __init__(self, table: TableSchema, registry: SchemaRegistry) -> None:
-        key, value = shaped_schemas(table)
+    def __init__(
+        self, table: TableSchema, registry: SchemaRegistry, source_schema: dict[str, Any]
+    ) -> None:
+        key, value = shaped_schemas(table, source_schema)
         self.names = field_names(table)
         self.value_schema = fastavro.parse_schema(value, _write_hint=False)
         self.value_head = frame(registry.register(f"{table.topic}-value", value), b"")
@@ -780,13 +855,17 @@ class Encoder:
         vbytes = c.value_head + vbody
         return key, vbytes
 
-    def _shaped(self, ev: RowChange, body: Callable[[Any, Any], bytes]) -> EncodedRecord:
+    def _shaped(
+        self, ev: RowChange, body: Callable[[Any, Any], bytes], now_us: int
+    ) -> EncodedRecord:
         """The record of a row change whose table a transform reshaped (``TableSchema.form``
-        ``row`` or ``payload``): written by fastavro (no specialised writer, not a fallback)."""
+        ``row`` or ``payload``), or of a message event: written by fastavro (no specialised
+        writer, not a fallback)."""
         hit = self._shapes.get(id(ev.table))
         if hit is None or hit[0] is not ev.table:
             self._check_topic(ev.table)
-            hit = self._shapes[id(ev.table)] = (ev.table, _ShapedCodec(ev.table, self._registry))
+            codec = _ShapedCodec(ev.table, self._registry, self._source_schema)
+            hit = self._shapes[id(ev.table)] = (ev.table, codec)
         c = hit[1]
         try:
             key = None
@@ -794,7 +873,9 @@ class Encoder:
             if c.key_schema is not None and row is not None:
                 key = c.key_head + body(c.key_schema, c.key_of(row))
             value = None
-            if ev.after is not None:
+            if ev.table.form == "message":
+                value = c.value_head + body(c.value_schema, message_value(ev, now_us))
+            elif ev.after is not None:
                 datum = (
                     ev.after[1]
                     if ev.table.form == "payload"
@@ -826,7 +907,7 @@ class Encoder:
         for ev in batch.events:
             if isinstance(ev, RowChange):
                 if ev.table.form != "envelope":
-                    out.append(self._shaped(ev, body))
+                    out.append(self._shaped(ev, body, now_us))
                     continue
                 if ev.table is not last_table:  # runs of one table are the common case
                     last_table, c = ev.table, self._codec(ev.table)

@@ -48,6 +48,7 @@ from cdc.avro import (
     envelope_schema,
     key_row,
     key_schema,
+    message_value,
     shaped_schemas,
     transaction_schemas,
     transaction_value,
@@ -357,7 +358,7 @@ class _TableJson:
         if table.form == "envelope":
             key, value = key_schema(table), envelope_schema(table, source_schema)
         else:
-            key, value = shaped_schemas(table)
+            key, value = shaped_schemas(table, source_schema)
         self.value = _Part(value, fmt)
         self.key = None if key is None else _Part(key, fmt)
         names, idx = field_names(table), table.key
@@ -460,6 +461,8 @@ class JsonEncoder:
             key = t.key(t.key_of(row))
         if t.form == "payload":
             return key, None if ev.after is None else t.value(ev.after[1])
+        if t.form == "message":
+            return key, t.value(message_value(ev, now_us))
         if t.form == "row":
             return key, None if ev.after is None else t.value(ev.after)
         tx = None

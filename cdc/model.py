@@ -29,13 +29,17 @@ from typing import Any, Literal, Protocol, runtime_checkable
 Position = dict[str, Any]
 """Where to resume: opaque to all but the source that produced it; JSON-serialisable."""
 
-Op = Literal["c", "u", "d", "r", "t"]
+Op = Literal["c", "u", "d", "r", "t", "m"]
+"""Debezium's ``op``: create, update, delete, read (snapshot), truncate, message (a logical
+decoding message, ``TableSchema.form`` ``message``)."""
 
-Form = Literal["envelope", "row", "payload"]
+Form = Literal["envelope", "row", "payload", "message"]
 """What the events of a table version become (``TableSchema.form``): ``envelope``, Debezium's
 change event (the sources' tables); ``row``, the flat row in ``after`` (the ``unwrap`` transform:
 ``after`` None is a tombstone, and no tombstone follows a delete); ``payload``, column 1 of
-``after`` alone, keyed by the column ``key[0]`` alone (the ``outbox`` transform)."""
+``after`` alone, keyed by the column ``key[0]`` alone (the ``outbox`` transform); ``message``,
+Debezium's logical decoding message event (``message_table``: ``after`` is (prefix, content),
+keyed by the prefix; op ``m``, no ``before``)."""
 
 
 class _NoDefault:
@@ -102,7 +106,26 @@ class TableSchema:
 
     @property
     def qualified(self) -> str:
+        if self.form == "message":
+            return MESSAGE_COLLECTION  # no table: Debezium's name in transaction metadata
         return f"{self.namespace}.{self.table}"
+
+
+MESSAGE_COLLECTION = "LOGICAL_DECODING_MESSAGE"
+"""The data collection of message events in transaction metadata (Debezium's
+``LogicalDecodingMessageId``)."""
+
+MESSAGE_COLUMNS = (
+    Column("prefix", "string", False, "text"),
+    Column("content", "bytes", True, "bytea"),
+)
+
+
+def message_table(topic: str) -> TableSchema:
+    """The ``TableSchema`` of logical decoding message events on ``topic`` (Debezium's
+    ``<prefix>.message``): form ``message``, columns prefix and content, keyed by the prefix;
+    no schema or table name (its events' ``source`` says ``""`` for both, as Debezium's)."""
+    return TableSchema(topic, "", "", MESSAGE_COLUMNS, (0,), "message")
 
 
 @dataclass(slots=True)

@@ -241,6 +241,11 @@ class Transformer:
         return f"pipeline {self._pipeline!r}: {where}" if self._pipeline else where
 
     def _make_plan(self, table: TableSchema) -> TablePlan:
+        if table.form == "message":
+            # A message's prefix and content are no table's columns (a pattern such as
+            # .*\.content would match them): only the routing applies.
+            topic = self._route(table.topic)
+            return TablePlan(table if topic == table.topic else replace(table, topic=topic), None)
         cols: list[Column] = list(table.columns)
         sources = list(range(len(cols)))
         fns: list[ValueFn | None] = [None] * len(cols)

@@ -101,8 +101,8 @@ class FilterStep:
         self._plan = _PerTable(self._make)
 
     def _make(self, table: TableSchema) -> _expr.Test | None:
-        if table.form == "payload":
-            return None  # an outbox event: no columns left
+        if table.form in ("payload", "message"):
+            return None  # an outbox event: no columns left; a message: no row
         if self._tables is not None and not self._tables.fullmatch(table.qualified):
             return None
         names = [c.name for c in table.columns]

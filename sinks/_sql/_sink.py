@@ -362,7 +362,8 @@ class SqlTarget:
         for ev in events:
             if type(ev) is RowChange and ev.table is not prev:
                 prev = ev.table
-                versions[prev] = None
+                if prev.form != "message":  # logical decoding messages: no table to apply to
+                    versions[prev] = None
         plans = self._plans
         for _ in range(2):
             for version in versions:
@@ -372,7 +373,7 @@ class SqlTarget:
         prev = None
         plan: TablePlan | None = None
         for ev in events:
-            if type(ev) is not RowChange:
+            if type(ev) is not RowChange or ev.table.form == "message":
                 continue
             if ev.table is not prev:
                 prev = ev.table

@@ -37,7 +37,17 @@ from psycopg.pq.abc import PGconn
 
 from cdc.assembler import TransactionAssembler
 from cdc.errors import PositionLost, SourceError
-from cdc.model import ChangeBatch, NullReporter, Op, Position, Problem, Reporter, TableSchema
+from cdc.model import (
+    ChangeBatch,
+    NullReporter,
+    Op,
+    Position,
+    Problem,
+    Reporter,
+    RowChange,
+    TableSchema,
+    message_table,
+)
 from cdc.sources.postgres import _incremental, _selection, _snapshot, _tuples
 from cdc.sources.postgres import _pgoutput as pgo
 from cdc.sources.postgres._connections import SESSION_OPTIONS, Catalog, connect_replication
@@ -453,6 +463,9 @@ class PostgresSource:
         watch: str | None = None
         msg_prefix = incr.prefix
         signal_ids: set[int] = set()  # relation ids of the signal table
+        # Logical decoding messages emitted as events (config messages; None: none is)
+        captures = None if self.config.messages is None else self.config.messages.captures
+        mtable = message_table(f"{prefix}.message")
 
         def at(lsn: int) -> Position:
             return {"lsn": lsn, "incremental": inc.state}
@@ -587,8 +600,33 @@ class PostgresSource:
                     signal_ids.add(rmsg.relid)
             elif tag == MESSAGE:
                 m = pgo.message(buf)
-                if m.transactional or m.prefix != msg_prefix or m.lsn <= resume_lsn:
-                    continue  # not ours, or read before the position resumed from
+                if m.transactional or m.prefix != msg_prefix:
+                    if captures is not None and captures(m.prefix):
+                        if not m.transactional:
+                            # Same rule as ours below: resuming after its LSN is exact. The
+                            # server sends it as it decodes it, never inside a transaction
+                            # it replays (those go out whole at their commit): between
+                            # transactions (asm.reads asserts it).
+                            if m.lsn <= resume_lsn:
+                                continue  # delivered before the restart
+                            now_us = time.time_ns() // 1000
+                            src = source_block(
+                                prefix, db, mtable, now_us, None, msg_lsn, last_commit_lsn
+                            )
+                            row = (m.prefix, m.content)
+                            eid = f"{m.lsn}:m"
+                            asm.reads([RowChange(mtable, "m", None, row, src, now_us // 1000, eid)])
+                            resume_lsn = m.lsn
+                        elif in_txn and not skip_txn:
+                            # in its transaction, counted in it as a row change (Debezium
+                            # counts a transactional message among the transaction's events)
+                            src = source_block(
+                                prefix, db, mtable, ts_us, xid, msg_lsn, last_commit_lsn
+                            )
+                            change(mtable, "m", None, (m.prefix, m.content), src)
+                    continue
+                if m.lsn <= resume_lsn:
+                    continue  # read before the position resumed from
                 state = inc.state
                 incr.message(m.content, m.lsn, asm, self.prefix, self.db)
                 watch = inc.watching

@@ -82,6 +82,49 @@ def _unquote(part: str) -> str:
     return part
 
 
+class MessagesConfig(BaseModel):
+    """Which logical decoding messages (``pg_logical_emit_message``) become events."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prefixes: list[str] | None = Field(
+        None,
+        description="capture only messages whose prefix matches one of these (a regular "
+        "expression matching the whole prefix, so a plain name matches itself), as Debezium's "
+        "message.prefix.include.list; unset: every prefix",
+    )
+    exclude_prefixes: list[str] = Field(
+        default_factory=list,
+        description="drop messages whose prefix matches one of these (whole-prefix regular "
+        "expressions), as Debezium's message.prefix.exclude.list; applied after prefixes",
+    )
+
+    @field_validator("prefixes", "exclude_prefixes")
+    @classmethod
+    def _patterns(cls, v: list[str] | None) -> list[str] | None:
+        for p in v or ():
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(
+                    f"invalid prefix pattern {p!r} ({e}): write a regular expression, "
+                    "or escape its special characters (a.b matches any character for the dot)"
+                ) from None
+        return v
+
+    def captures(self, prefix: str) -> bool:
+        """Whether a message with ``prefix`` becomes an event (cdc's own prefixes never do)."""
+        if prefix.startswith(OWN_MESSAGE_PREFIX):
+            return False
+        if self.prefixes is not None and not any(re.fullmatch(p, prefix) for p in self.prefixes):
+            return False
+        return not any(re.fullmatch(p, prefix) for p in self.exclude_prefixes)
+
+
+OWN_MESSAGE_PREFIX = "cdc.incremental"
+"""The prefix (``cdc.incremental.<slot>``) of the messages cdc writes itself: never emitted."""
+
+
 class PostgresSourceConfig(BaseModel):
     """PostgreSQL logical replication (pgoutput) source."""
 
@@ -175,6 +218,13 @@ class PostgresSourceConfig(BaseModel):
         '{"data-collections": [...], "additional-conditions": [{"data-collection": ..., '
         '"filter": ...}]}) or stop one (stop-snapshot); added to the publication, its rows are '
         "read from the stream and never emitted as events",
+    )
+    messages: MessagesConfig | None = Field(
+        None,
+        description="emit logical decoding messages (pg_logical_emit_message) as events on the "
+        "topic <prefix>.message, as Debezium's message events (key {prefix}, value op m with "
+        "message {prefix, content}): transactional ones inside their transaction, "
+        "non-transactional ones where the server decoded them; unset: none is emitted",
     )
     status_interval_s: float = Field(
         10.0, gt=0, description="how often to send standby status (flush position) to the server"
