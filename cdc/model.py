@@ -283,9 +283,9 @@ class Source(Protocol):
     order, at least once (a batch the sink did not make durable before a crash comes again).
 
     Call order: ``check`` (optional), ``acknowledge`` (what the sink already holds), then
-    ``batches``, iterated on a reader thread of the pipeline's while ``acknowledge`` is called
-    from the thread that writes (they overlap); ``stop`` from any thread or a signal handler;
-    ``close`` last, once ``batches`` has returned on its thread.
+    ``batches``, which the pipeline may iterate on a reader thread of its own while
+    ``acknowledge`` is called from the thread that writes (``batch.read_ahead``: they overlap);
+    ``stop`` from any thread or a signal handler; ``close`` last, once ``batches`` has returned.
     """
 
     @property

@@ -489,8 +489,8 @@ def test_the_architecture_page_names_paths_and_plugins_that_exist() -> None:
 
 
 def test_acknowledge_comes_from_another_thread_than_batches_as_the_contract_says() -> None:
-    """The pipeline reads ahead (``ReadAhead``): ``batches`` on a reader thread, ``acknowledge``
-    from the writing one; the Source contract and docs/architecture.md say so."""
+    """With ``batch.read_ahead`` (``ReadAhead``): ``batches`` on a reader thread,
+    ``acknowledge`` from the writing one; the Source contract and docs/architecture.md say so."""
     seen: dict[str, set[int]] = {"batches": set(), "acknowledge": set()}
 
     class Recording(ListSource):
@@ -506,7 +506,7 @@ def test_acknowledge_comes_from_another_thread_than_batches_as_the_contract_says
     batches = [ChangeBatch([change(n)], {"n": n}) for n in (1, 2, 3)]
     run(
         Pipeline(
-            pipeline_config("ack-thread"),
+            pipeline_config("ack-thread", "    batch: {read_ahead: 1}"),
             Parts(
                 open_source=lambda c, x: Recording(batches, x), open_sink=lambda c, x: RowsSink()
             ),
@@ -517,4 +517,4 @@ def test_acknowledge_comes_from_another_thread_than_batches_as_the_contract_says
     doc = inspect.getdoc(model.Source.acknowledge) or ""
     assert "another thread than ``batches``" in doc
     page = (ROOT / "docs" / "architecture.md").read_text()
-    assert "called from\n  the writing thread while `batches` runs on the reader's" in page
+    assert "may be called\n  from the writing thread while `batches` runs on the reader's" in page

@@ -1,4 +1,5 @@
-"""The pipeline reads ahead on a thread (cdc.pipeline.ReadAhead): order kept, an error on either
+"""The pipeline reads ahead on a thread with ``batch.read_ahead`` (cdc.pipeline.ReadAhead), or
+inline with 0 (the default): order kept, an error on either
 side stops both and is raised, stop() makes what was written durable and acknowledges nothing
 past it, and the queue between the threads is bounded. Fakes go in through ``Parts``."""
 
@@ -9,11 +10,12 @@ from typing import Any
 
 import pytest
 
-from cdc import pipeline as pipeline_mod
 from cdc.model import ChangeBatch, EncodedBatch, PipelineContext
 from cdc.pipeline import Parts, Pipeline
 from tests.conftest import wait_until
 from tests.unit.test_contracts import EncodedSink, ListSource, RowsSink, change, pipeline_config
+
+AHEAD = "    batch: {read_ahead: 1}"
 
 
 class Endless(ListSource):
@@ -113,7 +115,8 @@ def test_batches_arrive_in_order_and_the_source_runs_on_another_thread() -> None
 
     made, open_source = open_once(lambda ctx: Recording(batches, ctx))
     p = Pipeline(
-        pipeline_config("ahead-order"), Parts(open_source=open_source, open_sink=lambda c, x: sink)
+        pipeline_config("ahead-order", AHEAD),
+        Parts(open_source=open_source, open_sink=lambda c, x: sink),
     )
     t, errors = start(p)
     t.join(30)
@@ -123,12 +126,13 @@ def test_batches_arrive_in_order_and_the_source_runs_on_another_thread() -> None
     assert made[0].acknowledged[-1] == {"n": 200}
 
 
-def test_a_sink_error_stops_the_source_and_is_raised() -> None:
+@pytest.mark.parametrize("depth", [0, 1])
+def test_a_sink_error_stops_the_source_and_is_raised(depth: int) -> None:
     boom = RuntimeError("the sink failed")
     sink = Gated(fail_at=3, error=boom)
     made, open_source = open_once(Endless)
     p = Pipeline(
-        pipeline_config("ahead-sink-error"),
+        pipeline_config("ahead-sink-error", f"    batch: {{read_ahead: {depth}}}"),
         Parts(open_source=open_source, open_sink=lambda c, x: sink, encoder=passthrough),
     )
     t, errors = start(p)
@@ -141,7 +145,8 @@ def test_a_sink_error_stops_the_source_and_is_raised() -> None:
     assert all(a["n"] <= 2 for a in source.acknowledged)
 
 
-def test_a_source_error_is_raised_after_the_batches_before_it() -> None:
+@pytest.mark.parametrize("depth", [0, 1])
+def test_a_source_error_is_raised_after_the_batches_before_it(depth: int) -> None:
     boom = ValueError("the source failed")
 
     class Failing(ListSource):
@@ -152,7 +157,7 @@ def test_a_source_error_is_raised_after_the_batches_before_it() -> None:
     sink = RowsSink()
     batches = [ChangeBatch([change(n)], {"n": n}) for n in (1, 2)]
     p = Pipeline(
-        pipeline_config("ahead-source-error"),
+        pipeline_config("ahead-source-error", f"    batch: {{read_ahead: {depth}}}"),
         Parts(open_source=lambda c, x: Failing(batches, x), open_sink=lambda c, x: sink),
     )
     t, errors = start(p)
@@ -167,7 +172,7 @@ def test_stop_with_batches_queued_writes_them_and_acknowledges_nothing_past_them
     sink.gate.clear()  # the first write waits: the reader fills the queue behind it
     made, open_source = open_once(Endless)
     p = Pipeline(
-        pipeline_config("ahead-stop"),
+        pipeline_config("ahead-stop", AHEAD),
         Parts(open_source=open_source, open_sink=lambda c, x: sink, encoder=passthrough),
     )
     t, errors = start(p)
@@ -185,22 +190,20 @@ def test_stop_with_batches_queued_writes_them_and_acknowledges_nothing_past_them
     assert not source.closed_while_running
 
 
-@pytest.mark.parametrize("depth", [1, 2])
-def test_the_queue_between_the_threads_is_bounded(
-    depth: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(pipeline_mod, "READ_AHEAD", depth)
+@pytest.mark.parametrize("depth", [0, 1, 2])
+def test_the_queue_between_the_threads_is_bounded(depth: int) -> None:
     sink = Gated()
     sink.gate.clear()
     made, open_source = open_once(Endless)
     p = Pipeline(
-        pipeline_config("ahead-bounded"),
+        pipeline_config("ahead-bounded", f"    batch: {{read_ahead: {depth}}}"),
         Parts(open_source=open_source, open_sink=lambda c, x: sink, encoder=passthrough),
     )
     t, errors = start(p)
     try:
-        # one being written, `depth` queued, one the reader holds while it waits to put it
-        most = depth + 2
+        # one being written, `depth` queued, one the reader holds while it waits to put it;
+        # without read-ahead only the one being written
+        most = depth + 2 if depth else 1
         wait_until(lambda: made and made[0].yielded >= most, 10, "the queue fills")
         assert not threading.Event().wait(0.3)  # give the reader time it does not use
         assert made[0].yielded == most
