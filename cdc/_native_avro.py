@@ -9,7 +9,9 @@ Both have one contract (``cdc._avrofast``'s docstring): a writer returns exactly
 writer raised on. The path is chosen once per process: native when ``cdc._native`` imports,
 unless the environment variable ``CDC_NATIVE`` is ``0`` (for tests and debugging); the choice
 and its reason are logged once (``log_choice``), shown by ``cdc --version`` and exported as the
-metric ``cdc_encoder_info{path=...}``.
+metric ``cdc_encoder_info{path=...}``. The decoders (``PARTS``) are chosen the same way, by
+``choose``; ``cdc --version`` shows each (``describe_all``) and the metric
+``cdc_native_paths{path=PART}`` is 1 where the compiled part runs, 0 where its reference does.
 """
 
 from __future__ import annotations
@@ -53,6 +55,49 @@ def choose(feature: str) -> tuple[str, str]:
 
 PATH, REASON = choose("Writer")
 _logged = False
+
+PARTS = {
+    "avro_writers": "Writer",
+    "pgoutput_tuple_decoder": "TupleDecoder",
+    "copy_decoder": "CopyDecoder",
+    "binlog_rows_decoder": "RowsDecoder",
+}
+"""The compiled parts of ``cdc._native``, by the name ``cdc --version`` and the metrics
+(``cdc_native_paths{path}``, ``cdc_native_fallbacks_total{path}``) give them: their class.
+Each module using one chooses it with ``choose`` (the COPY decoder also needs the tuple
+decoder's plan: the same build has both)."""
+
+_fallback_counts: dict[str, Callable[[], int]] = {}
+
+
+def paths() -> dict[str, tuple[str, str]]:
+    """(path, why) of each part in ``PARTS``, as ``choose`` gives it to the module using it."""
+    return {name: choose(feature) for name, feature in PARTS.items()}
+
+
+def describe_all() -> list[str]:
+    """``cdc --version``'s lines: ``describe()``, then each decoder's path and why."""
+    return [describe()] + [
+        f"{name.replace('_', ' ')}: {path} ({why})"
+        for name, (path, why) in paths().items()
+        if name != "avro_writers"
+    ]
+
+
+def count_fallbacks(part: str, count: Callable[[], int]) -> None:
+    """Register ``count``: how many inputs the compiled ``part`` (a key of ``PARTS``) handed to
+    the Python reference in this process (called when the metrics are read)."""
+    _fallback_counts[part] = count
+
+
+def fallbacks() -> dict[str, int]:
+    """Inputs each decoder part handed to the Python reference so far (0 until its module is
+    loaded); the encoder's own are ``cdc_encoder_fallback_records_total{pipeline}``."""
+    return {
+        name: _fallback_counts[name]() if name in _fallback_counts else 0
+        for name in PARTS
+        if name != "avro_writers"
+    }
 
 
 def available() -> bool:
@@ -129,6 +174,7 @@ def row_encoder(
 
 __all__ = [
     "NATIVE",
+    "PARTS",
     "PATH",
     "PYTHON",
     "REASON",
@@ -136,5 +182,9 @@ __all__ = [
     "Unsupported",
     "Writer",
     "compile_writer",
+    "count_fallbacks",
+    "describe_all",
+    "fallbacks",
+    "paths",
     "row_encoder",
 ]

@@ -447,7 +447,10 @@ class _Version(argparse.Action):
     """``--version``: printed as is (argparse's own action rewraps the lines)."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
-        print(f"cdc {cdc.__version__}, {_native_avro.describe()}")
+        head, *decoders = _native_avro.describe_all()
+        print(f"cdc {cdc.__version__}, {head}")
+        for line in decoders:  # each compiled part and why it runs or not
+            print(line)
         # one distribution, one top-level package: sources and sinks install inside it
         print(
             f"installed as the package cdc (cdc.sources, cdc.sinks) at {Path(cdc.__file__).parent}"
@@ -461,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--version",
         action=_Version,
         nargs=0,
-        help="the version, the Avro writers in use, and where the package is installed",
+        help="the version, the compiled paths in use (Avro writers, decoders), and where the "
+        "package is installed",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = p.add_subparsers(dest="command", required=True)

@@ -6,7 +6,11 @@ serves ``REGISTRY``. Label values are pipeline names and ``schema.table`` names,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from cdc import _native_avro
 
@@ -95,3 +99,33 @@ ENCODER_INFO = Gauge(
     registry=REGISTRY,
 )
 ENCODER_INFO.labels(path=_native_avro.PATH).set(1)
+NATIVE_PATHS = Gauge(
+    "cdc_native_paths",
+    "1 where the compiled part of cdc._native named by path runs (avro_writers, "
+    "pgoutput_tuple_decoder, copy_decoder, binlog_rows_decoder), 0 where its pure-Python "
+    "reference does (the extension not built or without it, or CDC_NATIVE=0).",
+    ["path"],
+    registry=REGISTRY,
+)
+for _part, (_path, _why) in _native_avro.paths().items():
+    NATIVE_PATHS.labels(path=_part).set(1 if _path == _native_avro.NATIVE else 0)
+
+
+class _NativeFallbacks(Collector):
+    """``cdc_native_fallbacks_total{path}``: read from the decoders' own counts when scraped
+    (they count per process, in the reader threads, without touching a metric per row)."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "cdc_native_fallbacks",
+            "Inputs a compiled decoder handed to its Python reference (a tuple, a rows event: a "
+            "value or a column it does not take): correct, only slower; the encoder's own are "
+            "cdc_encoder_fallback_records_total.",
+            labels=["path"],
+        )
+        for part, n in _native_avro.fallbacks().items():
+            family.add_metric([part], n)
+        yield family
+
+
+REGISTRY.register(_NativeFallbacks())

@@ -305,8 +305,10 @@ class Source(Protocol):
     """A change stream. Delivery: every change committed after ``start`` appears, in commit
     order, at least once (a batch the sink did not make durable before a crash comes again).
 
-    Call order: ``check`` (optional), ``acknowledge`` (what the sink already holds), ``batches``
-    on one thread; ``stop`` from any thread or a signal handler; ``close`` last.
+    Call order: ``check`` (optional), ``acknowledge`` (what the sink already holds), then
+    ``batches``, which the pipeline may iterate on a reader thread of its own while
+    ``acknowledge`` is called from the thread that writes (``batch.read_ahead``: they overlap);
+    ``stop`` from any thread or a signal handler; ``close`` last, once ``batches`` has returned.
     """
 
     @property
@@ -330,12 +332,18 @@ class Source(Protocol):
         ``start`` is the position of a batch this source yielded before (exclusive: that batch's
         changes are durable and do not come again), or None for a fresh start (snapshot first,
         as configured). A batch may hold no events (a heartbeat that only moves the position).
+        A yielded batch (its events, its position) is not changed afterwards: the pipeline
+        writes it while this generator goes on reading.
         """
         ...
 
     def acknowledge(self, upto: Position) -> None:
         """Let the server discard changes up to ``upto`` (inclusive). Only called with positions
-        the sink made durable (``Sink.acknowledgeable``), possibly several times with the same."""
+        the sink made durable (``Sink.acknowledgeable``), possibly several times with the same.
+
+        Called from another thread than ``batches`` while it runs: it must not use a connection
+        ``batches`` uses (record the position; the reading thread tells the server) and must
+        return at once (it sits between two writes)."""
         ...
 
     def stop(self) -> None:

@@ -1,14 +1,22 @@
 """One pipeline: source -> transforms -> encoder -> sink, acknowledging the source only behind
-the sink."""
+the sink.
+
+With ``batch.read_ahead`` above 0, two threads per pipeline: a reader thread iterates
+``source.batches`` (receive and decode) and applies the transforms; the pipeline's own thread
+encodes, writes and acknowledges (``ReadAhead``), so the source's socket is read while the
+previous batch is encoded, written and fsynced. Off by default: on 2 cores it did not measurably
+raise rows/s and cost 5-10 % more CPU, as the per-row work on both sides holds Python's GIL and
+each receive that releases it waits to get it back."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 
 from cdc import metrics, plugins
@@ -19,6 +27,7 @@ from cdc.model import (
     ChangeBatch,
     FormatSink,
     PipelineContext,
+    Position,
     Reporter,
     RowChange,
     RowSink,
@@ -28,7 +37,7 @@ from cdc.model import (
     TxBoundary,
 )
 from cdc.status import BOARD, BoardReporter, set_current_pipeline
-from cdc.transforms import transformer
+from cdc.transforms import Transformer, transformer
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +147,112 @@ def _count_runs(events: list[RowChange | TxBoundary]) -> dict[tuple[TableSchema,
     return out
 
 
+_END = object()
+
+
+class _Failed:
+    """What the reader thread hands over when ``batches`` (or a transform) raised."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class ReadAhead:
+    """``source.batches(start)``, transformed, iterated on a reader thread of its own and handed
+    to the iterating thread through a queue of ``depth`` batches (``batch.read_ahead``): in
+    flight at most ``depth + 2`` batches (one written, ``depth`` queued, one the reader holds),
+    each at most ``max_events``. ``depth`` 0: no thread, the iterating thread reads (as the
+    pipeline did before read-ahead), with the same contract.
+
+    Contract: the iterator yields exactly the batches ``batches`` yielded, in their order (one
+    queue, one consumer), and ends when ``batches`` returns; an exception ``batches`` or a
+    transform raised is raised by the iterator (the same object, so the daemon classifies it as
+    before), after the batches yielded before it. Leaving the ``with`` block, normally or by an
+    exception of the consumer (a sink's error), stops the source and waits for the reader thread
+    to end, taking what it still puts so that it never blocks; the caller closes the source only
+    after that, so no two threads ever use its connections at once.
+    """
+
+    def __init__(
+        self,
+        source: Source,
+        start: Position | None,
+        transforms: Transformer | None,
+        pipeline: str,
+        depth: int,
+    ) -> None:
+        self._source = source
+        self._start = start
+        self._transforms = transforms
+        self._pipeline = pipeline
+        self._depth = depth
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=max(depth, 1))
+        self._abandoned = threading.Event()
+        self._thread = threading.Thread(target=self._read, name=f"cdc-read-{pipeline}", daemon=True)
+
+    def __enter__(self) -> ReadAhead:
+        if self._depth:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread.is_alive():
+            # The consumer gave up (a sink's error) or stopped early: the reader's batches are
+            # not wanted; stop the source and drain until the reader has returned.
+            self._abandoned.set()
+            self._source.stop()
+            while self._thread.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    self._queue.get(timeout=0.05)
+        if self._depth:
+            self._thread.join()
+
+    def __iter__(self) -> Iterator[ChangeBatch]:
+        if not self._depth:
+            yield from self._inline()
+            return
+        get = self._queue.get
+        while True:
+            item = get()
+            if item is _END:
+                return
+            if type(item) is _Failed:
+                raise item.error
+            yield item  # type: ignore[misc]
+
+    def _inline(self) -> Iterator[ChangeBatch]:
+        transforms = self._transforms
+        batches = self._source.batches(self._start)
+        try:
+            for batch in batches:
+                yield batch if transforms is None else transforms.apply(batch)
+        finally:
+            if isinstance(batches, Generator):
+                batches.close()
+
+    def _read(self) -> None:
+        set_current_pipeline(self._pipeline)  # its log lines name the pipeline too
+        put, transforms = self._queue.put, self._transforms
+        batches = self._source.batches(self._start)
+        try:
+            for batch in batches:
+                if transforms is not None:
+                    batch = transforms.apply(batch)
+                put(batch)
+                if self._abandoned.is_set():
+                    return
+            put(_END)
+        except BaseException as e:  # every failure reaches the consumer, which raises it
+            put(_Failed(e))
+        finally:
+            if isinstance(batches, Generator):  # its cleanup runs here, on its own thread
+                with contextlib.suppress(Exception):
+                    batches.close()
+            set_current_pipeline(None)
+
+
 class Pipeline:
     """Runs one configured pipeline until ``stop()``; not restartable (make a new one).
 
@@ -232,14 +347,14 @@ class Pipeline:
         BOARD.get(name).position = start
         # None: no stage at all
         transforms = transformer(self.config.transforms, name, source.source_schema)
-        for batch in source.batches(start):
-            if transforms is not None:
-                batch = transforms.apply(batch)
-            deliver(batch)
-            self._durable(batch)
-            ack = sink.acknowledgeable()
-            if ack is not None:
-                source.acknowledge(ack)
+        depth = self.config.batch.read_ahead
+        with ReadAhead(source, start, transforms, name, depth) as ahead:
+            for batch in ahead:
+                deliver(batch)
+                self._durable(batch)
+                ack = sink.acknowledgeable()
+                if ack is not None:
+                    source.acknowledge(ack)  # from this thread, not the reader's (see Source)
         log.info("pipeline %s: stopped at %s", name, sink.committed())
 
     def _durable(self, batch: ChangeBatch) -> None:

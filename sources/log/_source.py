@@ -94,6 +94,9 @@ class LogSource:
         self._consumer: Consumer | None = None
         self._committed_at = 0.0
         self._pending_commit: int | None = None
+        # _commit runs on the reader thread (the first offset) and on the writing thread
+        # (acknowledge, see Source): one at a time, so the consumer is opened once.
+        self._commit_lock = threading.Lock()
         self._kinds: dict[int, tuple[int, Any]] = {}  # value schema id -> kind, parsed schema
         self._versions: dict[tuple[str, int], TableSchema] = {}
         self._wanted: dict[int, tuple[TableSchema, bool]] = {}  # id(table) -> included?
@@ -171,7 +174,9 @@ class LogSource:
 
     def acknowledge(self, upto: Position) -> None:
         """Record ``upto`` (a durable log offset) as the named consumer's committed offset,
-        at most once a second, so that the log's retention keeps what is not read yet."""
+        at most once a second, so that the log's retention keeps what is not read yet. Safe
+        beside ``batches`` on another thread: it shares no state with it but the consumer,
+        which ``_commit`` locks, and the committed offset is a file of its own."""
         offset = upto.get("offset")
         if isinstance(offset, int):
             self._commit(offset)
@@ -357,6 +362,10 @@ class LogSource:
     # --- the named consumer ------------------------------------------------------------
 
     def _commit(self, offset: int, now: bool = False) -> None:
+        with self._commit_lock:
+            self._commit_locked(offset, now)
+
+    def _commit_locked(self, offset: int, now: bool) -> None:
         self._pending_commit = offset
         t = time.monotonic()
         if not now and t - self._committed_at < COMMIT_EVERY_S:

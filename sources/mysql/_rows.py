@@ -102,6 +102,9 @@ def native_fallbacks() -> int:
     return _Fallbacks.count
 
 
+_native_avro.count_fallbacks("binlog_rows_decoder", native_fallbacks)  # the metric's
+
+
 def _fell_back(why: str, *, count: bool = True) -> None:
     _Fallbacks.count += count
     if not _Fallbacks.logged:

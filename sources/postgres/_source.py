@@ -138,7 +138,16 @@ class PostgresSource:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         self._repl: PGconn | None = None
+        # acknowledge() records the sink's durable LSN here, maybe from the pipeline's writing
+        # thread (an int assignment, atomic): only the thread iterating batches() uses the
+        # replication connection and sends it (libpq's connection is not thread-safe). It
+        # writes a byte to this second pipe so that a stream waiting on an idle socket sends
+        # the acknowledgement at once (a shutting-down server waits for it).
         self._acked = 0
+        self._ack_r, self._ack_w = os.pipe()
+        os.set_blocking(self._ack_w, False)
+        os.set_blocking(self._ack_r, False)
+        self._slot_lsn = 0  # the slot's confirmed position at START_REPLICATION (stream thread)
         self._sent_ack = -1
         self._last_status = 0.0
         self._change_lsn = 0  # WAL position of the message being decoded, for errors
@@ -199,7 +208,7 @@ class PostgresSource:
         )
         state = self.slot_ctl.state()
         # Never report a flush position behind the slot's: some server versions move it back.
-        self._acked = max(self._acked, state[0] if state else 0)
+        self._slot_lsn = max(self._slot_lsn, state[0] if state else 0)
         self._repl = conn
         self._peeked = None  # (a read-ahead belongs to the connection it came from)
         return conn
@@ -248,7 +257,12 @@ class PostgresSource:
         else:
             n, data = conn.get_copy_data(1)
         if n == 0:
-            r, _, _ = select.select([conn.socket, self._wake_r], [], [], max(timeout, 0))
+            r, _, _ = select.select(
+                [conn.socket, self._wake_r, self._ack_r], [], [], max(timeout, 0)
+            )
+            if self._ack_r in r:
+                with contextlib.suppress(OSError):  # drained: the caller sends the status
+                    os.read(self._ack_r, 4096)
             if conn.socket not in r:
                 return None
             conn.consume_input()
@@ -265,24 +279,25 @@ class PostgresSource:
 
     def _send_status(self, conn: PGconn, force: bool = False) -> None:
         now = time.monotonic()
+        lsn = max(self._acked, self._slot_lsn)
         if (
             not force
-            and self._acked == self._sent_ack
+            and lsn == self._sent_ack
             and now - self._last_status < self.config.status_interval_s
         ):
             return
-        lsn = self._acked
         conn.put_copy_data(pgo.status_update(lsn, time.time_ns() // 1000))
         conn.flush()
         self._sent_ack = lsn
         self._last_status = now
 
     def acknowledge(self, upto: Position) -> None:
+        """Record ``upto``'s LSN; the stream sends it (see ``_acked``), from any thread."""
         lsn = int(upto["lsn"])
         if lsn > self._acked:
             self._acked = lsn
-        if self._repl is not None:
-            self._send_status(self._repl)
+            with contextlib.suppress(OSError):  # full (already woken) or closed
+                os.write(self._ack_w, b"a")
 
     def stop(self) -> None:
         self._stopping = True
@@ -498,6 +513,7 @@ class PostgresSource:
                 yield asm.take(position())
                 yielded = resume_lsn
                 next_hb = time.monotonic() + hb
+                self._send_status(conn)  # what the sink acknowledged meanwhile (acknowledge)
             if self._stopping:
                 return
             if confirm and not in_txn:
@@ -706,7 +722,7 @@ class PostgresSource:
             self._repl.finish()
             self._repl = None
         self.catalog.close()
-        for fd in (self._wake_r, self._wake_w):
+        for fd in (self._wake_r, self._wake_w, self._ack_r, self._ack_w):
             with contextlib.suppress(OSError):
                 os.close(fd)
-        self._wake_r = self._wake_w = -1
+        self._wake_r = self._wake_w = self._ack_r = self._ack_w = -1

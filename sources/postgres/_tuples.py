@@ -396,6 +396,9 @@ def native_fallbacks() -> int:
     return _Fallbacks.count
 
 
+_native_avro.count_fallbacks("pgoutput_tuple_decoder", native_fallbacks)  # the metric's
+
+
 def describe() -> str:
     """One line for the log: the tuple decoders' path and why."""
     return f"pgoutput tuple decoders: {PATH} ({REASON})"

@@ -486,3 +486,35 @@ def test_the_architecture_page_names_paths_and_plugins_that_exist() -> None:
         assert f"`{kind}`" in text
     readme = (ROOT / "README.md").read_text()
     assert "docs/architecture.md" in readme
+
+
+def test_acknowledge_comes_from_another_thread_than_batches_as_the_contract_says() -> None:
+    """With ``batch.read_ahead`` (``ReadAhead``): ``batches`` on a reader thread,
+    ``acknowledge`` from the writing one; the Source contract and docs/architecture.md say so."""
+    seen: dict[str, set[int]] = {"batches": set(), "acknowledge": set()}
+
+    class Recording(ListSource):
+        def batches(self, start: Any) -> Any:
+            for b in self._batches:
+                seen["batches"].add(threading.get_ident())
+                yield b
+
+        def acknowledge(self, upto: Any) -> None:
+            seen["acknowledge"].add(threading.get_ident())
+            super().acknowledge(upto)
+
+    batches = [ChangeBatch([change(n)], {"n": n}) for n in (1, 2, 3)]
+    run(
+        Pipeline(
+            pipeline_config("ack-thread", "    batch: {read_ahead: 1}"),
+            Parts(
+                open_source=lambda c, x: Recording(batches, x), open_sink=lambda c, x: RowsSink()
+            ),
+        )
+    )
+    assert seen["batches"] and seen["acknowledge"]
+    assert not seen["batches"] & seen["acknowledge"]
+    doc = inspect.getdoc(model.Source.acknowledge) or ""
+    assert "another thread than ``batches``" in doc
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    assert "may be called\n  from the writing thread while `batches` runs on the reader's" in page

@@ -703,3 +703,27 @@ def test_fuzz_row_changes_through_the_encoder(monkeypatch: pytest.MonkeyPatch) -
         assert nat == py == want, bad
         counts["error" if nat == "error" else "same"] += 1
     assert counts["error"] > 50 and counts["same"] > 100
+
+
+@pytest.mark.parametrize(("env", "path"), [(None, "native"), ("0", "python")])
+def test_version_and_metrics_name_every_compiled_path(env: str | None, path: str) -> None:
+    """Issue 15 item 2: which compiled paths run (Avro writers, pgoutput tuple decoder, COPY
+    decoder, binlog rows decoder) in ``cdc --version`` and ``cdc_native_paths{path}``, and a
+    decoder's fallbacks in ``cdc_native_fallbacks_total{path}``."""
+    out = run_cdc(["-m", "cdc", "--version"], env)
+    for label in ("pgoutput tuple decoder", "copy decoder", "binlog rows decoder"):
+        assert f"\n{label}: {path} (" in out, out
+    code = (
+        "from prometheus_client import generate_latest\n"
+        "from cdc import metrics\n"
+        "from cdc.sources.postgres import _tuples\n"
+        "from cdc.sources.mysql import _rows\n"
+        "_tuples._Fallbacks.count += 3\n"
+        "print(generate_latest(metrics.REGISTRY).decode())\n"
+    )
+    out = run_cdc(["-c", code], env)
+    on = "1.0" if path == "native" else "0.0"
+    for part in _native_avro.PARTS:
+        assert f'cdc_native_paths{{path="{part}"}} {on}' in out, out
+    assert 'cdc_native_fallbacks_total{path="pgoutput_tuple_decoder"} 3.0' in out, out
+    assert 'cdc_native_fallbacks_total{path="binlog_rows_decoder"} 0.0' in out, out
