@@ -43,7 +43,7 @@ format:
 demo: setup  ## a scratch Postgres feeding the built-in log; prints the captured events
 	$(PYTHON) -m scratch.demo
 
-bench: setup-all  ## throughput/latency of the four pipelines beside their ceilings (BENCH_ARGS="--scale 1")
+bench: setup-all  ## throughput/latency of the pipelines (log, Kafka, database targets) beside their ceilings (BENCH_ARGS="--scale 1")
 	$(PYTHON) -m bench $(BENCH_ARGS)
 
 clean:
