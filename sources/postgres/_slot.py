@@ -20,39 +20,23 @@ from psycopg.pq.abc import PGconn
 from cdc import metrics
 from cdc.errors import PositionLost, SourceError
 from cdc.model import ChangeBatch
-from cdc.sources.postgres._connections import Catalog
-from cdc.sources.postgres._faults import Faults
 from cdc.sources.postgres._lsn import format_lsn, parse_lsn
 from cdc.sources.postgres._publication import Publication
-from cdc.sources.postgres._relations import Relations
-from cdc.sources.postgres.config import PostgresSourceConfig
 
 log = logging.getLogger(__name__)
 
 
 class Slot:
-    """One pipeline's slot, and its publication as ``pub`` (names from the config or the
-    pipeline's name)."""
+    """One pipeline's slot (names from the config or the pipeline's name), made for its
+    publication ``pub``, whose health it checks with its own."""
 
-    def __init__(
-        self,
-        config: PostgresSourceConfig,
-        pipeline_name: str,
-        slot: str,
-        publication: str,
-        tables: list[tuple[str, str]],
-        catalog: Catalog,
-        faults: Faults,
-        relations: Relations,
-    ) -> None:
-        self.config = config
-        self.pipeline_name = pipeline_name
-        self.slot = slot
-        self.catalog = catalog
-        self.faults = faults
-        self.pub = Publication(
-            config, pipeline_name, slot, publication, tables, catalog, faults, relations
-        )
+    def __init__(self, pub: Publication) -> None:
+        self.pub = pub  # names, config, catalog and faults are the publication's: one pipeline's
+        self.config = pub.config
+        self.pipeline_name = pub.pipeline_name
+        self.slot = pub.slot
+        self.catalog = pub.catalog
+        self.faults = pub.faults
         self._wal_warned = False  # retained WAL is over max_retained_wal_mb, already said so
         self._health_failed = False
         self._action_failed = False

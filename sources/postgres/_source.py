@@ -69,6 +69,7 @@ from cdc.sources.postgres._pgoutput import (
     UPDATE,
     XLOG_DATA,
 )
+from cdc.sources.postgres._publication import Publication
 from cdc.sources.postgres._relations import Relations
 from cdc.sources.postgres._slot import Slot
 from cdc.sources.postgres._sourceinfo import SOURCE_SCHEMA, source_block
@@ -120,14 +121,16 @@ class PostgresSource:
         if self.signal_table is not None:
             self.relations.decoded.add(self.signal_table)
         self.slot_ctl = Slot(
-            config,
-            pipeline_name,
-            self.slot,
-            self.publication,
-            published,
-            self.catalog,
-            self.faults,
-            self.relations,
+            Publication(
+                config,
+                pipeline_name,
+                self.slot,
+                self.publication,
+                published,
+                self.catalog,
+                self.faults,
+                self.relations,
+            )
         )
         self.incremental = _incremental.Incremental(
             config.dsn, self.catalog, self.relations, self.slot, self.names, self.reporter
