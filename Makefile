@@ -15,10 +15,14 @@ test: setup-all  ## the whole suite: unit and integration tests against real ser
 test-scale: setup-all  ## the scale-marked acceptance runs at full volume (docs/testing.md)
 	CDC_TEST_FULL_SCALE=1 $(PYTHON) -m pytest -q -m scale tests
 
-test-pg-all: setup-all  ## the Postgres version matrix on 15, 17 and 18 (docs/testing.md)
+test-pg-all: setup-all  ## the Postgres version matrix on 15, 16, 17 and 18 (docs/testing.md)
 	CDC_PG_VERSIONS=15,17,18 $(PYTHON) -m pytest -q -k postgres \
 	  tests/integration/test_postgres_types.py tests/integration/test_postgres_snapshot.py \
 	  tests/conformance/test_sources.py
+	@# 16's build (PyPI's pgserver) has no contrib modules: the type test's hstore, ltree and
+	@# citext columns cannot be made there, so 16 runs the snapshot tests and the conformance suite
+	CDC_PG_VERSIONS=16 $(PYTHON) -m pytest -q -k postgres \
+	  tests/integration/test_postgres_snapshot.py tests/conformance/test_sources.py
 
 unit:
 	$(PYTHON) -m pytest -q -m unit tests

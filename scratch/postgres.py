@@ -7,7 +7,8 @@ authentication: it is a throwaway server on loopback.
 Versions: ``start_postgres()`` (or version 15) runs the host's Debian 12 build. Other majors run
 the host's ``/usr/lib/postgresql/<major>`` if it is installed, else Debian's own build unpacked into
 a private root (see scratch/_debian.py): 17 from trixie's ``postgresql-17``, 18 from sid's
-``postgresql-18``. 16 is in no current Debian suite, so it is not available this way. Those builds
+``postgresql-18``. 16 is in no current Debian suite: it comes from PyPI's ``pgserver`` wheel, a
+relocatable build run from where it is unpacked (``PYPI_BUILDS``). The Debian builds
 need a newer glibc than the host's, and their programs exec each other (pg_ctl and initdb start
 ``postgres``), so running them through the root's loader with ``--library-path`` is not enough:
 ``patchelf`` rewrites every ELF file of the root to use the root's loader (interpreter) and
@@ -84,14 +85,52 @@ def _spec(major: int) -> RootSpec:
     )
 
 
+# 16 is in no current Debian suite: PyPI's pgserver wheel bundles a relocatable PostgreSQL 16
+# build (bin/, lib/ with pgoutput, share/), which is run from where it is unpacked.
+PYPI_BUILDS = {16: ("pgserver", "0.1.4", "pgserver/pginstall/bin")}
+
+
+def _fetch_pypi(version: int, verbose: bool) -> Path:
+    """The bindir of the PostgreSQL build a PyPI wheel carries (downloaded and unpacked once)."""
+    import zipfile
+
+    dist, release, bindir = PYPI_BUILDS[version]
+    root = pg_cache() / f"postgres-{version}-{dist}-{release}"
+    if not (root / bindir / "postgres").is_file():
+        wheels = root.with_name(root.name + ".download")
+        shutil.rmtree(wheels, ignore_errors=True)
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:"),
+                *("-q", "-d", str(wheels), f"{dist}=={release}"),
+            ],
+            check=True,
+            capture_output=not verbose,
+        )
+        tmp = root.with_name(root.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with zipfile.ZipFile(next(wheels.glob("*.whl"))) as z:
+            z.extractall(tmp)
+        for f in (tmp / bindir).iterdir():
+            f.chmod(0o755)  # zip entries lose their mode
+        for d, _, _ in os.walk(tmp):
+            os.chmod(d, 0o755)  # readable by the postgres user
+        shutil.rmtree(root, ignore_errors=True)
+        tmp.rename(root)
+        shutil.rmtree(wheels, ignore_errors=True)
+    return root / bindir
+
+
 def fetch_postgres(version: int, *, verbose: bool = False) -> Path:
-    """The bindir of Debian's build of Postgres ``version`` in a private root (fetched once)."""
+    """The bindir of Debian's build of Postgres ``version`` in a private root, or of the build
+    a PyPI wheel carries for 16 (fetched once)."""
+    if version in PYPI_BUILDS:
+        return _fetch_pypi(version, verbose)
     if version not in DEBIAN_BUILDS:
         raise ValueError(
-            f"postgres {version}: no Debian build to fetch (16 is in no current Debian suite); "
-            f"use {HOST_VERSION} (the host's) or "
-            f"{' or '.join(str(v) for v in sorted(DEBIAN_BUILDS))}, or install it under "
-            f"/usr/lib/postgresql/{version}"
+            f"postgres {version}: no build to fetch; use {HOST_VERSION} (the host's) or "
+            f"{' or '.join(str(v) for v in sorted(DEBIAN_BUILDS | PYPI_BUILDS))}, or install "
+            f"it under /usr/lib/postgresql/{version}"
         )
     root = fetch_root(_spec(version), pg_cache(), verbose=verbose)
     return root / f"usr/lib/postgresql/{version}/bin"
