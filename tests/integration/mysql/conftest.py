@@ -146,20 +146,22 @@ class Running:
             raise self.error
 
 
+RUNNING: list[Running] = []  # the current test's, for failure messages (targets' wait_equal)
+
+
 @pytest.fixture
 def run_pipeline() -> Iterator[Any]:
-    started: list[Running] = []
-
     def start(config_path: Path) -> Running:
         r = Running(config_path)
-        started.append(r)
+        RUNNING.append(r)
         return r
 
     yield start
-    for r in started:
+    for r in RUNNING:
         if r.thread.is_alive():
             r.pipeline.stop()
             r.thread.join(60)
+    RUNNING.clear()
 
 
 # A workload of several tables, types and kinds of change, for comparing a sink with the log.

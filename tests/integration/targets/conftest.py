@@ -12,6 +12,7 @@ import yaml
 
 from tests.conftest import wait_until
 from tests.integration.mysql.conftest import (
+    RUNNING,
     Running,
     mysql_source,
     run_pipeline,  # the fixture, for the tests here
@@ -112,12 +113,15 @@ def my_exec(server: Any, db: str, *statements: str) -> None:
 def wait_equal(
     read_source: Callable[[], Any], read_target: Callable[[], Any], what: str, timeout: float = 60
 ) -> None:
-    """Poll until the target reads as the source does; on timeout show the difference."""
+    """Poll until the target reads as the source does; on timeout show the difference, and
+    what became of the pipelines running in this process (an error they stopped with)."""
     last: list[Any] = [None, None]
 
     def same() -> bool:
+        last[0] = None
         try:
-            last[0], last[1] = read_source(), read_target()
+            last[0] = read_source()
+            last[1] = read_target()
         except Exception as e:  # the target table may not exist yet
             last[1] = e
             return False
@@ -127,6 +131,12 @@ def wait_equal(
         wait_until(same, timeout, what)
     except BaseException:
         src, tgt = last
+        for r in RUNNING:
+            what += (
+                f" [pipeline {r.pipeline.config.name}: "
+                f"{'running' if r.thread.is_alive() else 'stopped'}, error {r.error!r}, "
+                f"{r.pipeline.events_written} events written]"
+            )
         if isinstance(src, list) and isinstance(tgt, list):
             missing = [r for r in src if r not in tgt][:5]
             extra = [r for r in tgt if r not in src][:5]
