@@ -69,6 +69,7 @@ class Relations:
         self.tables = tables
         # tables decoded but not captured: the signal table (its rows are signals, not events)
         self.decoded: set[tuple[str, str]] = set()
+        self.skipped: dict[int, RelationMessage] = {}  # announced, not captured (see adopt)
         self.specialise = specialise
         self.by_id: dict[int, Relation] = {}
         self._types: dict[int, TypeInfo | None] = {}
@@ -111,9 +112,20 @@ class Relations:
         if old is None and not self.captured(msg.relid, ns, name):
             # The publication holds it but the pipeline does not capture it (FOR ALL TABLES, a
             # publication made by someone else, a table just removed from `tables`): no entry
-            # in by_id, so the stream skips its changes.
+            # in by_id, so the stream skips its changes. The message is kept: the server sends
+            # it once per session, and the table may join the selection later (``adopt``).
+            self.skipped[msg.relid] = msg
             return
+        self.skipped.pop(msg.relid, None)
         self.build(msg.relid, ns, name, msg.columns)
+
+    def adopt(self) -> None:
+        """After ``tables`` grew: build the relations announced earlier in this session and
+        skipped then, which are captured now (their later changes carry no new RELATION)."""
+        for relid, msg in list(self.skipped.items()):
+            if self.captured(relid, msg.namespace, msg.name):
+                del self.skipped[relid]
+                self.build(relid, msg.namespace, msg.name, msg.columns)
 
     def captured(self, relid: int, ns: str, name: str) -> bool:
         """Whether the relation is a captured table or a partition of one (pgoutput names the

@@ -178,6 +178,7 @@ class PostgresSource:
             self.names.clear()
             self.names.update({f"{ns}.{t}": (ns, t) for ns, t in now})
             self.slot_ctl.pub.tables[:] = self._published(now)
+            self.relations.adopt()
         return added
 
     @property

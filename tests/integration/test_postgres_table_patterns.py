@@ -131,9 +131,16 @@ def test_all_tables_mode_backfills_a_matching_table_created_later(
     )
     d = daemon(cfg).start()
     wait_until(lambda: "streaming from slot" in d.output(), 60, "streaming")
-    make(pg_db, "order_b")
+    make(pg_db, "order_b")  # published at once: the server announces it before it is selected
+    backfilled = {1: "r1", 2: "r2", 3: "r3"}
+    wait_until(
+        lambda: state(tmp_path / "log").get("public.order_b") == backfilled, 60, "the backfill"
+    )
+    with psycopg.connect(pg_db, autocommit=True) as c:  # no new RELATION for these
+        c.execute("INSERT INTO order_b VALUES (10, 'later')")
+        c.execute("UPDATE order_b SET note = 'changed' WHERE id = 1")
     expected = {t: table_rows(pg_db, t) for t in ("public.order_a", "public.order_b")}
-    wait_until(lambda: state(tmp_path / "log") == expected, 60, "order_b backfilled")
+    wait_until(lambda: state(tmp_path / "log") == expected, 60, "order_b backfilled and streamed")
     assert d.terminate() == 0
 
 
