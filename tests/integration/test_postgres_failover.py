@@ -140,7 +140,8 @@ def test_a_failover_slot_resumes_on_the_promoted_standby_nothing_lost_nothing_tw
 
     # The standby keeps a persistent copy of the slot only once it has caught up with it: an
     # operator checks this before relying on failover (docs/operations-postgres.md).
-    wait_until(synced, 60, "the standby to synchronise the failover slot")
+    # the slot-sync worker naps up to 30 s between rounds, and a new copy needs two rounds
+    wait_until(synced, 150, "the standby to synchronise the failover slot")
     primary.stop("fast")  # the primary goes away while the writer runs
     standby.promote()
     n = len(writer.committed)
@@ -178,6 +179,19 @@ def test_logical_decoding_from_a_standby_snapshot_and_stream(
         c.execute("CREATE TABLE items (id int PRIMARY KEY)")
         c.execute("INSERT INTO items SELECT generate_series(0, 99)")
         c.execute("CREATE PUBLICATION cdc_ha FOR TABLE items")
+
+    def replayed() -> bool:  # the standby has the publication and the rows (replication lags)
+        try:
+            with psycopg.connect(standby.dsn("shop")) as c:
+                row = c.execute(
+                    "SELECT (SELECT count(*) FROM pg_publication WHERE pubname = 'cdc_ha'), "
+                    "(SELECT count(*) FROM items)"
+                ).fetchone()
+        except psycopg.errors.UndefinedTable:  # not even the table yet
+            return False
+        return row == (1, 100)
+
+    wait_until(replayed, 60, "the standby to replay the publication and the rows")
     stop = threading.Event()
 
     def nudge() -> None:
@@ -197,7 +211,13 @@ def test_logical_decoding_from_a_standby_snapshot_and_stream(
             "publication_autocreate_mode: disabled\n      heartbeat_action_query: null",
         )
         d = daemon(cfg).start()
-        wait_until(lambda: "streaming from slot" in d.output(), 90, "streaming from the standby")
+        try:
+            wait_until(
+                lambda: "streaming from slot" in d.output(), 90, "streaming from the standby"
+            )
+        except BaseException:  # what a failure needs to be understood
+            print(d.output()[-6000:])
+            raise
         with psycopg.connect(primary.dsn("shop"), autocommit=True) as c:
             for i in range(100, 150):
                 c.execute("INSERT INTO items VALUES (%s)", (i,))
