@@ -221,6 +221,8 @@ class BinlogStream:
             elif txn_gtid is not None and mysql_set is not None:
                 mysql_set.merge_gtid(Gtid(txn_gtid))
             standalone = False
+            if asm.wants_boundary:
+                asm.boundary(position())
             if windows is not None:
                 # its signals; a chunk's rows go after its END, before the next transaction
                 windows.commit(asm.reads, read_source)

@@ -612,6 +612,8 @@ class PostgresSource:
                     asm.commit(f"{txn_lsn}:{asm.seq}")
                     last_commit_lsn = commit_lsn
                     resume_lsn = end_lsn
+                    if asm.wants_boundary:
+                        asm.boundary(at(resume_lsn))
                 in_txn = False
             elif tag == RELATION:
                 rmsg = pgo.relation(buf)

@@ -181,3 +181,67 @@ def test_snapshot_reads_go_between_transactions_without_boundaries() -> None:
         "END",
     ]
     assert read.tx is None
+
+
+def _fill(a: TransactionAssembler, tx: str, start: int) -> int:
+    """Rows of an open transaction ``tx`` until a batch is due; the next row number."""
+    i = start
+    while not a.due(more_buffered=True):
+        a.change(T1, "c", None, (i,), {}, 7, f"{tx}:{i}")
+        i += 1
+    return i
+
+
+def test_a_batch_full_inside_a_transaction_ends_at_the_last_boundary_it_holds() -> None:
+    a, _ = make(max_events=10)
+    txn(a, "t1", [(T1, 1), (T1, 2)])  # 4 events: below half a batch, no boundary kept
+    assert not a.wants_boundary
+    txn(a, "t2", [(T1, 3)])  # 7 events: a boundary is wanted
+    assert a.wants_boundary
+    a.boundary({"after": "t2"})
+    a.begin("t3", begin_event_id="t3:b")
+    _fill(a, "t3", 4)
+    batch = a.take({"inside": "t3"})
+    # the two whole transactions, resuming after t2; nothing of t3 is in it
+    assert batch.position == {"after": "t2"} and not batch.open_txn
+    assert [getattr(e, "event_id", None) for e in batch.events][-1] == "t2:e"
+    assert len(batch.events) == 7
+    # t3's events so far start the next batch, which goes on to t3's END
+    assert [e.event_id for e in a.events][0] == "t3:b"
+    a.change(T1, "c", None, (99,), {}, 7, "t3:99")
+    a.commit("t3:e")
+    rest = a.take({"after": "t3"})
+    assert rest.events[0].event_id == "t3:b" and rest.events[-1].event_id == "t3:e"
+    assert not rest.open_txn and rest.position == {"after": "t3"}
+
+
+def test_a_transaction_that_fills_a_batch_alone_is_still_split_open() -> None:
+    a, _ = make(max_events=10)
+    a.begin("big", begin_event_id="big:b")
+    i = _fill(a, "big", 0)
+    first = a.take({"skip": a.seq})
+    assert first.open_txn and len(first.events) == 10
+    _fill(a, "big", i)
+    assert a.take({"skip": a.seq}).open_txn
+
+
+def test_a_boundary_is_used_once_and_not_inside_a_transaction() -> None:
+    a, _ = make(max_events=6)
+    txn(a, "t1", [(T1, 1), (T1, 2)])
+    a.boundary({"after": "t1"})
+    a.begin("t2", begin_event_id="t2:b")
+    a.boundary({"bogus": True})  # inside a transaction: ignored
+    _fill(a, "t2", 3)
+    assert a.take({"inside": "t2"}).position == {"after": "t1"}
+    # the carried events (t2's BEGIN and rows) plus more: no boundary left, split open
+    _fill(a, "t2", 100)
+    second = a.take({"inside": "t2", "n": 2})
+    assert second.open_txn and second.position == {"inside": "t2", "n": 2}
+
+
+def test_a_boundary_outside_a_transaction_does_not_change_a_batch_taken_there() -> None:
+    a, _ = make(max_events=4)
+    txn(a, "t1", [(T1, 1), (T1, 2)])
+    a.boundary({"after": "t1"})
+    batch = a.take({"now": 1})  # outside a transaction: the whole batch, the given position
+    assert batch.position == {"now": 1} and len(batch.events) == 4 and not a.events
