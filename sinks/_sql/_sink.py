@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import operator
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -97,13 +98,21 @@ class TablePlan:
     # the unchanged-TOAST placeholders this version's column types can hold (see _types)
     placeholders: tuple[Any, ...] = ()
     sql: dict[Any, str] = field(default_factory=dict)  # statement cache, the dialect's keys
+    _take: Callable[[Sequence[Any]], Any] = field(init=False, repr=False)
+    _keyget: Callable[[list[Any]], Any] = field(init=False, repr=False)
 
     @property
     def key_names(self) -> list[str]:
         return [self.names[i] for i in self.key_pos]
 
+    def __post_init__(self) -> None:
+        # made once per plan: the per-row work below is the apply's hot path
+        self._take = operator.itemgetter(*self.idx)  # never empty: the key is among them
+        self._keyget = operator.itemgetter(*self.key_pos)
+
     def row(self, values: Sequence[Any]) -> list[Any]:
-        out = [values[i] for i in self.idx]
+        taken = self._take(values)
+        out = list(taken) if len(self.idx) > 1 else [taken]
         for pos, conv in self.convs:
             v = out[pos]
             if v is not None:
@@ -117,7 +126,10 @@ class TablePlan:
         return out
 
     def key(self, row: list[Any]) -> Any:
-        k = tuple(row[i] for i in self.key_pos)
+        """The row's key as a dict key: the one key value, or a tuple of them (the same shape
+        for every version of a table with the same key columns); its repr when a value is
+        unhashable (a list)."""
+        k = self._keyget(row)
         try:
             hash(k)
         except TypeError:
@@ -127,12 +139,15 @@ class TablePlan:
 
 @dataclass(slots=True)
 class _Pending:
-    """Net effect of a batch on one target table: truncate first, then per key its last row
-    and whether it is deleted, with the mask of columns to leave alone (unchanged TOASTed
-    values)."""
+    """Net effect of a batch on one target table: truncate first, then per key its last row,
+    whether it is deleted, the mask of columns to leave alone (unchanged TOASTed values), and
+    whether the key is new (its first change in the batch an insert or a snapshot read: the
+    target, which mirrors the source, does not hold it yet, so a plain insert may do)."""
 
     truncate: bool = False
-    ops: dict[Any, tuple[TablePlan, list[Any], bool, tuple[int, ...]]] = field(default_factory=dict)
+    ops: dict[Any, tuple[TablePlan, list[Any], bool, tuple[int, ...], bool]] = field(
+        default_factory=dict
+    )
 
 
 class SqlTarget:
@@ -208,7 +223,20 @@ class SqlTarget:
     def _upsert(self, plan: TablePlan, rows: list[list[Any]], mask: tuple[int, ...]) -> None:
         raise NotImplementedError
 
+    def _insert(self, plan: TablePlan, rows: list[list[Any]], mask: tuple[int, ...]) -> None:
+        """Rows whose keys the target should not hold yet (new in the source): the driver may
+        insert them by a cheaper way than ``_upsert``, but must end with the ``_upsert``
+        result when a key is there after all (a target not mirroring the source)."""
+        self._upsert(plan, rows, mask)
+
     def _delete(self, plan: TablePlan, keys: list[list[Any]]) -> None:
+        raise NotImplementedError
+
+    def _update_row(
+        self, plan: TablePlan, key: list[Any], row: list[Any], mask: tuple[int, ...]
+    ) -> bool:
+        """Set the columns of ``row`` not in ``mask`` (its key included) on the row whose key
+        is ``key``; whether there was one."""
         raise NotImplementedError
 
     def _truncate(self, target: TargetTable) -> None:
@@ -372,27 +400,55 @@ class SqlTarget:
         pending: dict[TargetTable, _Pending] = {}
         prev = None
         plan: TablePlan | None = None
-        for ev in events:
-            if type(ev) is not RowChange or ev.table.form == "message":
+        p: _Pending | None = None
+        ops: dict[Any, tuple[TablePlan, list[Any], bool, tuple[int, ...], bool]] = {}
+        ph: tuple[Any, ...] = ()
+        moved = -1  # the index of a create applied with its delete (a primary-key change)
+        for i, ev in enumerate(events):
+            if type(ev) is not RowChange or i == moved:
                 continue
             if ev.table is not prev:
                 prev = ev.table
+                if prev.form == "message":
+                    prev = None
+                    continue
                 plan = plans[prev]
-            assert plan is not None
-            p = pending.get(plan.target)
-            if p is None:
-                p = pending[plan.target] = _Pending()
+                p = pending.get(plan.target)
+                if p is None:
+                    p = pending[plan.target] = _Pending()
+                ops, ph = p.ops, plan.placeholders
+            assert plan is not None and p is not None
             op = ev.op
             if op == "t":
                 p.truncate = True
-                p.ops.clear()
+                ops.clear()
                 continue
             values = ev.before if op == "d" else ev.after
             if values is None:
                 continue
             row = plan.row(values)
+            if op == "d" and ph and i + 1 < len(events):
+                nxt = events[i + 1]
+                if (
+                    type(nxt) is RowChange
+                    and nxt.op == "c"
+                    and nxt.table is ev.table
+                    and nxt.after is not None
+                    and any(u in nxt.after for u in ph)
+                    and nxt.source == ev.source
+                ):
+                    # A primary-key change (the source's delete and create of one update) whose
+                    # new image lacks a value the update left alone (an unchanged TOASTed
+                    # value): the target's row moves to the new key and keeps that value. What
+                    # came before it is applied first, so that the row it moves is current.
+                    for target, pend in pending.items():
+                        self._flush(target, pend)
+                    pending.clear()
+                    prev = None
+                    self._move_row(plan, row, plan.row(nxt.after), nxt.after)
+                    moved = i + 1
+                    continue
             mask: tuple[int, ...] = ()
-            ph = plan.placeholders
             if (
                 ph
                 and op != "d"
@@ -401,33 +457,53 @@ class SqlTarget:
                 mask = tuple(
                     pos for pos, i in enumerate(plan.idx) if values[i] in UNAVAILABLE_VALUES
                 )
-            p.ops[plan.key(row)] = (plan, row, op == "d", mask)
-        for target, p in pending.items():
-            self._flush(target, p)
+            key = plan.key(row)
+            had = ops.get(key)
+            fresh = (op == "c" or op == "r") if had is None else had[4]
+            ops[key] = (plan, row, op == "d", mask, fresh)
+        for target, pend in pending.items():
+            self._flush(target, pend)
+
+    def _move_row(
+        self, plan: TablePlan, old: list[Any], row: list[Any], values: Sequence[Any]
+    ) -> None:
+        """The row under ``old``'s key takes ``row``'s key and its values but those ``values``
+        lacks (unchanged TOASTed values), keeping its own for them; without a row under the
+        old key, ``row`` is upserted as it is (those columns left alone)."""
+        mask = tuple(pos for pos, i in enumerate(plan.idx) if values[i] in UNAVAILABLE_VALUES)
+        old_key = [old[i] for i in plan.key_pos]
+
+        def step() -> None:
+            if not self._update_row(plan, old_key, row, mask):
+                self._upsert(plan, [row], mask)
+
+        self._run(plan.target, (plan, [row], mask), step)
 
     def _flush(self, target: TargetTable, p: _Pending) -> None:
         if p.truncate:
             self._run(target, None, lambda: self._truncate(target))
         deletes: dict[int, tuple[TablePlan, list[list[Any]]]] = {}
-        upserts: dict[tuple[int, tuple[int, ...]], tuple[TablePlan, list[list[Any]]]] = {}
-        for plan, row, deleted, mask in p.ops.values():
+        upserts: dict[tuple[int, tuple[int, ...], bool], tuple[TablePlan, list[list[Any]]]] = {}
+        for plan, row, deleted, mask, fresh in p.ops.values():
             if deleted:
                 d = deletes.get(id(plan))
                 if d is None:
                     d = deletes[id(plan)] = (plan, [])
                 d[1].append([row[i] for i in plan.key_pos])
                 continue
-            g = upserts.get((id(plan), mask))
+            fresh = fresh and not mask
+            g = upserts.get((id(plan), mask, fresh))
             if g is None:
-                g = upserts[(id(plan), mask)] = (plan, [])
+                g = upserts[(id(plan), mask, fresh)] = (plan, [])
             g[1].append(row)
         for plan, keys in deletes.values():
             self._run(target, None, lambda plan=plan, keys=keys: self._delete(plan, keys))  # type: ignore[misc]
-        for (_, mask), (plan, rows) in upserts.items():
+        for (_, mask, fresh), (plan, rows) in upserts.items():
+            write = self._insert if fresh else self._upsert
             self._run(
                 target,
                 (plan, rows, mask),
-                lambda plan=plan, rows=rows, mask=mask: self._upsert(plan, rows, mask),  # type: ignore[misc]
+                lambda plan=plan, rows=rows, mask=mask, write=write: write(plan, rows, mask),  # type: ignore[misc]
             )
 
     def _run(

@@ -179,6 +179,20 @@ class MySqlTarget(SqlTarget):
                 [v for k in chunk for v in k],
             )
 
+    def _update_row(
+        self, plan: TablePlan, key: list[Any], row: list[Any], mask: tuple[int, ...]
+    ) -> bool:
+        which = [i for i in range(len(plan.names)) if i not in mask]
+        sets = ", ".join(f"{self.quote(plan.names[i])} = %s" for i in which)
+        where = " AND ".join(f"{self.quote(plan.names[i])} = %s" for i in plan.key_pos)
+        with self._cursor() as cur:
+            # the key changes, so a row found is a row changed (MySQL counts only those)
+            n = cur.execute(
+                f"UPDATE {self.qualified(plan.target)} SET {sets} WHERE {where}",
+                [*(row[i] for i in which), *key],
+            )
+            return bool(n)
+
     def _truncate(self, target: TargetTable) -> None:
         # TRUNCATE would commit the transaction (it is DDL in MySQL): DELETE keeps it atomic.
         self._execute(f"DELETE FROM {self.qualified(target)}")

@@ -1,12 +1,22 @@
 """The Postgres target: psycopg 3, one connection, statements over many rows.
 
-Rows go as one array per column, unnested in the statement (``INSERT ... SELECT * FROM
-unnest(%s::bigint[], %s::numeric(12,2)[], ...) ON CONFLICT ...``): the statement text is the same
-for any number of rows (prepared once by psycopg), and each array is one parameter, which
-psycopg's C adapters dump fast (a VALUES list of one placeholder per value cost more to build
-than the server took to apply it). Every array is cast to its column's type: the converters send
-temporal values as text in Postgres' own syntax. Tables with an array column, which ``unnest``
-would flatten, get one row per statement, pipelined by ``executemany``.
+Groups of at least ``copy_min_rows`` rows (the sink's option) go by ``COPY``, whose rows psycopg
+formats in C (``write_row``): an upsert copies them into a temporary staging table of the
+written columns (made once per connection and column set, emptied after each use) and runs
+``INSERT ... SELECT ... FROM stage ON CONFLICT ... DO UPDATE``; rows whose keys are new in the
+source (the apply's ``_insert``) are copied straight into the target table inside a savepoint,
+which costs the server a third of an upsert, and when a key is there after all (a target that
+does not mirror the source: rows inserted by hand, a snapshot read again) the savepoint is
+rolled back and the rows are upserted instead, and the plain copy is not tried again on that
+table for the next ``FRESH_PAUSE`` groups. Measured on the bench's ``orders`` rows: psycopg's
+array dumping, the way before, cost 3.5 us of client CPU per row, COPY 0.5.
+
+Smaller groups go as one array per column, unnested in the statement (``INSERT ... SELECT *
+FROM unnest(%s::bigint[], %s::numeric(12,2)[], ...) ON CONFLICT ...``): one round trip, the
+statement text the same for any number of rows (prepared once by psycopg). Every array is cast
+to its column's type: the converters send temporal values as text in Postgres' own syntax (COPY
+parses the same text by the staging table's column types). Tables with an array column, which
+``unnest`` would flatten, get one row per statement there, pipelined by ``executemany``.
 """
 
 from __future__ import annotations
@@ -24,6 +34,8 @@ from cdc.sinks.postgres.config import PostgresSinkConfig
 # Rows per statement: each column is one array parameter, so a statement's size does not depend
 # on its row count; this bounds the memory of one statement.
 _MAX_ROWS = 5000
+# Groups of a table upserted without trying a plain copy after a plain copy met a present key.
+FRESH_PAUSE = 50
 
 
 class PostgresTarget(SqlTarget):
@@ -34,6 +46,12 @@ class PostgresTarget(SqlTarget):
         super().__init__(config, pipeline, config.schema_)
         self.config = config
         self._conn: psycopg.Connection[Any] | None = None
+        # staging tables by (columns, types): made in this connection; those made in the open
+        # transaction are forgotten if it rolls back
+        self._stages: dict[tuple[tuple[str, ...], tuple[str, ...]], str] = {}
+        self._stages_new: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
+        self._stage_seq = 0  # names the next staging table: never one made before
+        self._fresh_pause: dict[TargetTable, int] = {}
 
     # --- connection -------------------------------------------------------------------------
 
@@ -47,6 +65,8 @@ class PostgresTarget(SqlTarget):
         )
 
     def _disconnect(self) -> None:
+        self._stages.clear()
+        self._stages_new.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
@@ -75,8 +95,12 @@ class PostgresTarget(SqlTarget):
     def _commit(self) -> None:
         assert self._conn is not None
         self._conn.commit()
+        self._stages_new.clear()
 
     def _rollback(self) -> None:
+        for made in self._stages_new:  # rolled back with the transaction that made them
+            self._stages.pop(made, None)
+        self._stages_new.clear()
         if self._conn is not None:
             self._conn.rollback()
 
@@ -152,30 +176,89 @@ class PostgresTarget(SqlTarget):
 
     def _upsert(self, plan: TablePlan, rows: list[list[Any]], mask: tuple[int, ...]) -> None:
         which = [i for i in range(len(plan.names)) if i not in mask]
+        if len(rows) >= self.config.copy_min_rows:
+            stage = self._stage(plan, which)
+            statement = plan.sql.get(("upsert_stage", mask))
+            if statement is None:
+                statement = plan.sql[("upsert_stage", mask)] = (
+                    self._upsert_sql(plan, which, stage) + f"; TRUNCATE {stage}"
+                )
+            self._copy(stage, plan, which, rows)
+            self._execute(statement)
+            return
         if any(plan.types[i].endswith("[]") for i in which):
             # unnest would flatten array values: one row per statement, pipelined.
             statement = plan.sql.get(("upsert1", mask))
             if statement is None:
-                statement = plan.sql[("upsert1", mask)] = self._upsert_sql(plan, which, False)
+                statement = plan.sql[("upsert1", mask)] = self._upsert_sql(plan, which, "row")
             with self._cursor() as cur:
                 cur.executemany(statement.encode(), [[r[i] for i in which] for r in rows])
             return
         statement = plan.sql.get(("upsert", mask))
         if statement is None:
-            statement = plan.sql[("upsert", mask)] = self._upsert_sql(plan, which, True)
+            statement = plan.sql[("upsert", mask)] = self._upsert_sql(plan, which, "arrays")
         for start in range(0, len(rows), _MAX_ROWS):
             chunk = rows[start : start + _MAX_ROWS]
             self._execute(statement, [[r[i] for r in chunk] for i in which])
 
-    def _upsert_sql(self, plan: TablePlan, which: list[int], columnar: bool) -> str:
-        """One statement for many rows (``columnar``: one array parameter per column, unnested),
-        or for one row."""
+    def _insert(self, plan: TablePlan, rows: list[list[Any]], mask: tuple[int, ...]) -> None:
+        which = [i for i in range(len(plan.names)) if i not in mask]
+        pause = self._fresh_pause.get(plan.target, 0)
+        if len(rows) < self.config.copy_min_rows or pause:
+            if pause:
+                self._fresh_pause[plan.target] = pause - 1
+            self._upsert(plan, rows, mask)
+            return
+        self._execute("SAVEPOINT cdc_insert")
+        try:
+            self._copy(self.qualified(plan.target), plan, which, rows)
+        except psycopg.errors.UniqueViolation:
+            # A key the source calls new is in the target: upsert them all instead.
+            self._execute("ROLLBACK TO SAVEPOINT cdc_insert")
+            self._fresh_pause[plan.target] = FRESH_PAUSE
+            self._upsert(plan, rows, mask)
+            return
+        self._execute("RELEASE SAVEPOINT cdc_insert")
+
+    def _stage(self, plan: TablePlan, which: list[int]) -> str:
+        """The staging table for these columns of ``plan`` (made on first use)."""
+        shape = (tuple(plan.names[i] for i in which), tuple(plan.types[i] for i in which))
+        name = self._stages.get(shape)
+        if name is None:
+            name = self.quote(f"cdc_stage_{self._stage_seq}")
+            self._stage_seq += 1
+            cols = ", ".join(f"{self.quote(n)} {t}" for n, t in zip(*shape, strict=True))
+            self._execute(f"CREATE TEMPORARY TABLE {name} ({cols})")
+            # pg_temp: the session's own schema, never a user's table of the same name
+            name = f"pg_temp.{name}"
+            self._stages[shape] = name
+            self._stages_new.append(shape)
+        return name
+
+    def _copy(self, table: str, plan: TablePlan, which: list[int], rows: list[list[Any]]) -> None:
+        """``rows`` (their ``which`` columns) into ``table`` by COPY, formatted by psycopg."""
+        statement = f"COPY {table} ({self.key_list(plan.names[i] for i in which)}) FROM STDIN"
+        whole = len(which) == len(plan.names)
+        with self._cursor() as cur, cur.copy(statement.encode()) as copy:
+            write = copy.write_row
+            if whole:
+                for r in rows:
+                    write(r)
+            else:
+                for r in rows:
+                    write([r[i] for i in which])
+
+    def _upsert_sql(self, plan: TablePlan, which: list[int], source: str) -> str:
+        """One statement for many rows (``source`` ``"arrays"``: one array parameter per
+        column, unnested; a staging table's name: its rows), or for one row (``"row"``)."""
         names = [plan.names[i] for i in which]
-        if columnar:
+        if source == "arrays":
             arrays = ", ".join(f"%s::{plan.types[i]}[]" for i in which)
             rows = f"SELECT * FROM unnest({arrays})"
-        else:
+        elif source == "row":
             rows = "VALUES (" + ", ".join(f"%s::{plan.types[i]}" for i in which) + ")"
+        else:
+            rows = f"SELECT {self.key_list(names)} FROM {source}"
         keys = set(plan.key_names)
         update = ", ".join(
             f"{self.quote(c)} = EXCLUDED.{self.quote(c)}" for c in names if c not in keys
@@ -197,6 +280,21 @@ class PostgresTarget(SqlTarget):
         for start in range(0, len(keys), _MAX_ROWS):
             chunk = keys[start : start + _MAX_ROWS]
             self._execute(statement, [[k[j] for k in chunk] for j in range(len(plan.key_pos))])
+
+    def _update_row(
+        self, plan: TablePlan, key: list[Any], row: list[Any], mask: tuple[int, ...]
+    ) -> bool:
+        which = [i for i in range(len(plan.names)) if i not in mask]
+        sets = ", ".join(f"{self.quote(plan.names[i])} = %s::{plan.types[i]}" for i in which)
+        where = " AND ".join(
+            f"{self.quote(plan.names[i])} = %s::{plan.types[i]}" for i in plan.key_pos
+        )
+        with self._cursor() as cur:
+            cur.execute(
+                f"UPDATE {self.qualified(plan.target)} SET {sets} WHERE {where}".encode(),
+                [*(row[i] for i in which), *key],
+            )
+            return cur.rowcount > 0
 
     def _truncate(self, target: TargetTable) -> None:
         self._execute(f"TRUNCATE {self.qualified(target)}")

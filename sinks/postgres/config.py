@@ -26,3 +26,11 @@ class PostgresSinkConfig(TargetOptions):
         description="schema the tables go to (created if missing); default: the source's "
         "schema (Postgres) or database (MySQL) of each table",
     )
+    copy_min_rows: int = Field(
+        64,
+        ge=1,
+        description="a batch's rows of one table are written by COPY (into the table when their "
+        "keys are new in the source, else into a staging table, then upserted) once there are "
+        "at least this many; fewer go as one statement with an array per column, which costs "
+        "one round trip instead of three but more CPU per row",
+    )

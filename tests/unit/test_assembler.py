@@ -204,10 +204,10 @@ def test_a_batch_full_inside_a_transaction_ends_at_the_last_boundary_it_holds() 
     batch = a.take({"inside": "t3"})
     # the two whole transactions, resuming after t2; nothing of t3 is in it
     assert batch.position == {"after": "t2"} and not batch.open_txn
-    assert [getattr(e, "event_id", None) for e in batch.events][-1] == "t2:e"
+    assert batch.events[-1].event_id == "t2:e"
     assert len(batch.events) == 7
     # t3's events so far start the next batch, which goes on to t3's END
-    assert [e.event_id for e in a.events][0] == "t3:b"
+    assert a.events[0].event_id == "t3:b"
     a.change(T1, "c", None, (99,), {}, 7, "t3:99")
     a.commit("t3:e")
     rest = a.take({"after": "t3"})

@@ -109,8 +109,14 @@ TYPES: list[tuple[str, str, str, str, str]] = [
 ]
 
 
+@pytest.mark.parametrize("copy_min_rows", [1, 1_000_000], ids=["copy", "statements"])
 def test_every_mysql_type_arrives_in_postgres(
-    mariadb_server: Any, mysql_db: str, pg_db: str, tmp_path: Path, run_pipeline: Any
+    mariadb_server: Any,
+    mysql_db: str,
+    pg_db: str,
+    tmp_path: Path,
+    run_pipeline: Any,
+    copy_min_rows: int,
 ) -> None:
     db = mysql_db
     cols = ", ".join(f"{c} {t}" for c, t, *_ in TYPES)
@@ -123,14 +129,24 @@ def test_every_mysql_type_arrives_in_postgres(
     cfg = target_config(
         tmp_path / "c.yaml",
         mariadb_source(mariadb_server, [f"{db}.alltypes"]),
-        pg_sink(pg_db, schema="migrated", column_types=overrides),
+        pg_sink(
+            pg_db,
+            schema=f"migrated{copy_min_rows}",
+            column_types=overrides,
+            copy_min_rows=copy_min_rows,
+        ),
     )
     p = run_pipeline(cfg)
-    my_exec(mariadb_server, db, "SET time_zone = '+00:00'", insert % 2)  # stream
+    # stream: row 2 inserted empty, then every column updated (an upsert of every type)
+    sets = ", ".join(f"{c} = {lit}" for c, _, lit, *_ in TYPES)
+    my_exec(mariadb_server, db, "INSERT INTO alltypes (id) VALUES (2)")
+    my_exec(
+        mariadb_server, db, "SET time_zone = '+00:00'", f"UPDATE alltypes SET {sets} WHERE id = 2"
+    )
     my_exec(mariadb_server, db, "INSERT INTO alltypes (id) VALUES (3)")  # every column NULL
 
     select = ", ".join(f"{c}::text" for c, *_ in TYPES)
-    sql = f"SELECT id, {select} FROM migrated.alltypes ORDER BY id"
+    sql = f"SELECT id, {select} FROM migrated{copy_min_rows}.alltypes ORDER BY id"
     expected_row = tuple(text for *_, text in TYPES)
 
     def arrived() -> list[tuple[Any, ...]] | None:
@@ -140,7 +156,7 @@ def test_every_mysql_type_arrives_in_postgres(
             return None
         return rows if len(rows) == 3 else None
 
-    rows = wait_until(arrived, 60, "3 rows in migrated.alltypes")
+    rows = wait_until(arrived, 60, f"3 rows in migrated{copy_min_rows}.alltypes")
     for row, id_ in zip(rows, (1, 2), strict=False):
         assert row[0] == id_
         diff = [
@@ -154,7 +170,7 @@ def test_every_mysql_type_arrives_in_postgres(
         pg_query(
             pg_db,
             "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
-            "WHERE a.attrelid = 'migrated.alltypes'::regclass AND a.attnum > 0",
+            f"WHERE a.attrelid = 'migrated{copy_min_rows}.alltypes'::regclass AND a.attnum > 0",
         )
     )
     assert types.pop("id") == "integer"
