@@ -51,8 +51,10 @@ _TOPIC_PREFIX = re.compile(r"[A-Za-z0-9_.-]{1,200}")
 
 class BatchConfig(BaseModel):
     """When the source hands its events on: a batch is written as soon as the change stream
-    pauses (the source has nothing more buffered, outside a transaction), when it is full, or
-    when it has waited ``max_wait_ms`` while more kept coming (cdc/assembler.py)."""
+    pauses (the source has nothing more buffered, outside a transaction), when it is full (at
+    the last transaction boundary it holds, if any: the open transaction's events start the
+    next batch), or when it has waited ``max_wait_ms`` while more kept coming
+    (cdc/assembler.py)."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -4,8 +4,12 @@ followed as it grows.
 Delivery: what the log holds, in its order, from the position after the last durable batch
 (exclusive); into the built-in log as a sink that is exactly-once, as from any source (the
 position, a log offset, rides in the sink's frames). One batch per frame of the log read (a
-frame is one batch of the pipeline that wrote it), so a frame that ended inside a source
-transaction ends a batch with ``open_txn`` True here too.
+frame is one batch of the pipeline that wrote it); a frame that ends inside a source transaction
+after the END of an earlier one is two batches, the first ending at that END (resuming at the
+offset after it), the second, with ``open_txn`` True, holding the open transaction's start. So
+a database target, which commits only between source transactions, commits once per frame even
+when every frame ends inside a transaction (as the frames of versions before 2026-12-07 mostly
+did), instead of holding one transaction open, and in memory, until a frame ends on a boundary.
 
 The events are rebuilt, not copied: row changes with the values the Avro holds (which are the
 values the original source produced: ``cdc.avro`` writes them without conversion) and the table
@@ -103,6 +107,7 @@ class LogSource:
         self._kept_collections: set[str] = set()
         self._rows: dict[int, tuple[TableSchema, Callable[[dict[str, Any]], tuple[Any, ...]]]] = {}
         self._in_txn = False
+        self._end_at = (0, 0)  # see _events
 
     # --- the Source contract -----------------------------------------------------------
 
@@ -159,6 +164,10 @@ class LogSource:
                 now = time.monotonic()
                 if events or now - last_yield >= EMPTY_EVERY_S or self._stop.is_set():
                     last_yield = now
+                    cut, after_end = self._end_at
+                    if self._in_txn and 0 < cut < len(events):
+                        yield ChangeBatch(events[:cut], {"offset": after_end})
+                        events = events[cut:]
                     yield ChangeBatch(
                         events, {"offset": fr.base_offset + fr.count}, open_txn=self._in_txn
                     )
@@ -293,6 +302,7 @@ class LogSource:
     def _events(self, fr: FrameInfo, reader: LogReader, begin: int) -> list[RowChange | TxBoundary]:
         out: list[RowChange | TxBoundary] = []
         topics = self._topics
+        self._end_at = (0, 0)  # (events up to the frame's last END, the offset after it)
         for r in records_of(fr):
             if r.offset < begin or r.value is None:  # before the start; a tombstone
                 continue
@@ -306,6 +316,8 @@ class LogSource:
                 value = _read(parsed, body)
                 if kind == _TX:
                     out.append(self._boundary(value, r.event_id))
+                    if not self._in_txn:
+                        self._end_at = (len(out), r.offset + 1)
                     continue
                 ksid = unframe(r.key)[0] if r.key else 0
                 tx = value["transaction"]

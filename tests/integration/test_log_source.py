@@ -485,3 +485,46 @@ def test_a_mariadb_capture_through_the_log_gives_a_row_sink_the_direct_row_chang
     assert [e for e in got if isinstance(e, TxBoundary)] == [
         e for e in want if isinstance(e, TxBoundary)
     ]
+
+
+def test_a_frame_ending_inside_a_transaction_after_another_ends_gives_a_batch_per_part(
+    tmp_path: Path, pg_db: str, daemon: Any, stopping: list[Any]
+) -> None:
+    """A frame holding a whole small transaction and the start of a large one (written while
+    the capture catches up: the small one is too small for the batch to end at its END) is read
+    as two batches: the small transaction, resuming after its END, then the large one's start
+    with ``open_txn``. A database target commits at the first instead of holding its
+    transaction open until some frame happens to end on a boundary."""
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL, note text)")
+    log = tmp_path / "log1"
+    conf = write_config(
+        tmp_path / "capture.yaml", "pipelines:" + pg_pipeline(pg_db, "cap", log, "public.items")
+    )
+    d = daemon(conf).start()
+    wait_until(lambda: slot_exists(pg_db, "cap"), 30, "the capture's slot")
+    with psycopg.connect(pg_db, autocommit=True) as c:  # streaming: a first durable position
+        c.execute("INSERT INTO items VALUES (0, 0, 'first')")
+    wait_until(lambda: log.is_dir() and len(row_events(read_log(log))) >= 1, 60, "a first row")
+    assert d.terminate() == 0
+    with psycopg.connect(pg_db) as c:
+        with c.transaction():  # BEGIN, a row, END: 3 events, below half a batch of 7
+            c.execute("INSERT INTO items VALUES (1, 1, 'small')")
+        with c.transaction():
+            for n in range(100, 120):
+                c.execute("INSERT INTO items VALUES (%s, 1, 'large')", (n,))
+    d = daemon(conf).start()
+    wait_until(lambda: len(row_events(read_log(log))) >= 22, 60, "the capture")
+    assert d.terminate() == 0
+    sink = RowsSink()
+    stopping.append(in_process(log_pipeline("fromlog", log, tmp_path / "unused"), sink))
+    wait_until(lambda: sink.complete(22), 60, "22 rows via the log")
+    ended = False
+    with sink.lock:
+        for batch in sink.written:
+            ends = [e for e in batch.events if isinstance(e, TxBoundary) and e.status == "END"]
+            # a batch that ends inside a transaction holds no END: it would have ended there
+            assert not (batch.open_txn and ends), batch
+            ids = [e.after[0] for e in batch.events if isinstance(e, RowChange) and e.after]
+            ended |= ids == [1] and bool(ends) and not batch.open_txn
+    assert ended, "the small transaction came as a batch of its own"
