@@ -8,6 +8,7 @@ None))``, ``("error", table, exception, None)``, and ``(DONE, ...)`` when its wo
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -21,6 +22,8 @@ from cdc import _native_avro
 from cdc.errors import SourceError
 from cdc.sources.postgres import _tuples
 from cdc.sources.postgres._relations import Relation, snapshot_row
+
+log = logging.getLogger(__name__)
 
 # Tables with an integer first key column and at least this many rows (or an unknown number) are
 # read in key ranges, one per connection; smaller ones are not worth the split.
@@ -134,6 +137,33 @@ def describe(copy: bool) -> str:
     return f"snapshot reader: a cursor's rows, converted in Python ({why})"
 
 
+class _Fallbacks:
+    """Rows of snapshots read with COPY that went to the reference conversion: one the compiled
+    path left (``generic``), or every row of a table version without a compiled plan; the first
+    of each table is logged."""
+
+    count = 0
+    lock = threading.Lock()
+    logged: set[str] = set()
+
+    @classmethod
+    def add(cls, table: str, n: int, why: str) -> None:
+        with cls.lock:  # the reader threads count together
+            cls.count += n
+            first = table not in cls.logged
+            cls.logged.add(table)
+        if first:
+            log.info("snapshot of %s: rows converted by the reference path (%s)", table, why)
+
+
+def native_fallbacks() -> int:
+    """How many snapshot rows read with COPY were converted by the reference path."""
+    return _Fallbacks.count
+
+
+_native_avro.count_fallbacks("copy_decoder", native_fallbacks)  # the metric's
+
+
 def copy_decoder(t: SnapshotTable, scope: str) -> Any | None:
     """The compiled converter of ``t``'s COPY rows (``cdc._native.CopyDecoder``), or None when
     the table's version has no compiled plan (its rows then go the reference way)."""
@@ -155,6 +185,7 @@ def copy_decoder(t: SnapshotTable, scope: str) -> Any | None:
                 f"{width}: {fields!r:.200}"
             )
         raw = [_tuples._NotUtf8(v) if isinstance(v, bytes) else v for v in fields[:width]]
+        _Fallbacks.add(t.name, 1, "a value the compiled plan leaves to it")
         return snapshot_row(rel, raw, True)
 
     if schema.key:
@@ -243,8 +274,10 @@ def _read_table(
     fetch: int,
     out: queue.Queue[Any],
     stop: threading.Event,
+    fallback: bool = False,
 ) -> None:
-    """The reference reader: a cursor's text rows, converted on the main thread (``emit``)."""
+    """The reference reader: a cursor's text rows, converted on the main thread (``emit``);
+    ``fallback``: in place of COPY, for a table version without a compiled plan (counted)."""
     schema = t.rel.schema
     # Columns are fetched in the wire's text format with every type's loader replaced by the
     # plain text loader: that text is the type's output function, exactly what pgoutput sends
@@ -268,6 +301,8 @@ def _read_table(
         rows = cur.fetchmany(fetch)
         if not rows:
             break
+        if fallback:
+            _Fallbacks.add(t.name, len(rows), "its version has no compiled plan")
         last = rows[-1]
         last_key = [last[k] for k in schema.key] if key_names else None
         _put(out, ("rows", t, rows, (r, last_key)), stop)
@@ -294,7 +329,7 @@ def worker(
             except queue.Empty:
                 break
             if scope is None or not _copy_table(conn, t, r, fetch, out, stop, scope):
-                _read_table(conn, t, r, fetch, out, stop)
+                _read_table(conn, t, r, fetch, out, stop, scope is not None)
     except Exception as e:
         _put(out, ("error", t, e, None), stop)
     finally:

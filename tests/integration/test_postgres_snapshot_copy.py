@@ -100,7 +100,10 @@ def _comparable(ev: RowChange) -> tuple[Any, ...]:
 
 def _both(dsn: str, names: list[tuple[str, str]], parts: int = 1, fetch: int = 100) -> None:
     ref = _read(dsn, names, False, parts, fetch)
+    before = _snapshot_read.native_fallbacks()
     fast = _read(dsn, names, True, parts, fetch)
+    # every row of these tables (every type, its edges) converted by the compiled path
+    assert _snapshot_read.native_fallbacks() == before
     assert ref, "no rows read"
     if parts == 1:  # one connection: the same order too
         assert [_comparable(e) for e in fast] == [_comparable(e) for e in ref]
@@ -160,3 +163,37 @@ def test_key_ranges_read_by_two_connections_give_the_same_events(
         )
         c.execute("ANALYZE big")
     _both(pg_db, [("public", "big")], parts=3, fetch=97)
+
+
+def test_rows_the_compiled_path_leaves_are_counted_as_fallbacks(
+    pg_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table version without a compiled plan is read by the reference reader in COPY's
+    place: the same events, each row counted in ``cdc_native_fallbacks_total{path=
+    "copy_decoder"}``."""
+    with psycopg.connect(pg_db, autocommit=True) as c:
+        c.execute("CREATE TABLE plain (id int PRIMARY KEY, s text)")
+        c.execute("INSERT INTO plain SELECT g, 'r' || g FROM generate_series(1, 250) g")
+    ref = _read(pg_db, [("public", "plain")], False, 1, 100)
+    monkeypatch.setattr(_snapshot_read, "copy_decoder", lambda t, scope: None)
+    before = _snapshot_read.native_fallbacks()
+    events: list[RowChange] = []
+    cat = Catalog(pg_db)
+    relations = Relations(cat, Faults(cat, "p", "s", "pub", "x"), "x", [("public", "plain")])
+    tables = _snapshot.tables(cat, relations, [("public", "plain")], [], {}, None, 1)
+    conns = _snapshot.open_connections(pg_db, SESSION_OPTIONS, 1, None)
+    reporter = RecordingReporter()
+    for batch in _snapshot.run(
+        conns, tables, [], {}, 7, 100, {"lsn": 7}, prefix="x", db="d",
+        stopping=lambda: False, reporter=reporter, copy=True,
+    ):  # fmt: skip
+        events += [e for e in batch.events if isinstance(e, RowChange)]
+    cat.close()
+    assert [_comparable(e) for e in events] == [_comparable(e) for e in ref]
+    assert _snapshot_read.native_fallbacks() == before + 250
+    from prometheus_client import generate_latest
+
+    from cdc import metrics
+
+    exposed = generate_latest(metrics.REGISTRY).decode()
+    assert f'cdc_native_fallbacks_total{{path="copy_decoder"}} {before + 250}.0' in exposed
