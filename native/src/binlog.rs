@@ -156,7 +156,7 @@ fn bit(map: &[u8], i: usize) -> bool {
 // --- temporal values ---------------------------------------------------------------------------
 
 /// Days from 1970-01-01 to the civil date (proleptic Gregorian), as `date.toordinal()` counts.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -185,7 +185,7 @@ fn is_leap(y: i64) -> bool {
 }
 
 /// Whether `datetime.date(y, m, d)` accepts it.
-fn calendar_date(y: i64, m: i64, d: i64) -> bool {
+pub(crate) fn calendar_date(y: i64, m: i64, d: i64) -> bool {
     if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || d < 1 {
         return false;
     }
@@ -199,7 +199,7 @@ fn calendar_date(y: i64, m: i64, d: i64) -> bool {
 }
 
 /// Debezium's time adjuster (`_types._adjusted`).
-fn adjusted(y: i64, adjust: bool) -> i64 {
+pub(crate) fn adjusted(y: i64, adjust: bool) -> i64 {
     if adjust && y < 100 {
         y + if y < 70 { 2000 } else { 1900 }
     } else {
