@@ -69,6 +69,10 @@ class Snapshot:
             cur = conn.cursor()
             cur.execute("SET SESSION time_zone = '+00:00'")
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # A chunk's query is sent before the previous chunk is written (``_chunks``): while a
+            # slow sink holds the snapshot up, the server may wait to send its rows; it waits
+            # up to net_write_timeout (default 60 s) before it drops the query.
+            cur.execute("SET SESSION net_write_timeout = 3600")
             if self.server.is_mariadb:
                 # MariaDB reports the binlog position matching a consistent snapshot: no lock.
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
@@ -308,18 +312,24 @@ class Snapshot:
             f"SELECT {cols} FROM {source} WHERE {' OR '.join(terms)} ORDER BY {order} LIMIT {limit}"
         )
         first_sql = f"SELECT {cols} FROM {source} ORDER BY {order} LIMIT {limit}"
-        last: list[Any] | None = list(start_after) if start_after else None
-        while True:
+
+        def query(last: list[Any] | None) -> str:
             if last is None:
-                sql = first_sql
-            else:
-                params: list[Any] = []
-                for j in range(len(keys)):
-                    params += [*last[:j], last[j]]
-                sql = cur.mogrify(after_sql, params)
-            rows, ids, last_row, _ = reader.chunk(conn, sql)
-            if rows:
-                yield rows, ids
+                return first_sql
+            params: list[Any] = []
+            for j in range(len(keys)):
+                params += [*last[:j], last[j]]
+            return str(cur.mogrify(after_sql, params))
+
+        reader.send(conn, query(list(start_after) if start_after else None))
+        while True:
+            rows, ids, last_row, _ = reader.chunk(conn, None)
             if len(rows) < limit or last_row is None:
+                if rows:
+                    yield rows, ids
                 return
-            last = [last_row[i] for i in schema.key]
+            # The next chunk's query goes before this chunk is made into events and written:
+            # the server reads and sends it meanwhile (into the socket's buffers; see
+            # net_write_timeout in ``run``).
+            reader.send(conn, query([last_row[i] for i in schema.key]))
+            yield rows, ids

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pymysql
-from pymysql.constants import FIELD_TYPE
+from pymysql.constants import COMMAND, FIELD_TYPE
 
 from cdc import _native_avro
 from cdc.errors import SourceError
@@ -272,13 +272,21 @@ class Reader:
             out.append(eid)
         return out
 
-    def chunk(self, conn: pymysql.Connection[Any], sql: str, limit: int = 0) -> Chunk:
-        """The first rows of ``sql``'s result, all of them or the first ``limit`` (then ``more``
-        reads on): ``(rows, ids, last, more)``, ``ids`` None where ``ids`` names the row,
-        ``last`` the last row as PyMySQL gives it (None: no row), ``more`` whether rows are
-        left. Both paths read the result unbuffered, as PyMySQL's SSCursor does (its rows are
-        the buffered cursor's)."""
-        conn.query(sql, unbuffered=True)
+    @staticmethod
+    def send(conn: pymysql.Connection[Any], sql: str) -> None:
+        """Send the query ``sql``, whose result the next ``chunk`` reads: the server runs it
+        and sends its rows meanwhile (PyMySQL's ``query`` in two halves)."""
+        conn._execute_command(COMMAND.COM_QUERY, sql)
+
+    def chunk(self, conn: pymysql.Connection[Any], sql: str | None, limit: int = 0) -> Chunk:
+        """The first rows of ``sql``'s result (None: of the query ``send`` sent), all of them or
+        the first ``limit`` (then ``more`` reads on): ``(rows, ids, last, more)``, ``ids`` None
+        where ``ids`` names the row, ``last`` the last row as PyMySQL gives it (None: no row),
+        ``more`` whether rows are left. Both paths read the result unbuffered, as PyMySQL's
+        SSCursor does (its rows are the buffered cursor's)."""
+        if sql is not None:
+            self.send(conn, sql)
+        conn._read_query_result(unbuffered=True)
         self._result = result = conn._result
         if not self._pymysql:
             self._pymysql = list(result.converters)
