@@ -183,6 +183,7 @@ class Reader:
         self.here_id = here_id  # names a keyless table's rows by their place: file:pos
         self.native = native
         self.decoder: Any = None  # the compiled decoder, once planned
+        self.plan: list[tuple[Any, ...]] = []  # its columns (``explain`` prints them)
         self._pymysql: list[tuple[str | None, Any]] = []  # PyMySQL's (encoding, converter)
         self._result: Any = None  # the result being read
         self.generic_rows = 0  # rows the compiled decoder handed to the reference's conversion
@@ -244,6 +245,7 @@ class Reader:
         id_key = one if one is not None and columns[one][0] == INT else None
         native = _native_avro._native
         assert native is not None
+        self.plan = columns
         self.decoder = native.SelectDecoder(
             columns, id_key, f"s:{self.scope}:{self.name}:", self._generic
         )

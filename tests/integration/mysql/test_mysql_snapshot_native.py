@@ -19,6 +19,7 @@ from typing import Any
 import pymysql
 import pytest
 
+from cdc import _native_avro
 from cdc.model import NullReporter, RowChange
 from cdc.sources.mysql import _snapshot_read
 from cdc.sources.mysql._schema import SchemaCache
@@ -112,6 +113,17 @@ def test_every_types_md_row_at_its_edges_reads_as_the_reference(server: Any, mys
     write_edges(server, mysql_db)
     rows = read_both(server, mysql_db, "edges")
     assert len(rows) > 5 and all(len(r) == len(EDGES) + 1 for r in rows)
+    # the plan, printed: one line a column, the decimal's scale, NOT NULL
+    tables = source_parts(server, mysql_db)
+    conn = tables.server.connect()
+    version = tables.catalog_version(conn.cursor(), mysql_db, "edges")
+    reader = _snapshot_read.Reader(version, "s1", "f:4", True)
+    reader.chunk(conn, f"SELECT * FROM {quote(mysql_db)}.edges ORDER BY id")
+    conn.close()
+    text = _snapshot_read.explain(reader.plan).splitlines()
+    assert len(text) == len(EDGES) + 1
+    assert text[0] == "0: INT(0) not null fallback=0"
+    assert text[1 + list(EDGES).index("decimal(10,3)")].startswith("11: DECIMAL(3) fallback=")
     read_both(server, mysql_db, "required")
     # the time adjuster moves two-digit years the same way on both paths
     read_both(server, mysql_db, "edges", adjust=True)
@@ -140,6 +152,31 @@ def test_odd_columns_and_keys_read_as_the_reference(server: Any, mysql_db: str) 
     server.sql("CREATE TABLE keyless (v INT, t VARCHAR(5))", mysql_db)
     server.sql("INSERT INTO keyless VALUES (1, 'x'), (1, 'x'), (NULL, NULL)", mysql_db)
     read_both(server, mysql_db, "keyless")
+
+
+@pytest.mark.parametrize("server", ["mariadb"], indirect=True)
+def test_a_table_the_plan_does_not_cover_is_read_by_the_reference_counted(
+    server: Any, mysql_db: str
+) -> None:
+    """MariaDB's UUID (a type TYPES.md leaves unmapped): the table goes to the reference,
+    counted in ``cdc_native_fallbacks_total{path="mysql_select_decoder"}``."""
+    server.sql("CREATE TABLE u (id INT PRIMARY KEY, u UUID)", mysql_db)
+    server.sql("INSERT INTO u VALUES (1, '123e4567-e89b-12d3-a456-426655440000')", mysql_db)
+    tables = source_parts(server, mysql_db)
+    conn = tables.server.connect()
+    version = tables.catalog_version(conn.cursor(), mysql_db, "u")
+    before = _snapshot_read.native_fallbacks()
+    rows = {}
+    for native in (True, False):
+        reader = _snapshot_read.Reader(version, "s1", "f:4", native)
+        got, *_ = reader.chunk(conn, f"SELECT id, u FROM {quote(mysql_db)}.u")
+        assert reader.decoder is None
+        rows[native] = typed(got)
+    conn.close()
+    uuid = "'123e4567-e89b-12d3-a456-426655440000'"
+    assert rows[True] == rows[False] == [[(int, "1"), (str, uuid)]]
+    assert _snapshot_read.native_fallbacks() == before + 1
+    assert _native_avro.fallbacks()["mysql_select_decoder"] == before + 1
 
 
 RANDOM_COLUMNS = [
