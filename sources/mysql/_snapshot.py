@@ -213,6 +213,7 @@ class Snapshot:
                             return True
                 return False
 
+            _snapshot_read.log_choice()
             native = _snapshot_read.PATH == _snapshot_read.NATIVE
             if self.native is not None:
                 native = self.native

@@ -79,6 +79,14 @@ class _Fallbacks:
 
     count = 0
     logged = False
+    logged_choice = False
+
+
+def log_choice() -> None:
+    """Log ``describe()`` once per process (the first snapshot)."""
+    if not _Fallbacks.logged_choice:
+        _Fallbacks.logged_choice = True
+        log.info("%s", describe())
 
 
 def native_fallbacks() -> int:
@@ -230,25 +238,30 @@ class Reader:
         """Make the compiled decoder from the first result's column definitions, or fall back."""
         self.native = False
         columns = plan(self.version, result.fields)
+        schema = self.version.schema
+        one = schema.key[0] if len(schema.key) == 1 else None
+        native = _native_avro._native
+        assert native is not None
+        if not isinstance(columns, str):
+            id_key = one if one is not None and columns[one][0] == INT else None
+            try:
+                self.decoder = native.SelectDecoder(
+                    columns, id_key, f"s:{self.scope}:{self.name}:", self._generic
+                )
+            except native.Unsupported as e:  # parameters out of its range: the reference reads
+                columns = f"the compiled decoder refused its plan: {e}"
         if isinstance(columns, str):
             _Fallbacks.count += 1
             if not _Fallbacks.logged:
                 _Fallbacks.logged = True
                 log.info(
-                    "snapshot rows of %s go to the python reader: %s; later tables are counted",
+                    "snapshot rows of %s go to the python reader: %s (each such table is "
+                    "counted, this one logged)",
                     self.name,
                     columns,
                 )
             return
-        schema = self.version.schema
-        one = schema.key[0] if len(schema.key) == 1 else None
-        id_key = one if one is not None and columns[one][0] == INT else None
-        native = _native_avro._native
-        assert native is not None
         self.plan = columns
-        self.decoder = native.SelectDecoder(
-            columns, id_key, f"s:{self.scope}:{self.name}:", self._generic
-        )
         self.native = True
 
     def ids(self, rows: list[tuple[Any, ...]], ids: list[str | None], ordinal: int) -> list[str]:
