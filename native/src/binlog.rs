@@ -207,6 +207,39 @@ pub(crate) fn adjusted(y: i64, adjust: bool) -> i64 {
     }
 }
 
+/// A zero date's value (not a calendar date): the column's `fallback` when it is NOT NULL
+/// (`required`), else None (`_types._or_fallback`).
+pub(crate) fn zero_date<'py>(
+    py: Python<'py>,
+    required: bool,
+    fallback: &Py<PyAny>,
+) -> Bound<'py, PyAny> {
+    if required {
+        fallback.bind(py).clone()
+    } else {
+        py.None().into_bound(py)
+    }
+}
+
+/// A TIMESTAMP as `_types._zoned` writes it: `YYYY-MM-DDTHH:MM:SS`, the first `fsp` digits of
+/// the microseconds after a point when `fsp` > 0, then `Z`.
+pub(crate) fn zoned_text(
+    ymd: (i64, i64, i64),
+    hms: (i64, i64, i64),
+    micro: i64,
+    fsp: usize,
+) -> String {
+    let ((y, mo, d), (h, mi, s)) = (ymd, hms);
+    let mut t = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+    if fsp > 0 {
+        let f = format!("{micro:06}");
+        t.push('.');
+        t.push_str(&f[..fsp.min(6)]);
+    }
+    t.push('Z');
+    t
+}
+
 /// Bytes of a fraction of `fsp` digits and the factor to microseconds (`_decoders`).
 fn frac_layout(fsp: usize) -> (usize, i64) {
     match fsp {
@@ -298,14 +331,6 @@ impl RowsDecoder {
             values.push(self.value(py, r, col)?);
         }
         PyTuple::new(py, values)
-    }
-
-    fn zero_date<'py>(&self, py: Python<'py>, col: &Col) -> Bound<'py, PyAny> {
-        if col.required {
-            col.fallback.bind(py).clone()
-        } else {
-            py.None().into_bound(py)
-        }
     }
 
     fn value<'py>(
@@ -413,7 +438,7 @@ impl RowsDecoder {
                 let v = r.uint_le(3)? as i64;
                 let (d, m, y) = (v & 31, (v >> 5) & 15, v >> 9);
                 if !calendar_date(y, m, d) {
-                    return Ok(self.zero_date(py, col));
+                    return Ok(zero_date(py, col.required, &col.fallback));
                 }
                 int(days_from_civil(adjusted(y, col.adjust), m, d))
             }
@@ -425,7 +450,7 @@ impl RowsDecoder {
                 let (y, mo, d) = (ym / 13, ym % 13, (v >> 17) & 31);
                 let (h, mi, s) = ((v >> 12) & 31, (v >> 6) & 63, v & 63);
                 if !calendar_date(y, mo, d) || h > 23 || mi > 59 || s > 59 || micros > 999_999 {
-                    return Ok(self.zero_date(py, col));
+                    return Ok(zero_date(py, col.required, &col.fallback));
                 }
                 let days = days_from_civil(adjusted(y, col.adjust), mo, d);
                 let total = ((days * 24 + h) * 60 + mi) * 60 + s;
@@ -453,22 +478,12 @@ impl RowsDecoder {
                 }
                 let micro = micro.max(0); // the library keeps no fraction <= 0
                 if secs == 0 && micro == 0 {
-                    return Ok(self.zero_date(py, col)); // the zero TIMESTAMP
+                    return Ok(zero_date(py, col.required, &col.fallback)); // the zero TIMESTAMP
                 }
                 let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
                 let (y, mo, d) = civil_from_days(days);
-                let mut s = format!(
-                    "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-                    rem / 3600,
-                    rem / 60 % 60,
-                    rem % 60
-                );
-                if col.a > 0 {
-                    let f = format!("{micro:06}");
-                    s.push('.');
-                    s.push_str(&f[..col.a.min(6)]);
-                }
-                s.push('Z');
+                let hms = (rem / 3600, rem / 60 % 60, rem % 60);
+                let s = zoned_text((y, mo, d), hms, micro, col.a);
                 Ok(PyString::new(py, &s).into_any())
             }
             YEAR => {

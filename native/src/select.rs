@@ -25,7 +25,7 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyFloat, PyList, PyString, PyTuple};
 
-use crate::binlog::{adjusted, calendar_date, days_from_civil};
+use crate::binlog::{adjusted, calendar_date, days_from_civil, zero_date, zoned_text};
 
 // Operation codes, as `sources/mysql/_snapshot_read.py` numbers them.
 const INT: u8 = 0;
@@ -168,14 +168,6 @@ pub struct SelectDecoder {
 }
 
 impl SelectDecoder {
-    fn zero_date<'py>(&self, py: Python<'py>, col: &Col) -> Bound<'py, PyAny> {
-        if col.required {
-            col.fallback.bind(py).clone()
-        } else {
-            py.None().into_bound(py)
-        }
-    }
-
     /// One field's converted value, or None where the reference decides.
     fn value<'py>(
         &self,
@@ -255,7 +247,7 @@ impl SelectDecoder {
                     return Ok(None);
                 };
                 if !calendar_date(y, m, d) {
-                    return Ok(Some(self.zero_date(py, col)));
+                    return Ok(Some(zero_date(py, col.required, &col.fallback)));
                 }
                 int(days_from_civil(adjusted(y, col.adjust), m, d))
             }
@@ -264,7 +256,7 @@ impl SelectDecoder {
                     return Ok(None);
                 };
                 if !calendar_date(y, mo, d) || h > 23 || mi > 59 || s > 59 {
-                    return Ok(Some(self.zero_date(py, col)));
+                    return Ok(Some(zero_date(py, col.required, &col.fallback)));
                 }
                 let days = days_from_civil(adjusted(y, col.adjust), mo, d);
                 let us = (((days * 24 + h) * 60 + mi) * 60 + s) * 1_000_000 + micros;
@@ -279,18 +271,12 @@ impl SelectDecoder {
                     return Ok(None);
                 };
                 if !calendar_date(y, mo, d) || h > 23 || mi > 59 || s > 59 {
-                    return Ok(Some(self.zero_date(py, col)));
+                    return Ok(Some(zero_date(py, col.required, &col.fallback)));
                 }
                 if y < 1000 {
                     return Ok(None); // strftime's %Y pads no year under 1000: Python's
                 }
-                let mut t = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
-                if col.a > 0 {
-                    let f = format!("{micros:06}");
-                    t.push('.');
-                    t.push_str(&f[..col.a.min(6)]);
-                }
-                t.push('Z');
+                let t = zoned_text((y, mo, d), (h, mi, s), micros, col.a);
                 Ok(Some(PyString::new(py, &t).into_any()))
             }
             TIME => {
