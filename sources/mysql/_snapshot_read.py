@@ -327,7 +327,11 @@ class Reader:
         except ValueError as e:
             result.unbuffered_active = False
             conn._force_close()
-            raise SourceError(f"snapshot of {self.name}: reading the result failed: {e}") from e
+            raise SourceError(
+                f"snapshot of {self.name}: cannot read the result of its query ({e}): the "
+                "connection is closed; the pipeline restarts and the snapshot resumes after the "
+                "last key written"
+            ) from e
         except BaseException:
             # the connection is somewhere inside the result: unusable (the snapshot restarts)
             result.unbuffered_active = False

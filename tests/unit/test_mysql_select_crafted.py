@@ -10,11 +10,16 @@ from __future__ import annotations
 import io
 import random
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from pymysql.constants import FIELD_TYPE
 
+from cdc.errors import SourceError
 from cdc.sources.mysql import _snapshot_read as sr
+from cdc.sources.mysql._schema import SchemaCache
+from cdc.sources.mysql._types import ColumnType
 
 pytestmark = pytest.mark.skipif(sr.PATH != sr.NATIVE, reason=sr.describe())
 
@@ -166,3 +171,55 @@ def test_truncated_and_corrupted_results_raise_value_error_never_crash() -> None
         except ValueError:
             outcomes["error"] += 1
     assert outcomes["error"] > 3000 and outcomes["rows"] > 300, outcomes
+
+
+def reader_of(kinds: list[tuple[str, ColumnType, int]]) -> tuple[sr.Reader, Any]:
+    """A compiled reader of a table of ``kinds`` (name, type, result column type), planned
+    from a result of those columns (PyMySQL's converters for them), and that result."""
+    from pymysql.converters import decoders
+
+    cols = [(name, t, False) for name, t, _ in kinds]
+    version = SchemaCache("p").version("db", "t", cols, (0,))
+    fields = [SimpleNamespace(type_code=code, charsetnr=33) for _, _, code in kinds]
+    result = SimpleNamespace(
+        fields=fields,
+        converters=[("ascii", decoders.get(code)) for _, _, code in kinds],
+        unbuffered_active=True,
+        connection=None,
+    )
+    reader = sr.Reader(version, "s", "f:1", True)
+    reader._pymysql = list(result.converters)
+    reader._plan(result)
+    assert reader.decoder is not None
+    reader._result = result
+    return reader, result
+
+
+def test_a_result_cut_short_is_a_source_error_and_the_connection_is_closed() -> None:
+    reader, result = reader_of([("id", ColumnType("int"), FIELD_TYPE.LONG)])
+    closed: list[bool] = []
+    data = framed([lenenc(b"1"), lenenc(b"2")])  # no EOF: the connection ended
+    conn = SimpleNamespace(
+        _rfile=io.BufferedReader(io.BytesIO(data)),
+        _next_seq_id=0,
+        _force_close=lambda: closed.append(True),
+    )
+    with pytest.raises(SourceError, match=r"db\.t: cannot read the result of its query") as e:
+        reader.more(conn)
+    assert e.value.retryable and closed == [True] and not result.unbuffered_active
+
+
+def test_a_value_the_reference_cannot_convert_fails_as_in_the_reference() -> None:
+    """A TIME text PyMySQL leaves as a string: the row goes to the reference's conversion, whose
+    located error (fatal) is the read's."""
+    reader, _ = reader_of(
+        [("id", ColumnType("int"), FIELD_TYPE.LONG), ("t", ColumnType("time"), FIELD_TYPE.TIME)]
+    )
+    data = framed([lenenc(b"7") + lenenc(b"12:00:00"), lenenc(b"8") + lenenc(b"noon"), EOF])
+    conn = SimpleNamespace(
+        _rfile=io.BufferedReader(io.BytesIO(data)), _next_seq_id=0, _force_close=lambda: None
+    )
+    with pytest.raises(SourceError) as e:
+        reader.more(conn)
+    assert not e.value.retryable
+    assert "db.t.t (time(0)) value 'noon'" in str(e.value) and "key [8]" in str(e.value)
