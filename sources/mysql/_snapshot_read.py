@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pymysql
-from pymysql.constants import COMMAND, FIELD_TYPE
+from pymysql.constants import CLIENT, COMMAND, FIELD_TYPE
 
 from cdc import _native_avro
 from cdc.errors import SourceError
@@ -234,10 +234,12 @@ class Reader:
         self.generic_rows += 1
         return self.convert(self.pymysql_row(fields))
 
-    def _plan(self, result: Any) -> None:
+    def _plan(self, result: Any, client_flag: int) -> None:
         """Make the compiled decoder from the first result's column definitions, or fall back."""
         self.native = False
         columns = plan(self.version, result.fields)
+        if client_flag & CLIENT.DEPRECATE_EOF:  # the decoder knows results that end with EOF
+            columns = "the connection asked for results that end with OK packets"
         schema = self.version.schema
         one = schema.key[0] if len(schema.key) == 1 else None
         native = _native_avro._native
@@ -306,7 +308,7 @@ class Reader:
         if not self._pymysql:
             self._pymysql = list(result.converters)
             if self.native:
-                self._plan(result)
+                self._plan(result, conn.client_flag)
         return self.more(conn, limit)
 
     def more(self, conn: pymysql.Connection[Any], limit: int = 0) -> Chunk:

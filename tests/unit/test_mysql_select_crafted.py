@@ -189,7 +189,7 @@ def reader_of(kinds: list[tuple[str, ColumnType, int]]) -> tuple[sr.Reader, Any]
     )
     reader = sr.Reader(version, "s", "f:1", True)
     reader._pymysql = list(result.converters)
-    reader._plan(result)
+    reader._plan(result, 0)
     assert reader.decoder is not None
     reader._result = result
     return reader, result
@@ -223,3 +223,16 @@ def test_a_value_the_reference_cannot_convert_fails_as_in_the_reference() -> Non
         reader.more(conn)
     assert not e.value.retryable
     assert "db.t.t (time(0)) value 'noon'" in str(e.value) and "key [8]" in str(e.value)
+
+
+def test_a_connection_whose_results_end_with_ok_packets_is_read_by_the_reference() -> None:
+    """CLIENT_DEPRECATE_EOF (which PyMySQL does not ask for today) changes how a result ends:
+    the plan is refused, counted, and the reference reads."""
+    from pymysql.constants import CLIENT
+
+    reader, result = reader_of([("id", ColumnType("int"), FIELD_TYPE.LONG)])
+    other = sr.Reader(reader.version, "s", "f:1", True)
+    before = sr.native_fallbacks()
+    other._plan(result, CLIENT.DEPRECATE_EOF)
+    assert other.decoder is None and not other.native
+    assert sr.native_fallbacks() == before + 1
