@@ -230,14 +230,42 @@ pub(crate) fn zoned_text(
     fsp: usize,
 ) -> String {
     let ((y, mo, d), (h, mi, s)) = (ymd, hms);
-    let mut t = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}");
+    let mut t = String::with_capacity(28);
+    padded(&mut t, y, 4);
+    t.push('-');
+    padded(&mut t, mo, 2);
+    t.push('-');
+    padded(&mut t, d, 2);
+    t.push('T');
+    padded(&mut t, h, 2);
+    t.push(':');
+    padded(&mut t, mi, 2);
+    t.push(':');
+    padded(&mut t, s, 2);
     if fsp > 0 {
-        let f = format!("{micro:06}");
         t.push('.');
-        t.push_str(&f[..fsp.min(6)]);
+        let digits = fsp.min(6);
+        // the first `digits` of the 6-digit fraction
+        padded(&mut t, micro / 10i64.pow(6 - digits as u32), digits);
     }
     t.push('Z');
     t
+}
+
+/// `v` in decimal, zero-padded to `width` digits, as `format!("{v:0width$}")` writes it (without
+/// its formatting machinery, for the common case of a value that fits).
+fn padded(t: &mut String, v: i64, width: usize) {
+    let mut buf = [b'0'; 20];
+    if v < 0 || width > buf.len() || v >= 10i64.pow(width as u32) {
+        t.push_str(&format!("{v:0width$}"));
+        return;
+    }
+    let mut x = v;
+    for i in (0..width).rev() {
+        buf[i] = b'0' + (x % 10) as u8;
+        x /= 10;
+    }
+    t.extend(buf[..width].iter().map(|&c| char::from(c)));
 }
 
 /// Bytes of a fraction of `fsp` digits and the factor to microseconds (`_decoders`).
