@@ -61,6 +61,7 @@ PARTS = {
     "pgoutput_tuple_decoder": "TupleDecoder",
     "copy_decoder": "CopyDecoder",
     "binlog_rows_decoder": "RowsDecoder",
+    "mysql_select_decoder": "SelectDecoder",
 }
 """The compiled parts of ``cdc._native``, by the name ``cdc --version`` and the metrics
 (``cdc_native_paths{path}``, ``cdc_native_fallbacks_total{path}``) give them: their class.

@@ -102,8 +102,8 @@ ENCODER_INFO.labels(path=_native_avro.PATH).set(1)
 NATIVE_PATHS = Gauge(
     "cdc_native_paths",
     "1 where the compiled part of cdc._native named by path runs (avro_writers, "
-    "pgoutput_tuple_decoder, copy_decoder, binlog_rows_decoder), 0 where its pure-Python "
-    "reference does (the extension not built or without it, or CDC_NATIVE=0).",
+    "pgoutput_tuple_decoder, copy_decoder, binlog_rows_decoder, mysql_select_decoder), 0 where "
+    "its pure-Python reference does (the extension not built or without it, or CDC_NATIVE=0).",
     ["path"],
     registry=REGISTRY,
 )

@@ -156,7 +156,7 @@ fn bit(map: &[u8], i: usize) -> bool {
 // --- temporal values ---------------------------------------------------------------------------
 
 /// Days from 1970-01-01 to the civil date (proleptic Gregorian), as `date.toordinal()` counts.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
@@ -185,7 +185,7 @@ fn is_leap(y: i64) -> bool {
 }
 
 /// Whether `datetime.date(y, m, d)` accepts it.
-fn calendar_date(y: i64, m: i64, d: i64) -> bool {
+pub(crate) fn calendar_date(y: i64, m: i64, d: i64) -> bool {
     if !(1..=9999).contains(&y) || !(1..=12).contains(&m) || d < 1 {
         return false;
     }
@@ -199,12 +199,73 @@ fn calendar_date(y: i64, m: i64, d: i64) -> bool {
 }
 
 /// Debezium's time adjuster (`_types._adjusted`).
-fn adjusted(y: i64, adjust: bool) -> i64 {
+pub(crate) fn adjusted(y: i64, adjust: bool) -> i64 {
     if adjust && y < 100 {
         y + if y < 70 { 2000 } else { 1900 }
     } else {
         y
     }
+}
+
+/// A zero date's value (not a calendar date): the column's `fallback` when it is NOT NULL
+/// (`required`), else None (`_types._or_fallback`).
+pub(crate) fn zero_date<'py>(
+    py: Python<'py>,
+    required: bool,
+    fallback: &Py<PyAny>,
+) -> Bound<'py, PyAny> {
+    if required {
+        fallback.bind(py).clone()
+    } else {
+        py.None().into_bound(py)
+    }
+}
+
+/// A TIMESTAMP as `_types._zoned` writes it: `YYYY-MM-DDTHH:MM:SS`, the first `fsp` digits of
+/// the microseconds after a point when `fsp` > 0, then `Z`.
+pub(crate) fn zoned_text(
+    ymd: (i64, i64, i64),
+    hms: (i64, i64, i64),
+    micro: i64,
+    fsp: usize,
+) -> String {
+    let ((y, mo, d), (h, mi, s)) = (ymd, hms);
+    let mut t = String::with_capacity(28);
+    padded(&mut t, y, 4);
+    t.push('-');
+    padded(&mut t, mo, 2);
+    t.push('-');
+    padded(&mut t, d, 2);
+    t.push('T');
+    padded(&mut t, h, 2);
+    t.push(':');
+    padded(&mut t, mi, 2);
+    t.push(':');
+    padded(&mut t, s, 2);
+    if fsp > 0 {
+        t.push('.');
+        let digits = fsp.min(6);
+        // the first `digits` of the 6-digit fraction
+        padded(&mut t, micro / 10i64.pow(6 - digits as u32), digits);
+    }
+    t.push('Z');
+    t
+}
+
+/// `v` in decimal, zero-padded to `width` digits, as `format!("{v:0width$}")` writes it (without
+/// its formatting machinery, for the common case of a value that fits).
+fn padded(t: &mut String, v: i64, width: usize) {
+    let mut buf = [b'0'; 20];
+    if v < 0 || width > buf.len() || v >= 10i64.pow(width as u32) {
+        t.push_str(&format!("{v:0width$}"));
+        return;
+    }
+    let mut x = v;
+    for i in (0..width).rev() {
+        buf[i] = b'0' + (x % 10) as u8;
+        x /= 10;
+    }
+    t.extend(buf[..width].iter().map(|&c| char::from(c)));
 }
 
 /// Bytes of a fraction of `fsp` digits and the factor to microseconds (`_decoders`).
@@ -298,14 +359,6 @@ impl RowsDecoder {
             values.push(self.value(py, r, col)?);
         }
         PyTuple::new(py, values)
-    }
-
-    fn zero_date<'py>(&self, py: Python<'py>, col: &Col) -> Bound<'py, PyAny> {
-        if col.required {
-            col.fallback.bind(py).clone()
-        } else {
-            py.None().into_bound(py)
-        }
     }
 
     fn value<'py>(
@@ -413,7 +466,7 @@ impl RowsDecoder {
                 let v = r.uint_le(3)? as i64;
                 let (d, m, y) = (v & 31, (v >> 5) & 15, v >> 9);
                 if !calendar_date(y, m, d) {
-                    return Ok(self.zero_date(py, col));
+                    return Ok(zero_date(py, col.required, &col.fallback));
                 }
                 int(days_from_civil(adjusted(y, col.adjust), m, d))
             }
@@ -425,7 +478,7 @@ impl RowsDecoder {
                 let (y, mo, d) = (ym / 13, ym % 13, (v >> 17) & 31);
                 let (h, mi, s) = ((v >> 12) & 31, (v >> 6) & 63, v & 63);
                 if !calendar_date(y, mo, d) || h > 23 || mi > 59 || s > 59 || micros > 999_999 {
-                    return Ok(self.zero_date(py, col));
+                    return Ok(zero_date(py, col.required, &col.fallback));
                 }
                 let days = days_from_civil(adjusted(y, col.adjust), mo, d);
                 let total = ((days * 24 + h) * 60 + mi) * 60 + s;
@@ -453,22 +506,12 @@ impl RowsDecoder {
                 }
                 let micro = micro.max(0); // the library keeps no fraction <= 0
                 if secs == 0 && micro == 0 {
-                    return Ok(self.zero_date(py, col)); // the zero TIMESTAMP
+                    return Ok(zero_date(py, col.required, &col.fallback)); // the zero TIMESTAMP
                 }
                 let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
                 let (y, mo, d) = civil_from_days(days);
-                let mut s = format!(
-                    "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-                    rem / 3600,
-                    rem / 60 % 60,
-                    rem % 60
-                );
-                if col.a > 0 {
-                    let f = format!("{micro:06}");
-                    s.push('.');
-                    s.push_str(&f[..col.a.min(6)]);
-                }
-                s.push('Z');
+                let hms = (rem / 3600, rem / 60 % 60, rem % 60);
+                let s = zoned_text((y, mo, d), hms, micro, col.a);
                 Ok(PyString::new(py, &s).into_any())
             }
             YEAR => {

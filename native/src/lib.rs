@@ -19,6 +19,9 @@
 //! `CopyDecoder(decoder, keys, extra, generic).decode(data)` (module `copy`) reads COPY's text
 //! rows into the same row tuples, by a `TupleDecoder`'s plan (the snapshot's rows).
 //!
+//! `SelectDecoder(columns, id_key, prefix, generic).read(rfile, seq)` (module `select`) reads a
+//! MySQL/MariaDB text-protocol result set off the connection into the snapshot's row tuples.
+//!
 //! Safe Rust only: Python objects are reached through PyO3's checked API, so a datum of any
 //! shape can make a call raise, never crash. A named record is compiled once and shared by its
 //! references (no blow-up for schemas that reuse records); the schema's nesting depth and the
@@ -27,6 +30,7 @@
 mod binlog;
 mod copy;
 mod pgtuple;
+mod select;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
@@ -882,6 +886,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<pgtuple::TupleDecoder>()?;
     m.add_class::<binlog::RowsDecoder>()?;
     m.add_class::<copy::CopyDecoder>()?;
+    m.add_class::<select::SelectDecoder>()?;
     m.add("Unsupported", m.py().get_type::<Unsupported>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

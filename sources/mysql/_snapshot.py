@@ -12,16 +12,18 @@ from typing import Any
 import pymysql
 
 import cdc
-from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Position, Reporter, RowChange, TableSchema, TxBoundary
 from cdc.model import snapshot_event_id as snapshot_event_id  # own line: fewer merge conflicts
+from cdc.sources.mysql import _snapshot_read
 from cdc.sources.mysql._schema import TableVersion
 from cdc.sources.mysql._server import Server, quote
 from cdc.sources.mysql._tables import Tables
 
 log = logging.getLogger(__name__)
-# a snapshot row: (version, row, first in its table, last in its table, key to resume after)
-SnapshotItem = tuple[TableVersion, tuple[Any, ...], bool, bool, list[Any] | None]
+# the row read last: (version, row, event id, first in its table, its resumable key's function)
+Held = tuple[
+    TableVersion, tuple[Any, ...], str, bool, Callable[[tuple[Any, ...]], list[Any] | None]
+]
 
 
 class Snapshot:
@@ -48,6 +50,9 @@ class Snapshot:
         # the read time of the batch under way, and its rows' shared source blocks ("true")
         self._now_ms = int(time.time() * 1000)
         self._shared: dict[int, dict[str, Any]] = {}
+        # read rows with the compiled decoder (True), the reference (False), or as the process
+        # chose (None: ``_snapshot_read.PATH``)
+        self.native: bool | None = None
 
     def run(self, running: Position | None) -> Generator[ChangeBatch, None, Position]:
         """Read every captured table inside one consistent read; yield op=r batches.
@@ -64,6 +69,10 @@ class Snapshot:
             cur = conn.cursor()
             cur.execute("SET SESSION time_zone = '+00:00'")
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            # A chunk's query is sent before the previous chunk is written (``_chunks``): while a
+            # slow sink holds the snapshot up, the server may wait to send its rows; it waits
+            # up to net_write_timeout (default 60 s) before it drops the query.
+            cur.execute("SET SESSION net_write_timeout = 3600")
             if self.server.is_mariadb:
                 # MariaDB reports the binlog position matching a consistent snapshot: no lock.
                 cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
@@ -127,29 +136,69 @@ class Snapshot:
                 " (resuming after the last key written)" if running and (done or resume) else "",
             )
             events: list[RowChange | TxBoundary] = []
-            n = 0
-            pending: SnapshotItem | None = None
-            pending_id = ""
+            # The last row read waits for the next one (or the end), which decides its marker.
+            held: Held | None = None
+            first = not resumed  # the next event is the snapshot's first
             after: dict[str, list[Any]] = {}
-            read_here: dict[str, int] = {}  # rows of each table read in this attempt
-            for item in self._rows(cur, conn, tables, resume):
-                qualified = item[0].schema.qualified
-                progress_rows[qualified] = progress_rows.get(qualified, 0) + 1
-                ordinal = read_here[qualified] = read_here.get(qualified, 0) + 1
-                if pending is not None:
-                    events.append(
-                        self._event(pending, n == 1 and not resumed, False, here, pending_id)
+            here_id = f"{here['file']}:{here['pos']}"
+
+            def add(
+                version: TableVersion,
+                rows: list[tuple[Any, ...]],
+                ids: list[str],
+                first_in: bool,
+                last_in: bool,
+                key_of: Callable[[tuple[Any, ...]], list[Any] | None],
+            ) -> Generator[ChangeBatch, None, bool]:
+                """Append the events of ``rows`` of one table, none the snapshot's last (each
+                has a row after it); ``first_in``: the first is its table's first, ``last_in``:
+                the last is its table's last. Yield each batch that fills; True: stop (asked
+                to, after a batch)."""
+                nonlocal first, after
+                schema = version.schema
+                name = schema.qualified
+                i, n = 0, len(rows)
+                while i < n:
+                    take = min(n - i, self.max_events - len(events))
+                    # one block for a batch's plain rows of a table: nothing changes blocks
+                    # after this (by id: the batch's events keep their schema alive)
+                    src = self._shared.get(id(schema))
+                    if src is None:
+                        src = self._shared[id(schema)] = self._source(schema, "true", here)
+                    ts_ms = src["ts_ms"]
+                    at = len(events)
+                    events.extend(
+                        [
+                            RowChange(schema, "r", None, row, src, ts_ms, eid)
+                            for row, eid in zip(rows[i : i + take], ids[i : i + take], strict=True)
+                        ]
                     )
-                    name, key = pending[0].schema.qualified, pending[4]
-                    counts[name] = counts.get(name, 0) + 1
-                    if pending[3]:
+                    # Debezium's markers, the first that applies: the snapshot's first row,
+                    # its table's last, its table's first
+                    marks: dict[int, str] = {}
+                    if first_in and i == 0:
+                        marks[at] = "first_in_data_collection"
+                    if last_in and i + take == n:
+                        marks[len(events) - 1] = "last_in_data_collection"
+                    if first:
+                        marks[at] = "first"
+                        first = False
+                    for j, marker in marks.items():
+                        ev = events[j]
+                        assert isinstance(ev, RowChange)
+                        ev.source = self._source(schema, marker, here)
+                    counts[name] = counts.get(name, 0) + take
+                    i += take
+                    if i == n and last_in:
                         done.append(name)
                         after = {}
-                    else:  # without a resumable key the table is read again from its start
+                    elif len(events) >= self.max_events:
+                        # without a resumable key the table is read again from its start
+                        key = key_of(rows[i - 1])
                         after = {name: key} if key is not None else {}
                     if len(events) >= self.max_events:
-                        for table_name, rows in progress_rows.items():
-                            self.reporter.snapshot_progress(table_name, rows, None)
+                        for table_name, read in progress_rows.items():
+                            self.reporter.snapshot_progress(table_name, read, None)
                         progress: Position = {
                             **stream_from,
                             "snapshot": "running",
@@ -157,21 +206,46 @@ class Snapshot:
                             "after": after,
                             "rows": dict(counts),
                         }
-                        yield ChangeBatch(events, progress, snapshot=True)
-                        events = []
+                        yield ChangeBatch(events[:], progress, snapshot=True)
+                        events.clear()
                         self._now_ms, self._shared = int(time.time() * 1000), {}
                         if self.stopping():
+                            return True
+                return False
+
+            _snapshot_read.log_choice()
+            native = _snapshot_read.PATH == _snapshot_read.NATIVE
+            if self.native is not None:
+                native = self.native
+            for db, table in tables:
+                version = self.tables.catalog_version(cur, db, table)
+                name = version.schema.qualified
+                reader = _snapshot_read.Reader(version, scope, here_id, native)
+                key_of = _snapshot_read.resumable_key(version)
+                first_in = name not in resume  # a resumed table had its first row before
+                ordinal = 1  # the place in its table of the chunk's first row, this attempt
+                for rows, raw_ids in self._chunks(conn, cur, reader, resume.get(name)):
+                    ids = reader.ids(rows, raw_ids, ordinal)
+                    ordinal += len(rows)
+                    progress_rows[name] = progress_rows.get(name, 0) + len(rows)
+                    if held is not None:  # a row follows it: not the snapshot's last
+                        v, row, eid, held_first, held_key = held
+                        last_in = v is not version
+                        if (yield from add(v, [row], [eid], held_first, last_in, held_key)):
                             return stream_from
-                pending = item
-                pending_id = self._event_id(item, scope, here, ordinal)
-                n += 1
-            if pending is not None:
-                events.append(self._event(pending, n == 1 and not resumed, True, here, pending_id))
-                name = pending[0].schema.qualified
-                counts[name] = counts.get(name, 0) + 1
+                    if (yield from add(version, rows[:-1], ids[:-1], first_in, False, key_of)):
+                        return stream_from
+                    held = (version, rows[-1], ids[-1], first_in and len(rows) == 1, key_of)
+                    first_in = False
+            if held is not None:
+                # the snapshot's last row: "last" also when it is the only one
+                v, row, eid = held[0], held[1], held[2]
+                src = self._source(v.schema, "last", here)
+                events.append(RowChange(v.schema, "r", None, row, src, src["ts_ms"], eid))
+                counts[v.schema.qualified] = counts.get(v.schema.qualified, 0) + 1
             cur.execute("COMMIT")
-            for table_name, rows in progress_rows.items():
-                self.reporter.snapshot_progress(table_name, rows, rows)
+            for table_name, read in progress_rows.items():
+                self.reporter.snapshot_progress(table_name, read, read)
             yield ChangeBatch(events, stream_from)
             log.info(
                 "snapshot finished: %d rows; streaming from %s:%s",
@@ -182,73 +256,6 @@ class Snapshot:
             return stream_from
         finally:
             conn.close()
-
-    def _rows(
-        self,
-        cur: Any,
-        conn: pymysql.Connection[Any],
-        tables: list[tuple[str, str]],
-        resume: dict[str, list[Any]],
-    ) -> Iterator[SnapshotItem]:
-        """(version, row, first in its table, last in its table, resumable key) for every
-        captured row; a table in ``resume`` starts after the key it maps to."""
-        for db, table in tables:
-            version = self.tables.catalog_version(cur, db, table)
-            prev: tuple[tuple[Any, ...], list[Any] | None] | None = None
-            first = f"{db}.{table}" not in resume  # a resumed table had its first row before
-            for row in self._read_table(conn, db, table, version, resume.get(f"{db}.{table}")):
-                if prev is not None:
-                    yield version, prev[0], first, False, prev[1]
-                    first = False
-                prev = row
-            if prev is not None:
-                yield version, prev[0], first, True, prev[1]
-
-    @staticmethod
-    def _event_id(item: SnapshotItem, scope: str, here: Position, ordinal: int) -> str:
-        """Unique in the snapshot and the same when a row is read again after a resume: from
-        the primary key; without one, from the row's place in its table at this attempt's
-        binlog position (an unchanged binlog position means unchanged rows, read in the same
-        clustered-index order; a changed one gives new ids, so no distinct row takes an id a
-        de-duplicating sink has seen)."""
-        version, row = item[0], item[1]
-        schema = version.schema
-        if len(schema.key) == 1 and type(k := row[schema.key[0]]) is int:
-            return f"s:{scope}:{schema.qualified}:{k}"  # snapshot_event_id's plain form of it
-        if schema.key:
-            return snapshot_event_id(scope, schema.qualified, [row[k] for k in schema.key])
-        return f"s:{scope}:{schema.qualified}:@{here['file']}:{here['pos']}:{ordinal}"
-
-    def _event(
-        self,
-        item: SnapshotItem,
-        first: bool,
-        last: bool,
-        here: Position,
-        event_id: str,
-    ) -> RowChange:
-        version, row, first_in, last_in, _ = item
-        # Debezium's markers: first/last of the whole snapshot, then of each table
-        if last:  # also when it is the only row: "last" is what tells the snapshot ended
-            marker = "last"
-        elif first:
-            marker = "first"
-        elif last_in:
-            marker = "last_in_data_collection"
-        elif first_in:
-            marker = "first_in_data_collection"
-        else:
-            marker = "true"
-        schema = version.schema
-        if marker == "true":
-            # one block for a batch's plain rows of a table: nothing changes blocks after this
-            # (by id: the batch's events keep their schema alive)
-            src = self._shared.get(id(schema))
-            if src is None:
-                src = self._shared[id(schema)] = self._source(schema, marker, here)
-        else:
-            src = self._source(schema, marker, here)
-        return RowChange(schema, "r", None, row, src, src["ts_ms"], event_id)
 
     def _source(self, table: TableSchema, marker: str, here: Position) -> dict[str, Any]:
         now_ms = self._now_ms
@@ -272,53 +279,31 @@ class Snapshot:
             "query": None,
         }
 
-    def _read_table(
+    def _chunks(
         self,
         conn: pymysql.Connection[Any],
-        db: str,
-        table: str,
-        version: TableVersion,
+        cur: Any,
+        reader: _snapshot_read.Reader,
         start_after: list[Any] | None = None,
-    ) -> Iterator[tuple[tuple[Any, ...], list[Any] | None]]:
-        """(row, key) of ``db.table`` in primary-key order, ``snapshot_chunk_rows`` at a time,
-        after ``start_after`` when given. ``key`` is the row's primary key as JSON can hold it
-        (ints and strings), or None (no key, or other key types): where a resumed snapshot
-        starts again."""
-        schema = version.schema
-        # only the columns with a converter are touched: the others are SELECT's values as is
-        convs = [(i, conv) for i, conv in enumerate(version.from_select) if conv is not None]
-        width = len(version.from_select)
+    ) -> Iterator[tuple[list[tuple[Any, ...]], list[str | None]]]:
+        """(rows, ids) of the reader's table in primary-key order, ``snapshot_chunk_rows`` at a
+        time, after the key ``start_after`` when given; never an empty chunk. ``ids``: see
+        ``Reader.chunk``."""
+        schema = reader.version.schema
         cols = ", ".join(quote(c.name) for c in schema.columns)
-        source = f"{quote(db)}.{quote(table)}"
-
-        def convert(raw: tuple[Any, ...]) -> tuple[Any, ...]:
-            try:
-                if len(raw) != width:
-                    raise ValueError(f"{len(raw)} values for {width} columns")
-                row = list(raw)
-                for i, conv in convs:
-                    v = row[i]
-                    if v is not None:
-                        row[i] = conv(v)
-                return tuple(row)
-            except Exception as e:
-                key = [raw[i] for i in schema.key]
-                where = f"the snapshot (row with key {key!r})" if key else "the snapshot"
-                failure = version.conversion_failure(list(raw), False, where)
-                raise SourceError(failure, retryable=False) from e
-
+        source = f"{quote(schema.namespace)}.{quote(schema.table)}"
+        limit = self.server.config.snapshot_chunk_rows
         if not schema.key:
-            cur = conn.cursor(pymysql.cursors.SSCursor)
-            try:
-                cur.execute(f"SELECT {cols} FROM {source}")
-                for raw in cur:
-                    yield convert(raw), None
-            finally:
-                cur.close()
-            return
+            # one unbuffered read of the whole table, taken a chunk at a time
+            rows, ids, _, more = reader.chunk(conn, f"SELECT {cols} FROM {source}", limit)
+            while True:
+                if rows:
+                    yield rows, ids
+                if not more:
+                    return
+                rows, ids, _, more = reader.more(conn, limit)
         keys = [schema.columns[i].name for i in schema.key]
         order = ", ".join(quote(k) for k in keys)
-        limit = self.server.config.snapshot_chunk_rows
         # (k1 > ?) OR (k1 = ? AND k2 > ?) OR ...: a range the primary key index serves
         terms = []
         for j in range(len(keys)):
@@ -328,32 +313,24 @@ class Snapshot:
             f"SELECT {cols} FROM {source} WHERE {' OR '.join(terms)} ORDER BY {order} LIMIT {limit}"
         )
         first_sql = f"SELECT {cols} FROM {source} ORDER BY {order} LIMIT {limit}"
-        last: list[Any] | None = list(start_after) if start_after else None
 
-        one = schema.key[0] if len(schema.key) == 1 else None
+        def query(last: list[Any] | None) -> str:
+            if last is None:
+                return first_sql
+            params: list[Any] = []
+            for j in range(len(keys)):
+                params += [*last[:j], last[j]]
+            return str(cur.mogrify(after_sql, params))
 
-        def resumable(raw: tuple[Any, ...]) -> list[Any] | None:
-            if one is not None and type(k := raw[one]) in (int, str):
-                return [k]
-            key = [raw[i] for i in schema.key]
-            ok = all(isinstance(v, int | str) and not isinstance(v, bool) for v in key)
-            return key if ok else None
-
-        cur = conn.cursor()
-        try:
-            while True:
-                if last is None:
-                    cur.execute(first_sql)
-                else:
-                    params: list[Any] = []
-                    for j in range(len(keys)):
-                        params += [*last[:j], last[j]]
-                    cur.execute(after_sql, params)
-                rows = cur.fetchall()
-                for raw in rows:
-                    yield convert(raw), resumable(raw)
-                if len(rows) < limit:
-                    return
-                last = [rows[-1][i] for i in schema.key]
-        finally:
-            cur.close()
+        reader.send(conn, query(list(start_after) if start_after else None))
+        while True:
+            rows, ids, last_row, _ = reader.chunk(conn, None)
+            if len(rows) < limit or last_row is None:
+                if rows:
+                    yield rows, ids
+                return
+            # The next chunk's query goes before this chunk is made into events and written:
+            # the server reads and sends it meanwhile (into the socket's buffers; see
+            # net_write_timeout in ``run``).
+            reader.send(conn, query([last_row[i] for i in schema.key]))
+            yield rows, ids

@@ -708,10 +708,16 @@ def test_fuzz_row_changes_through_the_encoder(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.parametrize(("env", "path"), [(None, "native"), ("0", "python")])
 def test_version_and_metrics_name_every_compiled_path(env: str | None, path: str) -> None:
     """Issue 15 item 2: which compiled paths run (Avro writers, pgoutput tuple decoder, COPY
-    decoder, binlog rows decoder) in ``cdc --version`` and ``cdc_native_paths{path}``, and a
-    decoder's fallbacks in ``cdc_native_fallbacks_total{path}``."""
+    decoder, binlog rows decoder, MySQL snapshot rows decoder) in ``cdc --version`` and
+    ``cdc_native_paths{path}``, and a decoder's fallbacks in
+    ``cdc_native_fallbacks_total{path}``."""
     out = run_cdc(["-m", "cdc", "--version"], env)
-    for label in ("pgoutput tuple decoder", "copy decoder", "binlog rows decoder"):
+    for label in (
+        "pgoutput tuple decoder",
+        "copy decoder",
+        "binlog rows decoder",
+        "mysql select decoder",
+    ):
         assert f"\n{label}: {path} (" in out, out
     code = (
         "from prometheus_client import generate_latest\n"

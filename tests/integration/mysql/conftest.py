@@ -35,17 +35,22 @@ def server(request: pytest.FixtureRequest) -> Any:
 
 @pytest.fixture(params=["native", "python"])
 def rows_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """The binlog rows decoders of the pipelines a test runs in this process (sources/mysql/
-    _rows.py): the compiled ones (skipped where the extension is not built), none of their
-    events handed to the library, or the python reference (as ``CDC_NATIVE=0``)."""
-    from cdc.sources.mysql import _rows
+    """The binlog rows decoders and the snapshot's row reader of the pipelines a test runs in
+    this process (sources/mysql/_rows.py, _snapshot_read.py): the compiled ones (skipped where
+    the extension is not built), none of their events or tables handed to the reference, or
+    the python reference (as ``CDC_NATIVE=0``)."""
+    from cdc.sources.mysql import _rows, _snapshot_read
 
     if request.param == _rows.NATIVE and _rows.PATH != _rows.NATIVE:
         pytest.skip(_rows.describe())
+    if request.param == _rows.NATIVE and _snapshot_read.PATH != _snapshot_read.NATIVE:
+        pytest.skip(_snapshot_read.describe())
     monkeypatch.setattr(_rows, "PATH", request.param)
-    before = _rows.native_fallbacks()
+    monkeypatch.setattr(_snapshot_read, "PATH", request.param)
+    before = _rows.native_fallbacks(), _snapshot_read.native_fallbacks()
     yield request.param
-    assert _rows.native_fallbacks() == before, "events went to the library"
+    after = _rows.native_fallbacks(), _snapshot_read.native_fallbacks()
+    assert after == before, "events or tables went to the reference"
 
 
 @pytest.fixture

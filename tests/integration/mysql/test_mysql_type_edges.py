@@ -642,6 +642,8 @@ def test_a_value_that_cannot_be_converted_stops_the_snapshot_naming_it(
     server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any, monkeypatch: Any
 ) -> None:
     monkeypatch.setattr("cdc.sources.mysql._types._days", _broken_days)
+    # the broken converter is the python reader's: the compiled reader converts dates itself
+    monkeypatch.setattr("cdc.sources.mysql._snapshot_read.PATH", "python")
     cur = connect(server, mysql_db).cursor()
     cur.execute("CREATE TABLE c (id INT PRIMARY KEY, d DATE)")
     cur.execute("INSERT INTO c VALUES (7, '2024-02-29')")
@@ -744,6 +746,7 @@ def test_the_daemon_marks_a_conversion_failure_failed_without_restarting(
     from cdc.daemon import Daemon
 
     monkeypatch.setattr("cdc.sources.mysql._types._days", _broken_days)
+    monkeypatch.setattr("cdc.sources.mysql._snapshot_read.PATH", "python")  # (as above)
     cur = connect(server, mysql_db).cursor()
     cur.execute("CREATE TABLE c (id INT PRIMARY KEY, d DATE)")
     cur.execute("INSERT INTO c VALUES (9, '2024-02-29')")
