@@ -1,7 +1,7 @@
 PYTHON ?= .venv/bin/python
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: setup setup-all test test-scale test-pg-all unit integration lint format demo bench clean
+.PHONY: setup setup-all test test-scale test-pg-all test-python-path unit integration lint format demo bench clean
 
 setup:  ## what the demo needs: Debian's PostgreSQL and the venv (idempotent, quick when done)
 	bash .ci/setup
@@ -11,6 +11,10 @@ setup-all:  ## also the test servers: MariaDB, MySQL 9.7, NATS, Kafka + registry
 
 test: setup-all  ## the whole suite: unit and integration tests against real servers
 	$(PYTHON) -m pytest -q tests
+
+test-python-path: setup-all  ## conformance, type and kill -9 tests on the pure-Python reference path (CDC_NATIVE=0)
+	CDC_NATIVE=0 $(PYTHON) -m pytest -q tests/conformance tests/integration/test_postgres_types.py \
+	  tests/integration/mysql/test_mysql_types.py tests/integration/test_chaos.py
 
 test-scale: setup-all  ## the scale-marked acceptance runs at full volume (docs/testing.md)
 	CDC_TEST_FULL_SCALE=1 $(PYTHON) -m pytest -q -m scale tests

@@ -81,10 +81,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from cdc import logs
     from cdc.config import load
-    from cdc.daemon import Daemon
+    from cdc.daemon import Daemon, tune_gc
 
     config = load(args.config)
     logs.add_secrets(logs.secrets_in(config))
+    tune_gc()
     return Daemon(config).run()
 
 
