@@ -21,6 +21,7 @@ parses the same text by the staging table's column types). Tables with an array 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,8 @@ from psycopg import sql as pgsql
 from cdc.sinks._sql._sink import POSITIONS_TABLE, SqlTarget, TablePlan, TargetTable
 from cdc.sinks._sql._types import normalize
 from cdc.sinks.postgres.config import PostgresSinkConfig
+
+log = logging.getLogger(__name__)
 
 # Rows per statement: each column is one array parameter, so a statement's size does not depend
 # on its row count; this bounds the memory of one statement.
@@ -52,6 +55,8 @@ class PostgresTarget(SqlTarget):
         self._stages_new: list[tuple[tuple[str, ...], tuple[str, ...]]] = []
         self._stage_seq = 0  # names the next staging table: never one made before
         self._fresh_pause: dict[TargetTable, int] = {}
+        self._can_stage = True  # set by _connect
+        self._told_no_stage = False
 
     # --- connection -------------------------------------------------------------------------
 
@@ -63,6 +68,21 @@ class PostgresTarget(SqlTarget):
             application_name=f"cdc target {self.pipeline}"[:63],
             options="-c TimeZone=UTC -c DateStyle=ISO -c IntervalStyle=postgres",
         )
+        # Staging tables are temporary tables: a user without TEMPORARY on the database (it is
+        # PUBLIC's by default, but may be revoked) upserts by statements instead.
+        with self._conn.cursor() as cur:
+            cur.execute("SELECT has_database_privilege(current_database(), 'TEMPORARY')")
+            row = cur.fetchone()
+        self._conn.commit()
+        self._can_stage = bool(row and row[0])
+        if not self._can_stage and not self._told_no_stage:
+            self._told_no_stage = True
+            log.warning(
+                "%s: the user may not create temporary tables in the target database, so "
+                "updates are applied by statements rather than through a staging table by COPY "
+                "(slower); GRANT TEMPORARY ON DATABASE to the user to speed them up",
+                self.label,
+            )
 
     def _disconnect(self) -> None:
         self._stages.clear()
@@ -176,7 +196,7 @@ class PostgresTarget(SqlTarget):
 
     def _upsert(self, plan: TablePlan, rows: list[list[Any]], mask: tuple[int, ...]) -> None:
         which = [i for i in range(len(plan.names)) if i not in mask]
-        if len(rows) >= self.config.copy_min_rows:
+        if len(rows) >= self.config.copy_min_rows and self._can_stage:
             stage = self._stage(plan, which)
             statement = plan.sql.get(("upsert_stage", mask))
             if statement is None:

@@ -17,7 +17,9 @@ class PostgresSinkConfig(TargetOptions):
     type: Literal["postgres"] = Field(description="selects the Postgres target")
     dsn: str = Field(
         description="libpq connection string or URI of the target database; the user needs "
-        "CREATE on it (schemas and tables are created as needed) and write access to the tables",
+        "CREATE on it (schemas and tables are created as needed), write access to the tables, "
+        "and TEMPORARY for the staging tables of copy_min_rows (without it updates go by "
+        "statements, slower)",
         json_schema_extra={"secret": True},
     )
     schema_: str | None = Field(

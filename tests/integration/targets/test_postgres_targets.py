@@ -283,3 +283,37 @@ def test_new_keys_already_in_the_target_are_upserted_not_refused(
     ]
     assert p.error is None
     p.stop()
+
+
+def test_a_target_user_without_temporary_tables_upserts_by_statements(
+    pg_server: Any, pg_db: str, tmp_path: Path, run_pipeline: Any, caplog: Any
+) -> None:
+    """Staging tables are temporary tables; TEMPORARY on a database is PUBLIC's by default but
+    may be revoked: then updates go by statements (a warning says so), not a refused change."""
+    name = f"target{os.getpid()}_{next(_counter)}"
+    target = pg_server.create_database(name)
+    role = f"notemp{os.getpid()}_{next(_counter)}"
+    pg_exec(
+        target,
+        f"CREATE ROLE {role} LOGIN",
+        f"REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC",
+        f"GRANT CREATE ON DATABASE {name} TO {role}",
+    )
+    pg_exec(pg_db, "CREATE TABLE items (id int PRIMARY KEY, v text)")
+    cfg = target_config(
+        tmp_path / "c.yaml",
+        pg_source(pg_db, ["public.items"]),
+        pg_sink(pg_server.dsn(name, user=role), schema="app", copy_min_rows=1),
+        name=f"pgnotemp{next(_counter)}",
+    )
+    with caplog.at_level("WARNING"):
+        p = run_pipeline(cfg)
+        select = "SELECT id, v FROM {} ORDER BY id"
+        source, copy = select.format("public.items"), select.format("app.items")
+        pg_exec(pg_db, "INSERT INTO items SELECT g, 'new' FROM generate_series(1, 100) g")
+        wait_equal(lambda: pg_query(pg_db, source), lambda: pg_query(target, copy), "inserts")
+        pg_exec(pg_db, "UPDATE items SET v = 'changed ' || id")
+        wait_equal(lambda: pg_query(pg_db, source), lambda: pg_query(target, copy), "updates")
+    assert p.error is None
+    assert "may not create temporary tables" in caplog.text
+    p.stop()
