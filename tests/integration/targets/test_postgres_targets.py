@@ -243,13 +243,21 @@ def test_mysql_to_mysql(
     p.stop()
 
 
+@pytest.mark.parametrize("rls", [False, True], ids=["plain", "row-level-security"])
 def test_new_keys_already_in_the_target_are_upserted_not_refused(
-    pg_server: Any, pg_db: str, tmp_path: Path, run_pipeline: Any
+    pg_server: Any, pg_db: str, tmp_path: Path, run_pipeline: Any, rls: bool
 ) -> None:
     """Rows the source inserts go into the target by a plain COPY; when the target holds one of
     their keys already (a row added there by hand) the copy is undone and the rows upserted:
-    the target ends equal to the source and the pipeline keeps running."""
-    target = pg_server.create_database(f"target{os.getpid()}_{next(_counter)}")
+    the target ends equal to the source and the pipeline keeps running. The same when the
+    table is under row-level security, where COPY FROM is refused whatever the keys."""
+    name = f"target{os.getpid()}_{next(_counter)}"
+    target = pg_server.create_database(name)
+    dsn = target
+    if rls:  # the sink as an owner without BYPASSRLS (a superuser passes row-level security)
+        role = f"owner{os.getpid()}_{next(_counter)}"
+        pg_exec(target, f"CREATE ROLE {role} LOGIN", f"GRANT CREATE ON DATABASE {name} TO {role}")
+        dsn = pg_server.dsn(name, user=role)
     pg_exec(
         pg_db,
         "CREATE TABLE items (id int PRIMARY KEY, v text)",
@@ -258,7 +266,7 @@ def test_new_keys_already_in_the_target_are_upserted_not_refused(
     cfg = target_config(
         tmp_path / "c.yaml",
         pg_source(pg_db, ["public.items"]),
-        pg_sink(target, schema="app", copy_min_rows=10),
+        pg_sink(dsn, schema="app", copy_min_rows=10),
         name=f"pgnew{next(_counter)}",
     )
     p = run_pipeline(cfg)
@@ -267,6 +275,13 @@ def test_new_keys_already_in_the_target_are_upserted_not_refused(
     source, copy = select.format("public.items", every), select.format("app.items", every)
     wait_equal(lambda: pg_query(pg_db, source), lambda: pg_query(target, copy), "snapshot")
     pg_exec(target, "INSERT INTO app.items VALUES (50, 'by hand'), (150, 'by hand')")
+    if rls:  # COPY FROM is refused for a table under row-level security; INSERT is not
+        pg_exec(
+            target,
+            "ALTER TABLE app.items ENABLE ROW LEVEL SECURITY",
+            "ALTER TABLE app.items FORCE ROW LEVEL SECURITY",
+            "CREATE POLICY everything ON app.items USING (true) WITH CHECK (true)",
+        )
     for hi in (100, 200):  # the second batch comes while plain copies pause on the table
         pg_exec(
             pg_db,
