@@ -5,6 +5,7 @@ made into one ``TableVersion`` by the schema cache."""
 from __future__ import annotations
 
 import fnmatch
+import time
 from typing import Any
 
 from pymysqlreplication.row_event import TableMapEvent
@@ -50,6 +51,10 @@ def _refuse_unreadable(db: str, table: str, cols: list[tuple[str, ColumnType, bo
                 "source.tables",
                 retryable=False,  # every restart would refuse it again
             )
+
+
+# How long a table the snapshot listed may show no columns (see Tables.catalog_version).
+CATALOG_WAIT_S = 5.0
 
 
 class Tables:
@@ -156,15 +161,33 @@ class Tables:
         return tuple(hit.get(n, (None, None)) for n in names)
 
     def catalog_version(self, cur: Any, db: str, table: str) -> TableVersion:
-        """``db.table`` as the catalog describes it, read with ``cur`` (the snapshot's)."""
-        cur.execute(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, "
-            "DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE, COLUMN_KEY, "
-            "CHARACTER_SET_NAME FROM information_schema.COLUMNS "
-            "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
-            (db, table),
-        )
-        rows = cur.fetchall()
+        """``db.table`` as the catalog describes it, read with ``cur`` (the snapshot's).
+
+        The catalog is not part of the snapshot's consistent read: a table being altered or
+        truncated (MariaDB swaps a copy in) or dropped since the snapshot listed it can show
+        no columns for a moment. That is asked again for up to ``CATALOG_WAIT_S``, then a
+        retryable error (the pipeline restarts; the snapshot goes on after the last row
+        written), never a query without columns."""
+        deadline = time.monotonic() + CATALOG_WAIT_S
+        while True:
+            cur.execute(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_PRECISION, NUMERIC_SCALE, "
+                "DATETIME_PRECISION, CHARACTER_OCTET_LENGTH, IS_NULLABLE, COLUMN_KEY, "
+                "CHARACTER_SET_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION",
+                (db, table),
+            )
+            rows = cur.fetchall()
+            if rows:
+                break
+            if time.monotonic() >= deadline:
+                raise SourceError(
+                    f"table {db}.{table} has no columns in information_schema: it was dropped, "
+                    "or is being altered or truncated, since the snapshot began; the pipeline "
+                    "restarts and the snapshot goes on after the last row written",
+                    retryable=True,
+                )
+            time.sleep(0.1)
         json_cols = self._json_columns(db, table)
         cols: list[tuple[str, ColumnType, bool]] = []
         key: list[int] = []

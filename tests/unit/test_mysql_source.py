@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 
 from cdc.config import parse
-from cdc.errors import ConfigError
+from cdc.errors import ConfigError, SourceError
+from cdc.sources.mysql import _tables
+from cdc.sources.mysql._schema import SchemaCache
 from cdc.sources.mysql._server import format_gtid_state, parse_gtid_state, parse_version
+from cdc.sources.mysql._tables import Tables
 from cdc.sources.mysql._types import ColumnType, from_binlog, from_catalog, mapping
 
 TYPES_MD = Path(__file__).resolve().parents[2] / "sources" / "mysql" / "TYPES.md"
@@ -171,3 +174,43 @@ def test_server_versions_parse_and_pick_the_binlog_status_statement() -> None:
     ]:
         src.is_mariadb, src.version = mariadb, version
         assert src.status_sql == statement
+
+
+class _Catalog:
+    """A cursor whose information_schema.COLUMNS answer is empty ``empty`` times, then one
+    INT key column."""
+
+    def __init__(self, empty: int) -> None:
+        self.empty = empty
+        self.asked = 0
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        self.asked += 1
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        if self.asked <= self.empty:
+            return []
+        return [("id", "int", "int(11)", 10, 0, None, None, "NO", "PRI", None)]
+
+
+class _Server:
+    is_mariadb = False
+
+    def all(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        return [("id", None, "")]
+
+
+def test_a_table_the_catalog_shows_without_columns_for_a_moment_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A table being altered or truncated while the snapshot starts can show no columns in
+    information_schema for a moment: asked again, not read as a table without columns (which
+    made a `SELECT  FROM` the server refused); still none after the wait: a retryable error."""
+    tables = Tables(_Server(), ["shop.*"], SchemaCache("p"))  # type: ignore[arg-type]
+    cur = _Catalog(empty=2)
+    version = tables.catalog_version(cur, "shop", "items")
+    assert [c.name for c in version.schema.columns] == ["id"] and cur.asked == 3
+    monkeypatch.setattr(_tables, "CATALOG_WAIT_S", 0.3)
+    with pytest.raises(SourceError) as e:
+        tables.catalog_version(_Catalog(empty=10**6), "shop", "gone")
+    assert e.value.retryable and "shop.gone has no columns" in str(e.value)
