@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -55,6 +56,30 @@ POSITION_INTERVAL_S = 10.0  # how often an idle stream records that the binlog m
 READ_TIMEOUT_S = 30  # no byte (not even a heartbeat) for this long: the connection is dead
 # what the binlog library raises on bytes it cannot decode (UnicodeDecodeError is a ValueError)
 _UNDECODABLE = (ValueError, KeyError, IndexError, NotImplementedError, struct.error)
+
+_IDENT = r"(?:`(?:[^`]|``)+`|[A-Za-z0-9_$\u0080-\uffff]+)"
+# TRUNCATE [TABLE] [db.]table, as the server logs the statement (after leading comments)
+_TRUNCATE = re.compile(
+    rf"\s*TRUNCATE\s+(?:TABLE\s+)?({_IDENT})(?:\s*\.\s*({_IDENT}))?\s*;?\s*$", re.I | re.S
+)
+_COMMENT = re.compile(r"\s*/\*.*?\*/", re.S)
+
+
+def truncated_table(query: str, default_db: str) -> tuple[str, str] | None:
+    """The (database, table) a logged ``TRUNCATE`` statement empties, or None for another
+    statement (``default_db``: the database the statement ran in, for an unqualified name)."""
+    while (m := _COMMENT.match(query)) is not None:
+        query = query[m.end() :]
+    m = _TRUNCATE.match(query)
+    if m is None:
+        return None
+
+    def name(ident: str) -> str:
+        return ident[1:-1].replace("``", "`") if ident.startswith("`") else ident
+
+    if m.group(2) is None:
+        return (default_db, name(m.group(1))) if default_db else None
+    return name(m.group(1)), name(m.group(2))
 
 
 def unread(conn: Any) -> bool:
@@ -181,6 +206,9 @@ class BinlogStream:
         pending_skip = int(start.get("skip", 0))  # for the first transaction only
         cur_file, end_pos = commit_file, commit_pos
         tables: dict[int, TableVersion | None] = {}
+        # the newest version of each captured table seen in a table map (a TRUNCATE's event
+        # carries it; one not seen since the start is read from the catalog)
+        last_versions: dict[tuple[str, str], TableVersion] = {}
         decoders = _rows.RowsDecoders()  # the rows decoder of each table map: _rows.py
         table_decoders: dict[int, _rows.RowsDecoder | None] = {}
         windows = self.windows
@@ -226,6 +254,53 @@ class BinlogStream:
             if windows is not None:
                 # its signals; a chunk's rows go after its END, before the next transaction
                 windows.commit(asm.reads, read_source)
+
+        def truncate(name: tuple[str, str], ts: int, server_id: int, at: int) -> None:
+            """A TRUNCATE of a captured table: an event ``t`` (Debezium's, without rows)."""
+            version = last_versions.get(name)
+            if version is None:
+                conn = self.server.connect()
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute(
+                            "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = %s "
+                            "AND TABLE_NAME = %s",
+                            name,
+                        )
+                        if cur.fetchone() is not None:
+                            version = self.tables.catalog_version(cur, *name)
+                finally:
+                    conn.close()
+                if version is None:
+                    log.warning(
+                        "TRUNCATE of %s.%s at %s:%s not sent: the table is gone, so its "
+                        "columns are unknown",
+                        *name,
+                        cur_file,
+                        at,
+                    )
+                    return
+            schema = version.schema
+            src = {
+                "version": version_str,
+                "connector": self.connector,
+                "name": prefix,
+                "ts_ms": ts * 1000,
+                "snapshot": "false",
+                "db": schema.namespace,
+                "sequence": None,
+                "ts_us": ts * 1_000_000,
+                "ts_ns": ts * 1_000_000_000,
+                "table": schema.table,
+                "server_id": server_id,
+                "gtid": txn_gtid,
+                "file": cur_file,
+                "pos": at,
+                "row": 0,
+                "thread": None,
+                "query": None,
+            }
+            asm.change(schema, "t", None, None, src, ts * 1000, f"{cur_file}:{at}:t")
 
         def observe(schema: Any, row: tuple[Any, ...]) -> None:
             assert windows is not None
@@ -352,6 +427,7 @@ class BinlogStream:
                 elif self.tables.captured(ev.schema, ev.table):
                     version = self.tables.binlog_version(ev, f"{cur_file}:{ev_start}")
                     tables[ev.table_id] = version
+                    last_versions[(ev.schema, ev.table)] = version
                     table_decoders[ev.table_id] = decoders.for_table_map(ev, version)
                 else:
                     tables[ev.table_id] = None
@@ -446,6 +522,12 @@ class BinlogStream:
                     if not asm.in_txn:
                         begin_group(None, -1)
                     self.tables.forget()
+                    emptied = truncated_table(
+                        ev.query if isinstance(ev.query, str) else "",
+                        ev.schema.decode() if isinstance(ev.schema, bytes) else str(ev.schema),
+                    )
+                    if emptied is not None and self.tables.captured(*emptied):
+                        truncate(emptied, ev.timestamp, packet.server_id, ev_start)
                     if windows is not None and windows.snapshots.watching:
                         # a TRUNCATE or ALTER may have changed the chunk's rows or columns:
                         # read it again under a new window (its high watermark is ignored)

@@ -1,4 +1,5 @@
-"""sources/mysql/_binlog.py without a server: how the stream tells that the binlog paused."""
+"""sources/mysql/_binlog.py without a server: how the stream tells that the binlog paused, and
+which logged statements are a TRUNCATE."""
 
 from __future__ import annotations
 
@@ -46,3 +47,14 @@ def test_unread_of_a_closed_connection_is_false() -> None:
     assert not unread(conn)
     conn._sock = None  # what pymysql leaves after closing
     assert not unread(conn)
+
+
+def test_truncate_statements_are_recognised_as_the_server_logs_them() -> None:
+    from cdc.sources.mysql._binlog import truncated_table
+
+    assert truncated_table("TRUNCATE gone", "db") == ("db", "gone")
+    assert truncated_table("truncate table `my db`.`a``b`;", "x") == ("my db", "a`b")
+    assert truncated_table("/* app */ TRUNCATE TABLE shop . orders", "x") == ("shop", "orders")
+    assert truncated_table("TRUNCATE TABLE t", "") is None  # no database to put it in
+    assert truncated_table("ALTER TABLE t ADD COLUMN c INT", "db") is None
+    assert truncated_table("TRUNCATE TABLE a, b", "db") is None  # not MySQL's syntax
