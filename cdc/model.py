@@ -438,8 +438,11 @@ class RowSink(SinkBase, Protocol):
     """
 
     def write_rows(self, batch: ChangeBatch) -> None:
-        """Apply ``batch`` (after transforms) durably, then return: its position becomes
-        ``committed()``. Same delivery as ``Sink.write``: at least once, in commit order."""
+        """Apply ``batch`` (after transforms), then return. Its position becomes durable by
+        the time this returns, or, for a sink that commits without waiting for the answer (the
+        Postgres target), by the time the next ``write_rows`` or ``close`` returns; only then
+        does ``acknowledgeable()`` give it. Same delivery as ``Sink.write``: at least once, in
+        commit order."""
         ...
 
 

@@ -15,6 +15,16 @@ MySQL ``INSERT ... ON DUPLICATE KEY UPDATE``). Within one target transaction the
 statements is invisible to other sessions, so this gives the same committed state as applying
 every change in turn, in far fewer round trips.
 
+A driver may send a batch's last statements and its commit without waiting for their answer
+(``_commit_later``; the Postgres target does, for batches big enough to go through staging
+tables): the target then works on them while the daemon decodes the next batch, and the answer
+is read before anything else is sent (``_settle``), at the latest by the next ``write_rows``, by
+``acknowledgeable`` once it is there, or by ``close``. Until then the batch is not committed:
+``acknowledgeable()`` stays at the last confirmed commit, so the source is acknowledged one
+batch behind. A statement of those refused (``DeferredRefusal``) rolls the transaction back, and
+its batches are applied again, each statement waited for, so that the refusal is handled (a key
+the source called new found in the target) or named (below) as if nothing had been deferred.
+
 The target down (connection refused or lost, server shutting down, deadlock): ``write_rows``
 reconnects with backoff (0.5 s doubling up to ``max_retry_backoff_s``), replays the batches of
 the open transaction (kept in memory up to ``REPLAY_LIMIT`` events; past that the pipeline is
@@ -71,6 +81,15 @@ POSITIONS_TABLE = "cdc_positions"
 REPLAY_LIMIT = 200_000
 # Rows of a failed statement tried one by one to name the row the target refuses.
 LOCATE_LIMIT = 2000
+
+
+class DeferredRefusal(Exception):
+    """The target refused a statement the driver sent without waiting for its answer (see the
+    module's docstring): the transaction is lost; ``cause`` is the driver's error."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +191,11 @@ class SqlTarget:
         self._versions: dict[TargetTable, list[TableSchema]] = {}  # seen, in stream order
         self._schemas_made: set[str] = set()
         self._down = False  # an outage was logged: log the recovery
+        # The batch whose commit was sent without waiting (``_commit_later``), not confirmed yet
+        self._sent: ChangeBatch | None = None
+        # Set by ``write_rows`` while it applies a batch for the first time: the driver may
+        # defer statements; False while it replays batches, and outside ``write_rows``.
+        self._deferring = False
 
     # --- driver hooks (subclasses) --------------------------------------------------------
 
@@ -195,6 +219,20 @@ class SqlTarget:
 
     def _rollback(self) -> None:
         raise NotImplementedError
+
+    def _commit_later(self) -> bool:
+        """Commit the open transaction: by sending the commit (and what the driver queued)
+        without waiting for the answer, when the driver can, then True (``_settle`` reads the
+        answer); else by committing and waiting, then False (the default)."""
+        self._commit()
+        return False
+
+    def _settle(self, block: bool = True) -> bool:
+        """Read the answer to what was sent without waiting: True once nothing is outstanding;
+        False when ``block`` is False and it is not there yet. Raises ``DeferredRefusal`` for a
+        refused statement (again on every call, until ``_rollback``), the driver's error when
+        the connection is lost. The default: nothing is ever deferred."""
+        return True
 
     def quote(self, name: str) -> str:
         raise NotImplementedError
@@ -262,35 +300,64 @@ class SqlTarget:
         return self._committed
 
     def acknowledgeable(self) -> Position | None:
+        if self._sent is not None and self._connected:
+            # A deferred commit whose answer has come: confirm it now. A refusal or a lost
+            # connection is left for the next write_rows, which handles it (the driver repeats
+            # a refusal until the rollback).
+            with contextlib.suppress(Exception):
+                if self._settle(block=False):
+                    self._confirm()
         return self._committed
 
     def interrupt(self) -> None:
         self._interrupted.set()
 
     def close(self) -> None:
+        if self._connected and self._sent is not None:
+            try:
+                self._confirm()
+            except Exception as e:  # nothing lost: the source was not acknowledged past it
+                log.warning(
+                    "%s: the commit of the last batch was not confirmed (%s); it is applied "
+                    "again from the last confirmed position at the next start",
+                    self.label,
+                    str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__,
+                )
         if self._connected:
             with contextlib.suppress(Exception):  # the connection may be gone already
                 self._rollback()
             self._drop()
 
     def write_rows(self, batch: ChangeBatch) -> None:
+        """Apply ``batch``; it is committed (``acknowledgeable``) on return, or, when the
+        driver deferred its commit, at the latest when the next ``write_rows`` or ``close``
+        returns (see the module's docstring)."""
         self._uncommitted.append(batch)
         self._uncommitted_events += len(batch.events)
-        fresh = [False]
+        # True: apply every batch of the open target transaction again, waiting for each
+        # statement (after a new connection, or after the target refused a deferred statement)
+        replay = [False]
 
         def attempt() -> None:
-            # A new connection holds nothing of the open transaction: replay all of it.
-            todo = self._uncommitted if fresh[0] else [batch]
-            if fresh[0] and not batch.open_txn and self._committed_already(batch):
-                return
-            for b in todo:
-                self._apply(b)
-            if not batch.open_txn:
-                self._save_position(json.dumps(batch.position, sort_keys=True))
-                self._commit()
+            self._deferring = not replay[0]
+            try:
+                if replay[0]:
+                    if self._recover():
+                        return
+                    todo = self._uncommitted
+                else:
+                    self._confirm()
+                    todo = [batch]
+                for b in todo:
+                    self._apply(b)
+                if not batch.open_txn:
+                    self._save_position(json.dumps(batch.position, sort_keys=True))
+                    self._sent = batch if self._commit_later() else None
+            finally:
+                self._deferring = False
 
         def reconnected() -> None:
-            fresh[0] = True
+            replay[0] = True
             if self._uncommitted_events > REPLAY_LIMIT and len(self._uncommitted) > 1:
                 raise SinkError(
                     f"{self.label} connection lost inside a source transaction of more than "
@@ -298,20 +365,48 @@ class SqlTarget:
                     retryable=True,
                 )
 
-        self._retrying(attempt, reconnected)
-        if not batch.open_txn:
-            self._committed = batch.position
-            self._uncommitted.clear()
-            self._uncommitted_events = 0
+        def refused() -> None:
+            replay[0] = True
+
+        self._retrying(attempt, reconnected, refused)
+        if not batch.open_txn and self._sent is None:
+            self._confirmed(batch)
 
     # --- connection, retries ---------------------------------------------------------------
 
-    def _committed_already(self, batch: ChangeBatch) -> bool:
-        """After a connection lost during COMMIT: did that commit happen?"""
+    def _confirm(self) -> None:
+        """Wait for the answer to a commit sent without waiting: its batches are committed."""
+        sent = self._sent
+        self._settle()
+        self._sent = None
+        if sent is not None:
+            self._confirmed(sent)
+
+    def _confirmed(self, batch: ChangeBatch) -> None:
+        """``batch`` (one of ``_uncommitted``, whole transactions up to it) is committed."""
+        self._committed = batch.position
+        for i in range(len(self._uncommitted) - 1, -1, -1):
+            if self._uncommitted[i] is batch:
+                del self._uncommitted[: i + 1]
+                break
+        self._uncommitted_events = sum(len(b.events) for b in self._uncommitted)
+
+    def _recover(self) -> bool:
+        """On a new connection, or after a rollback: the batches of ``_uncommitted`` whose
+        transaction the target committed after all (a connection lost after the COMMIT went
+        out, or while a deferred commit was in flight) are found by the position it holds and
+        dropped from it; True when none is left (the current batch's commit is among them)."""
+        self._sent = None
         text = self._load_position()
-        return text is not None and json.loads(text) == json.loads(
-            json.dumps(batch.position, sort_keys=True)
-        )
+        if text is None:
+            return False
+        held = json.loads(text)
+        for i in range(len(self._uncommitted) - 1, -1, -1):
+            b = self._uncommitted[i]
+            if not b.open_txn and json.loads(json.dumps(b.position, sort_keys=True)) == held:
+                self._confirmed(b)
+                break
+        return not self._uncommitted
 
     def _drop(self) -> None:
         self._connected = False
@@ -331,7 +426,10 @@ class SqlTarget:
             self._committed = None if text is None else json.loads(text)
 
     def _retrying(
-        self, attempt: Callable[[], None], reconnected: Callable[[], None] | None = None
+        self,
+        attempt: Callable[[], None],
+        reconnected: Callable[[], None] | None = None,
+        refused: Callable[[], None] | None = None,
     ) -> None:
         delay = 0.5
         while True:
@@ -348,6 +446,14 @@ class SqlTarget:
             except SinkError:
                 self._abandon()
                 raise
+            except DeferredRefusal as e:
+                # Rolled back; the batches are applied again statement by statement (refused
+                # is always given where anything may be deferred).
+                self._abandon()
+                if refused is None:
+                    raise SinkError(f"{self.label} failed: {self._describe(e.cause)[0]}") from e
+                refused()
+                continue
             except Exception as e:
                 if not self._is_down(e):
                     self._abandon()
@@ -369,6 +475,7 @@ class SqlTarget:
 
     def _abandon(self) -> None:
         """Roll back after a refusal; the plans and catalogs may describe rolled-back DDL."""
+        self._sent = None
         if self._connected:
             try:
                 self._rollback()
@@ -516,7 +623,7 @@ class SqlTarget:
         try:
             step()
         except Exception as e:
-            if self._is_down(e):
+            if self._is_down(e) or isinstance(e, DeferredRefusal):
                 raise
             message, column = self._describe(e)
             where = f"table {target}"
@@ -716,7 +823,7 @@ class SqlTarget:
         try:
             self._execute(sql)
         except Exception as e:
-            if self._is_down(e):
+            if self._is_down(e) or isinstance(e, DeferredRefusal):
                 raise
             on = f"table {target}" + (f", column {column}" if column else "")
             raise SinkError(

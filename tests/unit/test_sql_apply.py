@@ -13,6 +13,7 @@ from cdc import avro
 from cdc.errors import SinkError
 from cdc.model import ChangeBatch, Column, RowChange, TableSchema, TxBoundary
 from cdc.sinks._sql import SqlTarget, TablePlan, TargetTable, map_column, widens
+from cdc.sinks._sql._sink import DeferredRefusal
 from cdc.sinks._sql._types import civil
 from cdc.sinks.postgres.config import PostgresSinkConfig
 
@@ -312,3 +313,88 @@ def test_example_config_loads_and_bad_target_options_are_located(tmp_path: Any) 
     assert "pipelines[0].sink.dsn: invalid dsn: use mysql://user:password@host:port" in text
     assert "invalid column_types key 't.c': use namespace.table.column" in text
     assert "invalid tables key 't': use namespace.table" in text
+
+
+class DeferringTarget(FakeTarget):
+    """A driver that sends its commit without waiting (``_commit_later``): the commit happens,
+    or is refused (``refuse``), or its connection is lost after it happened (``lose``), when
+    ``_settle`` reads the answer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held = False
+        self.refuse = False
+        self.lose = False
+        self.deferred = 0
+
+    def _commit_later(self) -> bool:
+        if not self._deferring:
+            self._commit()
+            return False
+        self.deferred += 1
+        self.held = True
+        return True
+
+    def _settle(self, block: bool = True) -> bool:
+        if self.held:
+            self.held = False
+            if self.refuse:
+                self.refuse = False
+                raise DeferredRefusal(RuntimeError("refused by the target"))
+            self._commit()
+            if self.lose:
+                self.lose = False
+                self.work = None
+                raise Lost("connection reset after the deferred COMMIT")
+        return True
+
+    def _rollback(self) -> None:
+        self.held = False
+        super()._rollback()
+
+
+def test_a_deferred_commit_is_acknowledged_only_once_its_answer_is_read() -> None:
+    t = _table("id", "v")
+    sink = DeferringTarget()
+    sink.committed()
+    sink.write_rows(_batch(_ev(t, "c", None, (1, 1)), pos=1))
+    assert sink.held and sink.committed_db["position"] is None  # sent, not answered
+    assert sink.acknowledgeable() == {"n": 1}  # the answer has come: confirmed
+    sink.write_rows(_batch(_ev(t, "c", None, (2, 2)), pos=2))
+    sink.write_rows(_batch(_ev(t, "c", None, (3, 3)), pos=3))  # confirms 2 first
+    assert sink.committed_db["position"] == '{"n": 2}' and sink.held
+    sink.close()  # confirms the last
+    assert sink.committed_db["position"] == '{"n": 3}'
+    assert sink.rows() == {(k,): {"id": k, "v": k} for k in (1, 2, 3)}
+    assert sink.deferred == 3
+
+
+def test_a_refused_deferred_commit_is_replayed_without_deferring() -> None:
+    t = _table("id", "v")
+    sink = DeferringTarget()
+    sink.committed()
+    sink.write_rows(_batch(_ev(t, "c", None, (1, 1)), pos=1, open_txn=True))
+    sink.write_rows(_batch(_ev(t, "c", None, (2, 2)), pos=2))  # commit sent
+    sink.refuse = True
+    sink.write_rows(_batch(_ev(t, "c", None, (3, 3)), pos=3))
+    # The transaction of 1 and 2 was rolled back and applied again with 3, each statement
+    # waited for, and committed at once.
+    assert not sink.held and sink.committed_db["position"] == '{"n": 3}'
+    assert sink.rows() == {(k,): {"id": k, "v": k} for k in (1, 2, 3)}
+    assert sink.acknowledgeable() == {"n": 3}
+    assert sink._uncommitted == []
+
+
+def test_a_connection_lost_after_a_deferred_commit_happened_does_not_apply_it_twice() -> None:
+    t = _table("id", "v")
+    sink = DeferringTarget()
+    sink.committed()
+    sink.write_rows(_batch(_ev(t, "c", None, (1, 1)), pos=1))
+    sink.lose = True
+    sink.write_rows(_batch(_ev(t, "u", (1, 1), (1, 5)), pos=2))
+    # The position read after the reconnect says 1 committed: only 2 is applied (replayed).
+    upserts = [s for s in sink.statements if s.startswith("upsert")]
+    assert upserts == ["upsert tgt.t 1", "upsert tgt.t 1"]
+    sink.close()
+    assert sink.committed_db["position"] == '{"n": 2}'
+    assert sink.rows() == {(1,): {"id": 1, "v": 5}}

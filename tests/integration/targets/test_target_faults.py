@@ -77,9 +77,18 @@ def test_target_down_at_start_is_retried_then_applied_and_no_password_is_logged(
     assert SECRET not in caplog.text
 
 
+@pytest.mark.parametrize("copy_min_rows", [64, 1])
 def test_a_refused_change_stops_with_table_key_and_message_and_keeps_the_position(
-    mariadb_server: Any, mysql_db: str, pg_db: str, tmp_path: Path, run_pipeline: Any
+    mariadb_server: Any,
+    mysql_db: str,
+    pg_db: str,
+    tmp_path: Path,
+    run_pipeline: Any,
+    copy_min_rows: int,
 ) -> None:
+    """``copy_min_rows`` 1: the rows go by COPY and the commit without waiting, so the refusal
+    comes with the answer to a deferred statement; the batch is applied again statement by
+    statement to name the row."""
     db = mysql_db
     mariadb_server.sql("CREATE TABLE items (id INT PRIMARY KEY, price DECIMAL(8,2))", db)
     # The target table exists already, with a rule the source does not have.
@@ -92,7 +101,7 @@ def test_a_refused_change_stops_with_table_key_and_message_and_keeps_the_positio
     cfg = target_config(
         tmp_path / "c.yaml",
         mariadb_source(mariadb_server, [f"{db}.items"]),
-        pg_sink(pg_db),
+        pg_sink(pg_db, copy_min_rows=copy_min_rows),
     )
     p = run_pipeline(cfg)
     my_exec(mariadb_server, db, "INSERT INTO items VALUES (1, 5), (2, 6)")
