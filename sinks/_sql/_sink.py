@@ -227,6 +227,11 @@ class SqlTarget:
         self._commit()
         return False
 
+    def _send_later(self) -> None:
+        """Send what the driver queued of the open transaction without waiting for the answer
+        (``_settle`` reads it), at the end of a batch that does not commit: nothing queued
+        by one batch may go after the next batch's statements. The default: nothing is."""
+
     def _settle(self, block: bool = True) -> bool:
         """Read the answer to what was sent without waiting: True once nothing is outstanding;
         False when ``block`` is False and it is not there yet. Raises ``DeferredRefusal`` for a
@@ -350,7 +355,9 @@ class SqlTarget:
                     todo = [batch]
                 for b in todo:
                     self._apply(b)
-                if not batch.open_txn:
+                if batch.open_txn:
+                    self._send_later()  # what it queued goes before the next batch's changes
+                else:
                     self._save_position(json.dumps(batch.position, sort_keys=True))
                     self._sent = batch if self._commit_later() else None
             finally:

@@ -199,11 +199,16 @@ class PostgresTarget(SqlTarget):
         if self._tail:
             self._send_tail(wait=True)
 
+    def _send_later(self) -> None:
+        if self._head is not None or self._tail:
+            self._settle()
+            self._send_tail(wait=False)
+
     def _send_tail(self, wait: bool) -> None:
         """Send the queued statements in one query (after the postponed copy, whose rows it
         carries when there is one): waiting for the answer, or not (``_settle`` reads it)."""
         statements = "; ".join(self._tail)
-        commits = self._tail[-1] == "COMMIT"
+        commits = bool(self._tail) and self._tail[-1] == "COMMIT"
         self._tail.clear()
         self._slots.clear()
         conn = self._live()
@@ -221,7 +226,10 @@ class PostgresTarget(SqlTarget):
             # One query: the COPY, then the statements; the server runs them after the COPY's
             # end, while the daemon goes on (the COPY's own end is not waited for either).
             table, names, which, rows = head
-            statement = f"COPY {table} ({self.key_list(names)}) FROM STDIN; {statements}"
+            statement = "; ".join(
+                [f"COPY {table} ({self.key_list(names)}) FROM STDIN"]
+                + ([statements] if statements else [])
+            )
             with conn.cursor() as cur:
                 try:
                     with cur.copy(statement.encode(), writer=_NoWaitWriter(cur)) as copy:
@@ -458,18 +466,19 @@ class PostgresTarget(SqlTarget):
         while deferring, each call gives the next one of the shape."""
         shape = (tuple(names), tuple(types))
         slot = self._slots.get(shape, 0)
-        if self._deferring:
-            self._slots[shape] = slot + 1
         name = self._stages.get((*shape, slot))
         if name is None:
             name = self.quote(f"cdc_stage_{self._stage_seq}")
             self._stage_seq += 1
             cols = ", ".join(f"{self.quote(n)} {t}" for n, t in zip(*shape, strict=True))
+            # (sends what is queued first, which frees the slots taken so far)
             self._execute(f"CREATE TEMPORARY TABLE {name} ({cols})")
             # pg_temp: the session's own schema, never a user's table of the same name
             name = f"pg_temp.{name}"
             self._stages[(*shape, slot)] = name
             self._stages_new.append((*shape, slot))
+        if self._deferring:  # taken until the queue is sent
+            self._slots[shape] = max(self._slots.get(shape, 0), slot + 1)
         return name
 
     def _copy(

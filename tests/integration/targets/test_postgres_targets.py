@@ -18,6 +18,7 @@ from tests.integration.targets.conftest import (
     mysql_sink,
     pg_exec,
     pg_query,
+    pg_rows,
     pg_sink,
     pg_source,
     target_config,
@@ -347,4 +348,86 @@ def test_a_target_user_without_temporary_tables_upserts_by_statements(
         wait_equal(lambda: pg_query(pg_db, source), lambda: pg_query(target, copy), "updates")
     assert p.error is None
     assert "may not create temporary tables" in caplog.text
+    p.stop()
+
+
+def test_a_transaction_over_batches_keeps_its_order_when_statements_are_deferred(
+    pg_server: Any, pg_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    """One source transaction over two batches (``max_events`` 100), every group by COPY
+    (``copy_min_rows`` 1): keys inserted and deleted in the first batch come back in the second,
+    where they are new keys again. What one batch queued goes before the next batch's
+    statements, so the deletes of the first batch do not land after those inserts."""
+    target = pg_server.create_database(f"target{os.getpid()}_{next(_counter)}")
+    pg_exec(pg_db, "CREATE TABLE t (id int PRIMARY KEY, v text)", "INSERT INTO t VALUES (0, '0')")
+    cfg = target_config(
+        tmp_path / "c.yaml",
+        pg_source(pg_db, ["public.t"]),
+        pg_sink(target, schema="app", copy_min_rows=1),
+        name=f"pgorder{next(_counter)}",
+        max_events=100,
+    )
+    p = run_pipeline(cfg)
+    wait_until(lambda: pg_rows(target, "SELECT id FROM app.t") == [(0,)], 60, "the snapshot")
+    # the staging table of deletes made beforehand (making one sends what is queued)
+    pg_exec(pg_db, "INSERT INTO t VALUES (1000, 'x')", "DELETE FROM t WHERE id = 1000")
+    wait_until(lambda: pg_rows(target, "SELECT count(*) FROM app.t") == [(1,)], 60, "warm-up")
+    pg_exec(
+        pg_db,
+        "INSERT INTO t SELECT g, 'first ' || g FROM generate_series(1, 50) g",
+        "DELETE FROM t WHERE id BETWEEN 1 AND 30",
+        "INSERT INTO t SELECT g, 'first ' || g FROM generate_series(51, 70) g",
+        # the second batch: new keys only (its first statement copies them)
+        "INSERT INTO t SELECT g, 'again ' || g FROM generate_series(1, 30) g",
+    )
+    select = "SELECT id, v FROM {} ORDER BY id"
+    wait_equal(
+        lambda: pg_query(pg_db, select.format("public.t")),
+        lambda: pg_query(target, select.format("app.t")),
+        "the transaction applied",
+    )
+    assert p.error is None
+    p.stop()
+
+
+def test_tables_of_the_same_columns_in_one_batch_take_staging_tables_of_their_own(
+    pg_server: Any, pg_db: str, tmp_path: Path, run_pipeline: Any
+) -> None:
+    """Updates of two tables with the same columns go through staging tables of the same
+    shape, both queued in one batch: each group copies into a staging table no queued
+    statement reads. The first is made while another table's statement is queued: making it
+    sends the queue, which must not free the one just taken for the next group."""
+    target = pg_server.create_database(f"target{os.getpid()}_{next(_counter)}")
+    fill = "INSERT INTO {} SELECT g, 'old' FROM generate_series({}, {}) g"
+    pg_exec(
+        pg_db,
+        "CREATE TABLE c (id int PRIMARY KEY, n int)",
+        "CREATE TABLE a (id int PRIMARY KEY, v text)",
+        "CREATE TABLE b (id int PRIMARY KEY, v text)",
+        "INSERT INTO c SELECT g, g FROM generate_series(1, 20) g",
+        fill.format("a", 1, 20),
+        fill.format("b", 101, 120),  # keys a does not have: its rows would fit there
+    )
+    cfg = target_config(
+        tmp_path / "c.yaml",
+        pg_source(pg_db, ["public.c", "public.a", "public.b"]),
+        pg_sink(target, schema="app", copy_min_rows=1),
+        name=f"pgshape{next(_counter)}",
+    )
+    p = run_pipeline(cfg)
+    count = "SELECT count(*) FROM {}"
+    wait_until(
+        lambda: [pg_rows(target, count.format(f"app.{t}")) for t in "cab"] == [[(20,)]] * 3,
+        60,
+        "the snapshot",
+    )
+    pg_exec(pg_db, "UPDATE c SET n = -n", "UPDATE a SET v = 'a new'", "UPDATE b SET v = 'b new'")
+    select = "SELECT id, v FROM {} ORDER BY id"
+    for t in ("a", "b"):
+        wait_equal(
+            lambda t=t: pg_query(pg_db, select.format(f"public.{t}")),  # type: ignore[misc]
+            lambda t=t: pg_query(target, select.format(f"app.{t}")),  # type: ignore[misc]
+            f"table {t} in the target",
+        )
+    assert p.error is None
     p.stop()
