@@ -291,6 +291,12 @@ class PipelineContext:
 
     ``prefix`` is the topic prefix (``topic_prefix``, else the pipeline's name); ``max_events``
     and ``max_wait_ms`` are the pipeline's ``batch`` settings. The defaults are the config's.
+
+    ``event_details`` False (a ``RowSink`` that reads neither, and no transforms; see
+    ``RowSink``): a source need not make each change's own ``source`` block and ``event_id``; it
+    may give the changes of one table in one transaction the block of the first of them (the
+    same object) and an empty id. The block is then a true one of that transaction, not the
+    change's own (its position fields are the first change's).
     """
 
     name: str
@@ -299,6 +305,7 @@ class PipelineContext:
     max_wait_ms: int = 100
     transaction_metadata: bool = True
     reporter: Reporter = field(default_factory=NullReporter)
+    event_details: bool = True
 
 
 class Source(Protocol):
@@ -435,7 +442,16 @@ class RowSink(SinkBase, Protocol):
 
     The pipeline tells the two kinds apart once, when it opens the sink (a sink with
     ``write_rows`` is a ``RowSink``), so neither pays anything per batch for the other.
+
     """
+
+    @property
+    def event_details(self) -> bool:
+        """False: the sink reads neither a change's ``source`` block nor its ``event_id`` (the
+        database targets); when the pipeline has no transforms either, its source is opened
+        with ``PipelineContext.event_details`` False and spares making them per change. True:
+        every change is complete. Fixed once the sink is open."""
+        ...
 
     def write_rows(self, batch: ChangeBatch) -> None:
         """Apply ``batch`` (after transforms), then return. Its position becomes durable by

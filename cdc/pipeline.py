@@ -11,6 +11,7 @@ each receive that releases it waits to get it back."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import queue
@@ -302,6 +303,9 @@ class Pipeline:
             if self._stop.is_set():
                 self.stop()
             try:
+                if isinstance(sink, RowSink) and not sink.event_details and not cfg.transforms:
+                    # nothing reads each change's source block or event id (PipelineContext)
+                    context = dataclasses.replace(context, event_details=False)
                 source = self.parts.open_source(cfg, context)
                 self._source = source
                 if self._stop.is_set():

@@ -175,6 +175,8 @@ class SqlTarget:
 
     dialect: Dialect
     label = "target"
+    # reads no change's source block or event id (RowSink): the source may spare them
+    event_details = False
 
     def __init__(self, options: TargetOptions, pipeline: str, schema: str | None) -> None:
         self.options = options
@@ -549,7 +551,7 @@ class SqlTarget:
                     and nxt.table is ev.table
                     and nxt.after is not None
                     and any(u in nxt.after for u in ph)
-                    and nxt.source == ev.source
+                    and nxt.source == ev.source  # shared per transaction without details
                 ):
                     # A primary-key change (the source's delete and create of one update) whose
                     # new image lacks a value the update left alone (an unchanged TOASTed

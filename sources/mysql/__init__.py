@@ -25,6 +25,7 @@ def open_source(config: MySqlSourceConfig, context: PipelineContext) -> Source:
         max_wait_ms=context.max_wait_ms,
         transaction_metadata=context.transaction_metadata,
         reporter=context.reporter,
+        event_details=context.event_details,
     )
 
 

@@ -117,6 +117,7 @@ class BinlogStream:
         max_wait_s: float,
         stopping: Callable[[], bool],
         windows: Windows | None = None,
+        event_details: bool = True,
     ) -> None:
         self.server = server
         self.tables = tables
@@ -127,6 +128,8 @@ class BinlogStream:
         self.max_wait = max_wait_s
         self.stopping = stopping  # the source was asked to stop: yield what is gathered, end
         self.windows = windows  # snapshots while streaming (cdc.incremental), if any
+        # False: the rows of one event share its source block, no event ids (PipelineContext)
+        self.event_details = event_details
         self.reader: BinLogStreamReader | None = None
 
     def close(self) -> None:
@@ -205,6 +208,7 @@ class BinlogStream:
         gtid_state = parse_gtid_state(start.get("gtid")) if self.server.is_mariadb else {}
         pending_skip = int(start.get("skip", 0))  # for the first transaction only
         cur_file, end_pos = commit_file, commit_pos
+        details = self.event_details
         tables: dict[int, TableVersion | None] = {}
         # the newest version of each captured table seen in a table map (a TRUNCATE's event
         # carries it; one not seen since the start is read from the catalog)
@@ -478,8 +482,11 @@ class BinlogStream:
                 # a chunk window is open on this table: its changed keys leave the chunk
                 watched = windows is not None and windows.snapshots.watching == schema.qualified
                 for i, (before, after) in enumerate(rows):
-                    src = dict(src_base, row=i) if i else src_base
-                    eid = f"{cur_file}:{ev_start}:{i}"
+                    if details:
+                        src = dict(src_base, row=i) if i else src_base
+                        eid = f"{cur_file}:{ev_start}:{i}"
+                    else:
+                        src, eid = src_base, ""
                     if before is None:
                         asm.change(schema, "c", None, after, src, ts_ms, eid)
                         if watched and after is not None:

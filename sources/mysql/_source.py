@@ -68,8 +68,11 @@ class MySqlSource:
         max_wait_ms: int = 100,
         transaction_metadata: bool = True,
         reporter: Reporter | None = None,
+        event_details: bool = True,
     ) -> None:
         self.config = config
+        # False: one source block per rows event, no event ids (PipelineContext)
+        self.event_details = event_details
         self.reporter: Reporter = reporter if reporter is not None else NullReporter()
         self.pipeline_name = pipeline_name
         self.prefix = prefix
@@ -165,6 +168,7 @@ class MySqlSource:
             max_events=self.max_events,
             max_wait_s=self.max_wait,
             stopping=lambda: self._stopping,
+            event_details=self.event_details,
             windows=self._incremental(start),
         )
         return self._stream

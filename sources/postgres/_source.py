@@ -94,8 +94,11 @@ class PostgresSource:
         transaction_metadata: bool = True,
         specialise: bool = True,
         reporter: Reporter | None = None,
+        event_details: bool = True,
     ) -> None:
         self.config = config
+        # False: one source block per table and transaction, no event ids (PipelineContext)
+        self.event_details = event_details
         self.reporter: Reporter = reporter if reporter is not None else NullReporter()
         self.pipeline_name = pipeline_name
         self.slot = config.slot or default_name(pipeline_name)
@@ -499,6 +502,20 @@ class PostgresSource:
                 }
             return at(resume_lsn)
 
+        details = self.event_details
+        # without details: each table's block of the open transaction (its first change's)
+        blocks: dict[TableSchema, dict[str, Any]] = {}
+
+        def block(table: TableSchema) -> dict[str, Any]:
+            if details:
+                return source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
+            src = blocks.get(table)
+            if src is None:
+                src = blocks[table] = source_block(
+                    prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn
+                )
+            return src
+
         def change(
             table: TableSchema, op: Op, before: Any, after: Any, src: dict[str, Any]
         ) -> None:
@@ -506,7 +523,8 @@ class PostgresSource:
                 row = after if after is not None else before
                 inc.observe(watch, None if row is None else tuple(row[k] for k in table.key))
             # event ids: the transaction's commit LSN and the event's seq in it (BEGIN is 0)
-            asm.change(table, op, before, after, src, ts_ms, f"{txn_lsn}:{asm.row_seq}")
+            eid = f"{txn_lsn}:{asm.row_seq}" if details else ""
+            asm.change(table, op, before, after, src, ts_ms, eid)
 
         while True:
             if inc.active and not self._stopping:
@@ -597,6 +615,7 @@ class PostgresSource:
             tag = buf[0]
             if tag == BEGIN:
                 txn_lsn, ts_us, xid = pgo.begin(buf)
+                blocks.clear()
                 ts_ms = ts_us // 1000
                 in_txn = True
                 skip_txn = txn_lsn < resume_lsn  # already delivered before the restart
@@ -677,7 +696,10 @@ class PostgresSource:
                     continue
                 after, _ = rel.decode_new(buf, TUPLE)
                 table = rel.schema
-                src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
+                if details:  # inline: the hot path of a log or broker sink
+                    src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
+                else:
+                    src = block(table)
                 change(table, "c", None, after, src)
             elif tag == UPDATE:
                 rel = relations.get(relid(buf))
@@ -690,7 +712,10 @@ class PostgresSource:
                     decode_old = rel.decode_new if buf[i] == OLD_ROW else rel.decode_old
                     before, i = decode_old(buf, i + 1)
                 after, _ = rel.decode_new(buf, i + 1)  # after the NEW_ROW marker
-                src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
+                if details:  # inline: the hot path of a log or broker sink
+                    src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
+                else:
+                    src = block(table)
                 if (
                     before is not None
                     and table.key
@@ -709,14 +734,17 @@ class PostgresSource:
                 decode = rel.decode_new if buf[MARKER] == OLD_ROW else rel.decode_old
                 before, _ = decode(buf, TUPLE)
                 table = rel.schema
-                src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
+                if details:  # inline: the hot path of a log or broker sink
+                    src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
+                else:
+                    src = block(table)
                 change(table, "d", before, None, src)
             elif tag == TRUNCATE:
                 for rid in pgo.truncated(buf):
                     if rid in signal_ids or rid not in relations:
                         continue
                     table = relations[rid].schema
-                    src = source_block(prefix, db, table, ts_us, xid, msg_lsn, last_commit_lsn)
+                    src = block(table)
                     change(table, "t", None, None, src)
             # ORIGIN, TYPE: nothing to emit
 

@@ -48,7 +48,10 @@ ORDER = (
 
 
 class RowsSink:
-    """A sink that takes decoded rows (as a database target does) and keeps every batch."""
+    """A sink that takes decoded rows (as a database target does) and keeps every batch: each
+    change complete (event_details), to compare them whole."""
+
+    event_details = True
 
     def __init__(self) -> None:
         self.written: list[ChangeBatch] = []

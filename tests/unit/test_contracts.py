@@ -96,6 +96,8 @@ class Keeping:
 class RowsSink(Keeping):
     """A sink that wants decoded rows (as a database target would)."""
 
+    event_details = True
+
     def write_rows(self, batch: ChangeBatch) -> None:
         self.written.append(batch)
 
@@ -153,6 +155,34 @@ def test_a_rows_sink_gets_transformed_batches_and_no_encoder_is_made() -> None:
     assert sources[0].acknowledged[-1] == {"n": 2}
     assert p.events_written == 1
     assert status.BOARD.get("rows-1").state == "streaming"
+
+
+@pytest.mark.parametrize(
+    ("declared", "transforms", "details"),
+    [(False, False, False), (False, True, True), (True, False, True)],
+)
+def test_a_rows_sink_that_reads_no_event_details_has_its_source_spare_them(
+    declared: bool, transforms: bool, details: bool
+) -> None:
+    """``event_details = False`` on the sink, and no transforms (which may read them): the
+    source is opened with ``PipelineContext.event_details`` False; otherwise True."""
+    sink = RowsSink()
+    sink.event_details = declared
+    sources: list[ListSource] = []
+
+    def open_source(cfg: PipelineConfig, ctx: PipelineContext) -> ListSource:
+        sources.append(ListSource([ChangeBatch([change(1)], {"n": 1})], ctx))
+        return sources[0]
+
+    name = f"details-{declared}-{transforms}"
+    extra = "    transforms: [{type: skip_operations, operations: [u]}]" if transforms else ""
+    p = Pipeline(
+        pipeline_config(name, extra),
+        Parts(open_source=open_source, open_sink=lambda c, x: sink, encoder=no_encoder),
+    )
+    run(p)
+    assert sources[0].context.event_details is details
+    assert len(sink.written) == 1
 
 
 def test_an_encoded_sink_gets_what_the_encoder_made_of_each_batch() -> None:
