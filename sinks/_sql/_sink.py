@@ -16,14 +16,16 @@ statements is invisible to other sessions, so this gives the same committed stat
 every change in turn, in far fewer round trips.
 
 A driver may send a batch's last statements and its commit without waiting for their answer
-(``_commit_later``; the Postgres target does, for batches big enough to go through staging
-tables): the target then works on them while the daemon decodes the next batch, and the answer
-is read before anything else is sent (``_settle``), at the latest by the next ``write_rows``, by
-``acknowledgeable`` once it is there, or by ``close``. Until then the batch is not committed:
-``acknowledgeable()`` stays at the last confirmed commit, so the source is acknowledged one
-batch behind. A statement of those refused (``DeferredRefusal``) rolls the transaction back, and
-its batches are applied again, each statement waited for, so that the refusal is handled (a key
-the source called new found in the target) or named (below) as if nothing had been deferred.
+(``_commit_later``; the Postgres target does, for batches of at least half ``max_events``: the
+source has more to give, else the batch would have been written sooner, smaller, and its commit
+is waited for): the target then works on them while the daemon decodes the next batch, and the
+answer is read before anything else is sent (``_settle``), at the latest by the next
+``write_rows``, by ``acknowledgeable`` once it is there, or by ``close``. Until then the batch
+is not known committed: ``acknowledgeable()`` stays at the last confirmed commit, so the source
+is acknowledged one batch behind. A statement of those refused (``DeferredRefusal``) rolls the
+transaction back, and its batches are applied again, each statement waited for, so that the
+refusal is handled (a key the source called new found in the target) or named (below) as if
+nothing had been deferred.
 
 The target down (connection refused or lost, server shutting down, deadlock): ``write_rows``
 reconnects with backoff (0.5 s doubling up to ``max_retry_backoff_s``), replays the batches of
@@ -178,8 +180,19 @@ class SqlTarget:
     # reads no change's source block or event id (RowSink): the source may spare them
     event_details = False
 
-    def __init__(self, options: TargetOptions, pipeline: str, schema: str | None) -> None:
+    def __init__(
+        self,
+        options: TargetOptions,
+        pipeline: str,
+        schema: str | None,
+        *,
+        max_events: int = 5000,
+    ) -> None:
         self.options = options
+        # A batch of at least this many events may have statements deferred: one made while
+        # the source has more to give (a batch written because the stream paused, smaller,
+        # commits and waits, so the last one before a pause is acknowledged at once).
+        self.defer_from = max(1, max_events // 2)
         self.pipeline = pipeline
         self.default_schema = schema
         self._interrupted = threading.Event()
@@ -346,7 +359,7 @@ class SqlTarget:
         replay = [False]
 
         def attempt() -> None:
-            self._deferring = not replay[0]
+            self._deferring = not replay[0] and len(batch.events) >= self.defer_from
             try:
                 if replay[0]:
                     if self._recover():

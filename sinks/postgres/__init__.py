@@ -13,7 +13,7 @@ def open_sink(config: PostgresSinkConfig, context: PipelineContext) -> RowSink:
     """Create the target (imports psycopg only now; connects on ``committed()``)."""
     from cdc.sinks.postgres._sink import PostgresTarget
 
-    return PostgresTarget(config, context.name)
+    return PostgresTarget(config, context.name, max_events=context.max_events)
 
 
 __all__ = ["Config", "PostgresSinkConfig", "open_sink"]

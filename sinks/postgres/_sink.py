@@ -85,8 +85,10 @@ class PostgresTarget(SqlTarget):
     dialect = "postgres"
     label = "postgres target"
 
-    def __init__(self, config: PostgresSinkConfig, pipeline: str) -> None:
-        super().__init__(config, pipeline, config.schema_)
+    def __init__(
+        self, config: PostgresSinkConfig, pipeline: str, *, max_events: int = 5000
+    ) -> None:
+        super().__init__(config, pipeline, config.schema_, max_events=max_events)
         self.config = config
         self._conn: psycopg.Connection[Any] | None = None
         # staging tables by (columns, types): made in this connection; those made in the open

@@ -322,6 +322,7 @@ class DeferringTarget(FakeTarget):
 
     def __init__(self) -> None:
         super().__init__()
+        self.defer_from = 1  # every batch (of max_events 5000, from 2500 events on)
         self.held = False
         self.refuse = False
         self.lose = False
@@ -398,3 +399,17 @@ def test_a_connection_lost_after_a_deferred_commit_happened_does_not_apply_it_tw
     sink.close()
     assert sink.committed_db["position"] == '{"n": 2}'
     assert sink.rows() == {(1,): {"id": 1, "v": 5}}
+
+
+def test_a_batch_smaller_than_half_max_events_commits_and_waits() -> None:
+    """A small batch was written because the stream paused: nothing more is coming soon, so
+    its commit is waited for and it is acknowledgeable at once."""
+    t = _table("id", "v")
+    sink = DeferringTarget()
+    sink.defer_from = 3
+    sink.committed()
+    sink.write_rows(_batch(_ev(t, "c", None, (1, 1)), _ev(t, "c", None, (2, 2)), pos=1))
+    assert not sink.held and sink.committed_db["position"] == '{"n": 1}'
+    events = [_ev(t, "c", None, (k, k)) for k in (3, 4, 5)]
+    sink.write_rows(_batch(*events, pos=2))
+    assert sink.held and sink.deferred == 1

@@ -86,9 +86,9 @@ def test_a_refused_change_stops_with_table_key_and_message_and_keeps_the_positio
     run_pipeline: Any,
     copy_min_rows: int,
 ) -> None:
-    """``copy_min_rows`` 1: the rows go by COPY and the commit without waiting, so the refusal
-    comes with the answer to a deferred statement; the batch is applied again statement by
-    statement to name the row."""
+    """``copy_min_rows`` 1 and small batches: the rows go by COPY and the commit without
+    waiting, so the refusal comes with the answer to a deferred statement; the batch is applied
+    again statement by statement to name the row."""
     db = mysql_db
     mariadb_server.sql("CREATE TABLE items (id INT PRIMARY KEY, price DECIMAL(8,2))", db)
     # The target table exists already, with a rule the source does not have.
@@ -102,6 +102,8 @@ def test_a_refused_change_stops_with_table_key_and_message_and_keeps_the_positio
         tmp_path / "c.yaml",
         mariadb_source(mariadb_server, [f"{db}.items"]),
         pg_sink(pg_db, copy_min_rows=copy_min_rows),
+        # batches of at least half max_events defer their statements
+        max_events=4 if copy_min_rows == 1 else 5000,
     )
     p = run_pipeline(cfg)
     my_exec(mariadb_server, db, "INSERT INTO items VALUES (1, 5), (2, 6)")
