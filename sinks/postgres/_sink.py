@@ -12,19 +12,24 @@ table for the next ``FRESH_PAUSE`` groups (never again when the table is under r
 security, where ``COPY FROM`` is refused). Measured on the bench's ``orders`` rows: psycopg's
 array dumping, the way before, cost 3.5 us of client CPU per row, COPY 0.5.
 
-Statements that read a staging table need no parameters: they are queued (``_tail``) rather
-than run, and go to the server in one round trip (a simple query of several statements) before
-any other statement; at the end of a batch the queue, the position and the COMMIT go without
-waiting for the answer (``_commit_later``), so that the target applies them while the daemon
-decodes the next batch; the answer is read (``_settle``) before anything else is sent. New keys
-are then copied straight into the target without a savepoint, ahead of the queued statements:
-those concern other keys (a key is new, deleted or updated in a batch, one of the three), so
-only a unique index besides the primary key could tell the order apart; a copy the target
-refuses (such an index, a key there after all) makes the apply replay the batch statement by
-statement, in order, the savepoint way above. Each staging table is read by at most one queued
-statement: a second group of the same columns takes another (``_slots``). Measured on W1 into a
-Postgres target (bench): the daemon waited for the target a fifth of its time before, for the
-upserts, the savepoints and the commit.
+While the apply defers (a batch of at least half ``max_events``, ``SqlTarget``), statements
+that read a staging table, which need no parameters, are queued (``_tail``) rather than run,
+and go to the server in one round trip (a simple query of several statements) before any other
+statement. At the end of the batch the queue, the position and the COMMIT go in one query
+headed by the COPY of the batch's first group of new keys (``_head``; ``_NoWaitWriter`` ends
+that COPY without reading its answer), without waiting for the answer (``_commit_later``), so
+that the target applies them while the daemon decodes the next batch; the answer is read
+(``_settle``) before anything else is sent. A batch that does not commit (inside a large source
+transaction) sends what it queued the same way (``_send_later``). New keys go without a
+savepoint, ahead of the queued statements of their batch: those concern other keys (a key is
+new, deleted or updated in a batch, one of the three), so only a unique index besides the
+primary key could tell the order apart; a copy the target refuses (such an index, a key there
+after all) makes the apply replay the batch statement by statement, in order, the savepoint way
+above. Deletes of a one-column key go through a staging table too. Each staging table is read by
+at most one queued statement: a second group of the same columns takes another (``_slots``).
+Measured on W1 into a Postgres target (in-process, py-spy ``--idle``): the daemon waited for the
+target a quarter of its time before (the COPY's end, the upserts, the savepoints, the commit), a
+tenth after.
 
 Smaller groups go as one array per column, unnested in the statement (``INSERT ... SELECT *
 FROM unnest(%s::bigint[], %s::numeric(12,2)[], ...) ON CONFLICT ...``): one round trip, the
@@ -185,7 +190,7 @@ class PostgresTarget(SqlTarget):
         """New keys straight into the target, ahead of the queued statements; a refusal is
         a deferred statement's (the batch goes again in order)."""
         try:
-            self._copy(*copy, staging=True)
+            self._copy(*copy, ahead=True)
         except psycopg.Error as e:
             if self._is_down(e):
                 raise
@@ -411,7 +416,7 @@ class PostgresTarget(SqlTarget):
                 statement = plan.sql[("upsert_stage", mask, stage)] = (
                     self._upsert_sql(plan, which, stage) + f"; TRUNCATE {stage}"
                 )
-            self._copy(stage, *self._columns(plan, which), rows, staging=True)
+            self._copy(stage, *self._columns(plan, which), rows, ahead=True)
             self._later(statement)
             return
         if any(plan.types[i].endswith("[]") for i in which):
@@ -489,13 +494,14 @@ class PostgresTarget(SqlTarget):
         names: list[str],
         which: list[int] | None,
         rows: list[list[Any]],
-        staging: bool = False,
+        ahead: bool = False,
     ) -> None:
         """``rows`` (their ``which`` items, all when None) into the columns ``names`` of
-        ``table`` by COPY, formatted by psycopg. Into a staging table (``staging``) it need not
-        wait for the queued statements: none of them reads it."""
+        ``table`` by COPY, formatted by psycopg. ``ahead``: before the queued statements, which
+        must not be concerned (a staging table none of them reads, new keys none of them
+        writes; see the module's docstring)."""
         statement = f"COPY {table} ({self.key_list(names)}) FROM STDIN"
-        if staging:
+        if ahead:
             self._settle()
             cursor = self._live().cursor()
         else:
@@ -555,7 +561,7 @@ class PostgresTarget(SqlTarget):
                     f"DELETE FROM {self.qualified(plan.target)} WHERE {key} = "
                     f"ANY (ARRAY(SELECT {key} FROM {stage})); TRUNCATE {stage}"
                 )
-            self._copy(stage, [name], None, keys, staging=True)
+            self._copy(stage, [name], None, keys, ahead=True)
             self._later(statement)
             return
         statement = plan.sql.get("delete")
