@@ -12,12 +12,34 @@ from typing import Any
 import pymysql
 
 import cdc
+from cdc.errors import SourceError
 from cdc.model import ChangeBatch, Position, Reporter, RowChange, TableSchema, TxBoundary
 from cdc.model import snapshot_event_id as snapshot_event_id  # own line: fewer merge conflicts
 from cdc.sources.mysql import _snapshot_read
 from cdc.sources.mysql._schema import TableVersion
 from cdc.sources.mysql._server import Server, quote
 from cdc.sources.mysql._tables import Tables
+
+_TABLE_DEF_CHANGED = 1412  # ER_TABLE_DEF_CHANGED: altered after the consistent snapshot began
+
+
+def altered_meanwhile(name: str, chunks: Iterator[Any]) -> Iterator[Any]:
+    """``chunks`` of the table ``name``; the server's refusal to read a table altered (or
+    truncated) since the snapshot's consistent read began becomes a retryable error that says
+    so: the pipeline restarts, and the snapshot goes on from the last row written, under a new
+    consistent read that sees the table as it is now."""
+    try:
+        yield from chunks
+    except pymysql.err.OperationalError as e:
+        if not e.args or e.args[0] != _TABLE_DEF_CHANGED:
+            raise
+        raise SourceError(
+            f"table {name} was altered or truncated after the snapshot began, so its consistent "
+            f"read cannot see it (the server's error {_TABLE_DEF_CHANGED}: {e.args[-1]}); the "
+            "pipeline restarts and the snapshot goes on after the last row written",
+            retryable=True,
+        ) from e
+
 
 log = logging.getLogger(__name__)
 # the row read last: (version, row, event id, first in its table, its resumable key's function)
@@ -224,7 +246,9 @@ class Snapshot:
                 key_of = _snapshot_read.resumable_key(version)
                 first_in = name not in resume  # a resumed table had its first row before
                 ordinal = 1  # the place in its table of the chunk's first row, this attempt
-                for rows, raw_ids in self._chunks(conn, cur, reader, resume.get(name)):
+                for rows, raw_ids in altered_meanwhile(
+                    name, self._chunks(conn, cur, reader, resume.get(name))
+                ):
                     ids = reader.ids(rows, raw_ids, ordinal)
                     ordinal += len(rows)
                     progress_rows[name] = progress_rows.get(name, 0) + len(rows)

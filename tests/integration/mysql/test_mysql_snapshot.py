@@ -181,3 +181,75 @@ def test_snapshot_chunks_composite_keys_and_keyless_tables_initial_only(
     wait_until(lambda: not p.thread.is_alive(), 60, "initial_only to stop again")
     p.stop()
     assert len(read_log(log_dir)) == len(records)
+
+
+def test_a_table_truncated_after_the_snapshot_began_is_a_retryable_error_naming_it(
+    server: Any, mysql_db: str, tmp_path: Path
+) -> None:
+    """The snapshot's consistent read cannot see a table altered or truncated after it began
+    (the server's error 1412): a retryable error that says so (the daemon restarts the
+    pipeline, the snapshot resumes under a new consistent read), not the driver's own."""
+    from cdc.config import load
+    from cdc.errors import SourceError
+    from cdc.model import ChangeBatch
+    from cdc.pipeline import Parts, Pipeline
+
+    db = mysql_db
+    cur = connect(server, db).cursor()
+    cur.execute("CREATE TABLE a (id INT PRIMARY KEY)")
+    cur.execute(f"INSERT INTO a SELECT seq FROM {seq(server, 100)}")
+    cur.execute("CREATE TABLE b (id INT PRIMARY KEY)")
+    cur.execute("INSERT INTO b VALUES (1)")
+
+    class Holding:
+        """Holds the first batch (of table a) until the test has truncated table b."""
+
+        event_details = True
+
+        def __init__(self) -> None:
+            self.first, self.go = threading.Event(), threading.Event()
+
+        def write_rows(self, batch: ChangeBatch) -> None:
+            self.first.set()
+            self.go.wait(60)
+
+        def committed(self) -> Any:
+            return None
+
+        def acknowledgeable(self) -> Any:
+            return None
+
+        def interrupt(self) -> None:
+            self.go.set()
+
+        def close(self) -> None:
+            pass
+
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        server,
+        [f"{db}.a", f"{db}.b"],
+        tmp_path / "log",
+        max_events=10,
+        snapshot_chunk_rows=10,
+    )
+    sink = Holding()
+    pipeline = Pipeline(load(cfg).pipelines[0], Parts(open_sink=lambda c, x: sink))
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            pipeline.run()
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert sink.first.wait(60), "the snapshot's first batch"
+    cur.execute("TRUNCATE b")
+    sink.go.set()
+    t.join(60)
+    assert not t.is_alive()
+    (err,) = errors
+    assert isinstance(err, SourceError) and err.retryable
+    assert f"table {db}.b was altered or truncated after the snapshot began" in str(err)
