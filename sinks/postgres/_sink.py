@@ -72,6 +72,17 @@ FRESH_PAUSE = 50
 _Copy = tuple[str, list[str], list[int] | None, list[list[Any]]]
 
 
+def _write_rows(copy: psycopg.Copy, rows: list[list[Any]], which: list[int] | None) -> None:
+    """``rows`` (their ``which`` items, all when None) into an open COPY."""
+    write = copy.write_row
+    if which is None:
+        for r in rows:
+            write(r)
+    else:
+        for r in rows:
+            write([r[i] for i in which])
+
+
 class _NoWaitWriter(LibpqWriter):
     """Ends a COPY without reading the server's answer: the query it starts goes on with more
     statements, whose answers ``PostgresTarget._settle`` reads with the COPY's."""
@@ -241,13 +252,7 @@ class PostgresTarget(SqlTarget):
                 try:
                     with cur.copy(statement.encode(), writer=_NoWaitWriter(cur)) as copy:
                         self._flight, self._flight_commits = True, commits
-                        write = copy.write_row
-                        if which is None:
-                            for r in rows:
-                                write(r)
-                        else:
-                            for r in rows:
-                                write([r[i] for i in which])
+                        _write_rows(copy, rows, which)
                 except psycopg.Error as e:
                     if self._is_down(e):
                         raise
@@ -507,13 +512,7 @@ class PostgresTarget(SqlTarget):
         else:
             cursor = self._cursor()
         with cursor as cur, cur.copy(statement.encode()) as copy:
-            write = copy.write_row
-            if which is None:
-                for r in rows:
-                    write(r)
-            else:
-                for r in rows:
-                    write([r[i] for i in which])
+            _write_rows(copy, rows, which)
 
     @staticmethod
     def _columns(plan: TablePlan, which: list[int]) -> tuple[list[str], list[int] | None]:

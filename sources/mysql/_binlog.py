@@ -285,7 +285,12 @@ class BinlogStream:
                     )
                     return
             schema = version.schema
-            src = {
+            src = streamed_block(schema, ts, server_id, at)
+            asm.change(schema, "t", None, None, src, ts * 1000, f"{cur_file}:{at}:t")
+
+        def streamed_block(schema: Any, ts: int, server_id: int, at: int) -> dict[str, Any]:
+            """The source block of a change read from the binlog event at ``at`` (its row 0)."""
+            return {
                 "version": version_str,
                 "connector": self.connector,
                 "name": prefix,
@@ -304,7 +309,6 @@ class BinlogStream:
                 "thread": None,
                 "query": None,
             }
-            asm.change(schema, "t", None, None, src, ts * 1000, f"{cur_file}:{at}:t")
 
         def observe(schema: Any, row: tuple[Any, ...]) -> None:
             assert windows is not None
@@ -448,25 +452,7 @@ class BinlogStream:
                 ts = ev.timestamp
                 ts_ms = ts * 1000
                 schema = v.schema
-                src_base = {
-                    "version": version_str,
-                    "connector": self.connector,
-                    "name": prefix,
-                    "ts_ms": ts_ms,
-                    "snapshot": "false",
-                    "db": schema.namespace,
-                    "sequence": None,
-                    "ts_us": ts * 1_000_000,
-                    "ts_ns": ts * 1_000_000_000,
-                    "table": schema.table,
-                    "server_id": packet.server_id,
-                    "gtid": txn_gtid,
-                    "file": cur_file,
-                    "pos": ev_start,
-                    "row": 0,
-                    "thread": None,
-                    "query": None,
-                }
+                src_base = streamed_block(schema, ts, packet.server_id, ev_start)
                 where = f"{cur_file}:{ev_start}"
                 try:
                     dec = table_decoders.get(ev.table_id)

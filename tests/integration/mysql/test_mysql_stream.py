@@ -25,6 +25,12 @@ def _rows(log_dir: Path) -> list[dict[str, Any]]:
     return [r for r in read_log(log_dir) if not r["topic"].endswith(".transaction")]
 
 
+def _snapshot_done(log_dir: Path) -> bool:
+    from cdc.sinks.log import LogReader
+
+    return log_dir.exists() and LogReader(log_dir).info()["last_position"] is not None
+
+
 def test_transactions_over_two_tables_in_commit_order_and_alter_mid_stream(
     server: Any, mysql_db: str, tmp_path: Path, run_pipeline: Any
 ) -> None:
@@ -38,12 +44,7 @@ def test_transactions_over_two_tables_in_commit_order_and_alter_mid_stream(
     cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.a", f"{db}.b"], log_dir)
     p = run_pipeline(cfg)
 
-    def snapshot_done() -> bool:
-        from cdc.sinks.log import LogReader
-
-        return log_dir.exists() and LogReader(log_dir).info()["last_position"] is not None
-
-    wait_until(snapshot_done, 60, "the (empty) snapshot to complete")
+    wait_until(lambda: _snapshot_done(log_dir), 60, "the (empty) snapshot to complete")
 
     def txn(*stmts: str) -> None:
         cur.execute("BEGIN")
@@ -218,12 +219,7 @@ def test_truncate_of_a_captured_table_is_a_t_event_also_after_a_restart(
     cfg = write_config(tmp_path / "c.yaml", server, [f"{db}.a"], log_dir)
     p = run_pipeline(cfg)
 
-    def snapshot_done() -> bool:
-        from cdc.sinks.log import LogReader
-
-        return log_dir.exists() and LogReader(log_dir).info()["last_position"] is not None
-
-    wait_until(snapshot_done, 60, "the (empty) snapshot to complete")
+    wait_until(lambda: _snapshot_done(log_dir), 60, "the (empty) snapshot to complete")
     cur.execute("INSERT INTO a VALUES (1, 'x')")
     cur.execute("TRUNCATE a")
     cur.execute("INSERT INTO other VALUES (1)")
