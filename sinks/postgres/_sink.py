@@ -41,8 +41,9 @@ parses the same text by the staging table's column types). Tables with an array 
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -197,15 +198,22 @@ class PostgresTarget(SqlTarget):
         else:
             self._execute(statement)
 
-    def _copy_ahead(self, copy: _Copy) -> None:
-        """New keys straight into the target, ahead of the queued statements; a refusal is
-        a deferred statement's (the batch goes again in order)."""
+    @contextlib.contextmanager
+    def _deferred(self) -> Iterator[None]:
+        """What runs inside is deferred work: the target's refusal of it is a
+        ``DeferredRefusal`` (the batch goes again in order); a lost connection stays the
+        driver's error."""
         try:
-            self._copy(*copy, ahead=True)
+            yield
         except psycopg.Error as e:
             if self._is_down(e):
                 raise
             raise self._refuse(e) from e
+
+    def _copy_ahead(self, copy: _Copy) -> None:
+        """New keys straight into the target, ahead of the queued statements."""
+        with self._deferred():
+            self._copy(*copy, ahead=True)
 
     def _ready(self) -> None:
         """Before a statement of its own: the answer to what was sent without waiting is read,
@@ -231,13 +239,8 @@ class PostgresTarget(SqlTarget):
         self._slots.clear()
         conn = self._live()
         if wait:
-            try:
-                with conn.cursor() as cur:
-                    cur.execute(statements.encode())
-            except psycopg.Error as e:
-                if self._is_down(e):
-                    raise
-                raise self._refuse(e) from e
+            with self._deferred(), conn.cursor() as cur:
+                cur.execute(statements.encode())
             return
         head, self._head = self._head, None
         if head is not None:
@@ -248,15 +251,13 @@ class PostgresTarget(SqlTarget):
                 [f"COPY {table} ({self.key_list(names)}) FROM STDIN"]
                 + ([statements] if statements else [])
             )
-            with conn.cursor() as cur:
-                try:
-                    with cur.copy(statement.encode(), writer=_NoWaitWriter(cur)) as copy:
-                        self._flight, self._flight_commits = True, commits
-                        _write_rows(copy, rows, which)
-                except psycopg.Error as e:
-                    if self._is_down(e):
-                        raise
-                    raise self._refuse(e) from e
+            with (
+                self._deferred(),
+                conn.cursor() as cur,
+                cur.copy(statement.encode(), writer=_NoWaitWriter(cur)) as copy,
+            ):
+                self._flight, self._flight_commits = True, commits
+                _write_rows(copy, rows, which)
             return
         pgconn = conn.pgconn
         if pgconn.transaction_status == pq.TransactionStatus.IDLE:
