@@ -152,10 +152,10 @@ def test_refused_while_the_daemon_runs_or_a_client_reads_the_slot(
     # the same pipeline run from another config file (another status file, another sink): only
     # the server knows that its slot is being read
     other = postgres_items_config(tmp_path / "elsewhere" / "cdc.yaml", name, pg_db)
-    # the first daemon's walsender may hold the slot a moment after the daemon exited: the pid
-    # read below must be the second's (CI once read the first's, then None)
-    wait_until(lambda: slots(pg_db).get(slot) is None, 30, "the slot released")
     d2 = daemon(other).start()
+    # Its log is empty, so it snapshots first, and the slot's reader changes when it goes on to
+    # stream (CI read a pid, then None): the pid is read once it streams.
+    wait_until(lambda: "streaming from slot" in d2.output(), 60, "the other daemon streaming")
     wait_until(lambda: slots(pg_db).get(slot), 60, "the slot read by the other daemon")
     pid = slots(pg_db)[slot]
     out = cdc_drop(cfg, name, "--yes")
